@@ -1,0 +1,42 @@
+"""RFM customer segmentation on SageMaker Pipelines."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="rfm-segmentation",
+    version="0.1.0",
+    description="RFM customer segmentation pipeline for Amazon SageMaker Pipelines, runnable locally",
+    python_requires=">=3.11",
+    packages=find_packages(include=["pipeline", "pipeline.*", "steps", "steps.*", "lambdas", "lambdas.*"]),
+    package_data={"lambdas": ["*/*.txt"]},
+    install_requires=[
+        "sagemaker==3.27.0",
+        "boto3",
+        "pandas",
+        "pyarrow",
+        "numpy",
+        "scikit-learn",
+        "joblib",
+        "awswrangler",
+        "duckdb",
+        "flask",
+        "gunicorn",
+        "rich",
+        "pyyaml",
+        "aws-lambda-powertools",
+    ],
+    extras_require={
+        "test": ["pytest", "hypothesis", "moto[server]", "ruff", "polars"],
+    },
+    entry_points={
+        "console_scripts": [
+            "rfm=pipeline.cli:main",
+            "run-pipeline=pipeline.run_pipeline:main",
+            "get-pipeline-definition=pipeline.get_pipeline_definition:main",
+            "rfm-features=steps.features_job:main",
+            "rfm-train=steps.train:main",
+            "rfm-evaluate=steps.evaluate:main",
+            "rfm-serve=steps.serve:main",
+        ]
+    },
+)

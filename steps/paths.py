@@ -1,0 +1,65 @@
+"""Container paths and artifact names: the one place they are spelled.
+
+Step code never hard-codes ``/opt/ml``: each path is read from the standard
+SageMaker environment variable when set, else the container default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Artifact file names.
+RFM_FILE = "rfm.parquet"
+QUALITY_FILE = "quality.json"
+QUARANTINE_DIR = "quarantine"
+TRANSFORM_INPUT_FILE = "customers.csv"
+MODEL_ARCHIVE = "model.tar.gz"
+MODEL_FILE = "segmenter.joblib"
+MODEL_META_FILE = "model.json"
+EVALUATION_FILE = "evaluation.json"
+REPORT_FILE = "report.html"
+SEGMENTS_FILE = "segments.parquet"
+REGISTRY_FILE = "registry.json"
+
+# Processing container paths (LocalPath of inputs and outputs).
+PROCESSING_ROOT = "/opt/ml/processing"
+PROCESSING_TRANSACTIONS = f"{PROCESSING_ROOT}/input/transactions"
+PROCESSING_FEATURES_OUT = f"{PROCESSING_ROOT}/output/features"
+PROCESSING_TRANSFORM_OUT = f"{PROCESSING_ROOT}/output/transform"
+PROCESSING_MODEL_IN = f"{PROCESSING_ROOT}/input/model"
+PROCESSING_FEATURES_IN = f"{PROCESSING_ROOT}/input/features"
+PROCESSING_EVALUATION_OUT = f"{PROCESSING_ROOT}/output/evaluation"
+
+# Training container paths.
+TRAINING_CHANNEL = "features"
+_DEFAULTS = {
+    "SM_MODEL_DIR": "/opt/ml/model",
+    "SM_OUTPUT_DATA_DIR": "/opt/ml/output/data",
+    "SM_INPUT_CONFIG_DIR": "/opt/ml/input/config",
+    f"SM_CHANNEL_{TRAINING_CHANNEL.upper()}": f"/opt/ml/input/data/{TRAINING_CHANNEL}",
+}
+
+
+def sm_path(variable: str) -> Path:
+    """Path from a standard SageMaker environment variable, else the container default."""
+    value = os.environ.get(variable) or _DEFAULTS.get(variable)
+    if value is None:
+        raise KeyError(f"no default for {variable}")
+    return Path(value)
+
+
+def model_dir() -> Path:
+    return sm_path("SM_MODEL_DIR")
+
+
+def training_channel() -> Path:
+    return sm_path(f"SM_CHANNEL_{TRAINING_CHANNEL.upper()}")
+
+
+def hyperparameters_file() -> Path:
+    return sm_path("SM_INPUT_CONFIG_DIR") / "hyperparameters.json"
+
+
+def output_data_dir() -> Path:
+    return sm_path("SM_OUTPUT_DATA_DIR")
