@@ -1,0 +1,118 @@
+"""``rfm-evaluate``: the EvaluateSegmenter entrypoint.
+
+Writes ``evaluation.json`` in the model-quality layout SageMaker's model
+registry shows (``{"segmentation_metrics": {name: {"value": v}}}``) plus
+cluster sizes, shares, names and the k-selection curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.metrics import (
+    adjusted_rand_score,
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    silhouette_score,
+)
+
+from steps import columns as c
+from steps import paths
+from steps.cli_support import guarded, setup_logging
+from steps.model_io import SegmentModel, load_model
+from steps.segmenter import feature_matrix
+from steps.train import read_features
+
+log = logging.getLogger("rfm.evaluate")
+
+METRIC_SAMPLE = 20_000
+STABILITY_SEEDS = 3
+
+
+def _scaled(model: SegmentModel, frame: pd.DataFrame) -> np.ndarray:
+    x = feature_matrix(frame)
+    x = np.sign(x) * np.log1p(np.abs(x))
+    return (x - np.asarray(model.meta["scaler_mean"])) / np.asarray(model.meta["scaler_scale"])
+
+
+def evaluate(model: SegmentModel, features: pd.DataFrame, random_state: int = 0) -> dict:
+    """Quality metrics of ``model`` on ``features``.
+
+    Silhouette, Davies-Bouldin and Calinski-Harabasz are computed on a random
+    sample of at most 20,000 customers; stability is the mean adjusted Rand
+    index between the model's clusters and k-means refits with other seeds.
+    """
+    rng = np.random.default_rng(random_state)
+    labels = model.clusters(feature_matrix(features))
+    sizes = np.bincount(labels, minlength=model.k)
+    shares = sizes / max(len(features), 1)
+    index = np.arange(len(features))
+    if len(index) > METRIC_SAMPLE:
+        index = np.sort(rng.choice(len(index), METRIC_SAMPLE, replace=False))
+    x, y = _scaled(model, features.iloc[index]), labels[index]
+    separable = len(np.unique(y)) > 1
+    stability = []
+    for offset in range(1, STABILITY_SEEDS + 1):
+        refit = KMeans(n_clusters=model.k, n_init=4, random_state=random_state + offset).fit(x)
+        stability.append(adjusted_rand_score(y, refit.labels_))
+    metrics = {
+        "silhouette": float(silhouette_score(x, y)) if separable else -1.0,
+        "davies_bouldin": float(davies_bouldin_score(x, y)) if separable else float("inf"),
+        "calinski_harabasz": float(calinski_harabasz_score(x, y)) if separable else 0.0,
+        "min_cluster_share": float(shares.min()) if len(shares) else 0.0,
+        "stability_ari": float(np.mean(stability)),
+        "k": model.k,
+        "customers": int(len(features)),
+    }
+    segment_counts = features.groupby(c.RFM_SEGMENT).size() if c.RFM_SEGMENT in features else pd.Series()
+    return {
+        "segmentation_metrics": {
+            name: ({"value": value, "standard_deviation": float(np.std(stability))}
+                   if name == "stability_ari" else {"value": value})
+            for name, value in metrics.items()
+        },
+        "clusters": [
+            {"cluster": i, "name": model.names[i], "dominant_segment": model.meta["dominant_segments"][i],
+             "size": int(sizes[i]), "share": float(shares[i])}
+            for i in range(model.k)
+        ],
+        "rfm_segments": {str(k): int(v) for k, v in segment_counts.items()},
+        "k_selection": model.meta.get("k_selection", []),
+        "metric_sample_size": int(len(index)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rfm-evaluate", description="Evaluate the segmenter.")
+    parser.add_argument("--model", default=paths.PROCESSING_MODEL_IN, help="model folder or model.tar.gz")
+    parser.add_argument("--features", default=paths.PROCESSING_FEATURES_IN, help="folder with rfm.parquet")
+    parser.add_argument("--output", default=paths.PROCESSING_EVALUATION_OUT, help="folder for evaluation.json")
+    parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.debug)
+
+    def run() -> int:
+        model = load_model(Path(args.model))
+        report = evaluate(model, read_features(Path(args.features)), args.random_state)
+        output = Path(args.output)
+        output.mkdir(parents=True, exist_ok=True)
+        (output / paths.EVALUATION_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        metrics = report["segmentation_metrics"]
+        log.info("k=%d silhouette=%.3f davies_bouldin=%.3f min_cluster_share=%.3f stability_ari=%.3f",
+                 metrics["k"]["value"], metrics["silhouette"]["value"], metrics["davies_bouldin"]["value"],
+                 metrics["min_cluster_share"]["value"], metrics["stability_ari"]["value"])
+        return 0
+
+    return guarded(run, args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

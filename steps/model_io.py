@@ -1,0 +1,133 @@
+"""The model artifact: what ``train`` writes and ``serve`` / ``evaluate`` read.
+
+``model.tar.gz`` (SageMaker packs ``SM_MODEL_DIR``) holds:
+
+- ``model.json``: everything needed to assign segments with NumPy alone:
+  the feature transform, scaler mean and scale, cluster centres, k, names,
+  dominant RFM segments, cluster profiles, feature statistics and the
+  k-selection curve. No pickle, no private classes.
+- ``segmenter.joblib``: the fitted scikit-learn ``StandardScaler`` and
+  ``KMeans`` (plain scikit-learn objects) for users who want them.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from steps import columns as c
+from steps import paths
+from steps.errors import ModelError
+from steps.segments import SEGMENT_GRID
+
+FORMAT_VERSION = 1
+
+
+def save_model(segmenter, model_dir: Path, feature_stats: dict, hyperparameters: dict) -> dict:
+    """Write ``model.json`` and ``segmenter.joblib`` for a fitted ``Segmenter``."""
+    import joblib
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "features": list(c.MODEL_FEATURES),
+        "transform": "signed_log1p",
+        "scaler_mean": segmenter.scaler_.mean_.tolist(),
+        "scaler_scale": segmenter.scaler_.scale_.tolist(),
+        "centers": segmenter.kmeans_.cluster_centers_.tolist(),
+        "k": int(segmenter.k_),
+        "names": list(segmenter.names_),
+        "dominant_segments": list(segmenter.dominant_segments_),
+        "profiles": segmenter.profiles_,
+        "k_selection": segmenter.k_selection_,
+        "inertia": float(segmenter.kmeans_.inertia_),
+        "feature_stats": feature_stats,
+        "hyperparameters": hyperparameters,
+    }
+    (model_dir / paths.MODEL_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    joblib.dump({"scaler": segmenter.scaler_, "kmeans": segmenter.kmeans_}, model_dir / paths.MODEL_FILE)
+    return meta
+
+
+@dataclass(frozen=True)
+class SegmentModel:
+    """A loaded segmenter: assigns clusters with NumPy only."""
+
+    meta: dict
+
+    @property
+    def k(self) -> int:
+        return int(self.meta["k"])
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.meta["names"])
+
+    def clusters(self, features: np.ndarray) -> np.ndarray:
+        """Nearest cluster of each row of ``features`` (columns ``MODEL_FEATURES``)."""
+        x = np.sign(features) * np.log1p(np.abs(features))
+        x = (x - np.asarray(self.meta["scaler_mean"])) / np.asarray(self.meta["scaler_scale"])
+        centers = np.asarray(self.meta["centers"])
+        distances = (x * x).sum(axis=1)[:, None] - 2 * x @ centers.T + (centers * centers).sum(axis=1)[None, :]
+        return distances.argmin(axis=1)
+
+    def assign(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``customer_id, cluster, cluster_name, rfm_segment`` for each row of ``frame``.
+
+        ``frame`` needs ``customer_id``, the model features and ``r_score``, ``f_score``.
+        """
+        clusters = self.clusters(frame[list(c.MODEL_FEATURES)].to_numpy(dtype=float))
+        names = np.asarray(self.meta["names"], dtype=object)
+        grid = np.empty((6, 6), dtype=object)
+        for (r, f), name in SEGMENT_GRID.items():
+            grid[r, f] = name
+        r = frame[c.R_SCORE].to_numpy(dtype=int)
+        f = frame[c.F_SCORE].to_numpy(dtype=int)
+        return pd.DataFrame(
+            {
+                c.CUSTOMER_ID: frame[c.CUSTOMER_ID].to_numpy(),
+                c.CLUSTER: clusters.astype(int),
+                c.CLUSTER_NAME: names[clusters],
+                c.RFM_SEGMENT: grid[r, f],
+            }
+        )
+
+
+def load_model(location: Path) -> SegmentModel:
+    """Load from a model folder or a ``model.tar.gz`` (SageMaker's packed ``SM_MODEL_DIR``).
+
+    Raises
+    ------
+    ModelError
+        Nothing usable at ``location``.
+    """
+    location = Path(location)
+    archive = location if location.is_file() else location / paths.MODEL_ARCHIVE
+    meta_path = location / paths.MODEL_META_FILE
+    try:
+        if location.is_dir() and meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+        elif archive.is_file():
+            with tarfile.open(archive) as tar:
+                member = tar.extractfile(paths.MODEL_META_FILE)
+                if member is None:
+                    raise KeyError(paths.MODEL_META_FILE)
+                meta = json.loads(member.read())
+        else:
+            raise FileNotFoundError(location)
+    except (OSError, KeyError, tarfile.TarError, json.JSONDecodeError) as error:
+        raise ModelError(
+            f"no readable {paths.MODEL_META_FILE} or {paths.MODEL_ARCHIVE} ({type(error).__name__}: {error})",
+            str(location),
+            "point at the output of the TrainSegmenter step",
+        ) from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelError(
+            f"model format {meta.get('format_version')!r} is not {FORMAT_VERSION}", str(location), "retrain"
+        )
+    return SegmentModel(meta)

@@ -1,0 +1,195 @@
+"""The segmenter: scaled RFM features, k-means, and a human name per cluster.
+
+Why log then standardise: recency, frequency and spend are heavy-tailed (a few
+customers order hundreds of times or spend thousands), so raw k-means spends
+its clusters on outliers and lets monetary, the largest number, dominate the
+distance. ``sign(x) * log1p(|x|)`` compresses the tails (and keeps net-negative
+spend finite); standardising then gives each feature an equal say.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
+from sklearn.preprocessing import StandardScaler
+
+from steps import columns as c
+
+K_RANGE = range(2, 11)
+SELECTION_SAMPLE = 50_000
+SILHOUETTE_SAMPLE = 10_000
+N_INIT = 4
+# Candidates whose silhouette is within this of the best count as equally good;
+# the largest such k wins, since more segments are more actionable.
+SILHOUETTE_TOLERANCE = 0.01
+
+
+def log_transform(values: np.ndarray) -> np.ndarray:
+    """``sign(x) * log1p(|x|)``: compresses heavy tails, defined for negative spend."""
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+def feature_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """The model's input columns (``steps.columns.MODEL_FEATURES``) as a float matrix."""
+    return frame[list(c.MODEL_FEATURES)].to_numpy(dtype=float)
+
+
+def _level(value: float, low: float, high: float, words: tuple[str, str, str]) -> str:
+    return words[0] if value <= low else words[2] if value >= high else words[1]
+
+
+def describe_cluster(profile: dict[str, float], quantiles: dict[str, tuple[float, float]]) -> str:
+    """A human name from a cluster's median recency, frequency and spend.
+
+    Levels are relative to the whole customer base (its 33rd and 67th percentiles).
+
+    Examples
+    --------
+    >>> q = {"recency_days": (30, 180), "frequency": (1, 3), "monetary": (50, 300)}
+    >>> describe_cluster({"recency_days": 10, "frequency": 8, "monetary": 900}, q)
+    'Recent frequent high spenders'
+    >>> describe_cluster({"recency_days": 400, "frequency": 1, "monetary": 20}, q)
+    'Lapsed one-time low spenders'
+    """
+    recency = _level(profile[c.RECENCY_DAYS], *quantiles[c.RECENCY_DAYS], ("Recent", "Lapsing", "Lapsed"))
+    freq_low, freq_high = quantiles[c.FREQUENCY]
+    if profile[c.FREQUENCY] <= 1:
+        frequency = "one-time"
+    else:
+        frequency = _level(profile[c.FREQUENCY], freq_low, freq_high, ("occasional", "regular", "frequent"))
+    spend = _level(profile[c.MONETARY], *quantiles[c.MONETARY], ("low", "mid", "high"))
+    return f"{recency} {frequency} {spend} spenders"
+
+
+class Segmenter:
+    """Scale RFM features, fit k-means, choose k, and name the clusters.
+
+    Parameters
+    ----------
+    n_clusters : int
+        Number of clusters; 0 chooses k in 2..10 by silhouette on a sample (the
+        largest k within ``SILHOUETTE_TOLERANCE`` of the best silhouette).
+    random_state : int
+        Seed for sampling and k-means; the same seed gives the same clusters and names.
+
+    Attributes
+    ----------
+    k_ : int
+    scaler_ : StandardScaler
+    kmeans_ : KMeans
+    names_ : list of str
+        One human name per cluster, unique.
+    dominant_segments_ : list of str
+        The most common ``rfm_segment`` of each cluster (when given).
+    k_selection_ : list of dict
+        ``k``, ``silhouette`` and ``inertia`` per candidate (empty when k was given).
+    profiles_ : list of dict
+        Per cluster: size, share, median and mean of each feature.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> frame = pd.DataFrame({"recency_days": rng.integers(1, 400, 300),
+    ...                       "frequency": rng.integers(1, 9, 300),
+    ...                       "monetary": rng.gamma(2, 50, 300)})
+    >>> Segmenter(n_clusters=3, random_state=0).fit(frame).k_
+    3
+    """
+
+    def __init__(self, n_clusters: int = 0, random_state: int = 0) -> None:
+        self.n_clusters = n_clusters
+        self.random_state = random_state
+
+    def fit(self, frame: pd.DataFrame) -> Segmenter:
+        if len(frame) < 3:
+            from steps.errors import ModelError
+
+            raise ModelError(
+                f"{len(frame)} customer(s) are too few to segment", "TrainSegmenter", "use more transactions"
+            )
+        scaled_raw = log_transform(feature_matrix(frame))
+        self.scaler_ = StandardScaler().fit(scaled_raw)
+        scaled = self.scaler_.transform(scaled_raw)
+        n_distinct = len(np.unique(scaled, axis=0))
+        self.k_selection_ = []
+        if self.n_clusters:
+            k = min(int(self.n_clusters), n_distinct)
+        else:
+            k = self._choose_k(scaled, max_k=min(max(K_RANGE), n_distinct - 1, len(frame) - 1))
+        kmeans = KMeans(n_clusters=k, n_init=N_INIT, random_state=self.random_state).fit(scaled)
+        self._order_clusters(kmeans)
+        self.k_ = k
+        self._describe(frame)
+        return self
+
+    def _choose_k(self, scaled: np.ndarray, max_k: int) -> int:
+        rng = np.random.default_rng(self.random_state)
+        sample = scaled
+        if len(scaled) > SELECTION_SAMPLE:
+            sample = scaled[rng.choice(len(scaled), SELECTION_SAMPLE, replace=False)]
+        if max_k < min(K_RANGE):
+            return max(1, max_k)
+        for k in range(min(K_RANGE), max_k + 1):
+            model = KMeans(n_clusters=k, n_init=N_INIT, random_state=self.random_state).fit(sample)
+            silhouette = float(
+                silhouette_score(
+                    sample, model.labels_, sample_size=min(SILHOUETTE_SAMPLE, len(sample)),
+                    random_state=self.random_state,
+                )
+            )
+            self.k_selection_.append({"k": k, "silhouette": silhouette, "inertia": float(model.inertia_)})
+        best = max(row["silhouette"] for row in self.k_selection_)
+        near_best = [row["k"] for row in self.k_selection_ if row["silhouette"] >= best - SILHOUETTE_TOLERANCE]
+        return int(max(near_best))
+
+    def _order_clusters(self, kmeans: KMeans) -> None:
+        """Renumber clusters by value (recent, frequent, high spend first) for stable ids."""
+        centers = kmeans.cluster_centers_
+        value = -centers[:, 0] + centers[:, 1] + centers[:, 2]
+        order = np.argsort(-value, kind="stable")
+        kmeans.cluster_centers_ = centers[order]
+        remap = np.empty_like(order)
+        remap[order] = np.arange(len(order))
+        kmeans.labels_ = remap[kmeans.labels_]
+        self.kmeans_ = kmeans
+
+    def _describe(self, frame: pd.DataFrame) -> None:
+        labels = self.kmeans_.labels_
+        quantiles = {
+            name: tuple(np.quantile(frame[name].to_numpy(dtype=float), [1 / 3, 2 / 3]))
+            for name in c.MODEL_FEATURES
+        }
+        self.profiles_, self.names_, self.dominant_segments_ = [], [], []
+        for cluster in range(self.k_):
+            members = frame[labels == cluster]
+            median = {name: float(members[name].median()) for name in c.MODEL_FEATURES}
+            mean = {name: float(members[name].mean()) for name in c.MODEL_FEATURES}
+            dominant = ""
+            if c.RFM_SEGMENT in frame and len(members):
+                dominant = str(members[c.RFM_SEGMENT].value_counts().sort_index().idxmax())
+            self.dominant_segments_.append(dominant)
+            self.names_.append(describe_cluster(median, quantiles))
+            self.profiles_.append(
+                {"cluster": cluster, "size": int(len(members)), "share": len(members) / len(frame),
+                 "median": median, "mean": mean}
+            )
+        self.names_ = _unique_names(self.names_, self.dominant_segments_)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Cluster of each row of ``frame`` (needs ``MODEL_FEATURES``)."""
+        scaled = self.scaler_.transform(log_transform(feature_matrix(frame)))
+        return self.kmeans_.predict(scaled)
+
+
+def _unique_names(names: list[str], dominant: list[str]) -> list[str]:
+    """Disambiguate repeated names with the dominant RFM segment, then a number."""
+    out = list(names)
+    for i, name in enumerate(names):
+        if names.count(name) > 1 and dominant[i]:
+            out[i] = f"{name} ({dominant[i]})"
+    for i, name in enumerate(out):
+        if out.count(name) > 1:
+            out[i] = f"{name} #{out[:i + 1].count(name)}"
+    return out
