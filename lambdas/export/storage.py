@@ -1,0 +1,113 @@
+"""Read, write and list files under an S3 URI or a local folder, with one interface.
+
+URIs are ``s3://bucket/prefix``, ``file:///abs/path`` or a plain path. S3 goes through the boto3
+client handed in (created once per container by the handler; moto-backed in tests), local paths
+through :mod:`pathlib`, so the local runner can call the export Lambda in-process.
+
+Example
+-------
+>>> import tempfile
+>>> storage = Storage()
+>>> root = tempfile.mkdtemp()
+>>> storage.write_bytes(join(root, "a", "b.txt"), b"hi")
+>>> [uri.endswith("b.txt") for uri in storage.list(root, ".txt")]
+[True]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bucket, key
+
+
+def local_path(uri: str) -> Path:
+    """A plain path or a ``file://`` URI as a :class:`Path`."""
+    if uri.startswith("file://"):
+        return Path(url2pathname(unquote(urlparse(uri).path)))
+    return Path(uri)
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a URI with ``/`` (S3 and ``file://``) or the OS separator."""
+    if is_s3(uri) or uri.startswith("file://"):
+        return "/".join([uri.rstrip("/"), *parts])
+    return str(Path(uri, *parts))
+
+
+class Storage:
+    """Files under S3 URIs or local paths.
+
+    Parameters
+    ----------
+    s3 : boto3 S3 client, optional
+        Needed only for ``s3://`` URIs.
+    """
+
+    def __init__(self, s3: Any | None = None) -> None:
+        self.s3 = s3
+
+    def _client(self, uri: str) -> Any:
+        if self.s3 is None:
+            raise ValueError(f"an S3 client is needed for {uri}")
+        return self.s3
+
+    def exists(self, uri: str) -> bool:
+        if not is_s3(uri):
+            return local_path(uri).is_file()
+        bucket, key = split_s3(uri)
+        response = self._client(uri).list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+        return any(item["Key"] == key for item in response.get("Contents", []))
+
+    def list(self, uri: str, suffix: str = "") -> list[str]:
+        """URIs of all files under the folder ``uri`` (recursively) ending with ``suffix``, sorted."""
+        if not is_s3(uri):
+            root = local_path(uri)
+            if not root.is_dir():
+                return []
+            found = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(suffix))
+            return [join(uri, *p.relative_to(root).parts) for p in found]
+        bucket, prefix = split_s3(uri)
+        prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+        pages = self._client(uri).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        return sorted(f"s3://{bucket}/{key}" for key in keys if key.endswith(suffix) and not key.endswith("/"))
+
+    def read_bytes(self, uri: str) -> bytes:
+        if not is_s3(uri):
+            return local_path(uri).read_bytes()
+        bucket, key = split_s3(uri)
+        return self._client(uri).get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Write (overwrite) one file, creating local parent folders."""
+        if not is_s3(uri):
+            path = local_path(uri)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            return
+        bucket, key = split_s3(uri)
+        self._client(uri).put_object(Bucket=bucket, Key=key, Body=data)
+
+    def delete(self, uris: list[str]) -> None:
+        """Delete files; local folders left empty are removed too."""
+        for uri in uris:
+            if not is_s3(uri):
+                path = local_path(uri)
+                path.unlink(missing_ok=True)
+                if path.parent.is_dir() and not any(path.parent.iterdir()):
+                    path.parent.rmdir()
+                continue
+            bucket, key = split_s3(uri)
+            self._client(uri).delete_object(Bucket=bucket, Key=key)

@@ -1,0 +1,344 @@
+"""Start one SageMaker pipeline execution per new transactions file in S3.
+
+Event contract
+--------------
+``handler(event, context)`` accepts S3 ``ObjectCreated`` events in either shape:
+
+- a direct S3 notification, ``{"Records": [{"eventName": "ObjectCreated:Put", "s3": {...}}]}``;
+- an EventBridge event, ``{"detail-type": "Object Created", "source": "aws.s3",
+  "detail": {"bucket": {"name": ...}, "object": {"key", "version-id", "etag", "size"}}}``.
+
+Keys are URL-decoded (``+`` and ``%xx``). An object starts an execution when it is under
+``INPUT_PREFIX``, not under ``OUTPUT_PREFIX``, not a folder marker, non-empty and has one of
+``SUFFIXES``; anything else is ignored with a reason.
+
+Configuration (environment, read once per container)
+----------------------------------------------------
+``PIPELINE_NAME`` (required), ``INPUT_PREFIX`` (default ``""``: the whole bucket),
+``OUTPUT_PREFIX`` (default ``rfm/executions/``), ``SUFFIXES`` (default ``.csv,.csv.gz,.parquet``,
+matched case-insensitively), ``PIPELINE_PARAMETERS`` (JSON object of extra pipeline parameters),
+``IDEMPOTENCY_TABLE`` (DynamoDB table, partition key ``id`` string, TTL on ``expiration``),
+``IDEMPOTENCY_EXPIRES_SECONDS`` (default 86400).
+
+Return value
+------------
+``{"started": [execution ARNs], "ignored": [{"key": ..., "reason": ...}], "duplicates": n}``.
+
+Idempotency
+-----------
+An object is identified by bucket, key, version id and ETag (both: with versioning suspended every
+upload has version id ``"null"``, so the ETag tells re-uploads apart). With ``IDEMPOTENCY_TABLE``
+set, Powertools' idempotency utility records each identity, so a repeated delivery starts nothing
+and is counted in ``duplicates``. Every start also passes a ``ClientRequestToken`` derived from
+the same identity, so SageMaker itself deduplicates retries of the API call.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+import boto3
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import S3Event
+from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventBridgeNotificationEvent
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import ClientError
+
+from steps.errors import PipelineError
+
+logger = Logger(service="rfm-trigger")
+
+DEFAULT_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+DEFAULT_OUTPUT_PREFIX = "rfm/executions/"
+INPUT_PARAMETER = "InputDataUrl"
+IDEMPOTENCY_KEY_PREFIX = "rfm-trigger"
+MAX_PARAMETER_VALUE = 1024  # SageMaker's limit on a pipeline parameter value
+MAX_DISPLAY_NAME = 82
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The trigger's configuration, read once per container from the environment."""
+
+    pipeline_name: str
+    input_prefix: str = ""
+    output_prefix: str = DEFAULT_OUTPUT_PREFIX
+    suffixes: tuple[str, ...] = DEFAULT_SUFFIXES
+    pipeline_parameters: tuple[tuple[str, str], ...] = ()
+    idempotency_table: str | None = None
+    idempotency_expires_seconds: int = 24 * 60 * 60
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Parse the environment; raise :class:`PipelineError` on missing or malformed values."""
+        pipeline_name = environ.get("PIPELINE_NAME", "").strip()
+        if not pipeline_name:
+            raise PipelineError("PIPELINE_NAME is not set", "trigger Lambda environment",
+                                "Set it to the SageMaker pipeline to start")
+        suffixes = tuple(s.strip().lower() for s in environ.get("SUFFIXES", "").split(",") if s.strip())
+        return cls(
+            pipeline_name=pipeline_name,
+            input_prefix=environ.get("INPUT_PREFIX", "").lstrip("/"),
+            output_prefix=environ.get("OUTPUT_PREFIX", DEFAULT_OUTPUT_PREFIX).lstrip("/"),
+            suffixes=suffixes or DEFAULT_SUFFIXES,
+            pipeline_parameters=_parse_parameters(environ.get("PIPELINE_PARAMETERS", "")),
+            idempotency_table=environ.get("IDEMPOTENCY_TABLE", "").strip() or None,
+            idempotency_expires_seconds=int(environ.get("IDEMPOTENCY_EXPIRES_SECONDS", 24 * 60 * 60)),
+        )
+
+
+def _parse_parameters(text: str) -> tuple[tuple[str, str], ...]:
+    if not text.strip():
+        return ()
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise PipelineError(f"PIPELINE_PARAMETERS is not valid JSON ({error})", "trigger Lambda environment",
+                            'Use a JSON object such as {"ModelApprovalStatus": "PendingManualApproval"}') from None
+    if not isinstance(parsed, dict) or INPUT_PARAMETER in parsed:
+        raise PipelineError(f"PIPELINE_PARAMETERS must be a JSON object without {INPUT_PARAMETER}",
+                            "trigger Lambda environment", f"{INPUT_PARAMETER} is set from each S3 object")
+    # JSON spelling for non-strings: true -> "true", 0.5 -> "0.5", as SageMaker parses parameter values.
+    return tuple((str(name), value if isinstance(value, str) else json.dumps(value)) for name, value in parsed.items())
+
+
+@dataclass(frozen=True)
+class S3ObjectRef:
+    """One object named by an event; ``event`` is the S3 event name or EventBridge detail-type."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str
+    size: int | None
+    event: str
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def created(self) -> bool:
+        return self.event.startswith("ObjectCreated") or self.event == "Object Created"
+
+
+def parse_event(event: Mapping[str, Any]) -> list[S3ObjectRef]:
+    """Objects named by a direct S3 notification or an EventBridge S3 event, keys URL-decoded."""
+    if "Records" in event:
+        return [
+            S3ObjectRef(
+                bucket=record.s3.bucket.name,
+                key=unquote_plus(record.s3.get_object.key),
+                version_id=record.s3.get_object.version_id,
+                etag=record.s3.get_object.etag,
+                size=_size(record.s3.get_object.get("size")),
+                event=record.event_name,
+            )
+            for record in S3Event(dict(event)).records
+        ]
+    if "detail" in event:
+        s3_event = S3EventBridgeNotificationEvent(dict(event))
+        obj = s3_event.detail.object
+        return [S3ObjectRef(
+            bucket=s3_event.detail.bucket.name,
+            key=obj.key,
+            version_id=obj.get("version-id"),
+            etag=obj.etag,
+            size=_size(obj.size),
+            event=s3_event.detail_type,
+        )]
+    raise PipelineError("the event is neither an S3 notification (Records) nor an EventBridge event (detail)",
+                        "trigger Lambda", "Route S3 ObjectCreated notifications or EventBridge events to it")
+
+
+def _size(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def ignore_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
+    """Why ``obj`` starts no execution, or None when it should start one."""
+    if not obj.created:
+        return f"not an object-created event ({obj.event})"
+    if not obj.key.startswith(settings.input_prefix):
+        return f"outside the input prefix {settings.input_prefix!r}"
+    if settings.output_prefix and obj.key.startswith(settings.output_prefix):
+        return f"under the pipeline's own output prefix {settings.output_prefix!r}"
+    if obj.key.endswith("/"):
+        return "folder marker"
+    if not obj.key.lower().endswith(settings.suffixes):
+        return f"unsupported suffix (expected one of {', '.join(settings.suffixes)})"
+    if obj.size is not None and obj.size <= 0:
+        return "zero-byte object"
+    if len(obj.url) > MAX_PARAMETER_VALUE:
+        return f"{INPUT_PARAMETER} would be longer than {MAX_PARAMETER_VALUE} characters"
+    return None
+
+
+def client_request_token(obj: S3ObjectRef) -> str:
+    """Deterministic SageMaker ClientRequestToken (68 chars of [a-z0-9-]) for one object version."""
+    identity = "\n".join((obj.bucket, obj.key, obj.version_id or "", obj.etag))
+    return "rfm-" + hashlib.sha256(identity.encode("utf-8")).hexdigest()
+
+
+def display_name(key: str, input_prefix: str = "") -> str:
+    """PipelineExecutionDisplayName from a key: ``[a-zA-Z0-9-]``, at most 82 chars, file name kept.
+
+    Examples
+    --------
+    >>> display_name("rfm/input/2024/orders_q1.csv.gz", "rfm/input/")
+    '2024-orders-q1-csv-gz'
+    """
+    relative = key.removeprefix(input_prefix)
+    name = re.sub(r"[^a-zA-Z0-9]+", "-", relative).strip("-")
+    name = name[-MAX_DISPLAY_NAME:].strip("-")  # keep the tail: the file name says the most
+    return name or "rfm-input"
+
+
+def _started(response: dict[str, Any], record: Any) -> dict[str, Any]:
+    """Powertools response hook: the stored response of an already processed object."""
+    return {**response, "duplicate": True}
+
+
+class PipelineStarter:
+    """Start one execution per object; idempotent when a persistence store is given.
+
+    Parameters
+    ----------
+    settings : Settings
+        Pipeline name, extra parameters and idempotency expiry.
+    sagemaker : SageMaker boto3 client
+        Created once per container by the handler; tests pass a moto-backed one.
+    persistence_store : BasePersistenceLayer, optional
+        Powertools idempotency store (DynamoDB in production). Without it only the
+        ClientRequestToken deduplicates.
+    """
+
+    def __init__(self, settings: Settings, sagemaker: Any,
+                 persistence_store: BasePersistenceLayer | None = None) -> None:
+        self.settings = settings
+        self.sagemaker = sagemaker
+        self.config = IdempotencyConfig(
+            event_key_jmespath="[bucket, key, version_id, etag]",
+            raise_on_no_idempotency_key=True,
+            expires_after_seconds=settings.idempotency_expires_seconds,
+            response_hook=_started,
+        )
+        self._start: Callable[..., dict[str, Any]] = self._start_execution
+        if persistence_store is not None:
+            self._start = idempotent_function(
+                self._start_execution, data_keyword_argument="obj", persistence_store=persistence_store,
+                config=self.config, key_prefix=IDEMPOTENCY_KEY_PREFIX,
+            )
+
+    def register_lambda_context(self, context: LambdaContext | None) -> None:
+        """Let the idempotency utility see the remaining invocation time."""
+        if context is not None:
+            self.config.register_lambda_context(context)
+
+    def __call__(self, obj: S3ObjectRef) -> dict[str, Any]:
+        """Start (or find the earlier start of) one execution: ``{"execution_arn", "duplicate"}``."""
+        return {"duplicate": False, **self._start(obj=obj)}
+
+    def _start_execution(self, obj: S3ObjectRef) -> dict[str, Any]:
+        parameters = [{"Name": INPUT_PARAMETER, "Value": obj.url}]
+        parameters += [{"Name": name, "Value": value} for name, value in self.settings.pipeline_parameters]
+        try:
+            response = self.sagemaker.start_pipeline_execution(
+                PipelineName=self.settings.pipeline_name,
+                PipelineExecutionDisplayName=display_name(obj.key, self.settings.input_prefix),
+                PipelineExecutionDescription=(
+                    f"RFM segmentation of {obj.url} (version {obj.version_id or '-'}, ETag {obj.etag or '-'}, "
+                    f"{obj.size if obj.size is not None else '?'} bytes), started by the S3 trigger"),
+                PipelineParameters=parameters,
+                ClientRequestToken=client_request_token(obj),
+            )
+        except ClientError as error:
+            raise _pipeline_error(error, self.settings.pipeline_name) from error
+        return {"execution_arn": response["PipelineExecutionArn"]}
+
+
+def _pipeline_error(error: ClientError, pipeline_name: str) -> Exception:
+    code = error.response.get("Error", {}).get("Code", "")
+    message = error.response.get("Error", {}).get("Message", "")
+    missing = code == "ResourceNotFound" or (
+        code == "ValidationException" and re.search(r"could not find|not found|does not exist", message, re.IGNORECASE))
+    if missing:
+        return PipelineError(f"SageMaker pipeline {pipeline_name!r} does not exist ({message})",
+                             "trigger Lambda (PIPELINE_NAME)",
+                             "Create it with run-pipeline (or fix PIPELINE_NAME / the Lambda's region)")
+    if code == "ValidationException":
+        return PipelineError(f"SageMaker rejected the start of {pipeline_name!r}: {message}",
+                             "trigger Lambda", "Check PIPELINE_PARAMETERS against the pipeline's parameters")
+    return error
+
+
+def trigger(objects: list[S3ObjectRef], settings: Settings, start: Callable[[S3ObjectRef], dict[str, Any]]
+            ) -> dict[str, Any]:
+    """Start one execution per eligible object; the plain function behind :func:`handler`.
+
+    Returns
+    -------
+    dict
+        ``{"started": [execution ARNs], "ignored": [{"key", "reason"}], "duplicates": int}``;
+        an object repeated within one event counts as a duplicate too.
+    """
+    summary: dict[str, Any] = {"started": [], "ignored": [], "duplicates": 0}
+    seen: set[tuple[str, str, str | None, str]] = set()
+    for obj in objects:
+        logger.set_correlation_id(obj.url)
+        logger.append_keys(s3_bucket=obj.bucket, s3_key=obj.key, s3_version_id=obj.version_id)
+        reason = ignore_reason(obj, settings)
+        identity = (obj.bucket, obj.key, obj.version_id, obj.etag)
+        if reason is not None:
+            logger.info("Object ignored", extra={"reason": reason})
+            summary["ignored"].append({"key": obj.key, "reason": reason})
+        elif identity in seen:
+            logger.info("Object repeated within the event: nothing started")
+            summary["duplicates"] += 1
+        else:
+            seen.add(identity)
+            result = start(obj)
+            if result["duplicate"]:
+                logger.info("Duplicate delivery: execution already started",
+                            extra={"execution_arn": result["execution_arn"]})
+                summary["duplicates"] += 1
+            else:
+                logger.info("Pipeline execution started", extra={"execution_arn": result["execution_arn"]})
+                summary["started"].append(result["execution_arn"])
+    logger.remove_keys(["s3_bucket", "s3_key", "s3_version_id"])
+    return summary
+
+
+@functools.cache
+def _runtime() -> tuple[Settings, PipelineStarter]:
+    """Configuration and clients, created once per container."""
+    settings = Settings.from_env(os.environ)
+    store = None
+    if settings.idempotency_table:
+        store = DynamoDBPersistenceLayer(table_name=settings.idempotency_table,
+                                         boto3_client=boto3.client("dynamodb"))
+    else:
+        logger.warning("IDEMPOTENCY_TABLE is not set: only SageMaker's ClientRequestToken deduplicates")
+    return settings, PipelineStarter(settings, boto3.client("sagemaker"), store)
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Lambda entry point: parse the event, then :func:`trigger` with the container's clients."""
+    settings, starter = _runtime()
+    starter.register_lambda_context(context)
+    return trigger(parse_event(event), settings, starter)

@@ -1,0 +1,333 @@
+"""The S3 trigger Lambda against moto's SageMaker and DynamoDB."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from lambdas.trigger import app
+from lambdas.trigger.app import PipelineStarter, Settings, parse_event, trigger
+from steps.errors import PipelineError
+
+PIPELINE = "rfm-pipeline"
+BUCKET = "rfm-data"
+TABLE = "rfm-idempotency"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
+DEFINITION = json.dumps({
+    "Version": "2020-12-01",
+    "Parameters": [
+        {"Name": "InputDataUrl", "Type": "String"},
+        {"Name": "ModelApprovalStatus", "Type": "String", "DefaultValue": "PendingManualApproval"},
+    ],
+    "Steps": [],
+})
+EXTRA = {"ModelApprovalStatus": "Approved"}
+DISPLAY_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,81}$")
+TOKEN = re.compile(r"^[a-zA-Z0-9-]{32,128}$")
+
+# Outside the handler no Lambda context is registered, so Powertools cannot see the remaining time.
+pytestmark = pytest.mark.filterwarnings("ignore:Couldn't determine the remaining time")
+
+
+@dataclass
+class FakeContext:
+    function_name: str = "rfm-trigger"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:rfm-trigger"
+    aws_request_id: str = "00000000-0000-0000-0000-000000000001"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SECURITY_TOKEN": "testing",
+                        "AWS_SESSION_TOKEN": "testing"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("POWERTOOLS_IDEMPOTENCY_DISABLED", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def sagemaker(aws: Any) -> Any:
+    client = boto3.client("sagemaker")
+    client.create_pipeline(PipelineName=PIPELINE, PipelineDefinition=DEFINITION, RoleArn=ROLE)
+    return client
+
+
+@pytest.fixture
+def store(aws: Any) -> DynamoDBPersistenceLayer:
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+                          KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    return DynamoDBPersistenceLayer(table_name=TABLE, boto3_client=dynamodb)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(pipeline_name=PIPELINE, input_prefix="rfm/input/",
+                    pipeline_parameters=tuple(EXTRA.items()), idempotency_table=TABLE)
+
+
+def s3_event(key: str, version: str | None = "v1", size: int = 100, etag: str = "abc123",
+             event_name: str = "ObjectCreated:Put", bucket: str = BUCKET) -> dict[str, Any]:
+    obj: dict[str, Any] = {"key": key, "size": size, "eTag": etag, "sequencer": "0055AED6DCD90281E5"}
+    if version is not None:
+        obj["versionId"] = version
+    return {"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2024-01-01T00:00:00.000Z", "eventName": event_name,
+        "userIdentity": {"principalId": "AWS:EXAMPLE"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "rfm-input",
+               "bucket": {"name": bucket, "ownerIdentity": {"principalId": "EXAMPLE"},
+                          "arn": f"arn:aws:s3:::{bucket}"},
+               "object": obj},
+    }]}
+
+
+def eventbridge_event(key: str, version: str | None = "v1", size: int = 100, etag: str = "abc123",
+                      detail_type: str = "Object Created", bucket: str = BUCKET) -> dict[str, Any]:
+    obj: dict[str, Any] = {"key": key, "size": size, "etag": etag, "sequencer": "617f08299329d189"}
+    if version is not None:
+        obj["version-id"] = version
+    return {
+        "version": "0", "id": "17793124-05d4-b198-2fde-7ededc63b103", "detail-type": detail_type,
+        "source": "aws.s3", "account": "123456789012", "time": "2024-01-01T00:00:00Z", "region": "us-east-1",
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {"version": "0", "bucket": {"name": bucket}, "object": obj, "request-id": "N4N7GDK58NMKJ12R",
+                   "requester": "123456789012", "source-ip-address": "127.0.0.1", "reason": "PutObject"},
+    }
+
+
+SHAPES = pytest.mark.parametrize("make_event", [s3_event, eventbridge_event], ids=["s3", "eventbridge"])
+
+
+def executions(sagemaker: Any) -> list[dict[str, Any]]:
+    return sagemaker.list_pipeline_executions(PipelineName=PIPELINE)["PipelineExecutionSummaries"]
+
+
+def parameters(sagemaker: Any, arn: str) -> dict[str, str]:
+    found = sagemaker.list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)["PipelineParameters"]
+    return {p["Name"]: p["Value"] for p in found}
+
+
+def capture_starts(sagemaker: Any) -> list[dict[str, Any]]:
+    """Record the parameters of every StartPipelineExecution call made with ``sagemaker``."""
+    calls: list[dict[str, Any]] = []
+    sagemaker.meta.events.register("provide-client-params.sagemaker.StartPipelineExecution",
+                                   lambda params, **_: calls.append(dict(params)))
+    return calls
+
+
+@SHAPES
+def test_created_object_starts_one_execution_with_parameters(make_event, sagemaker, store, settings) -> None:
+    calls = capture_starts(sagemaker)
+    summary = trigger(parse_event(make_event("rfm/input/2024/orders.csv.gz")), settings,
+                      PipelineStarter(settings, sagemaker, store))
+
+    assert summary == {"started": [executions(sagemaker)[0]["PipelineExecutionArn"]], "ignored": [],
+                       "duplicates": 0}
+    arn = summary["started"][0]
+    assert parameters(sagemaker, arn) == {"InputDataUrl": f"s3://{BUCKET}/rfm/input/2024/orders.csv.gz", **EXTRA}
+    described = sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)
+    assert described["PipelineExecutionDisplayName"] == "2024-orders-csv-gz"
+    assert f"s3://{BUCKET}/rfm/input/2024/orders.csv.gz" in described["PipelineExecutionDescription"]
+    assert TOKEN.match(calls[0]["ClientRequestToken"])
+    json.dumps(summary)
+
+
+@SHAPES
+def test_duplicate_delivery_starts_nothing_new(make_event, sagemaker, store, settings) -> None:
+    starter = PipelineStarter(settings, sagemaker, store)
+    first = trigger(parse_event(make_event("rfm/input/orders.csv")), settings, starter)
+    again = trigger(parse_event(make_event("rfm/input/orders.csv")), settings, starter)
+
+    assert len(first["started"]) == 1 and first["duplicates"] == 0
+    assert again == {"started": [], "ignored": [], "duplicates": 1}
+    assert len(executions(sagemaker)) == 1
+
+
+@pytest.mark.parametrize("change", [{"version": "v2"}, {"etag": "def456"}, {"version": None, "etag": "x"}])
+def test_new_version_of_same_key_starts_again(change, sagemaker, store, settings) -> None:
+    starter = PipelineStarter(settings, sagemaker, store)
+    trigger(parse_event(s3_event("rfm/input/orders.csv")), settings, starter)
+    summary = trigger(parse_event(s3_event("rfm/input/orders.csv", **change)), settings, starter)
+
+    assert len(summary["started"]) == 1
+    assert len(executions(sagemaker)) == 2
+
+
+def test_without_idempotency_table_token_alone_identifies_the_object(sagemaker, settings) -> None:
+    calls = capture_starts(sagemaker)
+    starter = PipelineStarter(settings, sagemaker, persistence_store=None)
+    for event in (s3_event("rfm/input/a.csv"), eventbridge_event("rfm/input/a.csv"),
+                  s3_event("rfm/input/a.csv", version="v2")):
+        trigger(parse_event(event), settings, starter)
+
+    tokens = [call["ClientRequestToken"] for call in calls]
+    assert tokens[0] == tokens[1] != tokens[2]  # both shapes of one delivery: same token
+    assert all(TOKEN.match(token) for token in tokens)
+
+
+def test_object_repeated_within_one_event_counts_as_duplicate(sagemaker, settings) -> None:
+    event = s3_event("rfm/input/a.csv")
+    event["Records"] += s3_event("rfm/input/a.csv")["Records"] + s3_event("rfm/input/b.parquet")["Records"]
+    summary = trigger(parse_event(event), settings, PipelineStarter(settings, sagemaker))
+
+    assert len(summary["started"]) == 2 and summary["duplicates"] == 1
+    assert len(executions(sagemaker)) == 2
+
+
+@SHAPES
+@pytest.mark.parametrize(("raw_key", "key"), [
+    ("rfm/input/my+orders+2024.csv", "rfm/input/my orders 2024.csv"),
+    ("rfm/input/caf%C3%A9%2B1.csv", "rfm/input/café+1.csv"),
+    ("rfm/input/a%2Fb%20c.parquet", "rfm/input/a/b c.parquet"),
+])
+def test_keys_are_url_decoded(make_event, raw_key, key, sagemaker, settings) -> None:
+    summary = trigger(parse_event(make_event(raw_key)), settings, PipelineStarter(settings, sagemaker))
+
+    assert parameters(sagemaker, summary["started"][0])["InputDataUrl"] == f"s3://{BUCKET}/{key}"
+    assert DISPLAY_NAME.match(executions(sagemaker)[0]["PipelineExecutionDisplayName"])
+
+
+@SHAPES
+@pytest.mark.parametrize(("key", "size", "input_prefix", "reason"), [
+    ("other/orders.csv", 10, "rfm/input/", "outside the input prefix"),
+    ("rfm/executions/abc/features/rfm.parquet", 10, "rfm/", "own output prefix"),
+    ("rfm/input/2024/", 0, "rfm/input/", "folder marker"),
+    ("rfm/input/2024/", 10, "rfm/input/", "folder marker"),
+    ("rfm/input/empty.csv", 0, "rfm/input/", "zero-byte"),
+    ("rfm/input/orders.json", 10, "rfm/input/", "unsupported suffix"),
+    ("rfm/input/orders.csv.tmp", 10, "rfm/input/", "unsupported suffix"),
+    ("rfm/input/" + "k" * 1020 + ".csv", 10, "rfm/input/", "longer than 1024"),
+])
+def test_ignored_objects_start_nothing(make_event, key, size, input_prefix, reason, sagemaker, settings) -> None:
+    settings = Settings(pipeline_name=PIPELINE, input_prefix=input_prefix)
+    summary = trigger(parse_event(make_event(key, size=size)), settings, PipelineStarter(settings, sagemaker))
+
+    assert summary["started"] == [] and summary["duplicates"] == 0
+    assert [item["key"] for item in summary["ignored"]] == [key]
+    assert reason in summary["ignored"][0]["reason"]
+    assert executions(sagemaker) == []
+
+
+@pytest.mark.parametrize("event", [s3_event("rfm/input/a.csv", event_name="ObjectRemoved:Delete"),
+                                   eventbridge_event("rfm/input/a.csv", detail_type="Object Deleted")])
+def test_other_event_types_are_ignored(event, sagemaker, settings) -> None:
+    summary = trigger(parse_event(event), settings, PipelineStarter(settings, sagemaker))
+    assert summary["started"] == [] and "not an object-created event" in summary["ignored"][0]["reason"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".CSV", ".csv.gz", ".parquet"])
+def test_supported_suffixes_start(suffix, sagemaker, settings) -> None:
+    summary = trigger(parse_event(s3_event(f"rfm/input/orders{suffix}")), settings,
+                      PipelineStarter(settings, sagemaker))
+    assert len(summary["started"]) == 1
+
+
+@pytest.mark.parametrize("use_store", [True, False])
+def test_missing_pipeline_gives_clear_error(use_store, aws, store, settings) -> None:
+    settings = Settings(pipeline_name="no-such-pipeline", input_prefix="rfm/input/")
+    starter = PipelineStarter(settings, boto3.client("sagemaker"), store if use_store else None)
+
+    with pytest.raises(PipelineError, match=r"'no-such-pipeline' does not exist.*run-pipeline"):
+        trigger(parse_event(s3_event("rfm/input/a.csv")), settings, starter)
+    if use_store:  # the failed attempt left no record behind: a retry may start it
+        assert boto3.client("dynamodb").scan(TableName=TABLE)["Count"] == 0
+
+
+@pytest.mark.parametrize(("code", "message", "expected"), [
+    ("ResourceNotFound", "Pipeline 'arn:...' does not exist.", "does not exist"),
+    ("ValidationException", "Could not find pipeline with PipelineName p.", "does not exist"),
+    ("ValidationException", "Parameter Foo is not defined in the pipeline", "rejected the start"),
+])
+def test_sagemaker_errors_are_explained(code, message, expected) -> None:
+    error = ClientError({"Error": {"Code": code, "Message": message}}, "StartPipelineExecution")
+    assert expected in str(app._pipeline_error(error, "p"))
+
+
+def test_other_sagemaker_errors_pass_through() -> None:
+    error = ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "StartPipelineExecution")
+    assert app._pipeline_error(error, "p") is error
+
+
+@pytest.mark.parametrize("key", [
+    "rfm/input/orders.csv", "rfm/input/___.csv", "rfm/input/" + "x/" * 100 + "orders_2024.csv",
+    "rfm/input/über straße.csv", "rfm/input/-.csv", "rfm/input/!!!",
+])
+def test_display_names_are_valid(key) -> None:
+    name = app.display_name(key, "rfm/input/")
+    assert DISPLAY_NAME.match(name), name
+
+
+@pytest.mark.parametrize(("environ", "error"), [
+    ({}, "PIPELINE_NAME is not set"),
+    ({"PIPELINE_NAME": "p", "PIPELINE_PARAMETERS": "{not json"}, "not valid JSON"),
+    ({"PIPELINE_NAME": "p", "PIPELINE_PARAMETERS": "[1]"}, "must be a JSON object"),
+    ({"PIPELINE_NAME": "p", "PIPELINE_PARAMETERS": '{"InputDataUrl": "s3://x/y"}'}, "without InputDataUrl"),
+])
+def test_bad_configuration_is_reported(environ, error) -> None:
+    with pytest.raises(PipelineError, match=error):
+        Settings.from_env(environ)
+
+
+def test_settings_from_env() -> None:
+    settings = Settings.from_env({"PIPELINE_NAME": "p", "INPUT_PREFIX": "rfm/input/", "SUFFIXES": ".CSV, .txt",
+                                  "PIPELINE_PARAMETERS": json.dumps(EXTRA)})
+    assert settings.suffixes == (".csv", ".txt")
+    assert settings.pipeline_parameters == (("ModelApprovalStatus", "Approved"),)
+    assert settings.output_prefix == "rfm/executions/" and settings.idempotency_table is None
+    typed = Settings.from_env({"PIPELINE_NAME": "p", "PIPELINE_PARAMETERS": '{"Flag": true, "Min": 0.5}'})
+    assert typed.pipeline_parameters == (("Flag", "true"), ("Min", "0.5"))
+    assert Settings.from_env({"PIPELINE_NAME": "p"}).suffixes == (".csv", ".csv.gz", ".parquet")
+
+
+def test_unknown_event_shape_is_reported() -> None:
+    with pytest.raises(PipelineError, match="neither an S3 notification"):
+        parse_event({"hello": "world"})
+
+
+@pytest.mark.parametrize("table", [TABLE, None])
+def test_handler_end_to_end(table, monkeypatch, sagemaker, store) -> None:
+    monkeypatch.setenv("PIPELINE_NAME", PIPELINE)
+    monkeypatch.setenv("INPUT_PREFIX", "rfm/input/")
+    monkeypatch.setenv("PIPELINE_PARAMETERS", json.dumps(EXTRA))
+    if table:
+        monkeypatch.setenv("IDEMPOTENCY_TABLE", table)
+    else:
+        monkeypatch.delenv("IDEMPOTENCY_TABLE", raising=False)
+    app._runtime.cache_clear()
+    stream = io.StringIO()
+    previous = app.logger.registered_handler.setStream(stream)
+    try:
+        first = app.handler(s3_event("rfm/input/orders.csv"), FakeContext())
+        again = app.handler(s3_event("rfm/input/orders.csv"), FakeContext())
+    finally:
+        app._runtime.cache_clear()
+        app.logger.registered_handler.setStream(previous)
+
+    assert len(first["started"]) == 1
+    logs = [json.loads(line) for line in stream.getvalue().splitlines()]
+    started = [entry for entry in logs if entry["message"] == "Pipeline execution started"]
+    assert started[0]["correlation_id"] == f"s3://{BUCKET}/rfm/input/orders.csv"
+    assert started[0]["function_request_id"] == FakeContext.aws_request_id
+    if table:
+        assert again["duplicates"] == 1 and len(executions(sagemaker)) == 1
+    else:  # moto does not deduplicate ClientRequestToken; SageMaker does
+        assert any("IDEMPOTENCY_TABLE is not set" in entry["message"] for entry in logs)
