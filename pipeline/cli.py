@@ -1,0 +1,126 @@
+"""``rfm``: the project's command line (sample data, features, local pipeline runs, results)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from steps.cli_support import guarded, setup_logging
+
+EPILOG = """examples:
+  rfm sample --customers 5000 --seed 42 --output transactions.csv.gz
+  rfm features --input transactions.csv.gz --output output/features
+  rfm run-local --input data/sample/transactions.csv.gz --param ModelApprovalStatus=Approved
+  rfm segments                      # the segment table of the last local run
+  rfm show 0000123                  # one customer's scores, segment and cluster
+"""
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from steps.sample import write_sample
+
+    started = time.perf_counter()
+    rows = write_sample(args.output, args.customers, args.seed)
+    print(f"wrote {rows if rows is not None else 'the'} transactions of {args.customers} customers to "
+          f"{args.output} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from steps.features_job import run_from_args
+
+    return run_from_args(args)
+
+
+def _cmd_run_local(args: argparse.Namespace) -> int:
+    from pipeline.local.run_local import describe_step, parse_params, run_local
+    from pipeline.local.summary import print_summary
+
+    params = parse_params(args.param)
+    print(f"running the pipeline locally on {args.input} -> {args.output}")
+    print("  building the pipeline definition ...", flush=True)
+    started = time.perf_counter()
+    result = run_local(args.input, Path(args.output), params,
+                       on_step=lambda run: print(describe_step(run), flush=True))
+    elapsed = time.perf_counter() - started
+    if result.status != "Succeeded":
+        print(f"execution {result.execution_id} failed after {elapsed:.1f} s", file=sys.stderr)
+        print(f"error: {result.failure}", file=sys.stderr)
+        return 1
+    print(f"execution {result.execution_id} succeeded in {elapsed:.1f} s")
+    print_summary(Path(args.output), result)
+    return 0
+
+
+def _cmd_segments(args: argparse.Namespace) -> int:
+    from pipeline.local.summary import print_segment_table
+
+    print_segment_table(Path(args.output))
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from pipeline.local.summary import print_customer
+
+    print_customer(Path(args.output), args.customer_id)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from steps.features_job import add_arguments as add_feature_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="rfm", description="RFM customer segmentation: the SageMaker pipeline, runnable on this machine.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    raw = argparse.RawDescriptionHelpFormatter
+
+    sample = commands.add_parser("sample", help="generate deterministic sample transactions",
+                                 epilog="example:\n  rfm sample --customers 5000 --seed 42 --output tx.csv.gz",
+                                 formatter_class=raw)
+    sample.add_argument("--customers", type=int, default=5000)
+    sample.add_argument("--seed", type=int, default=42)
+    sample.add_argument("--output", required=True, help="CSV file (.csv or .csv.gz)")
+    sample.set_defaults(handler=_cmd_sample)
+
+    features = commands.add_parser("features", help="compute RFM features from transactions",
+                                   epilog="example:\n  rfm features --input tx.csv.gz --output output/features",
+                                   formatter_class=raw)
+    add_feature_arguments(features)
+    features.set_defaults(handler=_cmd_features)
+
+    run = commands.add_parser(
+        "run-local", help="run the whole pipeline on this machine (no AWS, no Docker)",
+        epilog="example:\n  rfm run-local --input data/sample/transactions.csv.gz "
+               "--param ModelApprovalStatus=Approved --param NumClusters=0", formatter_class=raw)
+    run.add_argument("--input", required=True, help="transactions: a file, a folder or an s3:// prefix")
+    run.add_argument("--output", default="output", help="folder for every artifact (default ./output)")
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="a pipeline parameter, e.g. ModelApprovalStatus=Approved; repeatable")
+    run.set_defaults(handler=_cmd_run_local)
+
+    segments = commands.add_parser("segments", help="print the segment table of the last local run",
+                                   epilog="example:\n  rfm segments --output output", formatter_class=raw)
+    segments.add_argument("--output", default="output")
+    segments.set_defaults(handler=_cmd_segments)
+
+    show = commands.add_parser("show", help="print one customer's scores, segment and cluster",
+                               epilog="example:\n  rfm show 0000123", formatter_class=raw)
+    show.add_argument("customer_id")
+    show.add_argument("--output", default="output")
+    show.set_defaults(handler=_cmd_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(getattr(args, "debug", False))
+    return guarded(lambda: args.handler(args), args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""A local model registry in one JSON file (``registry.json``), shaped like SageMaker's.
+
+Model package groups hold versioned packages with an approval status
+(``PendingManualApproval``, ``Approved``, ``Rejected``), the model data URL,
+model metrics and customer metadata, as ``CreateModelPackage`` would store them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from steps.errors import PipelineError
+
+APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+LOCAL_ACCOUNT = "000000000000"
+LOCAL_REGION = "local"
+
+
+def package_arn(group: str, version: int) -> str:
+    return f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:model-package/{group.lower()}/{version}"
+
+
+class LocalRegistry:
+    """Model packages in ``path`` (created on first write)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def _load(self) -> dict[str, Any]:
+        if not self.path.is_file():
+            return {"ModelPackageGroups": {}}
+        try:
+            return json.loads(self.path.read_text())
+        except json.JSONDecodeError as error:
+            raise PipelineError(f"the local registry is not valid JSON ({error})", str(self.path)) from None
+
+    def _save(self, data: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        temporary.replace(self.path)
+
+    def create_package(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Register a package from resolved RegisterModel step arguments."""
+        status = arguments.get("ModelApprovalStatus", "PendingManualApproval")
+        if status not in APPROVAL_STATUSES:
+            raise PipelineError(
+                f"ModelApprovalStatus {status!r} is not one of {', '.join(APPROVAL_STATUSES)}", "RegisterSegmenter"
+            )
+        data = self._load()
+        group = arguments["ModelPackageGroupName"]
+        packages = data["ModelPackageGroups"].setdefault(group, {"ModelPackages": []})["ModelPackages"]
+        version = len(packages) + 1
+        package = {
+            "ModelPackageArn": package_arn(group, version),
+            "ModelPackageGroupName": group,
+            "ModelPackageVersion": version,
+            "ModelApprovalStatus": status,
+            "CreationTime": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            **{k: v for k, v in arguments.items() if k not in {"ModelApprovalStatus", "ModelPackageGroupName"}},
+        }
+        packages.append(package)
+        self._save(data)
+        return package
+
+    def packages(self, group: str | None = None) -> list[dict[str, Any]]:
+        groups = self._load()["ModelPackageGroups"]
+        return [p for name, g in sorted(groups.items()) if group in (None, name) for p in g["ModelPackages"]]
+
+    def get(self, arn: str) -> dict[str, Any]:
+        for package in self.packages():
+            if package["ModelPackageArn"] == arn:
+                return package
+        raise PipelineError("no such model package in the local registry", arn, "list them with `rfm approve --list`")
+
+    def update_status(self, arn: str, status: str) -> dict[str, Any]:
+        if status not in APPROVAL_STATUSES:
+            raise PipelineError(f"status {status!r} is not one of {', '.join(APPROVAL_STATUSES)}", arn)
+        data = self._load()
+        for group in data["ModelPackageGroups"].values():
+            for package in group["ModelPackages"]:
+                if package["ModelPackageArn"] == arn:
+                    package["ModelApprovalStatus"] = status
+                    self._save(data)
+                    return package
+        raise PipelineError("no such model package in the local registry", arn)

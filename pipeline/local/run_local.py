@@ -1,0 +1,152 @@
+"""``rfm run-local``: build the pipeline definition and execute it on this machine.
+
+Artifacts of every execution stay under ``<output>/s3/<bucket>/...`` (what S3
+would hold); the latest successful run's are also copied to the paths the
+README documents: ``features/``, ``model/model.tar.gz``,
+``evaluation/evaluation.json``, ``segments/segments.parquet``, ``export/``,
+next to ``registry.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.local.registry import LocalRegistry
+from pipeline.local.runner import ExecutionResult, LocalRunner, StepRun, load_definition
+from pipeline.local.store import make_store
+from steps import paths
+from steps.errors import PipelineError
+
+LOCAL_REGION = "us-east-1"
+LOCAL_ACCOUNT = "000000000000"
+LOCAL_BUCKET = "rfm-local"
+LOCAL_KWARGS = {
+    "region": LOCAL_REGION,
+    "role": f"arn:aws:iam::{LOCAL_ACCOUNT}:role/rfm-local",
+    "default_bucket": LOCAL_BUCKET,
+    "pipeline_name": "RFMSegmentation",
+    "model_package_group_name": "RFMSegmenter",
+    "base_job_prefix": "rfm",
+}
+# Latest-run artifacts: (step, property or argument, file or folder inside it, target under --output).
+PUBLISHED = (
+    ("ComputeRFM", "ProcessingOutputConfig.Outputs['features'].S3Output.S3Uri", "", "features"),
+    ("TrainSegmenter", "ModelArtifacts.S3ModelArtifacts", "", "model"),
+    ("EvaluateSegmenter", "ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri", "", "evaluation"),
+)
+
+
+@contextlib.contextmanager
+def offline_aws() -> Iterator[None]:
+    """Fake credentials and region while building the definition (nothing calls AWS)."""
+    fake = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": LOCAL_REGION}
+    saved = {k: os.environ.get(k) for k in fake}
+    for key, value in fake.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+
+
+def build_definition(**overrides: object) -> dict:
+    """The pipeline definition JSON ``get_pipeline`` gives for local execution."""
+    import logging
+
+    kwargs = {**LOCAL_KWARGS, **overrides}
+    logging.getLogger("sagemaker").setLevel(logging.ERROR)
+    with offline_aws():
+        from pipeline.definition import get_pipeline  # the SDK makes boto3 clients on import
+
+        pipeline = get_pipeline(**kwargs)
+        text = pipeline.definition()
+    return load_definition(text, str(kwargs["pipeline_name"]))
+
+
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    """``Name=Value`` options into a dict."""
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise PipelineError(f"--param {pair!r} is not Name=Value", "--param", "write e.g. --param NumClusters=5")
+        params[name] = value
+    return params
+
+
+def run_local(input_location: str, output: Path, params: dict[str, str],
+              on_step=None, definition: dict | None = None) -> ExecutionResult:
+    """Run the whole pipeline on ``input_location``; artifacts go under ``output``."""
+    output = Path(output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    if not input_location.startswith("s3://"):
+        location = Path(input_location.removeprefix("file://"))
+        if not location.exists():
+            raise PipelineError("no such input file or folder", str(location), "check --input")
+        input_location = str(location.resolve())
+    definition = definition or build_definition()
+    store = make_store(output / "s3")
+    registry = LocalRegistry(output / paths.REGISTRY_FILE)
+    workdir = output / ".work"
+    runner = LocalRunner(definition, store, workdir, registry, on_step)
+    result = runner.run({"InputDataUrl": input_location, **params})
+    logs = output / "logs" / result.execution_id
+    work_logs = workdir / result.execution_id / "logs"
+    if work_logs.is_dir():
+        shutil.copytree(work_logs, logs, dirs_exist_ok=True)
+    if result.status == "Succeeded":
+        publish(result, store, output)
+        shutil.rmtree(workdir / result.execution_id, ignore_errors=True)
+    return result
+
+
+def publish(result: ExecutionResult, store, output: Path) -> None:
+    """Copy the latest run's artifacts to the documented paths under ``output``."""
+    for step, prop, _inner, target in PUBLISHED:
+        uri = result.properties.get(step, {}).get(prop)
+        if uri is None:
+            continue
+        destination = output / target
+        shutil.rmtree(destination, ignore_errors=True)
+        store.download(uri, destination)
+    segments_uri = _segments_uri(result)
+    for name in (paths.SEGMENTS_FILE, "export"):
+        shutil.rmtree(output / name if name == "export" else output / "segments", ignore_errors=True)
+    if segments_uri:
+        staging = output / ".segments"
+        shutil.rmtree(staging, ignore_errors=True)
+        store.download(segments_uri, staging)
+        (output / "segments").mkdir(parents=True, exist_ok=True)
+        if (staging / paths.SEGMENTS_FILE).is_file():
+            shutil.move(staging / paths.SEGMENTS_FILE, output / "segments" / paths.SEGMENTS_FILE)
+        if (staging / "export").is_dir():
+            shutil.move(staging / "export", output / "export")
+        shutil.rmtree(staging, ignore_errors=True)
+    (output / "last_run.json").write_text(json.dumps({
+        "execution_id": result.execution_id, "status": result.status,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "steps": [{"name": s.name, "type": s.type, "status": s.status, "seconds": round(s.seconds, 2),
+                   "detail": s.detail} for s in result.steps],
+    }, indent=2) + "\n")
+
+
+def _segments_uri(result: ExecutionResult) -> str | None:
+    if result.properties.get("ExportSegments") is None:
+        return None
+    return result.arguments.get("ExportSegments", {}).get("output_uri")
+
+
+def describe_step(run: StepRun) -> str:
+    """One status line for a finished step."""
+    mark = {"Succeeded": "ok", "Failed": "FAILED", "Skipped": "skipped"}.get(run.status, run.status)
+    timing = f"{run.seconds:6.1f} s" if run.status in {"Succeeded", "Failed"} else " " * 8
+    detail = f"  {run.detail}" if run.detail else ""
+    return f"  {run.name:<20} {run.type:<14} {mark:<8} {timing}{detail}"

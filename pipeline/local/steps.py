@@ -1,0 +1,163 @@
+"""How the local runner executes each step type of the definition.
+
+Each function takes the step's *resolved* arguments and an ``Environment``
+and returns the step's properties, keyed by the paths a ``Get`` uses
+(``ProcessingOutputConfig.Outputs['features'].S3Output.S3Uri``, ...).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.local.containers import ContainerPaths, executable, run_command
+from pipeline.local.registry import LocalRegistry
+from pipeline.local.store import FolderStore, S3Store
+from pipeline.local.transform import serving, transform_file
+from steps import paths
+from steps.errors import PipelineError
+
+# Lambda function name (last part of the ARN) -> "module:function" run in-process.
+LOCAL_LAMBDAS = {"rfm-export": "lambdas.export.app:handler", "rfm-trigger": "lambdas.trigger.app:handler"}
+
+
+@dataclass
+class Environment:
+    """What every step handler needs from the execution."""
+
+    store: FolderStore | S3Store
+    workdir: Path
+    registry: LocalRegistry
+    execution_id: str
+    models: dict[str, str]  # model name -> model data URL (CreateModel results)
+
+
+def run_processing(name: str, args: dict, env: Environment) -> dict[str, Any]:
+    container = ContainerPaths(env.workdir / name)
+    for item in args.get("ProcessingInputs", []):
+        s3 = item["S3Input"]
+        env.store.download(s3["S3Uri"], container.local(s3["LocalPath"]))
+    outputs = args.get("ProcessingOutputConfig", {}).get("Outputs", [])
+    for item in outputs:
+        container.local(item["S3Output"]["LocalPath"]).mkdir(parents=True, exist_ok=True)
+    app = args["AppSpecification"]
+    entrypoint = app.get("ContainerEntrypoint") or []
+    if not entrypoint:
+        raise PipelineError("processing step has no ContainerEntrypoint", name)
+    command = [executable(entrypoint[0]), *entrypoint[1:]]
+    command += [container.rewrite(str(a)) for a in app.get("ContainerArguments", [])]
+    environment = {k: str(v) for k, v in args.get("Environment", {}).items()}
+    run_command(command, environment, env.workdir / "logs" / f"{name}.log", name)
+    properties: dict[str, Any] = {}
+    for item in outputs:
+        s3 = item["S3Output"]
+        env.store.upload(container.local(s3["LocalPath"]), s3["S3Uri"])
+        properties[f"ProcessingOutputConfig.Outputs['{item['OutputName']}'].S3Output.S3Uri"] = s3["S3Uri"]
+        properties[f"ProcessingOutputConfig.Outputs['{item['OutputName']}'].S3Output.LocalPath"] = s3["LocalPath"]
+    return properties
+
+
+def processing_property_files(name: str, step: dict, args: dict, env: Environment) -> dict[str, Path]:
+    """Local paths of a processing step's declared property files."""
+    container = ContainerPaths(env.workdir / name)
+    local_by_output = {
+        o["OutputName"]: o["S3Output"]["LocalPath"] for o in args.get("ProcessingOutputConfig", {}).get("Outputs", [])
+    }
+    return {
+        pf["PropertyFileName"]: container.local(local_by_output[pf["OutputName"]]) / pf["FilePath"]
+        for pf in step.get("PropertyFiles", [])
+    }
+
+
+def run_training(name: str, args: dict, env: Environment) -> dict[str, Any]:
+    container = ContainerPaths(env.workdir / name)
+    channels: dict[str, str] = {}
+    for channel in args.get("InputDataConfig", []):
+        local = container.local(f"/opt/ml/input/data/{channel['ChannelName']}")
+        env.store.download(channel["DataSource"]["S3DataSource"]["S3Uri"], local)
+        channels[f"SM_CHANNEL_{channel['ChannelName'].upper()}"] = str(local)
+    config = container.local("/opt/ml/input/config")
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "hyperparameters.json").write_text(json.dumps(args.get("HyperParameters", {}), sort_keys=True))
+    model_dir = container.local("/opt/ml/model")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    environment = {
+        **{k: str(v) for k, v in args.get("Environment", {}).items()},
+        **channels,
+        "SM_MODEL_DIR": str(model_dir),
+        "SM_INPUT_CONFIG_DIR": str(config),
+        "SM_OUTPUT_DATA_DIR": str(container.local("/opt/ml/output/data")),
+    }
+    run_command([executable("train")], environment, env.workdir / "logs" / f"{name}.log", name)
+    archive = env.workdir / name / paths.MODEL_ARCHIVE
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(model_dir.iterdir()):
+            tar.add(path, arcname=path.name)
+    job_name = f"{name}-{env.execution_id}"
+    uri = f"{args['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{job_name}/output/{paths.MODEL_ARCHIVE}"
+    env.store.upload_file(archive, uri)
+    return {"ModelArtifacts.S3ModelArtifacts": uri, "TrainingJobName": job_name}
+
+
+def run_register_model(name: str, args: dict, env: Environment) -> dict[str, Any]:
+    package = env.registry.create_package(args)
+    return {
+        "ModelPackageArn": package["ModelPackageArn"],
+        "ModelApprovalStatus": package["ModelApprovalStatus"],
+        "ModelPackageVersion": package["ModelPackageVersion"],
+    }
+
+
+def run_create_model(name: str, args: dict, env: Environment) -> dict[str, Any]:
+    model_name = f"{name}-{env.execution_id}"
+    env.models[model_name] = args["PrimaryContainer"]["ModelDataUrl"]
+    return {"ModelName": model_name}
+
+
+def run_transform(name: str, args: dict, env: Environment) -> dict[str, Any]:
+    model_url = env.models.get(args["ModelName"])
+    if model_url is None:
+        raise PipelineError(f"model {args['ModelName']!r} was not created in this run", name)
+    model_dir = env.workdir / name / "model"
+    env.store.download(model_url, env.workdir / name / "model-archive")
+    with tarfile.open(env.workdir / name / "model-archive" / paths.MODEL_ARCHIVE) as tar:
+        tar.extractall(model_dir, filter="data")
+    source = env.workdir / name / "input"
+    env.store.download(args["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"], source)
+    output = env.workdir / name / "output"
+    accept = args["TransformOutput"].get("Accept", "application/jsonlines")
+    with serving(model_dir, env.workdir / "logs" / f"{name}-serve.log") as port:
+        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+            relative = path.relative_to(source)
+            transform_file(port, path, output / f"{relative}.out", args["TransformInput"].get("ContentType",
+                           "text/csv"), accept, int(args.get("MaxPayloadInMB", 6)))
+    env.store.upload(output, args["TransformOutput"]["S3OutputPath"])
+    return {"TransformOutput.S3OutputPath": args["TransformOutput"]["S3OutputPath"]}
+
+
+def lambda_handler(function_arn: str) -> Callable[[dict, Any], Any]:
+    function = function_arn.rsplit(":", 1)[-1]
+    target = LOCAL_LAMBDAS.get(function)
+    if target is None:
+        raise PipelineError(f"no local Lambda for function {function!r}", function_arn,
+                            f"known: {', '.join(LOCAL_LAMBDAS)}")
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def run_lambda(name: str, step: dict, args: dict, env: Environment) -> dict[str, Any]:
+    event = {k: env.store.event_uri(v) if isinstance(v, str) else v for k, v in args.items()}
+    result = lambda_handler(step["FunctionArn"])(event, None)
+    if not isinstance(result, dict):
+        raise PipelineError("the Lambda function returned no JSON object", name)
+    properties = {}
+    for output in step.get("OutputParameters", []):
+        if output["OutputName"] not in result:
+            raise PipelineError(f"the Lambda function returned no output {output['OutputName']!r}", name)
+        properties[f"OutputParameters['{output['OutputName']}']"] = result[output["OutputName"]]
+    return properties
