@@ -96,7 +96,8 @@ def render(assigned: pd.DataFrame, accept: str) -> tuple[bytes, str]:
         return assigned.to_csv(index=False, header=False).encode(), "text/csv"
     if not len(assigned):
         return b"", "application/jsonlines"
-    return assigned.to_json(orient="records", lines=True).encode() + b"\n", "application/jsonlines"
+    text = assigned.to_json(orient="records", lines=True, force_ascii=False)
+    return (text if text.endswith("\n") else text + "\n").encode(), "application/jsonlines"
 
 
 def predict(model: SegmentModel, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
@@ -108,7 +109,9 @@ def predict(model: SegmentModel, body: bytes, content_type: str, accept: str) ->
     elif content_type in JSONL_TYPES or content_type == "application/json":
         frame = parse_jsonlines(body)
     else:
-        raise PayloadError(f"content type {content_type!r} is not supported; send text/csv or application/jsonlines", 415)
+        raise PayloadError(
+            f"content type {content_type!r} is not supported; send text/csv or application/jsonlines", 415
+        )
     return render(model.assign(validate(frame)), accept)
 
 

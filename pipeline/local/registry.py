@@ -59,7 +59,7 @@ class LocalRegistry:
             "ModelPackageGroupName": group,
             "ModelPackageVersion": version,
             "ModelApprovalStatus": status,
-            "CreationTime": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "CreationTime": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             **{k: v for k, v in arguments.items() if k not in {"ModelApprovalStatus", "ModelPackageGroupName"}},
         }
         packages.append(package)

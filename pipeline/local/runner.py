@@ -21,6 +21,8 @@ from pipeline.local.registry import LocalRegistry
 from pipeline.local.store import FolderStore, S3Store
 from steps.errors import PipelineError, RFMError
 
+LOCAL_EXECUTION_ARN_PREFIX = "arn:aws:sagemaker:local:000000000000:pipeline/local/execution/"
+
 
 @dataclass
 class StepRun:
@@ -119,7 +121,7 @@ class LocalRunner:
         context = Context(
             parameters=self.parameters(overrides or {}),
             execution={"PipelineExecutionId": execution_id, "PipelineName": self.definition.get("_name", "local"),
-                       "PipelineExecutionArn": f"arn:aws:sagemaker:local:000000000000:pipeline/local/execution/{execution_id}",
+                       "PipelineExecutionArn": f"{LOCAL_EXECUTION_ARN_PREFIX}{execution_id}",
                        "StartDateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "CurrentDateTime": ""},
         )
         order, by_name, branch_of = execution_order(self.definition)
@@ -181,7 +183,8 @@ class LocalRunner:
             context.properties[name] = handlers.run_training(name, args, env)
         elif kind == "RegisterModel":
             context.properties[name] = handlers.run_register_model(name, args, env)
-            run.detail = f"{context.properties[name]['ModelPackageArn']} ({context.properties[name]['ModelApprovalStatus']})"
+            package = context.properties[name]
+            run.detail = f"{package['ModelPackageArn']} ({package['ModelApprovalStatus']})"
         elif kind == "Model":
             context.properties[name] = handlers.run_create_model(name, args, env)
         elif kind == "Transform":

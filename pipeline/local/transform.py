@@ -93,10 +93,9 @@ def transform_file(port: int, source: Path, target: Path, content_type: str, acc
             response = connection.getresponse()
             body = response.read()
             if response.status != 200:
-                raise PipelineError(
-                    f"serve answered {response.status} for mini-batch {batches + 1}: {body[:300].decode(errors='replace')}",
-                    str(source),
-                )
+                answer = body[:300].decode(errors="replace")
+                raise PipelineError(f"serve answered {response.status} for mini-batch {batches + 1}: {answer}",
+                                    str(source))
             out.write(body if body.endswith(b"\n") or not body else body + b"\n")
             batches += 1
     return batches

@@ -1,0 +1,141 @@
+"""The local runner: expressions, step order, and whole runs on the bundled sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.local.expressions import Context, evaluate_condition, resolve
+from pipeline.local.registry import LocalRegistry
+from pipeline.local.run_local import build_definition, run_local
+from pipeline.local.runner import execution_order
+from steps import columns as c
+from steps import paths
+from steps.errors import PipelineError
+from tests.conftest import SAMPLE
+
+
+@pytest.fixture(scope="module")
+def definition() -> dict:
+    return build_definition()
+
+
+def test_join_and_parameters_resolve() -> None:
+    context = Context(parameters={"Seed": 3}, execution={"PipelineExecutionId": "abc"})
+    value = {"Std:Join": {"On": "/", "Values": ["s3://b", {"Get": "Execution.PipelineExecutionId"},
+                                                  {"Get": "Parameters.Seed"}]}}
+    assert resolve(value, context) == "s3://b/abc/3"
+
+
+def test_json_get_reads_the_property_file(tmp_path: Path) -> None:
+    report = tmp_path / "evaluation.json"
+    report.write_text(json.dumps({"metrics": {"silhouette": {"value": 0.4}}, "list": [{"a": 1}]}))
+    context = Context(parameters={"Min": 0.3}, execution={}, property_files={"Eval": {"Report": report}})
+    get = {"Std:JsonGet": {"PropertyFile": {"Get": "Steps.Eval.PropertyFiles.Report"},
+                           "Path": "metrics.silhouette.value"}}
+    assert resolve(get, context) == 0.4
+    assert evaluate_condition({"Type": "GreaterThanOrEqualTo", "LeftValue": get,
+                               "RightValue": {"Get": "Parameters.Min"}}, context)
+    assert not evaluate_condition({"Type": "Not", "Condition": {"Type": "GreaterThan", "LeftValue": get,
+                                                                "RightValue": 0.1}}, context)
+    indexed = {"Std:JsonGet": {"PropertyFile": "Steps.Eval.PropertyFiles.Report", "Path": "list[0].a"}}
+    assert resolve(indexed, context) == 1
+
+
+@pytest.mark.parametrize("reference", ["Parameters.Nope", "Steps.Never.Property", "Execution.Nope"])
+def test_unknown_references_are_clear_errors(reference: str) -> None:
+    with pytest.raises(PipelineError):
+        resolve({"Get": reference}, Context(parameters={}, execution={}))
+
+
+def test_steps_run_after_what_they_use(definition: dict) -> None:
+    order, _, branch_of = execution_order(definition)
+    assert order.index("ComputeRFM") < order.index("TrainSegmenter") < order.index("EvaluateSegmenter")
+    assert order.index("EvaluateSegmenter") < order.index("CheckQuality") < order.index("RegisterSegmenter")
+    assert order.index("RegisterSegmenter") < order.index("PublishIfApproved") < order.index("AssignSegments")
+    assert order.index("AssignSegments") < order.index("ExportSegments")
+    assert branch_of["QualityGateFailed"] == ("CheckQuality", False)
+    assert branch_of["ExportSegments"] == ("PublishIfApproved", True)
+
+
+def test_cycles_are_reported() -> None:
+    cyclic = {"Steps": [
+        {"Name": "A", "Type": "Fail", "Arguments": {}, "DependsOn": ["B"]},
+        {"Name": "B", "Type": "Fail", "Arguments": {}, "DependsOn": ["A"]},
+    ]}
+    with pytest.raises(PipelineError, match="cycle"):
+        execution_order(cyclic)
+
+
+@pytest.fixture(scope="module")
+def approved_run(tmp_path_factory: pytest.TempPathFactory, definition: dict):
+    output = tmp_path_factory.mktemp("approved")
+    result = run_local(str(SAMPLE), output, {"ModelApprovalStatus": "Approved"}, definition=definition)
+    return output, result
+
+
+def test_approved_run_publishes_one_segment_per_customer(approved_run) -> None:
+    output, result = approved_run
+    assert result.status == "Succeeded", result.failure
+    features = pd.read_parquet(output / "features" / paths.RFM_FILE)
+    segments = pd.read_parquet(output / "segments" / paths.SEGMENTS_FILE)
+    assert len(segments) == len(features) > 1000
+    assert segments[c.CUSTOMER_ID].is_unique
+    assert set(segments[c.CUSTOMER_ID]) == set(features[c.CUSTOMER_ID])
+    assert segments[c.RFM_SEGMENT].notna().all() and segments[c.CLUSTER_NAME].notna().all()
+    assert segments[c.CUSTOMER_ID].str.len().eq(7).all()  # leading zeros kept
+
+
+def test_approved_run_writes_every_documented_artifact(approved_run) -> None:
+    output, _ = approved_run
+    for relative in ("features/rfm.parquet", "features/quality.json", "features/quarantine",
+                     "model/model.tar.gz", "evaluation/evaluation.json", "segments/segments.parquet",
+                     "export", "registry.json"):
+        assert (output / relative).exists(), relative
+    quality = json.loads((output / "features" / paths.QUALITY_FILE).read_text())
+    assert quality["rows_read"] == quality["rows_used"] + quality["rows_quarantined"]
+
+
+def test_approved_run_registers_an_approved_package(approved_run) -> None:
+    output, result = approved_run
+    packages = LocalRegistry(output / paths.REGISTRY_FILE).packages("RFMSegmenter")
+    assert [p["ModelApprovalStatus"] for p in packages] == ["Approved"]
+    statuses = {run.name: run.status for run in result.steps}
+    assert statuses["QualityGateFailed"] == "Skipped"
+    assert statuses["ExportSegments"] == "Succeeded"
+
+
+def test_pending_run_registers_and_stops_before_export(tmp_path: Path, definition: dict) -> None:
+    result = run_local(str(SAMPLE), tmp_path, {"NumClusters": "4"}, definition=definition)
+    assert result.status == "Succeeded", result.failure
+    statuses = {run.name: run.status for run in result.steps}
+    assert statuses["RegisterSegmenter"] == "Succeeded"
+    assert statuses["AssignSegments"] == statuses["ExportSegments"] == "Skipped"
+    assert not (tmp_path / "segments" / paths.SEGMENTS_FILE).exists()
+    package = LocalRegistry(tmp_path / paths.REGISTRY_FILE).packages()[0]
+    assert package["ModelApprovalStatus"] == "PendingManualApproval"
+
+
+def test_quality_gate_failure_names_the_metric(tmp_path: Path, definition: dict) -> None:
+    result = run_local(str(SAMPLE), tmp_path, {"MinSilhouette": "0.99", "NumClusters": "3"},
+                       definition=definition)
+    assert result.status == "Failed"
+    assert result.failure.startswith("QualityGateFailed")
+    assert "silhouette=" in result.failure and "0.99" in result.failure
+
+
+def test_bad_input_fails_in_compute_rfm_with_the_reason(tmp_path: Path, definition: dict) -> None:
+    bad = tmp_path / "empty.csv"
+    bad.write_text("")
+    result = run_local(str(bad), tmp_path / "out", {}, definition=definition)
+    assert result.status == "Failed"
+    assert result.failure.startswith("ComputeRFM") and "empty" in result.failure
+
+
+@pytest.mark.parametrize("param", [{"Nope": "1"}, {"NumClusters": "many"}])
+def test_bad_parameters_are_clear_errors(tmp_path: Path, definition: dict, param: dict) -> None:
+    with pytest.raises(PipelineError):
+        run_local(str(SAMPLE), tmp_path, param, definition=definition)

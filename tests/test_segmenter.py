@@ -1,0 +1,101 @@
+"""The segmenter: planted k is found, names are stable, the artifact round-trips."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from steps import columns as c
+from steps.errors import ModelError
+from steps.model_io import load_model
+from steps.segmenter import Segmenter
+from steps.train import read_hyperparameters, train
+
+
+def planted(k: int, per_group: int = 400, seed: int = 0) -> pd.DataFrame:
+    """``k`` groups far apart in log space (recency, frequency, spend)."""
+    rng = np.random.default_rng(seed)
+    centers = [(np.exp(1 + 1.2 * i), np.exp(0.3 * ((i * 2) % k)), np.exp(2 + 0.9 * ((i * 3) % k))) for i in range(k)]
+    rows = []
+    for recency, frequency, monetary in centers:
+        noise = rng.normal(0, 0.04, (per_group, 3))
+        rows.append(np.column_stack([recency * np.exp(noise[:, 0]), np.maximum(1, frequency * np.exp(noise[:, 1])),
+                                     monetary * np.exp(noise[:, 2])]))
+    values = np.vstack(rows)
+    return pd.DataFrame(values, columns=list(c.MODEL_FEATURES))
+
+
+@pytest.mark.parametrize("k", [3, 4, 6])
+def test_automatic_k_finds_the_planted_groups(k: int) -> None:
+    segmenter = Segmenter(n_clusters=0, random_state=0).fit(planted(k))
+    assert segmenter.k_ == k
+    assert [row["k"] for row in segmenter.k_selection_] == list(range(2, 11))
+
+
+def test_same_seed_gives_same_clusters_and_names(features_frame: pd.DataFrame) -> None:
+    first = Segmenter(n_clusters=0, random_state=3).fit(features_frame)
+    second = Segmenter(n_clusters=0, random_state=3).fit(features_frame)
+    assert first.names_ == second.names_
+    np.testing.assert_array_equal(first.kmeans_.labels_, second.kmeans_.labels_)
+
+
+def test_names_are_unique_and_describe_the_profile(features_frame: pd.DataFrame) -> None:
+    segmenter = Segmenter(n_clusters=3, random_state=0).fit(features_frame)
+    assert len(set(segmenter.names_)) == 3
+    assert segmenter.names_[0].startswith("Recent")  # cluster 0 is the most valuable
+    assert segmenter.names_[-1].startswith("Lapsed")
+    assert all(segment for segment in segmenter.dominant_segments_)
+
+
+def test_cluster_ids_are_ordered_by_value(features_frame: pd.DataFrame) -> None:
+    segmenter = Segmenter(n_clusters=3, random_state=0).fit(features_frame)
+    means = [profile["mean"][c.MONETARY] for profile in segmenter.profiles_]
+    assert means == sorted(means, reverse=True)
+
+
+def test_too_few_customers_is_a_clear_error() -> None:
+    with pytest.raises(ModelError, match="too few"):
+        Segmenter().fit(planted(2, per_group=1))
+
+
+def test_artifact_round_trips_without_private_classes(tmp_path: Path, features_frame: pd.DataFrame) -> None:
+    meta = train(features_frame, tmp_path / "model", num_clusters=3, random_state=0)
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in (tmp_path / "model").iterdir():
+            tar.add(path, arcname=path.name)
+    model = load_model(archive)
+    assert model.k == meta["k"] == 3
+    refit = Segmenter(n_clusters=3, random_state=0).fit(features_frame)
+    np.testing.assert_array_equal(model.assign(features_frame)[c.CLUSTER], refit.predict(features_frame))
+    json.dumps(model.meta)  # plain JSON: no pickled classes needed to serve
+
+
+def test_broken_artifact_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "model.tar.gz").write_bytes(b"not a tarball")
+    with pytest.raises(ModelError, match="TrainSegmenter"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ({}, {"num_clusters": 0, "random_state": 0}),
+    ({"num_clusters": "5", "random_state": "7"}, {"num_clusters": 5, "random_state": 7}),
+    ({"num_clusters": '"4"'}, {"num_clusters": 4, "random_state": 0}),
+])
+def test_hyperparameters_from_sagemaker_strings(tmp_path: Path, raw: dict, expected: dict) -> None:
+    path = tmp_path / "hyperparameters.json"
+    path.write_text(json.dumps(raw))
+    assert read_hyperparameters(path) == expected
+
+
+@pytest.mark.parametrize("raw", [{"num_clusters": "five"}, {"num_clusters": "1"}, {"num_clusters": "99"}])
+def test_bad_hyperparameters_are_clear_errors(tmp_path: Path, raw: dict) -> None:
+    path = tmp_path / "hyperparameters.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match="num_clusters"):
+        read_hyperparameters(path)
