@@ -69,12 +69,23 @@ class SegmentModel:
         return list(self.meta["names"])
 
     def clusters(self, features: np.ndarray) -> np.ndarray:
-        """Nearest cluster of each row of ``features`` (columns ``MODEL_FEATURES``)."""
+        """Nearest cluster of each row of ``features`` (columns ``MODEL_FEATURES``).
+
+        Column-wise NumPy (no BLAS call): with three features and k <= 10 this is
+        memory-bound and several times faster than a matrix product on a busy machine.
+        """
         x = np.sign(features) * np.log1p(np.abs(features))
-        x = (x - np.asarray(self.meta["scaler_mean"])) / np.asarray(self.meta["scaler_scale"])
-        centers = np.asarray(self.meta["centers"])
-        distances = (x * x).sum(axis=1)[:, None] - 2 * x @ centers.T + (centers * centers).sum(axis=1)[None, :]
-        return distances.argmin(axis=1)
+        columns = ((x - np.asarray(self.meta["scaler_mean"])) / np.asarray(self.meta["scaler_scale"])).T.copy()
+        best = np.zeros(len(features), dtype=np.int64)
+        best_distance = np.full(len(features), np.inf)
+        for cluster, center in enumerate(np.asarray(self.meta["centers"])):
+            distance = np.zeros(len(features))
+            for column, value in zip(columns, center, strict=True):
+                distance += np.square(column - value)
+            closer = distance < best_distance
+            best[closer] = cluster
+            best_distance = np.where(closer, distance, best_distance)
+        return best
 
     def assign(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``customer_id, cluster, cluster_name, rfm_segment`` for each row of ``frame``.

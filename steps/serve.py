@@ -15,11 +15,13 @@ import io
 import json
 import os
 import sys
+from dataclasses import dataclass
+from json.encoder import encode_basestring
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 from flask import Flask, Response, request
@@ -27,11 +29,16 @@ from flask import Flask, Response, request
 from steps import columns as c
 from steps import paths
 from steps.model_io import SegmentModel, load_model
+from steps.segments import SEGMENT_GRID, SEGMENT_NAMES
 
 MAX_PAYLOAD_MB = 6
 CSV_TYPES = {"text/csv", "application/csv"}
 JSONL_TYPES = {"application/jsonlines", "application/x-jsonlines", "application/json-lines", "application/jsonl"}
 NEEDED = (c.CUSTOMER_ID, *c.MODEL_FEATURES, c.R_SCORE, c.F_SCORE)
+# SEGMENT_CODES[r, f] = index into SEGMENT_NAMES (r, f in 1..5).
+SEGMENT_CODES = np.zeros((6, 6), dtype=np.int64)
+for (_r, _f), _name in SEGMENT_GRID.items():
+    SEGMENT_CODES[_r, _f] = SEGMENT_NAMES.index(_name)
 
 
 class PayloadError(ValueError):
@@ -46,7 +53,7 @@ def _media_type(header: str | None, default: str) -> str:
     return (header or default).split(";")[0].strip().lower() or default
 
 
-def parse_csv(body: bytes) -> pd.DataFrame:
+def parse_csv(body: bytes) -> pa.Table:
     """CSV records, with the header line or in ``TRANSFORM_INPUT_COLUMNS`` order."""
     first = body.split(b"\n", 1)[0].strip().lstrip(b"\xef\xbb\xbf")
     has_header = first.split(b",")[0].strip(b'"') == c.CUSTOMER_ID.encode()
@@ -54,50 +61,107 @@ def parse_csv(body: bytes) -> pd.DataFrame:
     options = pacsv.ReadOptions(column_names=names, autogenerate_column_names=False)
     convert = pacsv.ConvertOptions(column_types={c.CUSTOMER_ID: pa.string()}, strings_can_be_null=False)
     try:
-        table = pacsv.read_csv(io.BytesIO(body), read_options=options, convert_options=convert)
+        return pacsv.read_csv(io.BytesIO(body), read_options=options, convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         raise PayloadError(f"unreadable CSV: {str(error).splitlines()[0]}") from None
-    return table.to_pandas()
 
 
-def parse_jsonlines(body: bytes) -> pd.DataFrame:
+def parse_jsonlines(body: bytes) -> pa.Table:
     """JSON Lines records, one object per line."""
     schema = pa.schema([(c.CUSTOMER_ID, pa.string())])
     options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
     try:
-        table = pajson.read_json(io.BytesIO(body), parse_options=options)
+        return pajson.read_json(io.BytesIO(body), parse_options=options)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         raise PayloadError(f"unreadable JSON Lines: {str(error).splitlines()[0]}") from None
-    return table.to_pandas()
 
 
-def validate(frame: pd.DataFrame) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Records:
+    """Validated records: ids as text, model features as floats, R and F scores as ints."""
+
+    ids: pa.Array
+    features: np.ndarray
+    r_scores: np.ndarray
+    f_scores: np.ndarray
+
+
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    column = table[name]
+    try:
+        column = pc.cast(column, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raw = column.to_pylist()
+        row = next(i for i, v in enumerate(raw) if _not_a_number(v))
+        raise PayloadError(f"record {row + 1}: {name}={raw[row]!r} is not a number") from None
+    return column.to_numpy(zero_copy_only=False).astype(float, copy=False)
+
+
+def _not_a_number(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return True
+    return False
+
+
+def validate(table: pa.Table) -> Records:
     """Check the records have every needed column with usable values."""
-    missing = [name for name in NEEDED if name not in frame.columns]
+    missing = [name for name in NEEDED if name not in table.column_names]
     if missing:
         raise PayloadError(f"records lack field(s) {', '.join(missing)}; send {', '.join(NEEDED)}")
-    if frame[c.CUSTOMER_ID].isna().any():
-        raise PayloadError(f"record {int(frame[c.CUSTOMER_ID].isna().to_numpy().argmax()) + 1} has no customer_id")
-    for name in (*c.MODEL_FEATURES, c.R_SCORE, c.F_SCORE):
-        values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
-        bad = ~np.isfinite(values)
+    ids = table[c.CUSTOMER_ID]
+    if ids.null_count:
+        raise PayloadError(f"record {ids.to_pylist().index(None) + 1} has no customer_id")
+    values = {name: _floats(table, name) for name in (*c.MODEL_FEATURES, c.R_SCORE, c.F_SCORE)}
+    for name, column in values.items():
+        bad = ~np.isfinite(column)
         if name in (c.R_SCORE, c.F_SCORE):
-            bad |= (values < 1) | (values > 5) | (values != np.round(values))
+            bad |= (column < 1) | (column > 5) | (column != np.round(column))
         if bad.any():
             row = int(bad.argmax())
-            raise PayloadError(f"record {row + 1}: {name}={frame[name].iloc[row]!r} is not valid")
-        frame[name] = values
-    return frame
+            raise PayloadError(f"record {row + 1}: {name}={table[name][row].as_py()!r} is not valid")
+    features = np.column_stack([values[name] for name in c.MODEL_FEATURES])
+    return Records(ids.combine_chunks(), features, values[c.R_SCORE].astype(int), values[c.F_SCORE].astype(int))
 
 
-def render(assigned: pd.DataFrame, accept: str) -> tuple[bytes, str]:
+def render(records: Records, clusters: np.ndarray, model: SegmentModel, accept: str) -> tuple[bytes, str]:
     """Records as JSON Lines or headerless CSV (what batch transform assembles by line)."""
+    segments = SEGMENT_CODES[records.r_scores, records.f_scores]
     if accept in CSV_TYPES:
-        return assigned.to_csv(index=False, header=False).encode(), "text/csv"
-    if not len(assigned):
-        return b"", "application/jsonlines"
-    text = assigned.to_json(orient="records", lines=True, force_ascii=False)
-    return (text if text.endswith("\n") else text + "\n").encode(), "application/jsonlines"
+        table = pa.table({
+            c.CUSTOMER_ID: records.ids,
+            c.CLUSTER: pa.array(clusters, pa.int64()),
+            c.CLUSTER_NAME: pa.array(np.asarray(model.names, dtype=object)[clusters], pa.string()),
+            c.RFM_SEGMENT: pa.array(np.asarray(SEGMENT_NAMES, dtype=object)[segments], pa.string()),
+        })
+        sink = io.BytesIO()
+        pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(include_header=False))
+        return sink.getvalue(), "text/csv"
+    # Every line is '{"customer_id": "<id>"' + one of k x 10 precomputed tails, joined in Arrow.
+    tails = pa.array([
+        f', "{c.CLUSTER}": {k}, "{c.CLUSTER_NAME}": {json.dumps(name, ensure_ascii=False)}, '
+        f'"{c.RFM_SEGMENT}": {json.dumps(segment, ensure_ascii=False)}}}\n'
+        for k, name in enumerate(model.names) for segment in SEGMENT_NAMES
+    ])
+    codes = pa.array(clusters * len(SEGMENT_NAMES) + segments)
+    lines = pc.binary_join_element_wise(f'{{"{c.CUSTOMER_ID}": ', _json_strings(records.ids), tails.take(codes), "")
+    return _concatenated(lines), "application/jsonlines"
+
+
+def _concatenated(strings: pa.Array) -> bytes:
+    """All values of a string array back to back, straight from its data buffer."""
+    if not len(strings):
+        return b""
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32, count=len(strings) + 1, offset=strings.offset * 4)
+    return strings.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+
+
+def _json_strings(ids: pa.Array) -> pa.Array:
+    """Each id as a JSON string literal; only ids with quotes, backslashes or controls need escaping."""
+    if pc.any(pc.match_substring_regex(ids, r'["\\\x00-\x1f]')).as_py():
+        return pa.array([encode_basestring(i) for i in ids.to_pylist()], pa.string())
+    return pc.binary_join_element_wise('"', ids, '"', "")
 
 
 def predict(model: SegmentModel, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
@@ -105,14 +169,15 @@ def predict(model: SegmentModel, body: bytes, content_type: str, accept: str) ->
     if accept not in CSV_TYPES | JSONL_TYPES | {"*/*", "application/json"}:
         raise PayloadError(f"cannot answer as {accept!r}; accept text/csv or application/jsonlines", 406)
     if content_type in CSV_TYPES:
-        frame = parse_csv(body)
+        table = parse_csv(body)
     elif content_type in JSONL_TYPES or content_type == "application/json":
-        frame = parse_jsonlines(body)
+        table = parse_jsonlines(body)
     else:
         raise PayloadError(
             f"content type {content_type!r} is not supported; send text/csv or application/jsonlines", 415
         )
-    return render(model.assign(validate(frame)), accept)
+    records = validate(table)
+    return render(records, model.clusters(records.features), model, accept)
 
 
 def create_app(model: SegmentModel | None = None) -> Flask:

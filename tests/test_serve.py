@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import http.client
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,8 +70,18 @@ def test_jsonlines_in_csv_out_keeps_ids_exact(port, features_frame) -> None:
                                         {"Content-Type": "application/jsonlines", "Accept": "text/csv"})
     assert status == 200, answer
     assert content_type.startswith("text/csv")
-    lines = answer.decode().splitlines()
-    assert [line.split(",")[0] for line in lines] == ["007", " A1", "1e3"]
+    rows = list(csv.reader(io.StringIO(answer.decode())))
+    assert [row[0] for row in rows] == ["007", " A1", "1e3"]
+    assert all(len(row) == len(c.ASSIGNMENT_COLUMNS) for row in rows)
+
+
+def test_ids_needing_json_escapes_round_trip(port, features_frame) -> None:
+    frame = features_frame.iloc[:3].copy()
+    frame[c.CUSTOMER_ID] = ['say "hi"', "back\\slash", "tab\tid"]
+    body = frame[list(c.TRANSFORM_INPUT_COLUMNS)].to_json(orient="records", lines=True).encode()
+    status, _, answer = call(port, "POST", "/invocations", body, {"Content-Type": "application/jsonlines"})
+    assert status == 200, answer
+    assert [json.loads(line)[c.CUSTOMER_ID] for line in answer.decode().splitlines()] == list(frame[c.CUSTOMER_ID])
 
 
 @pytest.mark.parametrize(
