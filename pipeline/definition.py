@@ -1,0 +1,570 @@
+"""The SageMaker Pipelines definition of the RFM segmentation pipeline.
+
+``get_pipeline`` is the MLOps-template entry point (``get-pipeline-definition`` and
+``run-pipeline`` call it by module name). It builds the definition offline: pass the
+role ARN and nothing here calls AWS.
+
+Step graph::
+
+    ComputeRFM -> TrainSegmenter -> EvaluateSegmenter -> CheckQuality
+        CheckQuality true:  RegisterSegmenter -> PublishIfApproved
+            PublishIfApproved true: CreateModel -> AssignSegments -> ExportSegments
+        CheckQuality false: QualityGateFailed
+
+Every execution writes under
+``s3://{default_bucket}/{base_job_prefix}/executions/{PipelineExecutionId}/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass, fields
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+from sagemaker.core.helper.session_helper import Session, get_execution_role
+from sagemaker.core.lambda_helper import Lambda
+from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
+from sagemaker.core.processing import Processor
+from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
+from sagemaker.core.transformer import Transformer
+from sagemaker.core.workflow import (
+    ConditionEquals,
+    ConditionGreaterThanOrEqualTo,
+    ExecutionVariables,
+    Join,
+    JsonGet,
+    ParameterFloat,
+    ParameterInteger,
+    ParameterString,
+    PropertyFile,
+)
+from sagemaker.core.workflow.parameters import Parameter
+from sagemaker.mlops.workflow import (
+    CacheConfig,
+    ConditionStep,
+    FailStep,
+    LambdaOutput,
+    LambdaStep,
+    ModelStep,
+    Pipeline,
+    ProcessingStep,
+    TrainingStep,
+    TransformStep,
+)
+from sagemaker.mlops.workflow.lambda_step import LambdaOutputTypeEnum
+from sagemaker.serve.model_builder import ModelBuilder
+from sagemaker.train import ModelTrainer
+from sagemaker.train.configs import Compute, InputData, OutputDataConfig
+
+from pipeline.session import SDK_CONFIG, make_session, no_role_validation
+from steps import paths
+from steps.errors import PipelineError
+
+DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
+INFERENCE_INSTANCE_TYPES = ["ml.m5.large", "ml.m5.xlarge"]
+CACHE_EXPIRY = "P30D"
+EVALUATION_REPORT = "EvaluationReport"
+SILHOUETTE_PATH = "segmentation_metrics.silhouette.value"
+MIN_CLUSTER_SHARE_PATH = "segmentation_metrics.min_cluster_share.value"
+INPUT_CONTENT_TYPES = ["text/csv", "application/jsonlines"]
+OUTPUT_CONTENT_TYPES = ["application/jsonlines", "text/csv"]
+
+MODEL_BUILDER_DIR = os.path.join(tempfile.gettempdir(), "rfm-segmentation", "model-builder")
+
+_ROLE_ARN = re.compile(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/\S+$")
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """The pipeline parameters, in the order Studio shows them."""
+
+    input_data_url: ParameterString
+    input_format: ParameterString
+    as_of_date: ParameterString
+    model_approval_status: ParameterString
+    processing_instance_type: ParameterString
+    training_instance_type: ParameterString
+    transform_instance_type: ParameterString
+    num_clusters: ParameterInteger
+    random_seed: ParameterInteger
+    min_silhouette: ParameterFloat
+    min_cluster_share: ParameterFloat
+
+    def as_list(self) -> list[Parameter]:
+        """All parameters, in declaration order."""
+        return [getattr(self, f.name) for f in fields(self)]
+
+
+def make_parameters(default_bucket: str, base_job_prefix: str) -> Parameters:
+    """Declare the pipeline parameters and their defaults."""
+    return Parameters(
+        input_data_url=ParameterString("InputDataUrl", f"s3://{default_bucket}/{base_job_prefix}/input/"),
+        input_format=ParameterString("InputFormat", "auto"),
+        as_of_date=ParameterString("AsOfDate", ""),
+        model_approval_status=ParameterString("ModelApprovalStatus", "PendingManualApproval"),
+        processing_instance_type=ParameterString("ProcessingInstanceType", DEFAULT_INSTANCE_TYPE),
+        training_instance_type=ParameterString("TrainingInstanceType", DEFAULT_INSTANCE_TYPE),
+        transform_instance_type=ParameterString("TransformInstanceType", DEFAULT_INSTANCE_TYPE),
+        num_clusters=ParameterInteger("NumClusters", 0),
+        random_seed=ParameterInteger("RandomSeed", 0),
+        min_silhouette=ParameterFloat("MinSilhouette", 0.25),
+        min_cluster_share=ParameterFloat("MinClusterShare", 0.01),
+    )
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every step helper needs besides the parameters."""
+
+    session: Session
+    role: str
+    image_uri: str
+    execution_prefix: str  # s3://bucket/prefix/executions, the execution id follows
+    base_job_prefix: str
+    cache: CacheConfig
+
+    def execution_uri(self, *parts: str) -> Join:
+        """``s3://.../executions/{PipelineExecutionId}/<parts>`` for this execution."""
+        return Join(on="/", values=[self.execution_prefix, ExecutionVariables.PIPELINE_EXECUTION_ID, *parts])
+
+
+def _processing_output(name: str, local_path: str, destination: Join) -> ProcessingOutput:
+    return ProcessingOutput(
+        output_name=name,
+        s3_output=ProcessingS3Output(s3_uri=destination, local_path=local_path, s3_upload_mode="EndOfJob"),
+    )
+
+
+def _processing_input(name: str, source: object, local_path: str) -> ProcessingInput:
+    return ProcessingInput(
+        input_name=name,
+        s3_input=ProcessingS3Input(
+            s3_uri=source, local_path=local_path, s3_data_type="S3Prefix", s3_input_mode="File"
+        ),
+    )
+
+
+def _processor(ctx: Context, params: Parameters, entrypoint: str, name: str) -> Processor:
+    return Processor(
+        role=ctx.role,
+        image_uri=ctx.image_uri,
+        entrypoint=[entrypoint],
+        instance_type=params.processing_instance_type,
+        instance_count=1,
+        base_job_name=f"{ctx.base_job_prefix}-{name}",
+        sagemaker_session=ctx.session,
+    )
+
+
+def _output_uri(step: ProcessingStep, output_name: str) -> object:
+    """The S3 URI a processing step wrote its output ``output_name`` to (a property reference)."""
+    return step.properties.ProcessingOutputConfig.Outputs[output_name].S3Output.S3Uri
+
+
+def compute_rfm_step(ctx: Context, params: Parameters) -> ProcessingStep:
+    """ComputeRFM: transactions -> per-customer RFM features and the batch transform input."""
+    step_args = _processor(ctx, params, "rfm-features", "features").run(
+        inputs=[_processing_input("transactions", params.input_data_url, paths.PROCESSING_TRANSACTIONS)],
+        outputs=[
+            _processing_output("features", paths.PROCESSING_FEATURES_OUT, ctx.execution_uri("features")),
+            _processing_output("transform", paths.PROCESSING_TRANSFORM_OUT, ctx.execution_uri("transform")),
+        ],
+        arguments=[
+            "--input", paths.PROCESSING_TRANSACTIONS,
+            "--output", paths.PROCESSING_FEATURES_OUT,
+            "--transform-output", paths.PROCESSING_TRANSFORM_OUT,
+            Join(on="", values=["--format=", params.input_format]),
+            Join(on="", values=["--as-of=", params.as_of_date]),
+        ],
+    )  # fmt: skip
+    return ProcessingStep(
+        name="ComputeRFM",
+        display_name="Compute RFM features",
+        description=(
+            "Reads the transactions under InputDataUrl (CSV, CSV.gz or Parquet), quarantines unusable "
+            "rows and computes recency, frequency, monetary value and their 1-5 scores per customer."
+        ),
+        step_args=step_args,
+        cache_config=ctx.cache,
+    )
+
+
+def train_step(ctx: Context, params: Parameters, compute_rfm: ProcessingStep) -> TrainingStep:
+    """TrainSegmenter: scaled k-means on the RFM features; the image's ``train`` runs."""
+    trainer = ModelTrainer(
+        training_image=ctx.image_uri,
+        role=ctx.role,
+        base_job_name=f"{ctx.base_job_prefix}-train",
+        compute=Compute(instance_type=params.training_instance_type, instance_count=1),
+        output_data_config=OutputDataConfig(s3_output_path=ctx.execution_uri("model")),
+        hyperparameters={
+            "num_clusters": params.num_clusters.to_string(),
+            "random_state": params.random_seed.to_string(),
+        },
+        sagemaker_session=ctx.session,
+    )
+    features = InputData(
+        channel_name=paths.TRAINING_CHANNEL, data_source=_output_uri(compute_rfm, "features")
+    )
+    return TrainingStep(
+        name="TrainSegmenter",
+        display_name="Train customer segmenter",
+        description=(
+            "Fits k-means on scaled recency, frequency and monetary value (NumClusters=0 picks the "
+            "number of clusters by silhouette) and names each cluster."
+        ),
+        step_args=trainer.train(input_data_config=[features]),
+        cache_config=ctx.cache,
+    )
+
+
+def evaluate_step(
+    ctx: Context, params: Parameters, compute_rfm: ProcessingStep, train: TrainingStep
+) -> tuple[ProcessingStep, PropertyFile]:
+    """EvaluateSegmenter: segmentation metrics as ``evaluation.json`` (a PropertyFile)."""
+    report = PropertyFile(name=EVALUATION_REPORT, output_name="evaluation", path=paths.EVALUATION_FILE)
+    model_artifacts = train.properties.ModelArtifacts.S3ModelArtifacts
+    evaluation = ctx.execution_uri("evaluation")
+    step_args = _processor(ctx, params, "rfm-evaluate", "evaluate").run(
+        inputs=[
+            _processing_input("model", model_artifacts, paths.PROCESSING_MODEL_IN),
+            _processing_input("features", _output_uri(compute_rfm, "features"), paths.PROCESSING_FEATURES_IN),
+        ],
+        outputs=[_processing_output("evaluation", paths.PROCESSING_EVALUATION_OUT, evaluation)],
+        arguments=[
+            "--model", paths.PROCESSING_MODEL_IN,
+            "--features", paths.PROCESSING_FEATURES_IN,
+            "--output", paths.PROCESSING_EVALUATION_OUT,
+            Join(on="", values=["--random-state=", params.random_seed]),
+        ],
+    )  # fmt: skip
+    step = ProcessingStep(
+        name="EvaluateSegmenter",
+        display_name="Evaluate segmentation",
+        description=(
+            "Scores the clustering (silhouette, smallest cluster share, cluster sizes) and writes "
+            "evaluation.json for the quality gate and the model registry."
+        ),
+        step_args=step_args,
+        property_files=[report],
+        cache_config=ctx.cache,
+    )
+    return step, report
+
+
+def _model_builder(ctx: Context, train: TrainingStep) -> ModelBuilder:
+    # dependencies=None: the default ({"auto": True}) sends ModelBuilder down its script-mode
+    # code upload path, which resolves the S3 bucket and adds SAGEMAKER_PROGRAM & co. to the
+    # container environment. Our image needs neither (the same image-only path as build()'s
+    # pass-through case, which sets dependencies=None itself). build() creates model_path
+    # locally; a fixed folder instead of the default /tmp/sagemaker/model-builder/<uuid1>
+    # keeps repeated builds from leaving a new empty folder each time.
+    return ModelBuilder(
+        image_uri=ctx.image_uri,
+        s3_model_data_url=train.properties.ModelArtifacts.S3ModelArtifacts,
+        role_arn=ctx.role,
+        instance_type=DEFAULT_INSTANCE_TYPE,
+        dependencies=None,
+        model_path=MODEL_BUILDER_DIR,
+        sagemaker_session=ctx.session,
+        log_level=logging.WARNING,
+    )
+
+
+def register_step(
+    ctx: Context,
+    params: Parameters,
+    model_package_group_name: str,
+    compute_rfm: ProcessingStep,
+    train: TrainingStep,
+    evaluate: ProcessingStep,
+) -> ModelStep:
+    """RegisterSegmenter: a model package version with the evaluation report as model metrics."""
+    evaluation_json = Join(on="/", values=[_output_uri(evaluate, "evaluation"), paths.EVALUATION_FILE])
+    step_args = _model_builder(ctx, train).register(
+        model_package_group_name=model_package_group_name,
+        approval_status=params.model_approval_status,
+        content_types=INPUT_CONTENT_TYPES,
+        response_types=OUTPUT_CONTENT_TYPES,
+        inference_instances=INFERENCE_INSTANCE_TYPES,
+        transform_instances=[params.transform_instance_type],
+        model_metrics=ModelMetrics(
+            model_statistics=MetricsSource(s3_uri=evaluation_json, content_type="application/json")
+        ),
+        customer_metadata_properties={
+            "pipeline_execution_id": ExecutionVariables.PIPELINE_EXECUTION_ID,
+            "features_uri": _output_uri(compute_rfm, "features"),
+            "transform_input_uri": _output_uri(compute_rfm, "transform"),
+        },
+        description="RFM customer segmenter: scaled k-means on recency, frequency and monetary value.",
+    )
+    return ModelStep(
+        name="RegisterSegmenter",
+        display_name="Register segmenter",
+        description=(
+            f"Adds the segmenter to the {model_package_group_name} model package group with status "
+            "ModelApprovalStatus; approving a package publishes its segments."
+        ),
+        step_args=step_args,
+    )
+
+
+def create_model_step(ctx: Context, train: TrainingStep) -> ModelStep:
+    """CreateModel: the SageMaker model batch transform runs."""
+    return ModelStep(
+        name="CreateModel",
+        display_name="Create model",
+        description="Creates a SageMaker model from the trained segmenter for batch transform.",
+        step_args=_model_builder(ctx, train).build(),
+    )
+
+
+def assign_segments_step(
+    ctx: Context, params: Parameters, compute_rfm: ProcessingStep, create_model: ModelStep
+) -> TransformStep:
+    """AssignSegments: batch transform of every customer to a cluster and an RFM segment."""
+    transformer = Transformer(
+        model_name=create_model.properties.ModelName,
+        instance_count=1,
+        instance_type=params.transform_instance_type,
+        strategy="MultiRecord",
+        max_payload=6,
+        accept="application/jsonlines",
+        assemble_with="Line",
+        output_path=ctx.execution_uri("assignments"),
+        base_transform_job_name=f"{ctx.base_job_prefix}-assign",
+        sagemaker_session=ctx.session,
+    )
+    return TransformStep(
+        name="AssignSegments",
+        display_name="Assign segments",
+        description="Batch transform: assigns every customer to a cluster and an RFM segment (JSON Lines).",
+        step_args=transformer.transform(
+            data=_output_uri(compute_rfm, "transform"), content_type="text/csv", split_type="Line"
+        ),
+    )
+
+
+def export_segments_step(
+    ctx: Context,
+    export_function_arn: str,
+    compute_rfm: ProcessingStep,
+    assign: TransformStep,
+    register: ModelStep,
+) -> LambdaStep:
+    """ExportSegments: the export Lambda joins assignments and features and writes the segments."""
+    return LambdaStep(
+        name="ExportSegments",
+        display_name="Export segments",
+        description=(
+            "Joins the assignments with the features and contact columns and exports one file set "
+            "per segment to the configured destinations."
+        ),
+        lambda_func=Lambda(function_arn=export_function_arn, session=ctx.session),
+        inputs={
+            "assignments_uri": assign.properties.TransformOutput.S3OutputPath,
+            "features_uri": _output_uri(compute_rfm, "features"),
+            "output_uri": ctx.execution_uri("segments"),
+            "execution_id": ExecutionVariables.PIPELINE_EXECUTION_ID,
+            "model_package_arn": register.properties.ModelPackageArn,
+        },
+        outputs=[
+            LambdaOutput("customers", LambdaOutputTypeEnum.Integer),
+            LambdaOutput("segments", LambdaOutputTypeEnum.Integer),
+            LambdaOutput("destinations", LambdaOutputTypeEnum.String),
+        ],
+    )
+
+
+def publish_step(
+    ctx: Context,
+    params: Parameters,
+    export_function_arn: str,
+    compute_rfm: ProcessingStep,
+    train: TrainingStep,
+    register: ModelStep,
+) -> ConditionStep:
+    """PublishIfApproved: assign and export segments now when the package is registered Approved."""
+    create_model = create_model_step(ctx, train)
+    assign = assign_segments_step(ctx, params, compute_rfm, create_model)
+    export = export_segments_step(ctx, export_function_arn, compute_rfm, assign, register)
+    return ConditionStep(
+        name="PublishIfApproved",
+        display_name="Publish if approved",
+        description=(
+            "Assigns and exports segments only when ModelApprovalStatus is Approved; otherwise the run "
+            "ends after registration and approving the package in the registry publishes later."
+        ),
+        depends_on=[register],
+        conditions=[ConditionEquals(left=params.model_approval_status, right="Approved")],
+        if_steps=[create_model, assign, export],
+        else_steps=[],
+    )
+
+
+def quality_gate_step(
+    params: Parameters, evaluate: ProcessingStep, report: PropertyFile, if_steps: list
+) -> ConditionStep:
+    """CheckQuality: continue only with a good enough segmentation, else fail with the numbers."""
+
+    def metric(path: str) -> JsonGet:
+        return JsonGet(step_name=evaluate.name, property_file=report, json_path=path)
+
+    failed = FailStep(
+        name="QualityGateFailed",
+        display_name="Quality gate failed",
+        description="Stops the run with the metrics and thresholds that failed.",
+        error_message=Join(
+            on="",
+            values=[
+                "Segmentation below quality gate: silhouette=", metric(SILHOUETTE_PATH),
+                " (minimum ", params.min_silhouette,
+                "), smallest cluster share=", metric(MIN_CLUSTER_SHARE_PATH),
+                " (minimum ", params.min_cluster_share,
+                "). Lower MinSilhouette/MinClusterShare or set NumClusters.",
+            ],
+        ),
+    )  # fmt: skip
+    return ConditionStep(
+        name="CheckQuality",
+        display_name="Check segmentation quality",
+        description="Continues if silhouette >= MinSilhouette and smallest cluster share >= MinClusterShare.",
+        conditions=[
+            ConditionGreaterThanOrEqualTo(left=metric(SILHOUETTE_PATH), right=params.min_silhouette),
+            ConditionGreaterThanOrEqualTo(
+                left=metric(MIN_CLUSTER_SHARE_PATH), right=params.min_cluster_share
+            ),
+        ],
+        if_steps=if_steps,
+        else_steps=[failed],
+    )
+
+
+def account_from_role(role: str) -> tuple[str, str]:
+    """Partition and account id of an IAM role ARN.
+
+    Parameters
+    ----------
+    role : str
+        ``arn:aws:iam::ACCOUNT:role/NAME``.
+
+    Returns
+    -------
+    tuple of str
+        ``(partition, account)``.
+
+    Raises
+    ------
+    PipelineError
+        When ``role`` is not an IAM role ARN.
+    """
+    match = _ROLE_ARN.match(role)
+    if match is None:
+        raise PipelineError(
+            f"role {role!r} is not an IAM role ARN", fix="Pass role=arn:aws:iam::ACCOUNT:role/NAME"
+        )
+    return match.group(1), match.group(2)
+
+
+def _resolve_role(role: str | None, region: str, session: Session | None) -> str:
+    """The given role, else the caller's own role (this asks AWS, as the MLOps template does)."""
+    if role:
+        return role
+    try:
+        return get_execution_role(
+            session or Session(boto3.Session(region_name=region), sagemaker_config=SDK_CONFIG)
+        )
+    except (BotoCoreError, ClientError, ValueError) as error:
+        raise PipelineError(
+            f"no role given and the caller's role could not be resolved ({error})",
+            fix='Pass --kwargs \'{"role": "arn:aws:iam::ACCOUNT:role/NAME"}\'',
+        ) from error
+
+
+def get_pipeline(
+    region: str,
+    role: str | None = None,
+    default_bucket: str | None = None,
+    pipeline_name: str = "RFMSegmentation",
+    model_package_group_name: str = "RFMSegmenter",
+    base_job_prefix: str = "rfm",
+    sagemaker_project_arn: str | None = None,
+    image_uri: str | None = None,
+    export_function_arn: str | None = None,
+    enable_caching: bool = True,
+    sagemaker_session: Session | None = None,
+) -> Pipeline:
+    """Build the RFM segmentation pipeline.
+
+    Parameters
+    ----------
+    region : str
+        AWS region.
+    role : str, optional
+        Execution role ARN for the jobs; without it the caller's role is looked up (needs AWS).
+    default_bucket : str, optional
+        Artifact bucket; default the given session's bucket, else ``sagemaker-{region}-{account}``
+        (derived from the role, no S3 call).
+    pipeline_name : str
+        Name of the pipeline.
+    model_package_group_name : str
+        Model package group the segmenter is registered in.
+    base_job_prefix : str
+        S3 key prefix and job name prefix.
+    sagemaker_project_arn : str, optional
+        SageMaker project ARN; used by ``run-pipeline`` for the project tags.
+    image_uri : str, optional
+        The project's image; default ``{account}.dkr.ecr.{region}.amazonaws.com/rfm-segmentation:latest``.
+    export_function_arn : str, optional
+        The export Lambda; default ``arn:aws:lambda:{region}:{account}:function:rfm-export``.
+    enable_caching : bool
+        Cache the processing and training steps for 30 days.
+    sagemaker_session : Session, optional
+        Session to build with; default an offline ``PipelineSession`` (see ``pipeline.session``).
+
+    Returns
+    -------
+    Pipeline
+        The pipeline; ``pipeline.definition()`` is its JSON definition.
+    """
+    del sagemaker_project_arn  # accepted for the MLOps template's kwargs; tags are run-pipeline's job
+    role = _resolve_role(role, region, sagemaker_session)
+    partition, account = account_from_role(role)
+    if default_bucket is None:
+        default_bucket = (
+            sagemaker_session.default_bucket() if sagemaker_session else f"sagemaker-{region}-{account}"
+        )
+    session = sagemaker_session or make_session(region, default_bucket)
+    dns_suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    image_uri = image_uri or f"{account}.dkr.ecr.{region}.{dns_suffix}/rfm-segmentation:latest"
+    export_function_arn = (
+        export_function_arn or f"arn:{partition}:lambda:{region}:{account}:function:rfm-export"
+    )
+
+    params = make_parameters(default_bucket, base_job_prefix)
+    ctx = Context(
+        session=session,
+        role=role,
+        image_uri=image_uri,
+        execution_prefix=f"s3://{default_bucket}/{base_job_prefix}/executions",
+        base_job_prefix=base_job_prefix,
+        cache=CacheConfig(enable_caching=enable_caching, expire_after=CACHE_EXPIRY),
+    )
+    with no_role_validation():
+        compute_rfm = compute_rfm_step(ctx, params)
+        train = train_step(ctx, params, compute_rfm)
+        evaluate, report = evaluate_step(ctx, params, compute_rfm, train)
+        register = register_step(ctx, params, model_package_group_name, compute_rfm, train, evaluate)
+        publish = publish_step(ctx, params, export_function_arn, compute_rfm, train, register)
+        check = quality_gate_step(params, evaluate, report, if_steps=[register, publish])
+
+    return Pipeline(
+        name=pipeline_name,
+        parameters=params.as_list(),
+        steps=[compute_rfm, train, evaluate, check],
+        sagemaker_session=session,
+    )
