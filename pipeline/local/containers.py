@@ -58,5 +58,5 @@ def run_command(command: list[str], env: dict[str, str], log_file: Path, step: s
         completed = subprocess.run(command, env=full_env, stdout=log, stderr=subprocess.STDOUT, check=False)
     if completed.returncode != 0:
         lines = [line for line in log_file.read_text().splitlines() if line.strip()]
-        detail = lines[-1] if lines else f"exit code {completed.returncode}"
-        raise PipelineError(f"step {step} failed: {detail}", str(log_file), "see the step log for details")
+        detail = lines[-1].removeprefix("error: ").rstrip(".") if lines else f"exit code {completed.returncode}"
+        raise PipelineError(detail, None, f"Step log: {log_file}")

@@ -10,10 +10,13 @@ next to ``registry.json``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +37,9 @@ LOCAL_KWARGS = {
     "model_package_group_name": "RFMSegmenter",
     "base_job_prefix": "rfm",
 }
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Everything the definition JSON is built from (a change invalidates the cached definition).
+DEFINITION_SOURCES = ("pipeline/definition.py", "pipeline/session.py", "steps/paths.py", "steps/columns.py")
 # Latest-run artifacts: (step, property or argument, file or folder inside it, target under --output).
 PUBLISHED = (
     ("ComputeRFM", "ProcessingOutputConfig.Outputs['features'].S3Output.S3Uri", "", "features"),
@@ -57,17 +63,37 @@ def offline_aws() -> Iterator[None]:
                 os.environ.pop(key, None)
 
 
-def build_definition(**overrides: object) -> dict:
-    """The pipeline definition JSON ``get_pipeline`` gives for local execution."""
-    import logging
+def _definition_key(kwargs: dict) -> str:
+    """Changes whenever the definition could: its kwargs, the SDK version, the definition's sources."""
+    from importlib.metadata import version
 
+    digest = hashlib.sha256(json.dumps(kwargs, sort_keys=True).encode())
+    digest.update(version("sagemaker").encode())
+    for source in DEFINITION_SOURCES:
+        digest.update((PROJECT_ROOT / source).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build_definition(cache_dir: Path | None = None, **overrides: object) -> dict:
+    """The pipeline definition JSON ``get_pipeline`` gives for local execution.
+
+    Building it imports the SageMaker SDK and takes several seconds; with
+    ``cache_dir`` the JSON is kept there, keyed on everything it depends on.
+    """
     kwargs = {**LOCAL_KWARGS, **overrides}
-    logging.getLogger("sagemaker").setLevel(logging.ERROR)
-    with offline_aws():
+    cached = cache_dir / f"definition-{_definition_key(kwargs)}.json" if cache_dir else None
+    if cached is not None and cached.is_file():
+        return load_definition(cached.read_text(), str(kwargs["pipeline_name"]))
+    with offline_aws(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in ("sagemaker", "botocore", "boto3"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         from pipeline.definition import get_pipeline  # the SDK makes boto3 clients on import
 
-        pipeline = get_pipeline(**kwargs)
-        text = pipeline.definition()
+        text = get_pipeline(**kwargs).definition()
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(text)
     return load_definition(text, str(kwargs["pipeline_name"]))
 
 
@@ -92,7 +118,7 @@ def run_local(input_location: str, output: Path, params: dict[str, str],
         if not location.exists():
             raise PipelineError("no such input file or folder", str(location), "check --input")
         input_location = str(location.resolve())
-    definition = definition or build_definition()
+    definition = definition or build_definition(cache_dir=output / ".cache")
     store = make_store(output / "s3")
     registry = LocalRegistry(output / paths.REGISTRY_FILE)
     workdir = output / ".work"
@@ -148,5 +174,6 @@ def describe_step(run: StepRun) -> str:
     """One status line for a finished step."""
     mark = {"Succeeded": "ok", "Failed": "FAILED", "Skipped": "skipped"}.get(run.status, run.status)
     timing = f"{run.seconds:6.1f} s" if run.status in {"Succeeded", "Failed"} else " " * 8
-    detail = f"  {run.detail}" if run.detail else ""
+    detail = run.detail if run.status != "Failed" or len(run.detail) < 90 else run.detail[:87] + "..."
+    detail = f"  {detail}" if detail else ""
     return f"  {run.name:<20} {run.type:<14} {mark:<8} {timing}{detail}"

@@ -7,10 +7,13 @@ and returns the step's properties, keyed by the paths a ``Get`` uses
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
+import sys
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,9 +153,29 @@ def lambda_handler(function_arn: str) -> Callable[[dict, Any], Any]:
     return getattr(importlib.import_module(module), attribute)
 
 
+@contextlib.contextmanager
+def _logs_to(log_file: Path) -> Iterator[None]:
+    """Send what in-process Lambda code logs to stdout (Powertools' JSON lines) to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict))]
+    swapped = []
+    with log_file.open("a") as sink, contextlib.redirect_stdout(sink):
+        for logger in loggers:
+            for handler in getattr(logger, "handlers", []):
+                if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
+                    swapped.append((handler, handler.setStream(sink)))
+        try:
+            yield
+        finally:
+            for handler, stream in swapped:
+                handler.setStream(stream)
+
+
 def run_lambda(name: str, step: dict, args: dict, env: Environment) -> dict[str, Any]:
     event = {k: env.store.event_uri(v) if isinstance(v, str) else v for k, v in args.items()}
-    result = lambda_handler(step["FunctionArn"])(event, None)
+    handler = lambda_handler(step["FunctionArn"])
+    with _logs_to(env.workdir / "logs" / f"{name}.log"):
+        result = handler(event, None)
     if not isinstance(result, dict):
         raise PipelineError("the Lambda function returned no JSON object", name)
     properties = {}
