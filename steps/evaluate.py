@@ -89,22 +89,42 @@ def evaluate(model: SegmentModel, features: pd.DataFrame, random_state: int = 0)
     }
 
 
+def _write_html_report(output: Path, features: pd.DataFrame, model: SegmentModel, evaluation: dict,
+                       features_location: Path, execution_id: str) -> Path:
+    """``report.html`` next to ``evaluation.json``, with ``quality.json`` from the features folder if present."""
+    from steps.report import read_quality, write_report
+
+    quality = read_quality(features_location)
+    run_info = {
+        "execution_id": execution_id,
+        "as_of_date": (quality or {}).get("as_of_date"),
+        "input_format": (quality or {}).get("input_format"),
+        "hyperparameters": model.meta.get("hyperparameters", {}),
+    }
+    path = write_report(output, features, model.meta, evaluation, quality, run_info)
+    log.info("report: %s", path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rfm-evaluate", description="Evaluate the segmenter.")
     parser.add_argument("--model", default=paths.PROCESSING_MODEL_IN, help="model folder or model.tar.gz")
     parser.add_argument("--features", default=paths.PROCESSING_FEATURES_IN, help="folder with rfm.parquet")
     parser.add_argument("--output", default=paths.PROCESSING_EVALUATION_OUT, help="folder for evaluation.json")
     parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument("--execution-id", default="", help="pipeline execution id, shown in report.html")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.debug)
 
     def run() -> int:
         model = load_model(Path(args.model))
-        report = evaluate(model, read_features(Path(args.features)), args.random_state)
+        features = read_features(Path(args.features))
+        report = evaluate(model, features, args.random_state)
         output = Path(args.output)
         output.mkdir(parents=True, exist_ok=True)
         (output / paths.EVALUATION_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        _write_html_report(output, features, model, report, Path(args.features), args.execution_id)
         metrics = report["segmentation_metrics"]
         log.info("k=%d silhouette=%.3f davies_bouldin=%.3f min_cluster_share=%.3f stability_ari=%.3f",
                  metrics["k"]["value"], metrics["silhouette"]["value"], metrics["davies_bouldin"]["value"],

@@ -199,12 +199,20 @@ class Segmenter:
 
 
 def _unique_names(names: list[str], dominant: list[str]) -> list[str]:
-    """Disambiguate repeated names with the dominant RFM segment, then a number."""
-    out = list(names)
-    for i, name in enumerate(names):
-        if names.count(name) > 1 and dominant[i]:
-            out[i] = f"{name} ({dominant[i]})"
-    for i, name in enumerate(out):
+    """Disambiguate repeated names with the dominant RFM segment, then number what still repeats.
+
+    Examples
+    --------
+    >>> _unique_names(["A", "A", "A", "B"], ["X", "X", "Y", "Z"])
+    ['A (X) #1', 'A (X) #2', 'A (Y)', 'B']
+    """
+    out = [f"{name} ({dominant[i]})" if names.count(name) > 1 and dominant[i] else name
+           for i, name in enumerate(names)]
+    seen: dict[str, int] = {}
+    numbered = []
+    for name in out:
         if out.count(name) > 1:
-            out[i] = f"{name} #{out[:i + 1].count(name)}"
-    return out
+            seen[name] = seen.get(name, 0) + 1
+            name = f"{name} #{seen[name]}"
+        numbered.append(name)
+    return numbered

@@ -1,0 +1,388 @@
+"""report.html: every chart present, numbers right, text escaped, self-contained, and it renders in Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import subprocess
+import time
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from steps import columns as c
+from steps import paths
+from steps import report_data as data
+from steps import svg_charts as svg
+from steps.evaluate import evaluate
+from steps.evaluate import main as evaluate_main
+from steps.model_io import load_model
+from steps.report import CHART_IDS, TABLE_IDS, render_report, write_report
+from steps.segments import SEGMENT_GRID, SEGMENT_NAMES, segments_of
+from tests.conftest import synthetic_features
+
+QUALITY = {
+    "rows_read": 1000, "rows_used": 900, "rows_quarantined": 100,
+    "quarantined_by_reason": {"unparseable_date": 60, "missing_customer_id": 40},
+    "as_of_date": "2024-01-01", "input_format": "generic", "customers": 600,
+    "column_mapping": {"customer_id": "Customer ID"},
+}
+RUN_INFO = {"execution_id": "exec-42", "parameters": {"ModelApprovalStatus": "Approved"},
+            "as_of_date": "2024-01-01", "input_format": "generic"}
+K_SELECTION = [{"k": k, "silhouette": 0.7 - 0.05 * abs(k - 3), "inertia": 900.0 / k} for k in range(2, 8)]
+
+
+@pytest.fixture(scope="module")
+def model_meta(model_dir: Path) -> dict:
+    return dict(load_model(model_dir).meta, k_selection=K_SELECTION)
+
+
+@pytest.fixture(scope="module")
+def evaluation(model_dir: Path, features_frame: pd.DataFrame) -> dict:
+    return evaluate(load_model(model_dir), features_frame)
+
+
+@pytest.fixture(scope="module")
+def html(features_frame: pd.DataFrame, model_meta: dict, evaluation: dict) -> str:
+    return render_report(features_frame, model_meta, evaluation, QUALITY, RUN_INFO)
+
+
+class Tables(HTMLParser):
+    """Cell texts of each ``<table id=...>``, and the ids of ``<figure class="chart">`` with their child tags."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.figures: dict[str, set[str]] = {}
+        self._table: str | None = None
+        self._figure: str | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "figure" and "chart" in (attributes.get("class") or "").split():
+            self._figure = attributes.get("id") or ""
+            self.figures[self._figure] = set()
+        elif self._figure is not None:
+            self.figures[self._figure].add(tag)
+        if tag == "table" and attributes.get("id"):
+            self._table = attributes["id"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th") and self._table:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "figure":
+            self._figure = None
+        elif tag == "table":
+            self._table = None
+        elif tag in ("td", "th") and self._table and self._cell is not None:
+            self.tables[self._table][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, text: str) -> None:
+        if self._cell is not None:
+            self._cell.append(text)
+
+
+def parse(document: str) -> Tables:
+    parser = Tables()
+    parser.feed(document)
+    return parser
+
+
+def rows_by_first_cell(table: list[list[str]]) -> dict[str, list[str]]:
+    return {row[0]: row for row in table[1:]}
+
+
+def test_every_chart_and_table_is_present(html: str) -> None:
+    page = parse(html)
+    assert list(page.figures) == list(CHART_IDS)
+    for chart_id, children in page.figures.items():
+        assert children & {"svg", "table", "p"}, f"{chart_id} is empty"
+    assert set(TABLE_IDS) <= set(page.tables)
+    assert html.count("<svg") >= 8
+
+
+def test_segment_table_numbers(html: str, features_frame: pd.DataFrame) -> None:
+    table = rows_by_first_cell(parse(html).tables["segment-table"])
+    assert [name for name in table if name != "All customers"] == list(SEGMENT_NAMES)
+    revenue = features_frame[c.MONETARY].sum()
+    for name, group in features_frame.groupby(c.RFM_SEGMENT):
+        row = table[name]
+        assert row[2] == f"{len(group):,}"
+        assert row[3] == f"{len(group) / len(features_frame):.1%}"
+        assert row[4] == f"{group[c.MONETARY].sum() / revenue:.1%}"
+        assert row[5] == f"{group[c.RECENCY_DAYS].mean():,.0f}"
+        assert row[6] == f"{group[c.FREQUENCY].mean():,.1f}"
+        assert row[7] == f"{group[c.MONETARY].mean():,.2f}"
+    assert table["All customers"][2] == f"{len(features_frame):,}"
+
+
+def test_cluster_table_and_crosstab_match_the_model(html: str, features_frame: pd.DataFrame, model_dir: Path) -> None:
+    model = load_model(model_dir)
+    clusters = model.clusters(features_frame[list(c.MODEL_FEATURES)].to_numpy(float))
+    table = rows_by_first_cell(parse(html).tables["cluster-table"])
+    for cluster, size in enumerate(np.bincount(clusters, minlength=model.k)):
+        assert table[str(cluster)][1] == model.names[cluster]
+        assert table[str(cluster)][3] == f"{size:,}"
+    crosstab = data.crosstab(clusters, features_frame[c.RFM_SEGMENT], model.k)
+    expected = pd.crosstab(clusters, features_frame[c.RFM_SEGMENT])
+    for segment in expected.columns:
+        np.testing.assert_array_equal(crosstab[segment].to_numpy(), expected[segment].to_numpy())
+    assert int(crosstab.to_numpy().sum()) == len(features_frame)
+
+
+def test_rf_grid_counts_every_customer_in_its_cell(features_frame: pd.DataFrame, html: str) -> None:
+    grid = data.rf_grid(features_frame)
+    assert int(grid.sum()) == len(features_frame)
+    for (r, f), _ in SEGMENT_GRID.items():
+        in_cell = (features_frame[c.R_SCORE] == r) & (features_frame[c.F_SCORE] == f)
+        assert grid[r - 1, f - 1] == int(in_cell.sum())
+    assert "Potential" in html and "Loyalist" in html  # long names are wrapped onto two lines
+
+
+def test_quality_accounting_and_run_parameters(html: str) -> None:
+    tables = parse(html).tables
+    run = rows_by_first_cell(tables["run-parameters"])
+    assert run["Execution id"][1] == "exec-42"
+    assert run["Parameters"][1] == "ModelApprovalStatus=Approved"
+    assert run["As-of date"][1] == "2024-01-01"
+    assert run["Model hyperparameters"][1] == "num_clusters=3, random_state=0"
+    assert "Rows quarantined" in html and "unparseable_date" in html and "1,000" in html
+    assert "Every row is accounted for" in html
+
+
+def test_missing_quality_and_given_k_are_said(features_frame: pd.DataFrame, model_dir: Path) -> None:
+    meta = load_model(model_dir).meta
+    assert meta["k_selection"] == []
+    page = render_report(features_frame, meta, {}, None, {})
+    assert "quality.json was not available" in page
+    assert "k was given (k = 3)" in page
+    assert list(parse(page).figures) == list(CHART_IDS)
+
+
+def test_unbalanced_accounting_is_flagged(features_frame: pd.DataFrame, model_meta: dict) -> None:
+    page = render_report(features_frame, model_meta, {}, dict(QUALITY, rows_used=1), RUN_INFO)
+    assert "does not add up" in page
+
+
+def test_text_is_escaped(features_frame: pd.DataFrame, model_meta: dict) -> None:
+    hostile = "<script>alert('x')</script>"
+    meta = dict(model_meta, names=[hostile, "A & B", '"quoted"'])
+    frame = features_frame.copy()
+    frame[c.RFM_SEGMENT] = frame[c.RFM_SEGMENT].where(frame[c.R_SCORE] != 1, "<img onerror=x>")
+    page = render_report(frame, meta, {}, dict(QUALITY, quarantined_by_reason={"<b>bad</b>": 100}),
+                         {"execution_id": "<i>run</i>", "parameters": {"<p>": "</td>"}})
+    lowered = page.lower()
+    for raw in ("<script", "<img", "<b>bad", "<i>run", "<p>", "</td>&"):
+        assert raw not in lowered
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "A &amp; B" in page and "&quot;quoted&quot;" in page
+    assert parse(page).tables["cluster-table"][1][1] == hostile  # the parser sees the text, not markup
+
+
+def test_self_contained_no_customer_rows(features_frame: pd.DataFrame, model_meta: dict) -> None:
+    frame = features_frame.assign(**{c.CUSTOMER_ID: [f"SECRET-{i}" for i in range(len(features_frame))]})
+    page = render_report(frame, model_meta, {}, QUALITY, RUN_INFO)
+    lowered = page.lower()
+    for remote in ("http://", "https://", "src=", "<script", "<link", "@import", "url(", "xlink:href", "//cdn"):
+        assert remote not in lowered, remote
+    assert "SECRET-" not in page
+
+
+def test_deterministic(features_frame: pd.DataFrame, model_meta: dict, evaluation: dict) -> None:
+    first = render_report(features_frame, model_meta, evaluation, QUALITY, RUN_INFO)
+    assert first == render_report(features_frame.copy(), json.loads(json.dumps(model_meta)),
+                                  json.loads(json.dumps(evaluation)), dict(QUALITY), dict(RUN_INFO))
+
+
+def test_tiny_input_with_two_clusters(tmp_path: Path) -> None:
+    from steps.train import train
+
+    frame = synthetic_features(customers=3, seed=1)
+    meta = train(frame, tmp_path / "model", num_clusters=2, random_state=0)
+    page = render_report(frame, meta, {}, None, {"execution_id": "tiny"})
+    assert list(parse(page).figures) == list(CHART_IDS)
+    table = rows_by_first_cell(parse(page).tables["cluster-table"])
+    assert sum(int(table[str(i)][3]) for i in range(2)) == 3
+
+
+def test_empty_features_render(model_meta: dict) -> None:
+    frame = synthetic_features(customers=30).iloc[0:0]
+    page = render_report(frame, model_meta, {}, None, {})
+    assert list(parse(page).figures) == list(CHART_IDS)
+    assert "no data" in page
+
+
+def test_large_input_is_aggregated_and_fast(model_meta: dict) -> None:
+    rng = np.random.default_rng(0)
+    customers = 300_000
+    r, f = rng.integers(1, 6, customers), rng.integers(1, 6, customers)
+    frame = pd.DataFrame({
+        c.CUSTOMER_ID: np.arange(customers).astype(str), c.RECENCY_DAYS: rng.integers(1, 900, customers),
+        c.FREQUENCY: rng.geometric(0.3, customers), c.MONETARY: rng.lognormal(4, 1.5, customers).round(2),
+        c.R_SCORE: r, c.F_SCORE: f, c.RFM_SEGMENT: segments_of(r, f),
+    })
+    started = time.perf_counter()
+    page = render_report(frame, model_meta, {}, QUALITY, RUN_INFO)
+    assert time.perf_counter() - started < 10
+    assert len(page) < 200_000  # aggregates only: the size does not grow with the customers
+    assert f"{customers:,}" in page
+
+
+@pytest.mark.parametrize(("values", "log_scale", "discrete"), [
+    (np.arange(1, 31), False, True),
+    (np.r_[np.ones(500), np.arange(2, 400)], True, True),
+    (np.random.default_rng(0).lognormal(4, 2, 5000), True, False),
+    (np.r_[-50.0, 0.0, np.random.default_rng(1).lognormal(3, 1, 300)], True, False),
+    (np.full(7, 12.5), True, False),
+    (np.full(7, 3), False, True),
+    (np.array([np.nan, 1.0, np.inf, 2.0]), False, False),
+    (np.array([]), True, False),
+])
+def test_histogram_counts_every_finite_value(values: np.ndarray, log_scale: bool, discrete: bool) -> None:
+    binned = data.histogram(values, log_scale=log_scale, discrete=discrete)
+    assert sum(binned.counts) == int(np.isfinite(values).sum())
+    if binned.bin_labels is not None:
+        assert len(binned.bin_labels) == len(binned.counts)
+    if binned.edge_labels is not None:
+        assert len(binned.edge_labels) == len(binned.counts) + 1
+
+
+@pytest.mark.parametrize(("low", "high"), [(0, 87), (0.38, 0.56), (-3, 4), (5, 5), (0, 0), (760, 4354)])
+def test_nice_ticks_cover_the_range(low: float, high: float) -> None:
+    ticks = svg.nice_ticks(low, high)
+    assert ticks[0] <= low and ticks[-1] >= high and ticks == sorted(set(ticks)) and len(ticks) >= 2
+
+
+def test_charts_escape_their_text() -> None:
+    charts = [
+        svg.bar_chart(["<a>"], {"<b>": [1.0]}, label="<c>"),
+        svg.histogram([1, 2], label="<c>", x_label="<d>", bin_labels=["<e>", "f"]),
+        svg.heat_map([[1.0]], label="<c>", row_labels=["<r>"], col_labels=["<k>"], cell_text=[[["<t>"]]]),
+        svg.line_chart([1, 2], [3, 4], label="<c>", x_label="<x>", y_label="<y>", marker_x=1, marker_label="<m>"),
+    ]
+    for chart in charts:
+        assert chart.startswith("<svg ") and chart.endswith("</svg>")
+        assert not re.search(r"<[a-z]>", chart), chart
+
+
+def test_evaluate_writes_the_report_next_to_evaluation_json(tmp_path: Path, features_frame: pd.DataFrame,
+                                                           model_dir: Path) -> None:
+    features = tmp_path / "features"
+    features.mkdir()
+    features_frame.to_parquet(features / paths.RFM_FILE)
+    (features / paths.QUALITY_FILE).write_text(json.dumps(QUALITY))
+    output = tmp_path / "evaluation"
+    assert evaluate_main(["--model", str(model_dir), "--features", str(features), "--output", str(output),
+                          "--execution-id", "exec-7"]) == 0
+    evaluation = json.loads((output / paths.EVALUATION_FILE).read_text())
+    assert set(evaluation) == {"segmentation_metrics", "clusters", "rfm_segments", "k_selection",
+                               "metric_sample_size"}
+    page = (output / paths.REPORT_FILE).read_text()
+    run = rows_by_first_cell(parse(page).tables["run-parameters"])
+    assert run["Execution id"][1] == "exec-7"
+    assert run["Input format"][1] == "generic"
+    assert "unparseable_date" in page
+
+    (features / paths.QUALITY_FILE).unlink()
+    assert evaluate_main(["--model", str(model_dir), "--features", str(features), "--output", str(output)]) == 0
+    assert "quality.json was not available" in (output / paths.REPORT_FILE).read_text()
+
+
+# --- headless Chromium ---------------------------------------------------------------------------------------------
+
+
+def chromium() -> str | None:
+    found = shutil.which("chromium")
+    if found:
+        return found
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+def decode_png(blob: bytes) -> np.ndarray:
+    """An 8-bit, non-interlaced RGB or RGBA PNG as a ``(height, width, channels)`` array (stdlib zlib + numpy).
+
+    Rows are unfiltered along anti-diagonals: pixel (y, x) needs only (y, x-1),
+    (y-1, x) and (y-1, x-1), so each diagonal is one vectorised step.
+    """
+    assert blob[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    position, chunks = 8, []
+    while position < len(blob):
+        length, kind = struct.unpack(">I4s", blob[position:position + 8])
+        body = blob[position + 8:position + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            assert depth == 8 and colour in (2, 6) and interlace == 0, (depth, colour, interlace)
+        elif kind == b"IDAT":
+            chunks.append(body)
+        position += 12 + length
+    channels = 3 if colour == 2 else 4
+    raw = np.frombuffer(zlib.decompress(b"".join(chunks)), dtype=np.uint8).reshape(height, width * channels + 1)
+    kinds = raw[:, 0].astype(np.intp)
+    filtered = raw[:, 1:].reshape(height * width, channels).astype(np.int16)
+    stride = width + 1  # the image with a zero row above and a zero column left, flattened
+    image = np.zeros(((height + 1) * stride, channels), dtype=np.int16)
+    for diagonal in range(height + width - 1):
+        y = np.arange(max(0, diagonal - width + 1), min(height, diagonal + 1))
+        x = diagonal - y
+        target = (y + 1) * stride + x + 1
+        left, up, corner = image[target - 1], image[target - stride], image[target - stride - 1]
+        estimate = left + up - corner
+        d_left, d_up, d_corner = np.abs(estimate - left), np.abs(estimate - up), np.abs(estimate - corner)
+        paeth = np.where((d_left <= d_up) & (d_left <= d_corner), left, np.where(d_up <= d_corner, up, corner))
+        predictions = np.stack([np.zeros_like(left), left, up, (left + up) >> 1, paeth])  # by filter type 0..4
+        image[target] = (filtered[y * width + x] + predictions[kinds[y], np.arange(len(y))]) & 0xFF
+    return image.reshape(height + 1, stride, channels)[1:, 1:, :3].astype(np.uint8)
+
+
+def run_chromium(binary: str, profile: Path, *arguments: str) -> subprocess.CompletedProcess:
+    command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--hide-scrollbars", f"--user-data-dir={profile}", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(tmp_path: Path, features_frame: pd.DataFrame, model_meta: dict,
+                                             evaluation: dict) -> None:
+    binary = chromium()
+    if binary is None:
+        pytest.skip("Chromium is not installed (no `chromium` on PATH, no /usr/bin/chromium): the report was not "
+                    "rendered. Install it with `apt-get install chromium` (.ci/run does this as root).")
+    report = write_report(tmp_path / "report", features_frame, model_meta, evaluation, QUALITY, RUN_INFO)
+    url = report.resolve().as_uri()
+
+    screenshot = tmp_path / "report.png"
+    done = run_chromium(binary, tmp_path / "profile-shot", f"--screenshot={screenshot}", "--window-size=1280,4000",
+                        url)
+    assert screenshot.is_file(), f"no screenshot (exit {done.returncode}): {done.stderr[-2000:]}"
+    image = decode_png(screenshot.read_bytes())
+    assert image.shape[:2] == (4000, 1280)
+    pixels = image.reshape(-1, 3).astype(int)
+    colours, counts = np.unique(pixels @ np.array([65536, 256, 1]), return_counts=True)
+    background = colours[counts.argmax()]
+    painted = (counts.sum() - counts.max()) / counts.sum()
+    assert painted > 0.05, f"the page is blank: only {painted:.1%} of pixels differ from #{background:06x}"
+    assert len(colours) > 50, "too few colours for a page of charts"
+    for colour in svg.PALETTE[:3]:  # the bars of the three histograms were painted
+        target = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        assert (np.abs(pixels - target).max(axis=1) <= 2).sum() > 500, f"no {colour} bars on the page"
+
+    dom = run_chromium(binary, tmp_path / "profile-dom", "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = parse(dom.stdout)
+    missing = [chart_id for chart_id in CHART_IDS if chart_id not in page.figures]
+    assert not missing, f"charts missing from the DOM: {missing}"
+    for chart_id in CHART_IDS:
+        assert page.figures[chart_id] & {"svg", "table", "p"}, f"{chart_id} is empty in the DOM"
+    assert dom.stdout.count("<svg") >= 8
