@@ -7,12 +7,15 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.naming import MODEL_PACKAGE_GROUP_NAME
 from steps.cli_support import guarded, setup_logging
 
 EPILOG = """examples:
   rfm sample --customers 5000 --seed 42 --output transactions.csv.gz
   rfm features --input transactions.csv.gz --output output/features
   rfm run-local --input data/sample/transactions.csv.gz --param ModelApprovalStatus=Approved
+  rfm run-local --input data/sample/transactions.csv.gz   # registers, waits for approval
+  rfm approve                       # approve the pending package: publishes its segments
   rfm segments                      # the segment table of the last local run
   rfm show 0000123                  # one customer's scores, segment and cluster
 """
@@ -51,6 +54,34 @@ def _cmd_run_local(args: argparse.Namespace) -> int:
         return 1
     print(f"execution {result.execution_id} succeeded in {elapsed:.1f} s")
     print_summary(Path(args.output), result)
+    return 0
+
+
+def _cmd_approve(args: argparse.Namespace) -> int:
+    status = "Rejected" if args.reject else "Approved"
+    if args.sagemaker:
+        import boto3
+
+        from pipeline.local.approval import approve_sagemaker
+
+        client = boto3.client("sagemaker", region_name=args.region) if args.region else boto3.client("sagemaker")
+        arn = approve_sagemaker(client, args.package, args.group, status)
+        print(f"{arn} is {status} in SageMaker's model registry.")
+        if status == "Approved":
+            print("The approval rule starts the publish pipeline; follow it in Studio (Pipelines).")
+        return 0
+    from pipeline.local.approval import approve_local
+    from pipeline.local.run_local import describe_step
+    from pipeline.local.summary import print_segment_table
+
+    result = approve_local(Path(args.output), args.package, lambda run: print(describe_step(run), flush=True),
+                           status)
+    print(f"{result['model_package_arn']} is {status} in {Path(args.output) / 'registry.json'}.")
+    if result["status"] == "started":
+        print(f"published its segments ({result['execution_arn'].rsplit('/', 1)[-1]})")
+        print_segment_table(Path(args.output))
+    else:
+        print(f"nothing published: {result['reason']}")
     return 0
 
 
@@ -102,6 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="a pipeline parameter, e.g. ModelApprovalStatus=Approved; repeatable")
     run.set_defaults(handler=_cmd_run_local)
+
+    approve = commands.add_parser(
+        "approve", help="approve a registered model package, which publishes its segments",
+        epilog="examples:\n  rfm approve                      # the newest pending package of the local run\n"
+               "  rfm approve arn:aws:sagemaker:local:000000000000:model-package/rfmsegmenter/1\n"
+               "  rfm approve --sagemaker --region eu-west-1   # the newest pending package in SageMaker",
+        formatter_class=raw)
+    approve.add_argument("package", nargs="?", help="model package ARN (default: the newest pending one)")
+    approve.add_argument("--output", default="output", help="the local run's folder (registry.json)")
+    approve.add_argument("--reject", action="store_true", help="reject instead of approve")
+    approve.add_argument("--sagemaker", action="store_true",
+                         help="use SageMaker's model registry (AWS credentials) instead of the local one")
+    approve.add_argument("--group", default=MODEL_PACKAGE_GROUP_NAME, help="model package group (with --sagemaker)")
+    approve.add_argument("--region", default=None, help="AWS region (with --sagemaker)")
+    approve.set_defaults(handler=_cmd_approve)
 
     segments = commands.add_parser("segments", help="print the segment table of the last local run",
                                    epilog="example:\n  rfm segments --output output", formatter_class=raw)

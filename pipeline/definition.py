@@ -60,8 +60,9 @@ from sagemaker.serve.model_builder import ModelBuilder
 from sagemaker.train import ModelTrainer
 from sagemaker.train.configs import Compute, InputData, OutputDataConfig
 
+from pipeline.naming import MAIN_PIPELINE_NAME, MODEL_PACKAGE_GROUP_NAME
 from pipeline.session import SDK_CONFIG, make_session, no_role_validation
-from steps import paths
+from steps import package_metadata, paths
 from steps.errors import PipelineError
 
 DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
@@ -240,6 +241,7 @@ def evaluate_step(
             "--features", paths.PROCESSING_FEATURES_IN,
             "--output", paths.PROCESSING_EVALUATION_OUT,
             Join(on="", values=["--random-state=", params.random_seed]),
+            Join(on="", values=["--execution-id=", ExecutionVariables.PIPELINE_EXECUTION_ID]),
         ],
     )  # fmt: skip
     step = ProcessingStep(
@@ -296,9 +298,11 @@ def register_step(
             model_statistics=MetricsSource(s3_uri=evaluation_json, content_type="application/json")
         ),
         customer_metadata_properties={
-            "pipeline_execution_id": ExecutionVariables.PIPELINE_EXECUTION_ID,
-            "features_uri": _output_uri(compute_rfm, "features"),
-            "transform_input_uri": _output_uri(compute_rfm, "transform"),
+            package_metadata.EXECUTION_ID: ExecutionVariables.PIPELINE_EXECUTION_ID,
+            package_metadata.FEATURES_URI: _output_uri(compute_rfm, "features"),
+            package_metadata.TRANSFORM_INPUT_URI: _output_uri(compute_rfm, "transform"),
+            # The approval handler skips packages registered Approved: their own run publishes them.
+            package_metadata.REGISTERED_STATUS: params.model_approval_status,
         },
         description="RFM customer segmenter: scaled k-means on recency, frequency and monetary value.",
     )
@@ -324,13 +328,13 @@ def create_model_step(ctx: Context, train: TrainingStep) -> ModelStep:
 
 
 def assign_segments_step(
-    ctx: Context, params: Parameters, compute_rfm: ProcessingStep, create_model: ModelStep
+    ctx: Context, transform_instance_type: object, model_name: object, transform_input: object
 ) -> TransformStep:
     """AssignSegments: batch transform of every customer to a cluster and an RFM segment."""
     transformer = Transformer(
-        model_name=create_model.properties.ModelName,
+        model_name=model_name,
         instance_count=1,
-        instance_type=params.transform_instance_type,
+        instance_type=transform_instance_type,
         strategy="MultiRecord",
         max_payload=6,
         accept="application/jsonlines",
@@ -343,18 +347,16 @@ def assign_segments_step(
         name="AssignSegments",
         display_name="Assign segments",
         description="Batch transform: assigns every customer to a cluster and an RFM segment (JSON Lines).",
-        step_args=transformer.transform(
-            data=_output_uri(compute_rfm, "transform"), content_type="text/csv", split_type="Line"
-        ),
+        step_args=transformer.transform(data=transform_input, content_type="text/csv", split_type="Line"),
     )
 
 
 def export_segments_step(
     ctx: Context,
     export_function_arn: str,
-    compute_rfm: ProcessingStep,
     assign: TransformStep,
-    register: ModelStep,
+    features_uri: object,
+    model_package_arn: object,
 ) -> LambdaStep:
     """ExportSegments: the export Lambda joins assignments and features and writes the segments."""
     return LambdaStep(
@@ -367,10 +369,10 @@ def export_segments_step(
         lambda_func=Lambda(function_arn=export_function_arn, session=ctx.session),
         inputs={
             "assignments_uri": assign.properties.TransformOutput.S3OutputPath,
-            "features_uri": _output_uri(compute_rfm, "features"),
+            "features_uri": features_uri,
             "output_uri": ctx.execution_uri("segments"),
             "execution_id": ExecutionVariables.PIPELINE_EXECUTION_ID,
-            "model_package_arn": register.properties.ModelPackageArn,
+            "model_package_arn": model_package_arn,
         },
         outputs=[
             LambdaOutput("customers", LambdaOutputTypeEnum.Integer),
@@ -390,8 +392,12 @@ def publish_step(
 ) -> ConditionStep:
     """PublishIfApproved: assign and export segments now when the package is registered Approved."""
     create_model = create_model_step(ctx, train)
-    assign = assign_segments_step(ctx, params, compute_rfm, create_model)
-    export = export_segments_step(ctx, export_function_arn, compute_rfm, assign, register)
+    assign = assign_segments_step(
+        ctx, params.transform_instance_type, create_model.properties.ModelName, _output_uri(compute_rfm, "transform")
+    )
+    export = export_segments_step(
+        ctx, export_function_arn, assign, _output_uri(compute_rfm, "features"), register.properties.ModelPackageArn
+    )
     return ConditionStep(
         name="PublishIfApproved",
         display_name="Publish if approved",
@@ -489,8 +495,8 @@ def get_pipeline(
     region: str,
     role: str | None = None,
     default_bucket: str | None = None,
-    pipeline_name: str = "RFMSegmentation",
-    model_package_group_name: str = "RFMSegmenter",
+    pipeline_name: str = MAIN_PIPELINE_NAME,
+    model_package_group_name: str = MODEL_PACKAGE_GROUP_NAME,
     base_job_prefix: str = "rfm",
     sagemaker_project_arn: str | None = None,
     image_uri: str | None = None,
@@ -568,3 +574,10 @@ def get_pipeline(
         steps=[compute_rfm, train, evaluate, check],
         sagemaker_session=session,
     )
+
+
+def get_publish_pipeline(**kwargs: object) -> Pipeline:
+    """The publish pipeline that goes with this one (see :mod:`pipeline.publish_definition`)."""
+    from pipeline.publish_definition import get_publish_pipeline as build
+
+    return build(**kwargs)

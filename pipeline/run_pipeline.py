@@ -21,6 +21,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from importlib import import_module
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -203,6 +204,18 @@ def run(
     return 0
 
 
+def upsert_companions(module_name: str, kwargs: dict[str, Any], role_arn: str, tags: Tags) -> None:
+    """Create or update the module's publish pipeline too (it runs when a package is approved)."""
+    module = import_module(module_name)
+    build = getattr(module, "get_publish_pipeline", None)
+    if not callable(build):
+        return
+    publish = build(**{"role": role_arn, **kwargs})
+    response = publish.upsert(role_arn=role_arn, description="Publishes the segments of an approved package.",
+                              tags=tags)
+    print(f"Upserted pipeline {publish.name}: {response['PipelineArn']}")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run-pipeline", description="Creates or updates and runs the pipeline for the pipeline script."
@@ -232,6 +245,7 @@ def _upsert_and_run(args: argparse.Namespace) -> int:
         tags = with_project_tags(
             pipeline.sagemaker_session.sagemaker_client, kwargs["sagemaker_project_arn"], tags
         )
+    upsert_companions(args.module_name, kwargs, args.role_arn, tags)
     return run(
         pipeline,
         role_arn=args.role_arn,

@@ -327,6 +327,7 @@ def test_evaluate_arguments(steps: dict[str, dict[str, Any]]) -> None:
         "--features", "/opt/ml/processing/input/features",
         "--output", "/opt/ml/processing/output/evaluation",
         join("--random-state=", {"Get": "Parameters.RandomSeed"}),
+        join("--execution-id=", EXECUTION_ID),
     ]  # fmt: skip
     inputs = {i["InputName"]: i["S3Input"] for i in arguments["ProcessingInputs"]}
     assert inputs["model"]["S3Uri"] == {"Get": "Steps.TrainSegmenter.ModelArtifacts.S3ModelArtifacts"}

@@ -19,6 +19,10 @@ LOCAL_ACCOUNT = "000000000000"
 LOCAL_REGION = "local"
 
 
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
 def package_arn(group: str, version: int) -> str:
     return f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:model-package/{group.lower()}/{version}"
 
@@ -59,7 +63,7 @@ class LocalRegistry:
             "ModelPackageGroupName": group,
             "ModelPackageVersion": version,
             "ModelApprovalStatus": status,
-            "CreationTime": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "CreationTime": _now(),
             **{k: v for k, v in arguments.items() if k not in {"ModelApprovalStatus", "ModelPackageGroupName"}},
         }
         packages.append(package)
@@ -84,6 +88,27 @@ class LocalRegistry:
             for package in group["ModelPackages"]:
                 if package["ModelPackageArn"] == arn:
                     package["ModelApprovalStatus"] = status
+                    package["LastModifiedTime"] = _now()
                     self._save(data)
                     return package
         raise PipelineError("no such model package in the local registry", arn)
+
+    def create_model(self, name: str, package_arn: str) -> dict[str, Any]:
+        """A model from a package, as ``CreateModel(Containers=[{ModelPackageName}])``: Approved only."""
+        package = self.get(package_arn)
+        if package["ModelApprovalStatus"] != "Approved":
+            raise PipelineError(
+                f"model package is {package['ModelApprovalStatus']}, and only Approved packages can be deployed",
+                package_arn, f"approve it: rfm approve {package_arn}",
+            )
+        data = self._load()
+        model = {"ModelName": name, "ModelPackageName": package_arn,
+                 "ModelDataUrl": package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"],
+                 "CreationTime": _now()}
+        data.setdefault("Models", {})[name] = model
+        self._save(data)
+        return model
+
+    def models(self) -> dict[str, str]:
+        """Model name -> model data URL of the models created from packages."""
+        return {name: m["ModelDataUrl"] for name, m in self._load().get("Models", {}).items()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 from pipeline.local.registry import LocalRegistry
 from pipeline.local.runner import ExecutionResult, LocalRunner, StepRun, load_definition
 from pipeline.local.store import make_store
+from pipeline.naming import MAIN_PIPELINE_NAME, MODEL_PACKAGE_GROUP_NAME
 from steps import paths
 from steps.errors import PipelineError
 
@@ -33,13 +35,16 @@ LOCAL_KWARGS = {
     "region": LOCAL_REGION,
     "role": f"arn:aws:iam::{LOCAL_ACCOUNT}:role/rfm-local",
     "default_bucket": LOCAL_BUCKET,
-    "pipeline_name": "RFMSegmentation",
-    "model_package_group_name": "RFMSegmenter",
+    "pipeline_name": MAIN_PIPELINE_NAME,
+    "model_package_group_name": MODEL_PACKAGE_GROUP_NAME,
     "base_job_prefix": "rfm",
 }
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Everything the definition JSON is built from (a change invalidates the cached definition).
-DEFINITION_SOURCES = ("pipeline/definition.py", "pipeline/session.py", "steps/paths.py", "steps/columns.py")
+DEFINITION_SOURCES = ("pipeline/definition.py", "pipeline/publish_definition.py", "pipeline/session.py",
+                      "pipeline/naming.py", "steps/paths.py", "steps/package_metadata.py")
+MAIN_PIPELINE = "pipeline.definition:get_pipeline"
+PUBLISH_PIPELINE = "pipeline.publish_definition:get_publish_pipeline"
 # Latest-run artifacts: (step, property or argument, file or folder inside it, target under --output).
 PUBLISHED = (
     ("ComputeRFM", "ProcessingOutputConfig.Outputs['features'].S3Output.S3Uri", "", "features"),
@@ -63,38 +68,39 @@ def offline_aws() -> Iterator[None]:
                 os.environ.pop(key, None)
 
 
-def _definition_key(kwargs: dict) -> str:
-    """Changes whenever the definition could: its kwargs, the SDK version, the definition's sources."""
+def _definition_key(builder: str, kwargs: dict) -> str:
+    """Changes whenever the definition could: builder, kwargs, SDK version, the definition's sources."""
     from importlib.metadata import version
 
-    digest = hashlib.sha256(json.dumps(kwargs, sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps([builder, kwargs], sort_keys=True).encode())
     digest.update(version("sagemaker").encode())
     for source in DEFINITION_SOURCES:
         digest.update((PROJECT_ROOT / source).read_bytes())
     return digest.hexdigest()[:16]
 
 
-def build_definition(cache_dir: Path | None = None, **overrides: object) -> dict:
-    """The pipeline definition JSON ``get_pipeline`` gives for local execution.
+def build_definition(cache_dir: Path | None = None, builder: str = MAIN_PIPELINE, **overrides: object) -> dict:
+    """The definition JSON ``builder`` (``module:function``) gives for local execution.
 
     Building it imports the SageMaker SDK and takes several seconds; with
     ``cache_dir`` the JSON is kept there, keyed on everything it depends on.
     """
     kwargs = {**LOCAL_KWARGS, **overrides}
-    cached = cache_dir / f"definition-{_definition_key(kwargs)}.json" if cache_dir else None
+    cached = cache_dir / f"definition-{_definition_key(builder, kwargs)}.json" if cache_dir else None
     if cached is not None and cached.is_file():
         return load_definition(cached.read_text(), str(kwargs["pipeline_name"]))
+    module, _, function = builder.partition(":")
     with offline_aws(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in ("sagemaker", "botocore", "boto3"):
+        get_pipeline = getattr(importlib.import_module(module), function)  # the SDK makes clients on import
+        for name in ("sagemaker", "sagemaker.config", "botocore", "boto3"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        from pipeline.definition import get_pipeline  # the SDK makes boto3 clients on import
-
-        text = get_pipeline(**kwargs).definition()
+        pipeline = get_pipeline(**kwargs)
+        text = pipeline.definition()
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         cached.write_text(text)
-    return load_definition(text, str(kwargs["pipeline_name"]))
+    return load_definition(text, pipeline.name if cached is None else str(kwargs["pipeline_name"]))
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
@@ -112,18 +118,24 @@ def run_local(input_location: str, output: Path, params: dict[str, str],
               on_step=None, definition: dict | None = None) -> ExecutionResult:
     """Run the whole pipeline on ``input_location``; artifacts go under ``output``."""
     output = Path(output).resolve()
-    output.mkdir(parents=True, exist_ok=True)
     if not input_location.startswith("s3://"):
         location = Path(input_location.removeprefix("file://"))
         if not location.exists():
             raise PipelineError("no such input file or folder", str(location), "check --input")
         input_location = str(location.resolve())
     definition = definition or build_definition(cache_dir=output / ".cache")
+    return execute(definition, {"InputDataUrl": input_location, **params}, output, on_step)
+
+
+def execute(definition: dict, params: dict[str, str], output: Path, on_step=None) -> ExecutionResult:
+    """Execute ``definition`` with the local store and registry under ``output``; publish its artifacts."""
+    output = Path(output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
     store = make_store(output / "s3")
     registry = LocalRegistry(output / paths.REGISTRY_FILE)
     workdir = output / ".work"
     runner = LocalRunner(definition, store, workdir, registry, on_step)
-    result = runner.run({"InputDataUrl": input_location, **params})
+    result = runner.run(params, models=registry.models())
     logs = output / "logs" / result.execution_id
     work_logs = workdir / result.execution_id / "logs"
     if work_logs.is_dir():
@@ -143,10 +155,13 @@ def publish(result: ExecutionResult, store, output: Path) -> None:
         destination = output / target
         shutil.rmtree(destination, ignore_errors=True)
         store.download(uri, destination)
+    report = output / "evaluation" / paths.REPORT_FILE
+    if report.is_file():
+        shutil.copy2(report, output / paths.REPORT_FILE)
     segments_uri = _segments_uri(result)
-    for name in (paths.SEGMENTS_FILE, "export"):
-        shutil.rmtree(output / name if name == "export" else output / "segments", ignore_errors=True)
-    if segments_uri:
+    if segments_uri:  # only a run that exported replaces the published segments
+        shutil.rmtree(output / "segments", ignore_errors=True)
+        shutil.rmtree(output / "export", ignore_errors=True)
         staging = output / ".segments"
         shutil.rmtree(staging, ignore_errors=True)
         store.download(segments_uri, staging)

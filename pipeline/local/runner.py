@@ -116,7 +116,9 @@ class LocalRunner:
             values[name] = _typed(name, spec["Type"], raw)
         return values
 
-    def run(self, overrides: dict[str, str] | None = None, execution_id: str | None = None) -> ExecutionResult:
+    def run(self, overrides: dict[str, str] | None = None, execution_id: str | None = None,
+            models: dict[str, str] | None = None) -> ExecutionResult:
+        """Execute once; ``models`` are SageMaker models that exist beforehand (name -> model data URL)."""
         execution_id = execution_id or f"local-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
         context = Context(
             parameters=self.parameters(overrides or {}),
@@ -125,7 +127,8 @@ class LocalRunner:
                        "StartDateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "CurrentDateTime": ""},
         )
         order, by_name, branch_of = execution_order(self.definition)
-        env = handlers.Environment(self.store, self.workdir / execution_id, self.registry, execution_id, {})
+        env = handlers.Environment(self.store, self.workdir / execution_id, self.registry, execution_id,
+                                   dict(models or {}))
         taken: dict[str, bool] = {}
         runs = {name: StepRun(name, by_name[name]["Type"]) for name in order}
         result = ExecutionResult(execution_id, "Executing", [runs[n] for n in order], context.properties,

@@ -9,7 +9,7 @@ import pandas as pd
 
 from pipeline.local.runner import ExecutionResult
 from steps import columns as c
-from steps import paths
+from steps import paths, report_data
 from steps.errors import RFMError
 
 
@@ -26,18 +26,9 @@ def read_segments(output: Path) -> pd.DataFrame:
 
 
 def segment_table(frame: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Customers, share, revenue share and mean R/F/M per value of ``by``."""
-    table = frame.groupby(by).agg(
-        customers=(c.CUSTOMER_ID, "size"),
-        recency_days=(c.RECENCY_DAYS, "mean"),
-        frequency=(c.FREQUENCY, "mean"),
-        monetary=(c.MONETARY, "mean"),
-        revenue=(c.MONETARY, "sum"),
-    )
-    table["share"] = table["customers"] / table["customers"].sum()
-    table["revenue_share"] = table["revenue"] / table["revenue"].sum()
-    table = table.sort_values("customers", ascending=False)
-    return table[["customers", "share", "revenue_share", "recency_days", "frequency", "monetary"]]
+    """Customers, share, revenue share and mean R/F/M per value of ``by``, largest first."""
+    table = report_data.segment_table(frame, frame[by], order=[])
+    return table.sort_values("customers", ascending=False, kind="stable")
 
 
 def _format(table: pd.DataFrame) -> str:
@@ -60,11 +51,12 @@ def print_summary(output: Path, result: ExecutionResult) -> None:
     register = result.properties.get("RegisterSegmenter", {})
     if result.properties.get("ExportSegments") is not None:
         print_segment_table(output)
-        print(f"\nartifacts in {output}: features/, model/, evaluation/, segments/, export/, registry.json")
+        print(f"\nartifacts in {output}: features/, model/, evaluation/, segments/, export/, registry.json, "
+              "report.html")
         return
     arn = register.get("ModelPackageArn", "?")
     print(f"\nmodel package {arn} is {register.get('ModelApprovalStatus', '?')}: segments were not published.")
-    print("Approve it to publish (rerun with --param ModelApprovalStatus=Approved for a one-step demo).")
+    print(f"Review {Path(output) / paths.REPORT_FILE}, then publish them with:  rfm approve {arn} --output {output}")
 
 
 def print_customer(output: Path, customer_id: str) -> None:

@@ -1,0 +1,103 @@
+"""``rfm approve`` on this machine: the same approval rules as SageMaker's, with the local registry.
+
+Approving a package in the local registry does what the EventBridge rule and the
+approval Lambda do on AWS: :func:`lambdas.approval.app.publish_approved` runs
+unchanged against :class:`LocalSageMaker`, a stand-in for the four SageMaker calls it
+makes, whose ``start_pipeline_execution`` runs the publish pipeline locally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from pipeline.local.registry import LocalRegistry
+from pipeline.local.runner import ExecutionResult, StepRun
+from pipeline.naming import MODEL_PACKAGE_GROUP_NAME, publish_pipeline_name
+from steps import paths
+from steps.errors import PipelineError, RFMError
+
+LOCAL_ROLE = "arn:aws:iam::000000000000:role/rfm-local"
+
+
+class LocalSageMaker:
+    """The SageMaker calls of the approval handler, answered from the local registry."""
+
+    def __init__(self, registry: LocalRegistry, run_publish: Callable[[dict[str, str]], ExecutionResult]) -> None:
+        self.registry = registry
+        self.run_publish = run_publish
+        self.executions: list[ExecutionResult] = []
+
+    def describe_model_package(self, ModelPackageName: str) -> dict[str, Any]:  # noqa: N803 (boto3 names)
+        return self.registry.get(ModelPackageName)
+
+    def create_model(self, ModelName: str, ExecutionRoleArn: str, Containers: list[dict]) -> dict:  # noqa: N803
+        if ModelName in self.registry.models():
+            raise ClientError({"Error": {"Code": "ValidationException",
+                                         "Message": f"Model {ModelName} already exists"}}, "CreateModel")
+        try:
+            self.registry.create_model(ModelName, Containers[0]["ModelPackageName"])
+        except RFMError as error:
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": str(error)}},
+                              "CreateModel") from None
+        return {"ModelArn": f"arn:aws:sagemaker:local:000000000000:model/{ModelName.lower()}"}
+
+    def start_pipeline_execution(self, PipelineName: str, PipelineParameters: list[dict],  # noqa: N803
+                                 **_options: Any) -> dict[str, str]:
+        result = self.run_publish({p["Name"]: p["Value"] for p in PipelineParameters})
+        self.executions.append(result)
+        if result.status != "Succeeded":
+            raise PipelineError(f"publishing failed: {result.failure}", PipelineName)
+        return {"PipelineExecutionArn": f"arn:aws:sagemaker:local:000000000000:pipeline/"
+                                        f"{PipelineName.lower()}/execution/{result.execution_id}"}
+
+
+def pending_package(registry: LocalRegistry, group: str = MODEL_PACKAGE_GROUP_NAME) -> str:
+    """The newest package of ``group`` waiting for approval."""
+    pending = [p for p in registry.packages(group) if p["ModelApprovalStatus"] == "PendingManualApproval"]
+    if not pending:
+        raise PipelineError(f"no package of {group} is waiting for approval", str(registry.path),
+                            "run `rfm run-local --input ...` first, or name a package: rfm approve ARN")
+    return pending[-1]["ModelPackageArn"]
+
+
+def approve_local(output: Path, package_arn: str | None, on_step: Callable[[StepRun], None] | None = None,
+                  status: str = "Approved") -> dict[str, Any]:
+    """Set a local package's status; when Approved, publish its segments as AWS would."""
+    from lambdas.approval.app import Settings, publish_approved
+    from pipeline.local.run_local import PUBLISH_PIPELINE, build_definition, execute
+
+    output = Path(output).resolve()
+    registry = LocalRegistry(output / paths.REGISTRY_FILE)
+    package_arn = package_arn or pending_package(registry)
+    package = registry.update_status(package_arn, status)
+    if status != "Approved":
+        return {"status": "ignored", "reason": f"status is {status}", "model_package_arn": package_arn}
+
+    def run_publish(params: dict[str, str]) -> ExecutionResult:
+        definition = build_definition(cache_dir=output / ".cache", builder=PUBLISH_PIPELINE)
+        return execute(definition, params, output, on_step)
+
+    sagemaker = LocalSageMaker(registry, run_publish)
+    settings = Settings(package["ModelPackageGroupName"], publish_pipeline_name(), LOCAL_ROLE)
+    detail = {"ModelPackageArn": package_arn, "ModelPackageGroupName": package["ModelPackageGroupName"],
+              "ModelApprovalStatus": "Approved"}
+    return publish_approved(detail, sagemaker, settings)
+
+
+def approve_sagemaker(client: Any, package_arn: str | None, group: str, status: str = "Approved") -> str:
+    """Set a package's status in SageMaker's registry; the EventBridge rule publishes it."""
+    if package_arn is None:
+        pages = client.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus="PendingManualApproval",
+                                           SortBy="CreationTime", SortOrder="Descending", MaxResults=1)
+        packages = pages.get("ModelPackageSummaryList", [])
+        if not packages:
+            raise PipelineError(f"no package of {group} is waiting for approval", "SageMaker model registry",
+                                "name a package: rfm approve --sagemaker ARN")
+        package_arn = packages[0]["ModelPackageArn"]
+    client.update_model_package(ModelPackageArn=package_arn, ModelApprovalStatus=status,
+                                ApprovalDescription=f"{status} with rfm approve")
+    return package_arn

@@ -1,0 +1,91 @@
+"""The publish pipeline: assign and export the segments of an approved model package.
+
+Approving a package (Studio, ``aws sagemaker update-model-package`` or
+``rfm approve``) emits a "SageMaker Model Package State Change" event; the
+approval Lambda (``lambdas/approval``) creates a SageMaker model from the
+package, which SageMaker allows only for Approved packages, and starts this
+pipeline with it. Its two steps are the main pipeline's AssignSegments and
+ExportSegments, built by the same functions.
+"""
+
+from __future__ import annotations
+
+from sagemaker.core.helper.session_helper import Session
+from sagemaker.core.workflow import ParameterString
+from sagemaker.core.workflow.pipeline_context import PipelineSession
+from sagemaker.mlops.workflow.pipeline import Pipeline
+from sagemaker.mlops.workflow.steps import CacheConfig
+
+from pipeline.definition import (
+    CACHE_EXPIRY,
+    DEFAULT_INSTANCE_TYPE,
+    Context,
+    account_from_role,
+    assign_segments_step,
+    export_segments_step,
+)
+from pipeline.naming import MAIN_PIPELINE_NAME, publish_pipeline_name
+from pipeline.session import make_session, no_role_validation
+
+# Pipeline parameter names the approval handler fills in.
+MODEL_NAME = "ModelName"
+MODEL_PACKAGE_ARN = "ModelPackageArn"
+FEATURES_URL = "FeaturesUrl"
+TRANSFORM_INPUT_URL = "TransformInputUrl"
+
+
+def get_publish_pipeline(
+    region: str,
+    role: str,
+    default_bucket: str | None = None,
+    pipeline_name: str = MAIN_PIPELINE_NAME,
+    base_job_prefix: str = "rfm",
+    export_function_arn: str | None = None,
+    sagemaker_session: Session | PipelineSession | None = None,
+    **_main_pipeline_kwargs: object,
+) -> Pipeline:
+    """Build the publish pipeline (AssignSegments -> ExportSegments) for an approved package.
+
+    Takes :func:`pipeline.definition.get_pipeline`'s keyword arguments (unused ones are
+    ignored), so ``run-pipeline`` builds both pipelines from the same ``--kwargs``.
+
+    Parameters
+    ----------
+    region, role, default_bucket, base_job_prefix, export_function_arn, sagemaker_session
+        As for :func:`pipeline.definition.get_pipeline` (same defaults).
+    pipeline_name : str
+        The *main* pipeline's name; this one is named :func:`publish_pipeline_name` of it.
+
+    Returns
+    -------
+    Pipeline
+        Parameters ``ModelName`` (a model created from the approved package),
+        ``ModelPackageArn``, ``FeaturesUrl``, ``TransformInputUrl`` and
+        ``TransformInstanceType``.
+    """
+    partition, account = account_from_role(role)
+    default_bucket = default_bucket or f"sagemaker-{region}-{account}"
+    session = sagemaker_session or make_session(region, default_bucket)
+    export_function_arn = export_function_arn or f"arn:{partition}:lambda:{region}:{account}:function:rfm-export"
+    model_name = ParameterString(MODEL_NAME, "")
+    package_arn = ParameterString(MODEL_PACKAGE_ARN, "")
+    features_url = ParameterString(FEATURES_URL, "")
+    transform_input_url = ParameterString(TRANSFORM_INPUT_URL, "")
+    instance_type = ParameterString("TransformInstanceType", DEFAULT_INSTANCE_TYPE)
+    ctx = Context(
+        session=session,
+        role=role,
+        image_uri="",
+        execution_prefix=f"s3://{default_bucket}/{base_job_prefix}/executions",
+        base_job_prefix=base_job_prefix,
+        cache=CacheConfig(enable_caching=False, expire_after=CACHE_EXPIRY),
+    )
+    with no_role_validation():
+        assign = assign_segments_step(ctx, instance_type, model_name, transform_input_url)
+        export = export_segments_step(ctx, export_function_arn, assign, features_url, package_arn)
+    return Pipeline(
+        name=publish_pipeline_name(pipeline_name),
+        parameters=[model_name, package_arn, features_url, transform_input_url, instance_type],
+        steps=[assign, export],
+        sagemaker_session=session,
+    )
