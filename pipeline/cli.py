@@ -38,15 +38,18 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_local(args: argparse.Namespace) -> int:
-    from pipeline.local.run_local import describe_step, parse_params, run_local
+    from pipeline.local.progress import StepReporter
+    from pipeline.local.run_local import parse_params, run_local
     from pipeline.local.summary import print_summary
 
     params = parse_params(args.param)
-    print(f"running the pipeline locally on {args.input} -> {args.output}")
-    print("  building the pipeline definition ...", flush=True)
+    print(f"running the pipeline locally on {args.input} -> {args.output}", flush=True)
     started = time.perf_counter()
-    result = run_local(args.input, Path(args.output), params,
-                       on_step=lambda run: print(describe_step(run), flush=True))
+    reporter = StepReporter()
+    try:
+        result = run_local(args.input, Path(args.output), params, on_step=reporter)
+    finally:
+        reporter.stop()
     elapsed = time.perf_counter() - started
     if result.status != "Succeeded":
         print(f"execution {result.execution_id} failed after {elapsed:.1f} s", file=sys.stderr)
@@ -71,11 +74,14 @@ def _cmd_approve(args: argparse.Namespace) -> int:
             print("The approval rule starts the publish pipeline; follow it in Studio (Pipelines).")
         return 0
     from pipeline.local.approval import approve_local
-    from pipeline.local.run_local import describe_step
+    from pipeline.local.progress import StepReporter
     from pipeline.local.summary import print_segment_table
 
-    result = approve_local(Path(args.output), args.package, lambda run: print(describe_step(run), flush=True),
-                           status)
+    reporter = StepReporter()
+    try:
+        result = approve_local(Path(args.output), args.package, reporter, status)
+    finally:
+        reporter.stop()
     print(f"{result['model_package_arn']} is {status} in {Path(args.output) / 'registry.json'}.")
     if result["status"] == "started":
         print(f"published its segments ({result['execution_arn'].rsplit('/', 1)[-1]})")

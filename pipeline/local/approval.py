@@ -68,7 +68,7 @@ def approve_local(output: Path, package_arn: str | None, on_step: Callable[[Step
                   status: str = "Approved") -> dict[str, Any]:
     """Set a local package's status; when Approved, publish its segments as AWS would."""
     from lambdas.approval.app import Settings, publish_approved
-    from pipeline.local.run_local import PUBLISH_PIPELINE, build_definition, execute
+    from pipeline.local.run_local import PUBLISH_PIPELINE, execute, timed_build
 
     output = Path(output).resolve()
     registry = LocalRegistry(output / paths.REGISTRY_FILE)
@@ -78,7 +78,7 @@ def approve_local(output: Path, package_arn: str | None, on_step: Callable[[Step
         return {"status": "ignored", "reason": f"status is {status}", "model_package_arn": package_arn}
 
     def run_publish(params: dict[str, str]) -> ExecutionResult:
-        definition = build_definition(cache_dir=output / ".cache", builder=PUBLISH_PIPELINE)
+        definition = timed_build(output / ".cache", PUBLISH_PIPELINE, on_step)
         return execute(definition, params, output, on_step)
 
     sagemaker = LocalSageMaker(registry, run_publish)

@@ -123,8 +123,24 @@ def run_local(input_location: str, output: Path, params: dict[str, str],
         if not location.exists():
             raise PipelineError("no such input file or folder", str(location), "check --input")
         input_location = str(location.resolve())
-    definition = definition or build_definition(cache_dir=output / ".cache")
+    if definition is None:
+        definition = timed_build(output / ".cache", MAIN_PIPELINE, on_step)
     return execute(definition, {"InputDataUrl": input_location, **params}, output, on_step)
+
+
+def timed_build(cache_dir: Path, builder: str, on_step=None) -> dict:
+    """``build_definition``, reported to ``on_step`` like a step (it takes seconds when not cached)."""
+    run = StepRun("(definition)", "SageMaker SDK", "Executing")
+    if on_step:
+        on_step(run)
+    started = time.perf_counter()
+    cached_before = cache_dir.is_dir() and any(cache_dir.iterdir())
+    definition = build_definition(cache_dir=cache_dir, builder=builder)
+    run.status, run.seconds = "Succeeded", time.perf_counter() - started
+    run.detail = "cached" if cached_before and run.seconds < 1 else "built and cached"
+    if on_step:
+        on_step(run)
+    return definition
 
 
 def execute(definition: dict, params: dict[str, str], output: Path, on_step=None) -> ExecutionResult:
@@ -183,12 +199,3 @@ def _segments_uri(result: ExecutionResult) -> str | None:
     if result.properties.get("ExportSegments") is None:
         return None
     return result.arguments.get("ExportSegments", {}).get("output_uri")
-
-
-def describe_step(run: StepRun) -> str:
-    """One status line for a finished step."""
-    mark = {"Succeeded": "ok", "Failed": "FAILED", "Skipped": "skipped"}.get(run.status, run.status)
-    timing = f"{run.seconds:6.1f} s" if run.status in {"Succeeded", "Failed"} else " " * 8
-    detail = run.detail if run.status != "Failed" or len(run.detail) < 90 else run.detail[:87] + "..."
-    detail = f"  {detail}" if detail else ""
-    return f"  {run.name:<20} {run.type:<14} {mark:<8} {timing}{detail}"

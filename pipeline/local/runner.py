@@ -94,7 +94,7 @@ def execution_order(definition: dict) -> tuple[list[str], dict[str, dict], dict[
 
 
 class LocalRunner:
-    """Runs one definition; ``on_step`` is told of every step as it ends."""
+    """Runs one definition; ``on_step`` is told of every step as it starts (``Executing``) and ends."""
 
     def __init__(self, definition: dict, store: FolderStore | S3Store, workdir: Path, registry: LocalRegistry,
                  on_step: Callable[[StepRun], None] | None = None) -> None:
@@ -141,6 +141,8 @@ class LocalRunner:
                 self.on_step(run)
                 continue
             started = time.perf_counter()
+            run.status = "Executing"
+            self.on_step(run)
             try:
                 self._execute(name, step, context, env, taken, run)
                 run.status = "Succeeded"

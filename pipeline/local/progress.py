@@ -1,0 +1,48 @@
+"""How a local run shows its steps: a live spinner in a terminal, plain lines elsewhere."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+from pipeline.local.runner import StepRun
+
+
+def describe_step(run: StepRun) -> str:
+    """One status line for a finished step."""
+    mark = {"Succeeded": "ok", "Failed": "FAILED", "Skipped": "skipped"}.get(run.status, run.status)
+    timing = f"{run.seconds:6.1f} s" if run.status in {"Succeeded", "Failed"} else " " * 8
+    detail = run.detail if run.status != "Failed" or len(run.detail) < 90 else run.detail[:87] + "..."
+    detail = f"  {detail}" if detail else ""
+    return f"  {run.name:<20} {run.type:<14} {mark:<8} {timing}{detail}"
+
+
+class StepReporter:
+    """Callable for ``LocalRunner(on_step=...)``.
+
+    In a terminal a rich spinner with the elapsed time shows the step that is running;
+    elsewhere (CI, SageMaker, files) only the finished steps' lines are written.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, live: bool | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live
+        self._status = None
+        if self.live:
+            from rich.console import Console
+
+            self._console = Console(file=self.stream)
+
+    def __call__(self, run: StepRun) -> None:
+        if run.status == "Executing":
+            if self.live:
+                self._status = self._console.status(f"{run.name} ({run.type}) running ...")
+                self._status.start()
+            return
+        self.stop()
+        print(describe_step(run), file=self.stream, flush=True)
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
