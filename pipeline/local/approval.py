@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from pipeline.local.registry import LocalRegistry
 from pipeline.local.runner import ExecutionResult, StepRun
+from pipeline.local.steps import capture_lambda_logs
 from pipeline.naming import MODEL_PACKAGE_GROUP_NAME, publish_pipeline_name
 from steps import paths
 from steps.errors import PipelineError, RFMError
@@ -85,7 +86,8 @@ def approve_local(output: Path, package_arn: str | None, on_step: Callable[[Step
     settings = Settings(package["ModelPackageGroupName"], publish_pipeline_name(), LOCAL_ROLE)
     detail = {"ModelPackageArn": package_arn, "ModelPackageGroupName": package["ModelPackageGroupName"],
               "ModelApprovalStatus": "Approved"}
-    return publish_approved(detail, sagemaker, settings)
+    with capture_lambda_logs(output / "logs" / "approval.log"):
+        return publish_approved(detail, sagemaker, settings)
 
 
 def approve_sagemaker(client: Any, package_arn: str | None, group: str, status: str = "Approved") -> str:

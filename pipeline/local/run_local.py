@@ -90,10 +90,13 @@ def build_definition(cache_dir: Path | None = None, builder: str = MAIN_PIPELINE
     if cached is not None and cached.is_file():
         return load_definition(cached.read_text(), str(kwargs["pipeline_name"]))
     module, _, function = builder.partition(":")
+    quiet = ("sagemaker", "sagemaker.config", "botocore", "botocore.credentials", "boto3")
     with offline_aws(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        for name in quiet:
+            logging.getLogger(name).setLevel(logging.ERROR)
         get_pipeline = getattr(importlib.import_module(module), function)  # the SDK makes clients on import
-        for name in ("sagemaker", "sagemaker.config", "botocore", "boto3"):
+        for name in quiet:  # the SDK resets some levels on import
             logging.getLogger(name).setLevel(logging.ERROR)
         pipeline = get_pipeline(**kwargs)
         text = pipeline.definition()

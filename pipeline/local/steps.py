@@ -154,7 +154,7 @@ def lambda_handler(function_arn: str) -> Callable[[dict, Any], Any]:
 
 
 @contextlib.contextmanager
-def _logs_to(log_file: Path) -> Iterator[None]:
+def capture_lambda_logs(log_file: Path) -> Iterator[None]:
     """Send what in-process Lambda code logs to stdout (Powertools' JSON lines) to ``log_file``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict))]
@@ -174,7 +174,7 @@ def _logs_to(log_file: Path) -> Iterator[None]:
 def run_lambda(name: str, step: dict, args: dict, env: Environment) -> dict[str, Any]:
     event = {k: env.store.event_uri(v) if isinstance(v, str) else v for k, v in args.items()}
     handler = lambda_handler(step["FunctionArn"])
-    with _logs_to(env.workdir / "logs" / f"{name}.log"):
+    with capture_lambda_logs(env.workdir / "logs" / f"{name}.log"):
         result = handler(event, None)
     if not isinstance(result, dict):
         raise PipelineError("the Lambda function returned no JSON object", name)

@@ -28,6 +28,7 @@ def read_segments(output: Path) -> pd.DataFrame:
 def segment_table(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     """Customers, share, revenue share and mean R/F/M per value of ``by``, largest first."""
     table = report_data.segment_table(frame, frame[by], order=[])
+    table.index.name = by
     return table.sort_values("customers", ascending=False, kind="stable")
 
 
