@@ -27,7 +27,7 @@ class StepReporter:
     def __init__(self, stream: IO[str] | None = None, live: bool | None = None) -> None:
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty() if live is None else live
-        self._status = None
+        self._progress = None
         if self.live:
             from rich.console import Console
 
@@ -36,13 +36,18 @@ class StepReporter:
     def __call__(self, run: StepRun) -> None:
         if run.status == "Executing":
             if self.live:
-                self._status = self._console.status(f"{run.name} ({run.type}) running ...")
-                self._status.start()
+                from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+                self._progress = Progress(SpinnerColumn(), TextColumn("  {task.description}"), TimeElapsedColumn(),
+                                          console=self._console, transient=True)
+                self._progress.add_task(f"{run.name:<20} {run.type:<14} running", total=None)
+                self._progress.start()
             return
         self.stop()
         print(describe_step(run), file=self.stream, flush=True)
 
     def stop(self) -> None:
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
+        """End the live display (if any)."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
