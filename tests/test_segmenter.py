@@ -18,21 +18,21 @@ from steps.train import read_hyperparameters, train
 
 
 def planted(k: int, per_group: int = 400, seed: int = 0) -> pd.DataFrame:
-    """``k`` groups far apart in log space (recency, frequency, spend)."""
+    """``k`` tight groups whose centres are far apart in log space (recency, frequency, spend)."""
     rng = np.random.default_rng(seed)
-    centers = [(np.exp(1 + 1.2 * i), np.exp(0.3 * ((i * 2) % k)), np.exp(2 + 0.9 * ((i * 3) % k))) for i in range(k)]
-    rows = []
-    for recency, frequency, monetary in centers:
-        noise = rng.normal(0, 0.04, (per_group, 3))
-        rows.append(np.column_stack([recency * np.exp(noise[:, 0]), np.maximum(1, frequency * np.exp(noise[:, 1])),
-                                     monetary * np.exp(noise[:, 2])]))
-    values = np.vstack(rows)
-    return pd.DataFrame(values, columns=list(c.MODEL_FEATURES))
+    centers: list[np.ndarray] = []
+    while len(centers) < k:  # random centres, every pair at least 1.5 apart in each group's log space
+        candidate = rng.uniform([0.5, 0.0, 2.0], [6.5, 3.0, 8.0])
+        if all(np.linalg.norm(candidate - other) >= 1.5 for other in centers):
+            centers.append(candidate)
+    logs = np.vstack([center + rng.normal(0, 0.05, (per_group, 3)) for center in centers])
+    return pd.DataFrame(np.expm1(logs), columns=list(c.MODEL_FEATURES))
 
 
-@pytest.mark.parametrize("k", [3, 4, 6])
-def test_automatic_k_finds_the_planted_groups(k: int) -> None:
-    segmenter = Segmenter(n_clusters=0, random_state=0).fit(planted(k))
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 7])
+def test_automatic_k_finds_the_planted_groups(k: int, seed: int) -> None:
+    segmenter = Segmenter(n_clusters=0, random_state=seed).fit(planted(k, seed=seed))
     assert segmenter.k_ == k
     assert [row["k"] for row in segmenter.k_selection_] == list(range(2, 11))
 
