@@ -13,7 +13,6 @@ import inspect
 import json
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -21,7 +20,8 @@ from typing import Any
 
 import boto3
 
-from steps.errors import PipelineError, RFMError
+from steps.cli_support import guarded
+from steps.errors import PipelineError
 
 EXIT_ERROR = 1
 
@@ -190,12 +190,6 @@ def quiet_sdk(debug: bool) -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"sagemaker\.")
 
 
-def one_line(error: BaseException) -> str:
-    """The error as one line; the exception type is named unless it is one of ours."""
-    message = " ".join(str(error).split()) or type(error).__name__
-    return message if isinstance(error, RFMError) else f"{type(error).__name__}: {message}"
-
-
 def run_cli(body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a CLI body: errors become one line on stderr and exit status 1 (tracebacks with --debug).
 
@@ -212,13 +206,7 @@ def run_cli(body: Callable[[argparse.Namespace], int], args: argparse.Namespace)
         The exit status.
     """
     quiet_sdk(args.debug)
-    try:
-        return body(args)
-    except Exception as error:  # the CLI boundary: one line instead of a traceback
-        if args.debug:
-            raise
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return EXIT_ERROR
+    return guarded(lambda: body(args), args.debug, user_error_status=EXIT_ERROR)
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

@@ -21,27 +21,27 @@ def setup_logging(debug: bool = False) -> None:
     )
 
 
-def guarded(main: Callable[[], int | None], debug: bool) -> int:
-    """Run ``main``; print a user-facing error as one line and return non-zero.
+def one_line(error: BaseException) -> str:
+    """The error as one line; the exception type is named unless it is one of ours."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, RFMError):
+        return message
+    return f"unexpected {type(error).__name__}: {message}. Run again with --debug for details."
 
-    Unexpected exceptions also become one line (naming the exception type)
-    unless ``debug`` is true, in which case the traceback is shown.
+
+def guarded(main: Callable[[], int | None], debug: bool, user_error_status: int = EXIT_USER_ERROR) -> int:
+    """Run ``main``; print any error as one line on stderr and return non-zero.
+
+    Our errors (``RFMError``) exit with ``user_error_status``, anything unexpected with 1;
+    with ``debug`` the traceback is shown instead.
     """
     try:
         return int(main() or 0)
-    except RFMError as error:
-        if debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # the last line of defence: no tracebacks for users
+    except Exception as error:  # the CLI boundary: one line instead of a traceback
         if debug:
             raise
-        print(
-            f"error: unexpected {type(error).__name__}: {error}. Run again with --debug for details.",
-            file=sys.stderr,
-        )
-        return 1
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return user_error_status if isinstance(error, RFMError) else 1
