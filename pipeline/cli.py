@@ -16,6 +16,8 @@ EPILOG = """examples:
   rfm run-local --input data/sample/transactions.csv.gz --param ModelApprovalStatus=Approved
   rfm run-local --input data/sample/transactions.csv.gz   # registers, waits for approval
   rfm approve                       # approve the pending package: publishes its segments
+  rfm run-local --input data/sample/transactions.csv.gz --param ModelApprovalStatus=Approved \\
+      --destination pinpoint,customer-profiles   # export to local stand-ins of those APIs
   rfm segments                      # the segment table of the last local run
   rfm show 0000123                  # one customer's scores, segment and cluster
 """
@@ -39,7 +41,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 def _cmd_run_local(args: argparse.Namespace) -> int:
     from pipeline.local.progress import StepReporter
-    from pipeline.local.run_local import parse_params, run_local
+    from pipeline.local.run_local import export_destinations, parse_params, run_local
     from pipeline.local.summary import print_summary
 
     params = parse_params(args.param)
@@ -47,7 +49,8 @@ def _cmd_run_local(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     reporter = StepReporter()
     try:
-        result = run_local(args.input, Path(args.output), params, on_step=reporter)
+        with export_destinations(args.destination, Path(args.output)):
+            result = run_local(args.input, Path(args.output), params, on_step=reporter)
     finally:
         reporter.stop()
     elapsed = time.perf_counter() - started
@@ -75,11 +78,13 @@ def _cmd_approve(args: argparse.Namespace) -> int:
         return 0
     from pipeline.local.approval import approve_local
     from pipeline.local.progress import StepReporter
+    from pipeline.local.run_local import export_destinations
     from pipeline.local.summary import print_segment_table
 
     reporter = StepReporter()
     try:
-        result = approve_local(Path(args.output), args.package, reporter, status)
+        with export_destinations(args.destination, Path(args.output)):
+            result = approve_local(Path(args.output), args.package, reporter, status)
     finally:
         reporter.stop()
     print(f"{result['model_package_arn']} is {status} in {Path(args.output) / 'registry.json'}.")
@@ -138,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", default="output", help="folder for every artifact (default ./output)")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="a pipeline parameter, e.g. ModelApprovalStatus=Approved; repeatable")
+    run.add_argument("--destination", default="s3", metavar="DEST",
+                     help="where ExportSegments publishes: s3 (files), pinpoint, customer-profiles, or a "
+                          "comma-separated mix; pinpoint and customer-profiles go to local stand-ins of "
+                          "those APIs, whose contents land in OUTPUT/destinations/")
     run.set_defaults(handler=_cmd_run_local)
 
     approve = commands.add_parser(
@@ -153,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="use SageMaker's model registry (AWS credentials) instead of the local one")
     approve.add_argument("--group", default=MODEL_PACKAGE_GROUP_NAME, help="model package group (with --sagemaker)")
     approve.add_argument("--region", default=None, help="AWS region (with --sagemaker)")
+    approve.add_argument("--destination", default="s3", metavar="DEST",
+                         help="as for run-local (local registry only)")
     approve.set_defaults(handler=_cmd_approve)
 
     segments = commands.add_parser("segments", help="print the segment table of the last local run",

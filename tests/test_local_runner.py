@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.local.expressions import Context, evaluate_condition, resolve
 from pipeline.local.registry import LocalRegistry
-from pipeline.local.run_local import build_definition, run_local
+from pipeline.local.run_local import build_definition, export_destinations, run_local
 from pipeline.local.runner import execution_order
 from steps import columns as c
 from steps import paths
@@ -73,7 +73,8 @@ def test_cycles_are_reported() -> None:
 @pytest.fixture(scope="module")
 def approved_run(tmp_path_factory: pytest.TempPathFactory, definition: dict):
     output = tmp_path_factory.mktemp("approved")
-    result = run_local(str(SAMPLE), output, {"ModelApprovalStatus": "Approved"}, definition=definition)
+    with export_destinations("pinpoint,customer-profiles", output):
+        result = run_local(str(SAMPLE), output, {"ModelApprovalStatus": "Approved"}, definition=definition)
     return output, result
 
 
@@ -97,6 +98,15 @@ def test_approved_run_writes_every_documented_artifact(approved_run) -> None:
         assert (output / relative).exists(), relative
     quality = json.loads((output / "features" / paths.QUALITY_FILE).read_text())
     assert quality["rows_read"] == quality["rows_used"] + quality["rows_quarantined"]
+
+
+def test_approved_run_exports_to_the_local_pinpoint_and_customer_profiles(approved_run) -> None:
+    output, _ = approved_run
+    summary = json.loads((output / "destinations" / "summary.json").read_text())
+    customers = len(pd.read_parquet(output / "segments" / paths.SEGMENTS_FILE))
+    assert summary["destinations"] == ["s3", "pinpoint", "customer-profiles"]
+    assert summary["pinpoint"]["endpoints"] == customers  # the sample has a contact for everyone
+    assert sum(n for name, n in summary["pinpoint"]["segments"].items() if name.startswith("RFM segment")) == customers
 
 
 def test_approved_run_registers_an_approved_package(approved_run) -> None:

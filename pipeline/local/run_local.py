@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pipeline.local.registry import LocalRegistry
 from pipeline.local.runner import ExecutionResult, LocalRunner, StepRun, load_definition
-from pipeline.local.store import make_store
+from pipeline.local.store import S3Store, make_store
 from pipeline.naming import MAIN_PIPELINE_NAME, MODEL_PACKAGE_GROUP_NAME
 from steps import paths
 from steps.errors import PipelineError
@@ -104,6 +104,25 @@ def build_definition(cache_dir: Path | None = None, builder: str = MAIN_PIPELINE
         cached.parent.mkdir(parents=True, exist_ok=True)
         cached.write_text(text)
     return load_definition(text, pipeline.name if cached is None else str(kwargs["pipeline_name"]))
+
+
+@contextlib.contextmanager
+def export_destinations(destination: str, output: Path) -> Iterator[None]:
+    """Run the in-process export against local stand-ins of ``destination`` (pinpoint, customer-profiles).
+
+    S3 files are always written; what the stand-ins received is written as JSON to
+    ``<output>/destinations/``. Plain ``s3`` needs no stand-in.
+    """
+    if destination in ("", "s3"):
+        yield
+        return
+    from lambdas.fakes import local_destination_env
+
+    output = Path(output).resolve()
+    store = make_store(output / "s3")
+    target = store.client if isinstance(store, S3Store) else output / "s3"
+    with local_destination_env(destination, target, output / "destinations"):
+        yield
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
