@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from lambdas.export import app
-from lambdas.export.app import ExportRequest, export_segments, slug
+from lambdas.export.app import Clients, ExportFailed, ExportRequest, export_segments, slug
+from lambdas.export.config import (
+    CustomerProfilesSettings,
+    ExportSettings,
+    PinpointSettings,
+    parse_destinations,
+)
+from lambdas.export.retry import NO_SDK_RETRIES, RetryPolicy
 from lambdas.export.storage import Storage, join
+from lambdas.fakes import running_fakes
 from steps.columns import CONTACT_COLUMNS, FEATURE_COLUMNS, SEGMENT_COLUMNS
 from steps.errors import PipelineError
 from steps.segments import SEGMENT_NAMES, segment_of
@@ -78,8 +88,17 @@ def features(ids: list[str], contacts: bool = True) -> pa.Table:
 
 def assignment_lines(table: pa.Table) -> list[str]:
     rows = table.select(["customer_id", "rfm_segment"]).to_pylist()
-    return [json.dumps({"customer_id": row["customer_id"], "cluster": i % 3, "cluster_name": f"Cluster {i % 3}",
-                        "rfm_segment": row["rfm_segment"]}) for i, row in enumerate(rows)]
+    return [
+        json.dumps(
+            {
+                "customer_id": row["customer_id"],
+                "cluster": i % 3,
+                "cluster_name": f"Cluster {i % 3}",
+                "rfm_segment": row["rfm_segment"],
+            }
+        )
+        for i, row in enumerate(rows)
+    ]
 
 
 def write(storage: Storage, uri: str, data: bytes) -> None:
@@ -92,7 +111,9 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return buffer.getvalue()
 
 
-def setup_inputs(root: str, storage: Storage, table: pa.Table, lines: list[str] | None = None) -> ExportRequest:
+def setup_inputs(
+    root: str, storage: Storage, table: pa.Table, lines: list[str] | None = None
+) -> ExportRequest:
     """rfm.parquet plus assignments split over two .out files (one nested) and an ignored file."""
     lines = assignment_lines(table) if lines is None else lines
     write(storage, join(root, "features", "rfm.parquet"), parquet_bytes(table))
@@ -100,9 +121,13 @@ def setup_inputs(root: str, storage: Storage, table: pa.Table, lines: list[str] 
     write(storage, join(root, "transform", "customers.csv.out"), ("\n".join(lines[:half]) + "\n").encode())
     write(storage, join(root, "transform", "part", "more.csv.out"), ("\n\n".join(lines[half:])).encode())
     write(storage, join(root, "transform", "_manifest.json"), b"{}")
-    return ExportRequest(assignments_uri=join(root, "transform"), features_uri=join(root, "features"),
-                         output_uri=join(root, "segments"), execution_id="exec-1",
-                         model_package_arn="arn:aws:sagemaker:us-east-1:123456789012:model-package/rfm/1")
+    return ExportRequest(
+        assignments_uri=join(root, "transform"),
+        features_uri=join(root, "features"),
+        output_uri=join(root, "segments"),
+        execution_id="exec-1",
+        model_package_arn="arn:aws:sagemaker:us-east-1:123456789012:model-package/rfm/1",
+    )
 
 
 def read_parquet(storage: Storage, uri: str) -> pd.DataFrame:
@@ -114,7 +139,7 @@ def read_csv(storage: Storage, uri: str) -> pd.DataFrame:
 
 
 def snapshot(storage: Storage, root: str) -> dict[str, bytes]:
-    return {uri[len(root):]: storage.read_bytes(uri) for uri in storage.list(root)}
+    return {uri[len(root) :]: storage.read_bytes(uri) for uri in storage.list(root)}
 
 
 @pytest.mark.parametrize("contacts", [True, False])
@@ -129,13 +154,17 @@ def test_segments_have_one_row_per_customer_with_exact_ids(base, contacts) -> No
     contact_columns = ["email", "phone"] if contacts else []
     assert list(segments.columns) == [*SEGMENT_COLUMNS, *contact_columns]
     assert segments["customer_id"].tolist() == sorted(IDS)
-    expected = {json.loads(line)["customer_id"]: json.loads(line)["cluster"] for line in assignment_lines(table)}
+    expected = {
+        json.loads(line)["customer_id"]: json.loads(line)["cluster"] for line in assignment_lines(table)
+    }
     assert dict(zip(segments["customer_id"], segments["cluster"], strict=True)) == expected
     assert summary["customers"] == len(IDS)
     assert summary["segments"] == len(set(table["rfm_segment"].to_pylist()))
     assert summary["destinations"] == "s3"
     assert sorted(summary["files"]) == storage.list(request.output_uri)
-    assert summary["by_destination"] == {"s3": {"customers": len(IDS), "files": len(summary["files"])}}
+    s3_counts = summary["by_destination"]["s3"]
+    assert list(summary["by_destination"]) == ["s3"]
+    assert (s3_counts["customers"], s3_counts["files"]) == (len(IDS), len(summary["files"]) - 1)
     json.dumps(summary)
 
 
@@ -145,8 +174,13 @@ def test_partitions_hold_every_customer_exactly_once(base, column, prefix) -> No
     request = setup_inputs(root, storage, features(IDS))
     export_segments(request, storage)
 
-    folders = sorted({uri.split("/")[-2] for uri in storage.list(join(request.output_uri, "export"))
-                      if uri.split("/")[-2].startswith(prefix)})
+    folders = sorted(
+        {
+            uri.split("/")[-2]
+            for uri in storage.list(join(request.output_uri, "export"))
+            if uri.split("/")[-2].startswith(prefix)
+        }
+    )
     assert folders
     from_parquet: list[str] = []
     from_csv: list[str] = []
@@ -163,9 +197,15 @@ def test_partitions_hold_every_customer_exactly_once(base, column, prefix) -> No
 
 def test_csv_quotes_text_so_ids_stay_text(base) -> None:
     root, storage = base
-    request = setup_inputs(root, storage, features(["007", "1e3"], contacts=False),
-                           ['{"customer_id": "007", "cluster": 0, "cluster_name": "C", "rfm_segment": "Loyal"}',
-                            '{"customer_id": "1e3", "cluster": 0, "cluster_name": "C", "rfm_segment": "Loyal"}'])
+    request = setup_inputs(
+        root,
+        storage,
+        features(["007", "1e3"], contacts=False),
+        [
+            '{"customer_id": "007", "cluster": 0, "cluster_name": "C", "rfm_segment": "Loyal"}',
+            '{"customer_id": "1e3", "cluster": 0, "cluster_name": "C", "rfm_segment": "Loyal"}',
+        ],
+    )
     export_segments(request, storage)
 
     text = storage.read_bytes(join(request.output_uri, "export", "cluster=0", "part.csv")).decode()
@@ -185,12 +225,21 @@ def test_rerun_gives_identical_files_and_removes_stale_ones(base) -> None:
     assert snapshot(storage, request.output_uri) == first
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda lines: lines[1:], "14 customers in rfm.parquet (0 repeated ids) but 13 assignments: 1 customers without"),
-    (lambda lines: [*lines, lines[0]], "0 customers without one, 1 with more than one"),
-    (lambda lines: [*lines, lines[0].replace('"007"', '"0007"')], "1 for customers not in rfm.parquet"),
-    (lambda lines: [line.replace('" A1"', '"A1 "') for line in lines], "1 customers without one, 0 with more "),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda lines: lines[1:],
+            "14 customers in rfm.parquet (0 repeated ids) but 13 assignments: 1 customers without",
+        ),
+        (lambda lines: [*lines, lines[0]], "0 customers without one, 1 with more than one"),
+        (lambda lines: [*lines, lines[0].replace('"007"', '"0007"')], "1 for customers not in rfm.parquet"),
+        (
+            lambda lines: [line.replace('" A1"', '"A1 "') for line in lines],
+            "1 customers without one, 0 with more ",
+        ),
+    ],
+)
 def test_mismatched_assignments_fail_with_counts(base, change, message) -> None:
     root, storage = base
     table = features(IDS)
@@ -201,12 +250,18 @@ def test_mismatched_assignments_fail_with_counts(base, change, message) -> None:
     assert storage.list(request.output_uri) == []
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("{not json", "line 1.*not JSON"),
-    ('{"customer_id": 7, "cluster": 0, "cluster_name": "C", "rfm_segment": "Loyal"}', "JSON string"),
-    ('{"customer_id": "7", "cluster": "0", "cluster_name": "C", "rfm_segment": "Loyal"}', "cluster an integer"),
-    ('{"customer_id": "7", "cluster_name": "C", "rfm_segment": "Loyal"}', "expected an object"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "line 1.*not JSON"),
+        ('{"customer_id": 7, "cluster": 0, "cluster_name": "C", "rfm_segment": "Loyal"}', "JSON string"),
+        (
+            '{"customer_id": "7", "cluster": "0", "cluster_name": "C", "rfm_segment": "Loyal"}',
+            "cluster an integer",
+        ),
+        ('{"customer_id": "7", "cluster_name": "C", "rfm_segment": "Loyal"}', "expected an object"),
+    ],
+)
 def test_malformed_assignments_are_reported(base, line, message) -> None:
     root, storage = base
     request = setup_inputs(root, storage, features(["7"]), [line])
@@ -263,12 +318,12 @@ def test_handler_logs_no_contact_data(base, with_context) -> None:
     event = {key: getattr(request, key) for key in ExportRequest.__dataclass_fields__}
     stream = io.StringIO()
     previous = app.logger.registered_handler.setStream(stream)
-    app._s3_client.cache_clear()
+    app._client.cache_clear()
     try:
         summary = app.handler(event, FakeContext() if with_context else None)
     finally:
         app.logger.registered_handler.setStream(previous)
-        app._s3_client.cache_clear()
+        app._client.cache_clear()
 
     assert summary["customers"] == len(IDS)
     logs = [json.loads(line) for line in stream.getvalue().splitlines()]
@@ -277,3 +332,253 @@ def test_handler_logs_no_contact_data(base, with_context) -> None:
     for column in ("email", "phone"):
         assert not any(value and value in text for value in table[column].to_pylist())
     assert set(CONTACT_COLUMNS) >= {"email", "phone"}
+
+
+# -- destinations and configuration ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", ("s3",)),
+        (None, ("s3",)),
+        ("s3", ("s3",)),
+        ("pinpoint", ("pinpoint",)),
+        ("customer_profiles, PINPOINT,s3", ("s3", "pinpoint", "customer-profiles")),
+        (["customer-profiles", "s3", "s3"], ("s3", "customer-profiles")),
+    ],
+)
+def test_destinations_are_parsed_in_a_fixed_order(value, expected) -> None:
+    assert parse_destinations(value) == expected
+
+
+def test_unknown_destinations_are_refused() -> None:
+    with pytest.raises(PipelineError, match="unknown export destination.*sftp.*Use a comma-separated subset"):
+        parse_destinations("s3,sftp")
+
+
+def test_settings_from_env() -> None:
+    settings = ExportSettings.from_env(
+        {
+            "EXPORT_DESTINATIONS": "s3,pinpoint,customer-profiles",
+            "PINPOINT_APPLICATION_ID": "app",
+            "PINPOINT_IMPORT_ROLE_ARN": "arn:aws:iam::1:role/r",
+            "PINPOINT_IMPORT_PREFIX": "s3://b/p",
+            "PINPOINT_MAX_FILE_BYTES": "1000",
+            "PINPOINT_POLL_SECONDS": "0.5",
+            "CUSTOMER_PROFILES_DOMAIN": "d",
+            "CUSTOMER_PROFILES_CONCURRENCY": "2",
+            "CUSTOMER_PROFILES_MAP_CONTACTS": "true",
+            "EXPORT_MAX_ATTEMPTS": "3",
+            "EXPORT_RECORD_RETRY_ROUNDS": "0",
+            "EXPORT_LOCAL_S3_ROOT": "/tmp/s3",
+        }
+    )
+    assert settings.for_event({}) == settings
+    assert (settings.pinpoint.max_file_bytes, settings.pinpoint.poll_seconds) == (1000, 0.5)
+    assert (settings.customer_profiles.concurrency, settings.customer_profiles.map_contacts) == (2, True)
+    assert (settings.max_attempts, settings.record_retry_rounds, settings.local_s3_root) == (3, 0, "/tmp/s3")
+    assert ExportSettings.from_env({}) == ExportSettings()
+    assert settings.for_event({"destinations": "s3"}).destinations == ("s3",)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"EXPORT_DESTINATIONS": "pinpoint"}, "needs PINPOINT_APPLICATION_ID and PINPOINT_IMPORT_ROLE_ARN"),
+        (
+            {
+                "EXPORT_DESTINATIONS": "pinpoint",
+                "PINPOINT_APPLICATION_ID": "a",
+                "PINPOINT_IMPORT_ROLE_ARN": "r",
+                "PINPOINT_IMPORT_PREFIX": "/local/folder",
+            },
+            "must be an s3:// URI",
+        ),
+        (
+            {
+                "EXPORT_DESTINATIONS": "pinpoint",
+                "PINPOINT_APPLICATION_ID": "a",
+                "PINPOINT_IMPORT_ROLE_ARN": "r",
+                "PINPOINT_MAX_FILE_BYTES": "2000000000",
+            },
+            "above Pinpoint's 1 GB limit",
+        ),
+        ({"EXPORT_DESTINATIONS": "customer-profiles"}, "needs CUSTOMER_PROFILES_DOMAIN"),
+        ({"PINPOINT_POLL_SECONDS": "soon"}, "is not a number"),
+        ({"EXPORT_MAX_ATTEMPTS": "0"}, "EXPORT_MAX_ATTEMPTS must be at least 1, got 0"),
+        ({"EXPORT_RECORD_RETRY_ROUNDS": "-1"}, "is not an integer|must be at least 0"),
+    ],
+)
+def test_bad_configuration_is_reported_before_anything_is_written(base, environ, message) -> None:
+    root, storage = base
+    request = setup_inputs(root, storage, features(IDS))
+    with pytest.raises(PipelineError, match=message):
+        export_segments(request, storage, ExportSettings.from_env(environ))
+    assert storage.list(request.output_uri) == []
+
+
+def destinations_env(tmp_path: Path, fakes: Any, pinpoint_app: str) -> ExportSettings:
+    return ExportSettings(
+        destinations=("s3", "pinpoint", "customer-profiles"),
+        pinpoint=PinpointSettings(
+            application_id=pinpoint_app,
+            role_arn="arn:aws:iam::123456789012:role/import",
+            import_prefix="s3://local/imports",
+            poll_seconds=0.01,
+        ),
+        customer_profiles=CustomerProfilesSettings(domain="d", concurrency=2),
+    )
+
+
+@pytest.fixture
+def fakes(tmp_path: Path, fake_aws: None) -> Any:
+    with running_fakes(tmp_path / "s3") as running:
+        running.customer_profiles.create_domain("d")
+        yield running
+
+
+def api_clients(fakes: Any) -> Clients:
+    options = {"region_name": "us-east-1", "config": NO_SDK_RETRIES}
+    return Clients(
+        pinpoint=boto3.client("pinpoint", endpoint_url=fakes.pinpoint.url, **options),
+        customer_profiles=boto3.client(
+            "customer-profiles", endpoint_url=fakes.customer_profiles.url, **options
+        ),
+    )
+
+
+def test_all_destinations_in_one_run(tmp_path: Path, fakes: Any) -> None:
+    storage = Storage(s3_root=tmp_path / "s3")
+    request = setup_inputs(str(tmp_path / "run"), storage, features(IDS))
+    settings = destinations_env(tmp_path, fakes, fakes.pinpoint.create_app("a"))
+    summary = export_segments(
+        request, storage, settings, api_clients(fakes), RetryPolicy(sleep=lambda s: None)
+    )
+
+    assert summary["destinations"] == "s3,pinpoint,customer-profiles"
+    assert list(summary["by_destination"]) == ["s3", "pinpoint", "customer-profiles"]
+    pinpoint_counts = summary["by_destination"]["pinpoint"]
+    assert pinpoint_counts["customers"] == len(IDS)  # every test customer has an email
+    assert pinpoint_counts["endpoints"] == len(IDS) + sum(
+        1 for i in range(len(IDS)) if i % 3
+    )  # and some a phone
+    assert summary["by_destination"]["customer-profiles"]["profiles_upserted"] == len(IDS)
+    assert fakes.pinpoint.endpoint_count() == pinpoint_counts["endpoints"]
+    assert list((tmp_path / "s3" / "local" / "imports" / "exec-1" / "attempt-1").glob("part-*.csv"))
+    json.dumps(summary)
+
+
+def test_a_failing_destination_does_not_stop_the_others(tmp_path: Path, fakes: Any) -> None:
+    storage = Storage(s3_root=tmp_path / "s3")
+    request = setup_inputs(str(tmp_path / "run"), storage, features(IDS))
+    settings = destinations_env(tmp_path, fakes, "no-such-project")
+    with pytest.raises(
+        ExportFailed,
+        match=r"1 of 3 destination\(s\) failed: pinpoint: PINPOINT_APPLICATION_ID: "
+        r"Pinpoint project 'no-such-project' does not exist",
+    ) as caught:
+        export_segments(request, storage, settings, api_clients(fakes), RetryPolicy(sleep=lambda s: None))
+
+    by_destination = caught.value.summary["by_destination"]
+    assert "does not exist" in by_destination["pinpoint"]["error"]
+    assert by_destination["customer-profiles"]["profiles_upserted"] == len(IDS)
+    assert by_destination["s3"]["files"] > 0
+    assert storage.exists(join(request.output_uri, "segments.parquet"))
+
+
+def test_records_that_keep_failing_fail_the_step_with_their_counts(tmp_path: Path, fakes: Any) -> None:
+    storage = Storage(s3_root=tmp_path / "s3")
+    request = setup_inputs(str(tmp_path / "run"), storage, features(IDS))
+    settings = destinations_env(tmp_path, fakes, fakes.pinpoint.create_app("a"))
+    fakes.customer_profiles.inject(fail_records=IDS[:2], times=100)
+    with pytest.raises(ExportFailed, match=r"customer-profiles: 2 of 14 customer profiles failed") as caught:
+        export_segments(request, storage, settings, api_clients(fakes), RetryPolicy(sleep=lambda s: None))
+
+    counts = caught.value.summary["by_destination"]["customer-profiles"]
+    assert (counts["records_failed"], counts["profiles_upserted"]) == (2, 12)
+    assert counts["failures_by_code"] == {"BadRequestException": 2}
+    assert caught.value.summary["by_destination"]["pinpoint"]["endpoints_failed"] == 0
+
+
+def test_service_messages_are_not_repeated_in_errors() -> None:
+    error = ClientError(
+        {
+            "Error": {"Code": "BadRequestException", "Message": "bad email person1@example.com"},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        },
+        "PutProfileObject",
+    )
+    assert app._safe_reason(error) == "PutProfileObject failed: BadRequestException (HTTP 400)"
+
+
+def test_handler_defaults_to_s3_files_only(base, monkeypatch) -> None:
+    root, storage = base
+    for name in [n for n in os.environ if n.startswith(("EXPORT_", "PINPOINT_", "CUSTOMER_PROFILES_"))]:
+        monkeypatch.delenv(name)
+    request = setup_inputs(root, storage, features(IDS))
+    created: list[str] = []
+    real_client = boto3.client
+    monkeypatch.setattr(
+        app.boto3, "client", lambda service, **kw: created.append(service) or real_client(service, **kw)
+    )
+    app._client.cache_clear()
+    try:
+        summary = app.handler(
+            {key: getattr(request, key) for key in ExportRequest.__dataclass_fields__}, None
+        )
+    finally:
+        app._client.cache_clear()
+    assert summary["destinations"] == "s3" and list(summary["by_destination"]) == ["s3"]
+    assert set(created) <= {"s3"}  # no Pinpoint / Customer Profiles client without those destinations
+
+
+def test_event_destinations_override_the_environment(base, monkeypatch) -> None:
+    root, storage = base
+    monkeypatch.setenv("EXPORT_DESTINATIONS", "pinpoint")  # not configured: would fail
+    request = setup_inputs(root, storage, features(IDS))
+    event = {
+        **{key: getattr(request, key) for key in ExportRequest.__dataclass_fields__},
+        "destinations": ["s3"],
+    }
+    app._client.cache_clear()
+    try:
+        assert app.handler(event, None)["destinations"] == "s3"
+    finally:
+        app._client.cache_clear()
+
+
+def test_handler_with_api_destinations_logs_no_contact_data(tmp_path: Path, fakes: Any, monkeypatch) -> None:
+    storage = Storage()
+    table = features(IDS)
+    request = setup_inputs(str(tmp_path / "run"), storage, table)
+    app_id = fakes.pinpoint.create_app("a")
+    for name, value in {
+        "EXPORT_DESTINATIONS": "s3,pinpoint,customer-profiles",
+        "PINPOINT_APPLICATION_ID": app_id,
+        "PINPOINT_IMPORT_ROLE_ARN": "arn:aws:iam::123456789012:role/import",
+        "PINPOINT_IMPORT_PREFIX": "s3://local/imports",
+        "PINPOINT_POLL_SECONDS": "0.01",
+        "CUSTOMER_PROFILES_DOMAIN": "d",
+        "CUSTOMER_PROFILES_MAP_CONTACTS": "true",
+        "EXPORT_LOCAL_S3_ROOT": str(tmp_path / "s3"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    fakes.customer_profiles.inject(throttle=2)  # retries log too
+    stream = io.StringIO()
+    previous = app.logger.registered_handler.setStream(stream)
+    app._client.cache_clear()
+    try:
+        summary = app.handler(
+            {key: getattr(request, key) for key in ExportRequest.__dataclass_fields__}, FakeContext()
+        )
+    finally:
+        app.logger.registered_handler.setStream(previous)
+        app._client.cache_clear()
+
+    assert summary["by_destination"]["customer-profiles"]["customers"] == len(IDS)
+    logs = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert any(entry["message"] == "Transient AWS error, retrying" for entry in logs)
+    assert {entry["correlation_id"] for entry in logs} == {"exec-1"}
+    for column in ("email", "phone"):
+        assert not any(value and value in stream.getvalue() for value in table[column].to_pylist())

@@ -22,14 +22,16 @@ PIPELINE = "rfm-pipeline"
 BUCKET = "rfm-data"
 TABLE = "rfm-idempotency"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
-DEFINITION = json.dumps({
-    "Version": "2020-12-01",
-    "Parameters": [
-        {"Name": "InputDataUrl", "Type": "String"},
-        {"Name": "ModelApprovalStatus", "Type": "String", "DefaultValue": "PendingManualApproval"},
-    ],
-    "Steps": [],
-})
+DEFINITION = json.dumps(
+    {
+        "Version": "2020-12-01",
+        "Parameters": [
+            {"Name": "InputDataUrl", "Type": "String"},
+            {"Name": "ModelApprovalStatus", "Type": "String", "DefaultValue": "PendingManualApproval"},
+        ],
+        "Steps": [],
+    }
+)
 EXTRA = {"ModelApprovalStatus": "Approved"}
 DISPLAY_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,81}$")
 TOKEN = re.compile(r"^[a-zA-Z0-9-]{32,128}$")
@@ -51,9 +53,13 @@ class FakeContext:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
-    for name, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
-                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SECURITY_TOKEN": "testing",
-                        "AWS_SESSION_TOKEN": "testing"}.items():
+    for name, value in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+    }.items():
         monkeypatch.setenv(name, value)
     for name in ("POWERTOOLS_IDEMPOTENCY_DISABLED", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
@@ -71,46 +77,91 @@ def sagemaker(aws: Any) -> Any:
 @pytest.fixture
 def store(aws: Any) -> DynamoDBPersistenceLayer:
     dynamodb = boto3.client("dynamodb")
-    dynamodb.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-                          KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                          AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    dynamodb.create_table(
+        TableName=TABLE,
+        BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+    )
     return DynamoDBPersistenceLayer(table_name=TABLE, boto3_client=dynamodb)
 
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(pipeline_name=PIPELINE, input_prefix="rfm/input/",
-                    pipeline_parameters=tuple(EXTRA.items()), idempotency_table=TABLE)
+    return Settings(
+        pipeline_name=PIPELINE,
+        input_prefix="rfm/input/",
+        pipeline_parameters=tuple(EXTRA.items()),
+        idempotency_table=TABLE,
+    )
 
 
-def s3_event(key: str, version: str | None = "v1", size: int = 100, etag: str = "abc123",
-             event_name: str = "ObjectCreated:Put", bucket: str = BUCKET) -> dict[str, Any]:
+def s3_event(
+    key: str,
+    version: str | None = "v1",
+    size: int = 100,
+    etag: str = "abc123",
+    event_name: str = "ObjectCreated:Put",
+    bucket: str = BUCKET,
+) -> dict[str, Any]:
     obj: dict[str, Any] = {"key": key, "size": size, "eTag": etag, "sequencer": "0055AED6DCD90281E5"}
     if version is not None:
         obj["versionId"] = version
-    return {"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2024-01-01T00:00:00.000Z", "eventName": event_name,
-        "userIdentity": {"principalId": "AWS:EXAMPLE"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-        "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8"},
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "rfm-input",
-               "bucket": {"name": bucket, "ownerIdentity": {"principalId": "EXAMPLE"},
-                          "arn": f"arn:aws:s3:::{bucket}"},
-               "object": obj},
-    }]}
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": "us-east-1",
+                "eventTime": "2024-01-01T00:00:00.000Z",
+                "eventName": event_name,
+                "userIdentity": {"principalId": "AWS:EXAMPLE"},
+                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8"},
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "rfm-input",
+                    "bucket": {
+                        "name": bucket,
+                        "ownerIdentity": {"principalId": "EXAMPLE"},
+                        "arn": f"arn:aws:s3:::{bucket}",
+                    },
+                    "object": obj,
+                },
+            }
+        ]
+    }
 
 
-def eventbridge_event(key: str, version: str | None = "v1", size: int = 100, etag: str = "abc123",
-                      detail_type: str = "Object Created", bucket: str = BUCKET) -> dict[str, Any]:
+def eventbridge_event(
+    key: str,
+    version: str | None = "v1",
+    size: int = 100,
+    etag: str = "abc123",
+    detail_type: str = "Object Created",
+    bucket: str = BUCKET,
+) -> dict[str, Any]:
     obj: dict[str, Any] = {"key": key, "size": size, "etag": etag, "sequencer": "617f08299329d189"}
     if version is not None:
         obj["version-id"] = version
     return {
-        "version": "0", "id": "17793124-05d4-b198-2fde-7ededc63b103", "detail-type": detail_type,
-        "source": "aws.s3", "account": "123456789012", "time": "2024-01-01T00:00:00Z", "region": "us-east-1",
+        "version": "0",
+        "id": "17793124-05d4-b198-2fde-7ededc63b103",
+        "detail-type": detail_type,
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": "2024-01-01T00:00:00Z",
+        "region": "us-east-1",
         "resources": [f"arn:aws:s3:::{bucket}"],
-        "detail": {"version": "0", "bucket": {"name": bucket}, "object": obj, "request-id": "N4N7GDK58NMKJ12R",
-                   "requester": "123456789012", "source-ip-address": "127.0.0.1", "reason": "PutObject"},
+        "detail": {
+            "version": "0",
+            "bucket": {"name": bucket},
+            "object": obj,
+            "request-id": "N4N7GDK58NMKJ12R",
+            "requester": "123456789012",
+            "source-ip-address": "127.0.0.1",
+            "reason": "PutObject",
+        },
     }
 
 
@@ -129,21 +180,32 @@ def parameters(sagemaker: Any, arn: str) -> dict[str, str]:
 def capture_starts(sagemaker: Any) -> list[dict[str, Any]]:
     """Record the parameters of every StartPipelineExecution call made with ``sagemaker``."""
     calls: list[dict[str, Any]] = []
-    sagemaker.meta.events.register("provide-client-params.sagemaker.StartPipelineExecution",
-                                   lambda params, **_: calls.append(dict(params)))
+    sagemaker.meta.events.register(
+        "provide-client-params.sagemaker.StartPipelineExecution",
+        lambda params, **_: calls.append(dict(params)),
+    )
     return calls
 
 
 @SHAPES
 def test_created_object_starts_one_execution_with_parameters(make_event, sagemaker, store, settings) -> None:
     calls = capture_starts(sagemaker)
-    summary = trigger(parse_event(make_event("rfm/input/2024/orders.csv.gz")), settings,
-                      PipelineStarter(settings, sagemaker, store))
+    summary = trigger(
+        parse_event(make_event("rfm/input/2024/orders.csv.gz")),
+        settings,
+        PipelineStarter(settings, sagemaker, store),
+    )
 
-    assert summary == {"started": [executions(sagemaker)[0]["PipelineExecutionArn"]], "ignored": [],
-                       "duplicates": 0}
+    assert summary == {
+        "started": [executions(sagemaker)[0]["PipelineExecutionArn"]],
+        "ignored": [],
+        "duplicates": 0,
+    }
     arn = summary["started"][0]
-    assert parameters(sagemaker, arn) == {"InputDataUrl": f"s3://{BUCKET}/rfm/input/2024/orders.csv.gz", **EXTRA}
+    assert parameters(sagemaker, arn) == {
+        "InputDataUrl": f"s3://{BUCKET}/rfm/input/2024/orders.csv.gz",
+        **EXTRA,
+    }
     described = sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)
     assert described["PipelineExecutionDisplayName"] == "2024-orders-csv-gz"
     assert f"s3://{BUCKET}/rfm/input/2024/orders.csv.gz" in described["PipelineExecutionDescription"]
@@ -175,8 +237,11 @@ def test_new_version_of_same_key_starts_again(change, sagemaker, store, settings
 def test_without_idempotency_table_token_alone_identifies_the_object(sagemaker, settings) -> None:
     calls = capture_starts(sagemaker)
     starter = PipelineStarter(settings, sagemaker, persistence_store=None)
-    for event in (s3_event("rfm/input/a.csv"), eventbridge_event("rfm/input/a.csv"),
-                  s3_event("rfm/input/a.csv", version="v2")):
+    for event in (
+        s3_event("rfm/input/a.csv"),
+        eventbridge_event("rfm/input/a.csv"),
+        s3_event("rfm/input/a.csv", version="v2"),
+    ):
         trigger(parse_event(event), settings, starter)
 
     tokens = [call["ClientRequestToken"] for call in calls]
@@ -194,11 +259,14 @@ def test_object_repeated_within_one_event_counts_as_duplicate(sagemaker, setting
 
 
 @SHAPES
-@pytest.mark.parametrize(("raw_key", "key"), [
-    ("rfm/input/my+orders+2024.csv", "rfm/input/my orders 2024.csv"),
-    ("rfm/input/caf%C3%A9%2B1.csv", "rfm/input/café+1.csv"),
-    ("rfm/input/a%2Fb%20c.parquet", "rfm/input/a/b c.parquet"),
-])
+@pytest.mark.parametrize(
+    ("raw_key", "key"),
+    [
+        ("rfm/input/my+orders+2024.csv", "rfm/input/my orders 2024.csv"),
+        ("rfm/input/caf%C3%A9%2B1.csv", "rfm/input/café+1.csv"),
+        ("rfm/input/a%2Fb%20c.parquet", "rfm/input/a/b c.parquet"),
+    ],
+)
 def test_keys_are_url_decoded(make_event, raw_key, key, sagemaker, settings) -> None:
     summary = trigger(parse_event(make_event(raw_key)), settings, PipelineStarter(settings, sagemaker))
 
@@ -207,17 +275,22 @@ def test_keys_are_url_decoded(make_event, raw_key, key, sagemaker, settings) -> 
 
 
 @SHAPES
-@pytest.mark.parametrize(("key", "size", "input_prefix", "reason"), [
-    ("other/orders.csv", 10, "rfm/input/", "outside the input prefix"),
-    ("rfm/executions/abc/features/rfm.parquet", 10, "rfm/", "own output prefix"),
-    ("rfm/input/2024/", 0, "rfm/input/", "folder marker"),
-    ("rfm/input/2024/", 10, "rfm/input/", "folder marker"),
-    ("rfm/input/empty.csv", 0, "rfm/input/", "zero-byte"),
-    ("rfm/input/orders.json", 10, "rfm/input/", "unsupported suffix"),
-    ("rfm/input/orders.csv.tmp", 10, "rfm/input/", "unsupported suffix"),
-    ("rfm/input/" + "k" * 1020 + ".csv", 10, "rfm/input/", "longer than 1024"),
-])
-def test_ignored_objects_start_nothing(make_event, key, size, input_prefix, reason, sagemaker, settings) -> None:
+@pytest.mark.parametrize(
+    ("key", "size", "input_prefix", "reason"),
+    [
+        ("other/orders.csv", 10, "rfm/input/", "outside the input prefix"),
+        ("rfm/executions/abc/features/rfm.parquet", 10, "rfm/", "own output prefix"),
+        ("rfm/input/2024/", 0, "rfm/input/", "folder marker"),
+        ("rfm/input/2024/", 10, "rfm/input/", "folder marker"),
+        ("rfm/input/empty.csv", 0, "rfm/input/", "zero-byte"),
+        ("rfm/input/orders.json", 10, "rfm/input/", "unsupported suffix"),
+        ("rfm/input/orders.csv.tmp", 10, "rfm/input/", "unsupported suffix"),
+        ("rfm/input/" + "k" * 1020 + ".csv", 10, "rfm/input/", "longer than 1024"),
+    ],
+)
+def test_ignored_objects_start_nothing(
+    make_event, key, size, input_prefix, reason, sagemaker, settings
+) -> None:
     settings = Settings(pipeline_name=PIPELINE, input_prefix=input_prefix)
     summary = trigger(parse_event(make_event(key, size=size)), settings, PipelineStarter(settings, sagemaker))
 
@@ -227,8 +300,13 @@ def test_ignored_objects_start_nothing(make_event, key, size, input_prefix, reas
     assert executions(sagemaker) == []
 
 
-@pytest.mark.parametrize("event", [s3_event("rfm/input/a.csv", event_name="ObjectRemoved:Delete"),
-                                   eventbridge_event("rfm/input/a.csv", detail_type="Object Deleted")])
+@pytest.mark.parametrize(
+    "event",
+    [
+        s3_event("rfm/input/a.csv", event_name="ObjectRemoved:Delete"),
+        eventbridge_event("rfm/input/a.csv", detail_type="Object Deleted"),
+    ],
+)
 def test_other_event_types_are_ignored(event, sagemaker, settings) -> None:
     summary = trigger(parse_event(event), settings, PipelineStarter(settings, sagemaker))
     assert summary["started"] == [] and "not an object-created event" in summary["ignored"][0]["reason"]
@@ -236,8 +314,9 @@ def test_other_event_types_are_ignored(event, sagemaker, settings) -> None:
 
 @pytest.mark.parametrize("suffix", [".csv", ".CSV", ".csv.gz", ".parquet"])
 def test_supported_suffixes_start(suffix, sagemaker, settings) -> None:
-    summary = trigger(parse_event(s3_event(f"rfm/input/orders{suffix}")), settings,
-                      PipelineStarter(settings, sagemaker))
+    summary = trigger(
+        parse_event(s3_event(f"rfm/input/orders{suffix}")), settings, PipelineStarter(settings, sagemaker)
+    )
     assert len(summary["started"]) == 1
 
 
@@ -252,44 +331,68 @@ def test_missing_pipeline_gives_clear_error(use_store, aws, store, settings) -> 
         assert boto3.client("dynamodb").scan(TableName=TABLE)["Count"] == 0
 
 
-@pytest.mark.parametrize(("code", "message", "expected"), [
-    ("ResourceNotFound", "Pipeline 'arn:...' does not exist.", "does not exist"),
-    ("ValidationException", "Could not find pipeline with PipelineName p.", "does not exist"),
-    ("ValidationException", "Parameter Foo is not defined in the pipeline", "rejected the start"),
-])
+@pytest.mark.parametrize(
+    ("code", "message", "expected"),
+    [
+        ("ResourceNotFound", "Pipeline 'arn:...' does not exist.", "does not exist"),
+        ("ValidationException", "Could not find pipeline with PipelineName p.", "does not exist"),
+        ("ValidationException", "Parameter Foo is not defined in the pipeline", "rejected the start"),
+    ],
+)
 def test_sagemaker_errors_are_explained(code, message, expected) -> None:
     error = ClientError({"Error": {"Code": code, "Message": message}}, "StartPipelineExecution")
     assert expected in str(app._pipeline_error(error, "p"))
 
 
 def test_other_sagemaker_errors_pass_through() -> None:
-    error = ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "StartPipelineExecution")
+    error = ClientError(
+        {"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "StartPipelineExecution"
+    )
     assert app._pipeline_error(error, "p") is error
 
 
-@pytest.mark.parametrize("key", [
-    "rfm/input/orders.csv", "rfm/input/___.csv", "rfm/input/" + "x/" * 100 + "orders_2024.csv",
-    "rfm/input/über straße.csv", "rfm/input/-.csv", "rfm/input/!!!",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "rfm/input/orders.csv",
+        "rfm/input/___.csv",
+        "rfm/input/" + "x/" * 100 + "orders_2024.csv",
+        "rfm/input/über straße.csv",
+        "rfm/input/-.csv",
+        "rfm/input/!!!",
+    ],
+)
 def test_display_names_are_valid(key) -> None:
     name = app.display_name(key, "rfm/input/")
     assert DISPLAY_NAME.match(name), name
 
 
-@pytest.mark.parametrize(("environ", "error"), [
-    ({}, "PIPELINE_NAME is not set"),
-    ({"PIPELINE_NAME": "p", "PIPELINE_PARAMETERS": "{not json"}, "not valid JSON"),
-    ({"PIPELINE_NAME": "p", "PIPELINE_PARAMETERS": "[1]"}, "must be a JSON object"),
-    ({"PIPELINE_NAME": "p", "PIPELINE_PARAMETERS": '{"InputDataUrl": "s3://x/y"}'}, "without InputDataUrl"),
-])
+@pytest.mark.parametrize(
+    ("environ", "error"),
+    [
+        ({}, "PIPELINE_NAME is not set"),
+        ({"PIPELINE_NAME": "p", "PIPELINE_PARAMETERS": "{not json"}, "not valid JSON"),
+        ({"PIPELINE_NAME": "p", "PIPELINE_PARAMETERS": "[1]"}, "must be a JSON object"),
+        (
+            {"PIPELINE_NAME": "p", "PIPELINE_PARAMETERS": '{"InputDataUrl": "s3://x/y"}'},
+            "without InputDataUrl",
+        ),
+    ],
+)
 def test_bad_configuration_is_reported(environ, error) -> None:
     with pytest.raises(PipelineError, match=error):
         Settings.from_env(environ)
 
 
 def test_settings_from_env() -> None:
-    settings = Settings.from_env({"PIPELINE_NAME": "p", "INPUT_PREFIX": "rfm/input/", "SUFFIXES": ".CSV, .txt",
-                                  "PIPELINE_PARAMETERS": json.dumps(EXTRA)})
+    settings = Settings.from_env(
+        {
+            "PIPELINE_NAME": "p",
+            "INPUT_PREFIX": "rfm/input/",
+            "SUFFIXES": ".CSV, .txt",
+            "PIPELINE_PARAMETERS": json.dumps(EXTRA),
+        }
+    )
     assert settings.suffixes == (".csv", ".txt")
     assert settings.pipeline_parameters == (("ModelApprovalStatus", "Approved"),)
     assert settings.output_prefix == "rfm/executions/" and settings.idempotency_table is None
@@ -331,3 +434,105 @@ def test_handler_end_to_end(table, monkeypatch, sagemaker, store) -> None:
         assert again["duplicates"] == 1 and len(executions(sagemaker)) == 1
     else:  # moto does not deduplicate ClientRequestToken; SageMaker does
         assert any("IDEMPOTENCY_TABLE is not set" in entry["message"] for entry in logs)
+
+
+def test_s3_test_event_is_ignored_with_a_log_line(sagemaker, settings) -> None:
+    event = {
+        "Service": "Amazon S3",
+        "Event": "s3:TestEvent",
+        "Time": "2024-01-01T00:00:00.000Z",
+        "Bucket": BUCKET,
+        "RequestId": "5582815E1AEA5ADF",
+        "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB",
+    }
+    stream = io.StringIO()
+    previous = app.logger.registered_handler.setStream(stream)
+    try:
+        summary = trigger(parse_event(event), settings, PipelineStarter(settings, sagemaker))
+    finally:
+        app.logger.registered_handler.setStream(previous)
+
+    assert summary["started"] == [] and "s3:TestEvent" in summary["ignored"][0]["reason"]
+    assert executions(sagemaker) == []
+    logs = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(entry["message"], entry["reason"]) for entry in logs] == [
+        ("Object ignored", "not an object-created event (s3:TestEvent)")
+    ]
+
+
+def test_eventbridge_events_from_other_sources_are_ignored(sagemaker, settings) -> None:
+    event = {
+        **eventbridge_event("rfm/input/a.csv"),
+        "source": "aws.ec2",
+        "detail-type": "EC2 Instance State-change Notification",
+        "detail": {"state": "running"},
+    }
+    summary = trigger(parse_event(event), settings, PipelineStarter(settings, sagemaker))
+    assert summary["started"] == [] and "aws.ec2" in summary["ignored"][0]["reason"]
+
+
+def test_records_that_are_not_s3_notifications_are_reported() -> None:
+    sqs = {"Records": [{"eventSource": "aws:sqs", "body": json.dumps(s3_event("rfm/input/a.csv"))}]}
+    with pytest.raises(
+        PipelineError, match=r"not S3 notifications \(eventSource \['aws:sqs'\]\).*not via SQS"
+    ):
+        parse_event(sqs)
+
+
+@SHAPES
+@pytest.mark.parametrize(
+    ("bucket", "key", "reason"),
+    [
+        ("other-bucket", "rfm/input/a.csv", "not in the input bucket 'rfm-data'"),
+        (
+            BUCKET,
+            "rfm/input/pinpoint-import/exec-1/attempt-1/part-00000.csv",
+            "ignored prefix 'rfm/input/pinpoint",
+        ),
+    ],
+)
+def test_input_bucket_and_ignored_prefixes(make_event, bucket, key, reason, sagemaker) -> None:
+    settings = Settings.from_env(
+        {
+            "PIPELINE_NAME": PIPELINE,
+            "INPUT_BUCKET": BUCKET,
+            "INPUT_PREFIX": "rfm/input/",
+            "IGNORE_PREFIXES": "rfm/input/pinpoint-import/, /rfm/input/tmp/",
+        }
+    )
+    assert settings.ignore_prefixes == ("rfm/input/pinpoint-import/", "rfm/input/tmp/")
+    summary = trigger(
+        parse_event(make_event(key, bucket=bucket)), settings, PipelineStarter(settings, sagemaker)
+    )
+
+    assert summary["started"] == [] and reason in summary["ignored"][0]["reason"]
+    ok = trigger(parse_event(make_event("rfm/input/a.csv")), settings, PipelineStarter(settings, sagemaker))
+    assert len(ok["started"]) == 1
+
+
+def test_logs_name_the_object_but_hold_no_event_details(monkeypatch, sagemaker, store) -> None:
+    monkeypatch.setenv("PIPELINE_NAME", PIPELINE)
+    monkeypatch.setenv("INPUT_PREFIX", "rfm/input/")
+    monkeypatch.setenv("IDEMPOTENCY_TABLE", TABLE)
+    app._runtime.cache_clear()
+    stream = io.StringIO()
+    previous = app.logger.registered_handler.setStream(stream)
+    event = s3_event("rfm/input/orders.csv")
+    event["Records"][0]["userIdentity"]["principalId"] = "AWS:AIDAEXAMPLEUSER"
+    event["Records"][0]["requestParameters"]["sourceIPAddress"] = "203.0.113.77"
+    try:
+        app.handler(event, FakeContext())
+    finally:
+        app._runtime.cache_clear()
+        app.logger.registered_handler.setStream(previous)
+
+    logs = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert logs and all(entry["level"] in {"INFO", "WARNING"} for entry in logs)
+    assert "203.0.113.77" not in stream.getvalue() and "AIDAEXAMPLEUSER" not in stream.getvalue()
+    assert {entry.get("s3_key") for entry in logs if "s3_key" in entry} == {"rfm/input/orders.csv"}
+
+
+def test_sagemaker_client_retries_throttling_with_backoff() -> None:
+    client = boto3.client("sagemaker", region_name="us-east-1", config=app.SAGEMAKER_CONFIG)
+    retries = client.meta.config.retries
+    assert retries["mode"] == "standard" and retries["total_max_attempts"] == 9  # 8 retries after the 1st

@@ -1,4 +1,4 @@
-"""Join segment assignments with the RFM features and export segment files.
+"""Join segment assignments with the RFM features and export the segments to the configured destinations.
 
 Called by the pipeline's ExportSegments Lambda step, or in-process by the local runner (then the
 URIs may be local folders or ``file://`` URIs and ``context`` may be None).
@@ -8,49 +8,61 @@ Event contract
 ``{"assignments_uri": prefix of the batch transform output (``*.out`` JSON Lines, one
 {"customer_id", "cluster", "cluster_name", "rfm_segment"} object per line),
 "features_uri": prefix holding ``rfm.parquet`` (or the file itself),
-"output_uri": prefix to write to, "execution_id": str (optional), "model_package_arn": str (optional)}``
+"output_uri": prefix to write to, "execution_id": str (optional), "model_package_arn": str (optional),
+"destinations": "s3,pinpoint" or a list (optional; overrides ``EXPORT_DESTINATIONS``)}``
 
-Output layout (everything under ``output_uri``)
------------------------------------------------
-::
+What is written
+---------------
+Always ``<output_uri>/segments.parquet``, one row per customer, columns
+``steps.columns.SEGMENT_COLUMNS`` then the contact columns present in ``rfm.parquet`` (email,
+phone, address, channel), sorted by ``customer_id``. Then each chosen destination, in the order
+s3, pinpoint, customer-profiles (see :mod:`lambdas.export.destinations` and ``docs/export.md``):
 
-    segments.parquet                              one row per customer
-    export/rfm_segment=<slug>/part.csv|.parquet   customers of one RFM segment
-    export/cluster=<n>/part.csv|.parquet          customers of one k-means cluster
+- ``s3``: ``export/rfm_segment=<slug>/part.csv|.parquet`` and ``export/cluster=<n>/...``;
+- ``pinpoint``: endpoint import through S3 plus one dynamic segment per RFM segment and cluster;
+- ``customer-profiles``: profile attributes per customer plus one segment definition per segment.
 
-Columns everywhere are ``steps.columns.SEGMENT_COLUMNS`` then the contact columns present in
-``rfm.parquet`` (email, phone, address, channel); rows are sorted by ``customer_id``. The slug is
-the segment name lower-cased, apostrophes dropped, other runs of non-alphanumerics turned into
-``-`` (``Can't Lose Them`` -> ``cant-lose-them``). CSVs quote every non-numeric value, so ids
-such as ``007`` or ``1e3`` survive spreadsheet-like readers. Each directory is one self-contained
-file set: read a single ``rfm_segment=`` or ``cluster=`` directory, not ``export/`` as one
-dataset. A re-run overwrites the same files and deletes files under ``export/`` it did not write.
+A destination that fails does not stop the others; the step then fails with every destination's
+counts. Running the same export twice changes nothing.
 
 Return value
 ------------
 ``{"customers": n, "segments": RFM segments with customers, "clusters": clusters with customers,
-"destinations": "s3", "files": [URIs written], "by_destination": {"s3": {"customers", "files"}}}``.
-The scalar keys fit SageMaker ``LambdaOutput`` (String/Integer) declarations.
+"destinations": "s3,pinpoint", "files": [URIs written by the s3 destination and segments.parquet],
+"by_destination": {name: counts}}``. The scalar keys fit SageMaker ``LambdaOutput``
+(String/Integer) declarations.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
 import io
 import json
-import re
-import unicodedata
+import os
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 
+from lambdas.export.config import (
+    CUSTOMER_PROFILES,
+    PINPOINT,
+    S3,
+    ExportSettings,
+)
+from lambdas.export.destinations import DestinationError, customer_profiles, pinpoint, s3_files
+from lambdas.export.names import slug
+from lambdas.export.retry import NO_SDK_RETRIES, RetryPolicy, error_code
 from lambdas.export.storage import Storage, is_s3, join
 from steps.columns import (
     ASSIGNMENT_COLUMNS,
@@ -61,38 +73,61 @@ from steps.columns import (
     RFM_SEGMENT,
     SEGMENT_COLUMNS,
 )
-from steps.errors import PipelineError
+from steps.errors import PipelineError, RFMError
 from steps.paths import RFM_FILE, SEGMENTS_FILE
+
+__all__ = ["ExportRequest", "ExportFailed", "Clients", "export_segments", "handler", "slug"]
 
 logger = Logger(service="rfm-export")
 
 ASSIGNMENT_SUFFIX = ".out"
-EXPORT_DIR = "export"
-DESTINATION = "s3"
 _FIX_ASSIGN = "Re-run AssignSegments (batch transform) on the features of the same execution"
+_ASSIGNMENT_SCHEMA = pa.schema([(CUSTOMER_ID, pa.string()), (CLUSTER, pa.int64()),
+                                (CLUSTER_NAME, pa.string()), (RFM_SEGMENT, pa.string())])
 
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """The Lambda step's inputs."""
+    """The Lambda step's inputs; ``destinations`` (comma-separated) overrides the configured ones."""
 
     assignments_uri: str
     features_uri: str
     output_uri: str
     execution_id: str = ""
     model_package_arn: str = ""
+    destinations: str = ""
 
     @classmethod
-    def from_event(cls, event: dict[str, Any]) -> ExportRequest:
+    def from_event(cls, event: Mapping[str, Any]) -> ExportRequest:
         missing = [k for k in ("assignments_uri", "features_uri", "output_uri") if not event.get(k)]
         if missing:
             raise PipelineError(f"the event lacks {', '.join(missing)}", "export Lambda",
                                 "Pass assignments_uri, features_uri and output_uri from the pipeline")
-        return cls(**{k: str(event.get(k) or "") for k in cls.__dataclass_fields__})
+        values = {k: event.get(k) or "" for k in cls.__dataclass_fields__}
+        if isinstance(values["destinations"], list | tuple):
+            values["destinations"] = ",".join(map(str, values["destinations"]))
+        return cls(**{k: str(v) for k, v in values.items()})
 
     @property
     def uses_s3(self) -> bool:
         return any(is_s3(uri) for uri in (self.assignments_uri, self.features_uri, self.output_uri))
+
+
+@dataclass(frozen=True)
+class Clients:
+    """boto3 clients for the API destinations; created once per container by the handler."""
+
+    pinpoint: Any | None = None
+    customer_profiles: Any | None = None
+
+
+class ExportFailed(PipelineError):
+    """Some destination(s) failed; ``summary`` holds every destination's counts."""
+
+    def __init__(self, what: str, summary: dict[str, Any]) -> None:
+        super().__init__(what, "export Lambda", "segments.parquet and the other destinations were written; "
+                         "re-running the export is safe")
+        self.summary = summary
 
 
 def _json_values(line: str, where: str) -> list[Any]:
@@ -124,18 +159,42 @@ def _assignment(record: Any, where: str) -> dict[str, Any]:
             CLUSTER_NAME: record[CLUSTER_NAME], RFM_SEGMENT: record[RFM_SEGMENT]}
 
 
+def _fast_assignments(data: bytes) -> pa.Table | None:
+    """Well-formed JSON Lines parsed by Arrow (fast); None when anything needs the careful parser."""
+    try:
+        table = pa_json.read_json(io.BytesIO(data), parse_options=pa_json.ParseOptions(
+            explicit_schema=_ASSIGNMENT_SCHEMA, unexpected_field_behavior="ignore"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    table = table.select(list(ASSIGNMENT_COLUMNS))
+    return None if any(column.null_count for column in table.columns) else table
+
+
+def _careful_assignments(data: bytes, file: str) -> pa.Table:
+    rows = [
+        _assignment(record, f"{file} line {number}")
+        for number, line in enumerate(data.decode("utf-8").splitlines(), start=1)
+        for record in _json_values(line, f"{file} line {number}")
+    ]
+    return pa.Table.from_pylist(rows, schema=_ASSIGNMENT_SCHEMA)
+
+
 def read_assignments(storage: Storage, uri: str) -> pd.DataFrame:
-    """All assignments from the ``*.out`` files under ``uri``; customer ids stay strings."""
+    """All assignments from the ``*.out`` files under ``uri``; customer ids stay strings.
+
+    Well-formed JSON Lines take a vectorised path; anything else (glued objects, arrays, floats
+    such as ``1.0`` for a cluster, wrong types) the line-by-line parser, which names the bad line.
+    """
     files = storage.list(uri, ASSIGNMENT_SUFFIX)
     if not files:
         raise PipelineError(f"no *{ASSIGNMENT_SUFFIX} assignment files", uri, _FIX_ASSIGN)
-    rows = [
-        _assignment(record, f"{file} line {number}")
-        for file in files
-        for number, line in enumerate(storage.read_bytes(file).decode("utf-8").splitlines(), start=1)
-        for record in _json_values(line, f"{file} line {number}")
-    ]
-    frame = pd.DataFrame(rows, columns=list(ASSIGNMENT_COLUMNS))
+    tables = []
+    for file in files:
+        data = storage.read_bytes(file)
+        tables.append(_fast_assignments(data) if data.strip() else _ASSIGNMENT_SCHEMA.empty_table())
+        if tables[-1] is None:
+            tables[-1] = _careful_assignments(data, file)
+    frame = pa.concat_tables(tables).to_pandas()
     return frame.astype({CUSTOMER_ID: "str", CLUSTER: "int64", CLUSTER_NAME: "str", RFM_SEGMENT: "str"})
 
 
@@ -149,7 +208,8 @@ def read_features(storage: Storage, uri: str) -> pd.DataFrame:
     missing = [c for c in needed if c not in table.column_names]
     if missing:
         raise PipelineError(f"columns missing: {', '.join(missing)}", path, "Re-run ComputeRFM")
-    if not pa.types.is_string(table[CUSTOMER_ID].type) and not pa.types.is_large_string(table[CUSTOMER_ID].type):
+    id_type = table[CUSTOMER_ID].type
+    if not pa.types.is_string(id_type) and not pa.types.is_large_string(id_type):
         raise PipelineError(f"customer_id is {table[CUSTOMER_ID].type}, expected string", path,
                             "Re-run ComputeRFM: customer ids must be kept as strings")
     contacts = [c for c in CONTACT_COLUMNS if c in table.column_names]
@@ -166,102 +226,183 @@ def join_segments(features: pd.DataFrame, assignments: pd.DataFrame, where: str 
         When some customer has no assignment, several, or an assignment names an unknown customer;
         the message gives the counts (never the ids).
     """
-    feature_ids = features[CUSTOMER_ID]
-    counts = assignments[CUSTOMER_ID].value_counts()
-    known = feature_ids.isin(counts.index)
-    several = int((counts.reindex(feature_ids[known]) > 1).sum())
-    unknown = int((~assignments[CUSTOMER_ID].isin(feature_ids)).sum())
-    repeated = int(feature_ids.duplicated().sum())
-    if (~known).any() or several or unknown or repeated:
+    feature_ids = pa.array(features[CUSTOMER_ID].astype(str).to_numpy(dtype=object), pa.string())
+    assigned_ids = pa.array(assignments[CUSTOMER_ID].astype(str).to_numpy(dtype=object), pa.string())
+    counts = pc.value_counts(assigned_ids)
+    repeated_assignments = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    known = pc.is_in(feature_ids, value_set=assigned_ids)
+    missing = len(feature_ids) - pc.sum(known).as_py() if len(feature_ids) else 0
+    several = pc.sum(pc.is_in(feature_ids, value_set=repeated_assignments)).as_py() or 0
+    unknown = pc.sum(pc.invert(pc.is_in(assigned_ids, value_set=feature_ids))).as_py() or 0
+    repeated = len(feature_ids) - len(pc.unique(feature_ids))
+    if missing or several or unknown or repeated:
         raise PipelineError(
             f"{len(features)} customers in {RFM_FILE} ({repeated} repeated ids) but {len(assignments)} "
-            f"assignments: {int((~known).sum())} customers without one, {several} with more than one, "
+            f"assignments: {missing} customers without one, {several} with more than one, "
             f"{unknown} for customers not in {RFM_FILE}", where or None, _FIX_ASSIGN)
-    if RFM_SEGMENT in features:
-        check = features[[CUSTOMER_ID, RFM_SEGMENT]].merge(assignments, on=CUSTOMER_ID, suffixes=("", "_a"))
-        differ = int((check[RFM_SEGMENT] != check[f"{RFM_SEGMENT}_a"]).sum())
+    joined = features.merge(assignments, on=CUSTOMER_ID, how="inner", suffixes=("_features", ""))
+    if f"{RFM_SEGMENT}_features" in joined:
+        differ = int((joined[f"{RFM_SEGMENT}_features"] != joined[RFM_SEGMENT]).sum())
         if differ:
             logger.warning("rfm_segment differs between features and assignments; using the assignments'",
                            extra={"customers": differ})
-        features = features.drop(columns=[RFM_SEGMENT])
-    joined = features.merge(assignments, on=CUSTOMER_ID, how="inner", validate="one_to_one")
     contacts = [c for c in CONTACT_COLUMNS if c in joined]
     return joined[[*SEGMENT_COLUMNS, *contacts]].sort_values(CUSTOMER_ID, ignore_index=True)
 
 
-def slug(name: str) -> str:
-    """A segment name as a safe S3 key / folder part.
+def _safe_reason(error: BaseException) -> str:
+    """What went wrong, without a service's message (it may quote contact data back)."""
+    if isinstance(error, RFMError):
+        return str(error)
+    if isinstance(error, ClientError):
+        operation = getattr(error, "operation_name", "call")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+        return f"{operation} failed: {error_code(error)} (HTTP {status})"
+    return f"{type(error).__name__}"
 
-    Examples
-    --------
-    >>> slug("Can't Lose Them")
-    'cant-lose-them'
+
+def _run_destination(name: str, segments: pd.DataFrame, table: pa.Table, request: ExportRequest,
+                     storage: Storage, settings: ExportSettings, clients: Clients, retry: RetryPolicy,
+                     clock: Callable[[], float]) -> dict[str, Any]:
+    if name == S3:
+        return s3_files.export(table, request.output_uri, storage)
+    if name == PINPOINT:
+        if clients.pinpoint is None:
+            raise ValueError("the pinpoint destination needs a Pinpoint client")
+        return pinpoint.export(segments, client=clients.pinpoint, storage=storage, settings=settings.pinpoint,
+                               output_uri=request.output_uri, run_id=request.execution_id or "manual",
+                               retry=retry, record_retry_rounds=settings.record_retry_rounds, clock=clock)
+    if name == CUSTOMER_PROFILES:
+        if clients.customer_profiles is None:
+            raise ValueError("the customer-profiles destination needs a Customer Profiles client")
+        return customer_profiles.export(segments, client=clients.customer_profiles,
+                                        settings=settings.customer_profiles, retry=retry,
+                                        record_retry_rounds=settings.record_retry_rounds)
+    raise ValueError(f"unknown destination {name}")
+
+
+def export_segments(request: ExportRequest, storage: Storage, settings: ExportSettings | None = None,
+                    clients: Clients | None = None, retry: RetryPolicy | None = None,
+                    clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+    """Read, join, check, write ``segments.parquet``, export; the plain function behind :func:`handler`.
+
+    Parameters
+    ----------
+    request : ExportRequest
+        The event's URIs (and optional destinations override).
+    storage : Storage
+        Reads the inputs, writes the outputs and the Pinpoint import files.
+    settings : ExportSettings, optional
+        Destinations and their settings; default: the ``s3`` destination only.
+    clients : Clients, optional
+        Pinpoint / Customer Profiles clients, needed when those destinations are chosen.
+    retry : RetryPolicy, optional
+        Per-call retries (default: ``settings.max_attempts`` attempts, real sleeps).
+    clock : callable
+        Monotonic seconds, for the Pinpoint import timeout.
+
+    Returns
+    -------
+    dict
+        See the module docstring ("Return value").
+
+    Raises
+    ------
+    ExportFailed
+        When a destination failed or kept failed records; ``summary`` has all counts.
     """
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    return re.sub(r"[^a-z0-9]+", "-", re.sub(r"['’`]", "", ascii_name.lower())).strip("-") or "unnamed"
+    settings = (settings or ExportSettings()).for_event({"destinations": request.destinations})
+    retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
+    clients = clients or Clients()
 
-
-def partitions(segments: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """``{"export/rfm_segment=<slug>": rows, "export/cluster=<n>": rows}``, sorted keys."""
-    names = sorted(segments[RFM_SEGMENT].unique())
-    slugs = {name: slug(name) for name in names}
-    if len(set(slugs.values())) < len(slugs):
-        raise PipelineError(f"segment names share a folder name: {slugs}", "export Lambda",
-                            "Give segments names that differ in letters or digits")
-    parts = {f"{EXPORT_DIR}/{RFM_SEGMENT}={slugs[n]}": segments[segments[RFM_SEGMENT] == n] for n in names}
-    for cluster in sorted(segments[CLUSTER].unique()):
-        parts[f"{EXPORT_DIR}/{CLUSTER}={int(cluster)}"] = segments[segments[CLUSTER] == cluster]
-    return {key: rows.reset_index(drop=True) for key, rows in parts.items()}
-
-
-def to_parquet(frame: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
-    return buffer.getvalue()
-
-
-def to_csv(frame: pd.DataFrame) -> bytes:
-    text = frame.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
-    return text.encode("utf-8")
-
-
-def export_segments(request: ExportRequest, storage: Storage) -> dict[str, Any]:
-    """Read, join, check and write; the plain function behind :func:`handler`."""
     assignments = read_assignments(storage, request.assignments_uri)
     features = read_features(storage, request.features_uri)
     segments = join_segments(features, assignments, request.assignments_uri)
-    files = {join(request.output_uri, SEGMENTS_FILE): to_parquet(segments)}
-    for folder, rows in partitions(segments).items():
-        files[join(request.output_uri, *folder.split("/"), "part.csv")] = to_csv(rows)
-        files[join(request.output_uri, *folder.split("/"), "part.parquet")] = to_parquet(rows)
-    for uri, data in files.items():
-        storage.write_bytes(uri, data)
-    stale = [uri for uri in storage.list(join(request.output_uri, EXPORT_DIR)) if uri not in files]
-    storage.delete(stale)
+    table = pa.Table.from_pandas(segments, preserve_index=False)
+    segments_uri = join(request.output_uri, SEGMENTS_FILE)
+    storage.write_bytes(segments_uri, s3_files.to_parquet(table))
+
+    by_destination: dict[str, Any] = {}
+    failed: list[str] = []
+    for name in settings.destinations:
+        started = time.monotonic()
+        try:
+            by_destination[name] = _run_destination(name, segments, table, request, storage, settings,
+                                                    clients, retry, clock)
+        except DestinationError as error:
+            by_destination[name] = {**error.counts, "error": error.what}
+            failed.append(f"{name}: {error.what}")
+        except (RFMError, ClientError, BotoCoreError) as error:
+            by_destination[name] = {"error": _safe_reason(error)}
+            failed.append(f"{name}: {_safe_reason(error)}")
+        by_destination[name]["seconds"] = round(time.monotonic() - started, 2)
+    files = [segments_uri, *by_destination.get(S3, {}).get("files", [])]
+    if S3 in by_destination and "files" in by_destination[S3]:
+        by_destination[S3]["files"] = len(by_destination[S3]["files"])
     summary = {
         "customers": len(segments),
         "segments": int(segments[RFM_SEGMENT].nunique()),
         "clusters": int(segments[CLUSTER].nunique()),
-        "destinations": DESTINATION,
-        "files": list(files),
-        "by_destination": {DESTINATION: {"customers": len(segments), "files": len(files)}},
+        "destinations": ",".join(settings.destinations),
+        "files": files,
+        "by_destination": by_destination,
     }
-    logger.info("Segments exported", extra={"output_uri": request.output_uri, "stale_files_deleted": len(stale),
-                                            **{k: v for k, v in summary.items() if k != "files"}})
+    log = logger.warning if failed else logger.info
+    log("Export failed" if failed else "Segments exported",
+        extra={"output_uri": request.output_uri, **{k: v for k, v in summary.items() if k != "files"}})
+    if failed:
+        raise ExportFailed(f"{len(failed)} of {len(settings.destinations)} destination(s) failed: "
+                           + "; ".join(failed), summary)
     return summary
 
 
-@functools.cache
+_ENDPOINT_VARIABLES = {"s3": "AWS_ENDPOINT_URL_S3", "pinpoint": "AWS_ENDPOINT_URL_PINPOINT",
+                       "customer-profiles": "AWS_ENDPOINT_URL_CUSTOMER_PROFILES"}
+_SETTING_PREFIXES = ("EXPORT_", "PINPOINT_", "CUSTOMER_PROFILES_")
+
+
+@functools.lru_cache(maxsize=16)
+def _client(service: str, endpoint_url: str | None) -> Any:
+    """One boto3 client per service and endpoint, kept for the container's life.
+
+    The endpoint is part of the cache key so that a local run that starts fakes on new ports (and
+    sets ``AWS_ENDPOINT_URL_<SERVICE>``) gets a client for them. Destination API clients have
+    botocore's retries off: :class:`RetryPolicy` retries them.
+    """
+    config = None if service == "s3" else NO_SDK_RETRIES
+    return boto3.client(service, endpoint_url=endpoint_url, config=config)
+
+
+def _client_for(service: str, environ: Mapping[str, str]) -> Any:
+    endpoint = environ.get(_ENDPOINT_VARIABLES[service]) or environ.get("AWS_ENDPOINT_URL") or None
+    return _client(service, endpoint)
+
+
+@functools.lru_cache(maxsize=4)
+def _settings(snapshot: tuple[tuple[str, str], ...]) -> ExportSettings:
+    """Settings parsed once per container (per distinct configuration, for in-process local runs)."""
+    return ExportSettings.from_env(dict(snapshot))
+
+
 def _s3_client() -> Any:
     """The S3 client, created once per container (honours ``AWS_ENDPOINT_URL``)."""
-    return boto3.client("s3")
+    return _client_for("s3", os.environ)
 
 
 def _handle(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     request = ExportRequest.from_event(event)
     logger.set_correlation_id(request.execution_id or None)
     logger.append_keys(model_package_arn=request.model_package_arn or None)
-    return export_segments(request, Storage(_s3_client() if request.uses_s3 else None))
+    snapshot = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_SETTING_PREFIXES)))
+    settings = _settings(snapshot).for_event({"destinations": request.destinations})
+    needs_s3 = settings.local_s3_root is None and (request.uses_s3 or PINPOINT in settings.destinations)
+    storage = Storage(_s3_client() if needs_s3 else None, s3_root=settings.local_s3_root)
+    clients = Clients(
+        pinpoint=_client_for("pinpoint", os.environ) if PINPOINT in settings.destinations else None,
+        customer_profiles=(_client_for("customer-profiles", os.environ)
+                           if CUSTOMER_PROFILES in settings.destinations else None),
+    )
+    return export_segments(request, storage, settings, clients)
 
 
 _handle_in_lambda = logger.inject_lambda_context(_handle, clear_state=True)

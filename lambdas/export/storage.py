@@ -2,7 +2,9 @@
 
 URIs are ``s3://bucket/prefix``, ``file:///abs/path`` or a plain path. S3 goes through the boto3
 client handed in (created once per container by the handler; moto-backed in tests), local paths
-through :mod:`pathlib`, so the local runner can call the export Lambda in-process.
+through :mod:`pathlib`, so the local runner can call the export Lambda in-process. With
+``s3_root`` set, ``s3://bucket/key`` is the file ``<s3_root>/bucket/key`` instead (the local
+runner's folder layout), so a local run can write the Pinpoint import files a local fake reads.
 
 Example
 -------
@@ -52,11 +54,21 @@ class Storage:
     Parameters
     ----------
     s3 : boto3 S3 client, optional
-        Needed only for ``s3://`` URIs.
+        Needed only for ``s3://`` URIs (unless ``s3_root`` is given).
+    s3_root : str or Path, optional
+        Map ``s3://bucket/key`` to the file ``<s3_root>/bucket/key`` (local runs without S3).
     """
 
-    def __init__(self, s3: Any | None = None) -> None:
+    def __init__(self, s3: Any | None = None, s3_root: str | Path | None = None) -> None:
         self.s3 = s3
+        self.s3_root = Path(s3_root) if s3_root else None
+
+    def _local(self, uri: str) -> str:
+        """``uri`` itself, or its file under ``s3_root`` when S3 is mapped to a folder."""
+        if self.s3_root is None or not is_s3(uri):
+            return uri
+        bucket, key = split_s3(uri)
+        return str(self.s3_root.joinpath(bucket, *[part for part in key.split("/") if part]))
 
     def _client(self, uri: str) -> Any:
         if self.s3 is None:
@@ -64,16 +76,16 @@ class Storage:
         return self.s3
 
     def exists(self, uri: str) -> bool:
-        if not is_s3(uri):
-            return local_path(uri).is_file()
+        if not is_s3(self._local(uri)):
+            return local_path(self._local(uri)).is_file()
         bucket, key = split_s3(uri)
         response = self._client(uri).list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
         return any(item["Key"] == key for item in response.get("Contents", []))
 
     def list(self, uri: str, suffix: str = "") -> list[str]:
         """URIs of all files under the folder ``uri`` (recursively) ending with ``suffix``, sorted."""
-        if not is_s3(uri):
-            root = local_path(uri)
+        if not is_s3(self._local(uri)):
+            root = local_path(self._local(uri))
             if not root.is_dir():
                 return []
             found = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(suffix))
@@ -82,18 +94,19 @@ class Storage:
         prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
         pages = self._client(uri).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
-        return sorted(f"s3://{bucket}/{key}" for key in keys if key.endswith(suffix) and not key.endswith("/"))
+        wanted = (key for key in keys if key.endswith(suffix) and not key.endswith("/"))
+        return sorted(f"s3://{bucket}/{key}" for key in wanted)
 
     def read_bytes(self, uri: str) -> bytes:
-        if not is_s3(uri):
-            return local_path(uri).read_bytes()
+        if not is_s3(self._local(uri)):
+            return local_path(self._local(uri)).read_bytes()
         bucket, key = split_s3(uri)
         return self._client(uri).get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         """Write (overwrite) one file, creating local parent folders."""
-        if not is_s3(uri):
-            path = local_path(uri)
+        if not is_s3(self._local(uri)):
+            path = local_path(self._local(uri))
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             return
@@ -103,8 +116,8 @@ class Storage:
     def delete(self, uris: list[str]) -> None:
         """Delete files; local folders left empty are removed too."""
         for uri in uris:
-            if not is_s3(uri):
-                path = local_path(uri)
+            if not is_s3(self._local(uri)):
+                path = local_path(self._local(uri))
                 path.unlink(missing_ok=True)
                 if path.parent.is_dir() and not any(path.parent.iterdir()):
                     path.parent.rmdir()

@@ -8,16 +8,20 @@ Event contract
 - an EventBridge event, ``{"detail-type": "Object Created", "source": "aws.s3",
   "detail": {"bucket": {"name": ...}, "object": {"key", "version-id", "etag", "size"}}}``.
 
-Keys are URL-decoded (``+`` and ``%xx``). An object starts an execution when it is under
-``INPUT_PREFIX``, not under ``OUTPUT_PREFIX``, not a folder marker, non-empty and has one of
-``SUFFIXES``; anything else is ignored with a reason.
+Keys are URL-decoded (``+`` and ``%xx``). An object starts an execution when it is in
+``INPUT_BUCKET`` (if set), under ``INPUT_PREFIX``, not under ``OUTPUT_PREFIX`` or any of
+``IGNORE_PREFIXES``, not a folder marker, non-empty and has one of ``SUFFIXES``; anything else is
+ignored with a log line and a reason in the result. S3's ``s3:TestEvent`` (sent when a
+notification is configured) and EventBridge events from other sources are ignored the same way.
 
 Configuration (environment, read once per container)
 ----------------------------------------------------
-``PIPELINE_NAME`` (required), ``INPUT_PREFIX`` (default ``""``: the whole bucket),
-``OUTPUT_PREFIX`` (default ``rfm/executions/``), ``SUFFIXES`` (default ``.csv,.csv.gz,.parquet``,
-matched case-insensitively), ``PIPELINE_PARAMETERS`` (JSON object of extra pipeline parameters),
-``IDEMPOTENCY_TABLE`` (DynamoDB table, partition key ``id`` string, TTL on ``expiration``),
+``PIPELINE_NAME`` (required), ``INPUT_BUCKET`` (default: any), ``INPUT_PREFIX`` (default ``""``:
+the whole bucket), ``OUTPUT_PREFIX`` (default ``rfm/executions/``: the pipeline's own outputs),
+``IGNORE_PREFIXES`` (comma-separated, e.g. a Pinpoint import prefix in the same bucket),
+``SUFFIXES`` (default ``.csv,.csv.gz,.parquet``, matched case-insensitively),
+``PIPELINE_PARAMETERS`` (JSON object of extra pipeline parameters), ``IDEMPOTENCY_TABLE``
+(DynamoDB table, partition key ``id`` string, TTL on ``expiration``),
 ``IDEMPOTENCY_EXPIRES_SECONDS`` (default 86400).
 
 Return value
@@ -56,6 +60,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from steps.errors import PipelineError
@@ -68,6 +73,8 @@ INPUT_PARAMETER = "InputDataUrl"
 IDEMPOTENCY_KEY_PREFIX = "rfm-trigger"
 MAX_PARAMETER_VALUE = 1024  # SageMaker's limit on a pipeline parameter value
 MAX_DISPLAY_NAME = 82
+# StartPipelineExecution is throttled per account; let botocore back off with jitter.
+SAGEMAKER_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8})
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,8 @@ class Settings:
     pipeline_name: str
     input_prefix: str = ""
     output_prefix: str = DEFAULT_OUTPUT_PREFIX
+    input_bucket: str | None = None
+    ignore_prefixes: tuple[str, ...] = ()
     suffixes: tuple[str, ...] = DEFAULT_SUFFIXES
     pipeline_parameters: tuple[tuple[str, str], ...] = ()
     idempotency_table: str | None = None
@@ -94,6 +103,9 @@ class Settings:
             pipeline_name=pipeline_name,
             input_prefix=environ.get("INPUT_PREFIX", "").lstrip("/"),
             output_prefix=environ.get("OUTPUT_PREFIX", DEFAULT_OUTPUT_PREFIX).lstrip("/"),
+            input_bucket=environ.get("INPUT_BUCKET", "").strip() or None,
+            ignore_prefixes=tuple(p.strip().lstrip("/") for p in environ.get("IGNORE_PREFIXES", "").split(",")
+                                  if p.strip().lstrip("/")),
             suffixes=suffixes or DEFAULT_SUFFIXES,
             pipeline_parameters=_parse_parameters(environ.get("PIPELINE_PARAMETERS", "")),
             idempotency_table=environ.get("IDEMPOTENCY_TABLE", "").strip() or None,
@@ -108,12 +120,14 @@ def _parse_parameters(text: str) -> tuple[tuple[str, str], ...]:
         parsed = json.loads(text)
     except json.JSONDecodeError as error:
         raise PipelineError(f"PIPELINE_PARAMETERS is not valid JSON ({error})", "trigger Lambda environment",
-                            'Use a JSON object such as {"ModelApprovalStatus": "PendingManualApproval"}') from None
+                            'Use a JSON object such as {"ModelApprovalStatus": "PendingManualApproval"}'
+                            ) from None
     if not isinstance(parsed, dict) or INPUT_PARAMETER in parsed:
         raise PipelineError(f"PIPELINE_PARAMETERS must be a JSON object without {INPUT_PARAMETER}",
                             "trigger Lambda environment", f"{INPUT_PARAMETER} is set from each S3 object")
     # JSON spelling for non-strings: true -> "true", 0.5 -> "0.5", as SageMaker parses parameter values.
-    return tuple((str(name), value if isinstance(value, str) else json.dumps(value)) for name, value in parsed.items())
+    return tuple((str(name), value if isinstance(value, str) else json.dumps(value))
+                 for name, value in parsed.items())
 
 
 @dataclass(frozen=True)
@@ -137,8 +151,20 @@ class S3ObjectRef:
 
 
 def parse_event(event: Mapping[str, Any]) -> list[S3ObjectRef]:
-    """Objects named by a direct S3 notification or an EventBridge S3 event, keys URL-decoded."""
+    """Objects named by a direct S3 notification or an EventBridge S3 event, keys URL-decoded.
+
+    An ``s3:TestEvent`` or an EventBridge event from another source gives one entry with an empty
+    key whose ``event`` says what it was, so that :func:`ignore_reason` ignores it with a log line.
+    """
+    if event.get("Event") == "s3:TestEvent":
+        return [S3ObjectRef(bucket=str(event.get("Bucket", "")), key="", version_id=None, etag="", size=None,
+                            event="s3:TestEvent")]
     if "Records" in event:
+        sources = {record.get("eventSource") for record in event["Records"] if isinstance(record, Mapping)}
+        if sources - {"aws:s3"} or not all(isinstance(r, Mapping) and "s3" in r for r in event["Records"]):
+            raise PipelineError(
+                f"the Records are not S3 notifications (eventSource {sorted(map(str, sources))})",
+                "trigger Lambda", "Send S3 ObjectCreated notifications directly, not via SQS/SNS")
         return [
             S3ObjectRef(
                 bucket=record.s3.bucket.name,
@@ -151,6 +177,9 @@ def parse_event(event: Mapping[str, Any]) -> list[S3ObjectRef]:
             for record in S3Event(dict(event)).records
         ]
     if "detail" in event:
+        if event.get("source") != "aws.s3":
+            return [S3ObjectRef(bucket="", key="", version_id=None, etag="", size=None,
+                                event=f"{event.get('source')}: {event.get('detail-type')}")]
         s3_event = S3EventBridgeNotificationEvent(dict(event))
         obj = s3_event.detail.object
         return [S3ObjectRef(
@@ -173,10 +202,15 @@ def ignore_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
     """Why ``obj`` starts no execution, or None when it should start one."""
     if not obj.created:
         return f"not an object-created event ({obj.event})"
+    if settings.input_bucket and obj.bucket != settings.input_bucket:
+        return f"not in the input bucket {settings.input_bucket!r}"
     if not obj.key.startswith(settings.input_prefix):
         return f"outside the input prefix {settings.input_prefix!r}"
     if settings.output_prefix and obj.key.startswith(settings.output_prefix):
         return f"under the pipeline's own output prefix {settings.output_prefix!r}"
+    ignored = next((prefix for prefix in settings.ignore_prefixes if obj.key.startswith(prefix)), None)
+    if ignored is not None:
+        return f"under the ignored prefix {ignored!r}"
     if obj.key.endswith("/"):
         return "folder marker"
     if not obj.key.lower().endswith(settings.suffixes):
@@ -261,7 +295,8 @@ class PipelineStarter:
                 PipelineName=self.settings.pipeline_name,
                 PipelineExecutionDisplayName=display_name(obj.key, self.settings.input_prefix),
                 PipelineExecutionDescription=(
-                    f"RFM segmentation of {obj.url} (version {obj.version_id or '-'}, ETag {obj.etag or '-'}, "
+                    f"RFM segmentation of {obj.url} (version {obj.version_id or '-'}, "
+                    f"ETag {obj.etag or '-'}, "
                     f"{obj.size if obj.size is not None else '?'} bytes), started by the S3 trigger"),
                 PipelineParameters=parameters,
                 ClientRequestToken=client_request_token(obj),
@@ -275,7 +310,8 @@ def _pipeline_error(error: ClientError, pipeline_name: str) -> Exception:
     code = error.response.get("Error", {}).get("Code", "")
     message = error.response.get("Error", {}).get("Message", "")
     missing = code == "ResourceNotFound" or (
-        code == "ValidationException" and re.search(r"could not find|not found|does not exist", message, re.IGNORECASE))
+        code == "ValidationException"
+        and re.search(r"could not find|not found|does not exist", message, re.IGNORECASE))
     if missing:
         return PipelineError(f"SageMaker pipeline {pipeline_name!r} does not exist ({message})",
                              "trigger Lambda (PIPELINE_NAME)",
@@ -333,7 +369,7 @@ def _runtime() -> tuple[Settings, PipelineStarter]:
                                          boto3_client=boto3.client("dynamodb"))
     else:
         logger.warning("IDEMPOTENCY_TABLE is not set: only SageMaker's ClientRequestToken deduplicates")
-    return settings, PipelineStarter(settings, boto3.client("sagemaker"), store)
+    return settings, PipelineStarter(settings, boto3.client("sagemaker", config=SAGEMAKER_CONFIG), store)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -1,0 +1,187 @@
+"""The export Lambda's configuration: which destinations, and each one's settings.
+
+Everything comes from the function's environment (see ``docs/export.md``); the event may override
+the destinations with a ``"destinations"`` key (``"s3,pinpoint"`` or a list).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from steps.errors import PipelineError
+
+S3 = "s3"
+PINPOINT = "pinpoint"
+CUSTOMER_PROFILES = "customer-profiles"
+DESTINATIONS: tuple[str, ...] = (S3, PINPOINT, CUSTOMER_PROFILES)  # also the order they run in
+DEFAULT_DESTINATIONS: tuple[str, ...] = (S3,)
+
+PINPOINT_MAX_FILE_BYTES = 1_000_000_000  # Pinpoint's limit per import file: 1 GB
+DEFAULT_OBJECT_TYPE = "RFMSegmentAssignment"
+_WHERE = "export Lambda environment"
+
+
+def parse_destinations(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Destination names from ``"s3, pinpoint"`` or a list, deduplicated, in :data:`DESTINATIONS` order.
+
+    Examples
+    --------
+    >>> parse_destinations("pinpoint, S3,s3")
+    ('s3', 'pinpoint')
+    >>> parse_destinations("")
+    ('s3',)
+    """
+    names = value.split(",") if isinstance(value, str) else list(value or [])
+    chosen = {str(name).strip().lower().replace("_", "-") for name in names if str(name).strip()}
+    unknown = sorted(chosen - set(DESTINATIONS))
+    if unknown:
+        raise PipelineError(
+            f"unknown export destination(s) {', '.join(unknown)}",
+            "EXPORT_DESTINATIONS or the event's destinations",
+            f"Use a comma-separated subset of {', '.join(DESTINATIONS)}",
+        )
+    return tuple(name for name in DESTINATIONS if name in chosen) or DEFAULT_DESTINATIONS
+
+
+def _number(
+    environ: Mapping[str, str], name: str, default: float, kind: type = float, minimum: float = 1e-9
+) -> Any:
+    """``environ[name]`` as ``kind`` (at least ``minimum``); ``default`` when unset; PipelineError if bad."""
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise PipelineError(f"{name}={text!r} is not {noun}", _WHERE, "Fix or unset it") from None
+    if value < minimum:
+        raise PipelineError(
+            f"{name} must be at least {minimum if kind is float else int(minimum)}, got {text}",
+            _WHERE,
+            "Fix or unset it",
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class PinpointSettings:
+    """``PINPOINT_*`` settings; ``import_prefix`` None means ``<output_uri>/pinpoint-import``."""
+
+    application_id: str = ""
+    role_arn: str = ""
+    import_prefix: str | None = None
+    max_file_bytes: int = PINPOINT_MAX_FILE_BYTES
+    poll_seconds: float = 5.0
+    timeout_seconds: float = 600.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> PinpointSettings:
+        return cls(
+            application_id=environ.get("PINPOINT_APPLICATION_ID", "").strip(),
+            role_arn=environ.get("PINPOINT_IMPORT_ROLE_ARN", "").strip(),
+            import_prefix=environ.get("PINPOINT_IMPORT_PREFIX", "").strip() or None,
+            max_file_bytes=_number(
+                environ, "PINPOINT_MAX_FILE_BYTES", PINPOINT_MAX_FILE_BYTES, int, minimum=1
+            ),
+            poll_seconds=_number(environ, "PINPOINT_POLL_SECONDS", 5.0),
+            timeout_seconds=_number(environ, "PINPOINT_IMPORT_TIMEOUT_SECONDS", 600.0),
+        )
+
+    def check(self) -> None:
+        missing = [
+            name
+            for name, value in (
+                ("PINPOINT_APPLICATION_ID", self.application_id),
+                ("PINPOINT_IMPORT_ROLE_ARN", self.role_arn),
+            )
+            if not value
+        ]
+        if missing:
+            raise PipelineError(
+                f"the pinpoint destination needs {' and '.join(missing)}",
+                _WHERE,
+                "Set the Pinpoint project id and the IAM role Pinpoint assumes to read the import "
+                "files, or remove pinpoint from EXPORT_DESTINATIONS",
+            )
+        if self.import_prefix is not None and not self.import_prefix.startswith("s3://"):
+            raise PipelineError(
+                f"PINPOINT_IMPORT_PREFIX must be an s3:// URI, got {self.import_prefix!r}",
+                _WHERE,
+                "Pinpoint imports endpoints only from S3",
+            )
+        if self.max_file_bytes > PINPOINT_MAX_FILE_BYTES:
+            raise PipelineError(
+                f"PINPOINT_MAX_FILE_BYTES={self.max_file_bytes} is above Pinpoint's 1 GB limit",
+                _WHERE,
+                f"Use at most {PINPOINT_MAX_FILE_BYTES}",
+            )
+
+
+@dataclass(frozen=True)
+class CustomerProfilesSettings:
+    """``CUSTOMER_PROFILES_*`` settings."""
+
+    domain: str = ""
+    object_type: str = DEFAULT_OBJECT_TYPE
+    concurrency: int = 8
+    map_contacts: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> CustomerProfilesSettings:
+        return cls(
+            domain=environ.get("CUSTOMER_PROFILES_DOMAIN", "").strip(),
+            object_type=environ.get("CUSTOMER_PROFILES_OBJECT_TYPE", "").strip() or DEFAULT_OBJECT_TYPE,
+            concurrency=_number(environ, "CUSTOMER_PROFILES_CONCURRENCY", 8, int, minimum=1),
+            map_contacts=environ.get("CUSTOMER_PROFILES_MAP_CONTACTS", "").strip().lower()
+            in {"1", "true", "yes"},
+        )
+
+    def check(self) -> None:
+        if not self.domain:
+            raise PipelineError(
+                "the customer-profiles destination needs CUSTOMER_PROFILES_DOMAIN",
+                _WHERE,
+                "Set it to the Customer Profiles domain name, or remove customer-profiles "
+                "from EXPORT_DESTINATIONS",
+            )
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Everything the export reads from its environment, parsed and checked.
+
+    ``max_attempts`` is per AWS call (throttling and 5xx); ``record_retry_rounds`` is how many more
+    passes the records that still failed get before the step fails with counts.
+    """
+
+    destinations: tuple[str, ...] = DEFAULT_DESTINATIONS
+    pinpoint: PinpointSettings = field(default_factory=PinpointSettings)
+    customer_profiles: CustomerProfilesSettings = field(default_factory=CustomerProfilesSettings)
+    max_attempts: int = 8
+    record_retry_rounds: int = 2
+    local_s3_root: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ExportSettings:
+        return cls(
+            destinations=parse_destinations(environ.get("EXPORT_DESTINATIONS", "")),
+            pinpoint=PinpointSettings.from_env(environ),
+            customer_profiles=CustomerProfilesSettings.from_env(environ),
+            max_attempts=_number(environ, "EXPORT_MAX_ATTEMPTS", 8, int, minimum=1),
+            record_retry_rounds=_number(environ, "EXPORT_RECORD_RETRY_ROUNDS", 2, int, minimum=0),
+            local_s3_root=environ.get("EXPORT_LOCAL_S3_ROOT", "").strip() or None,
+        )
+
+    def for_event(self, event: Mapping[str, Any]) -> ExportSettings:
+        """These settings with the event's ``destinations`` (if any), checked for the chosen destinations."""
+        settings = self
+        if event.get("destinations"):
+            settings = replace(self, destinations=parse_destinations(event["destinations"]))
+        if PINPOINT in settings.destinations:
+            settings.pinpoint.check()
+        if CUSTOMER_PROFILES in settings.destinations:
+            settings.customer_profiles.check()
+        return settings

@@ -1,0 +1,335 @@
+"""The ``customer-profiles`` destination: each customer's RFM attributes on their Amazon Connect profile.
+
+Amazon Connect Customer Profiles is the successor AWS recommends for Pinpoint's segments.
+
+How the upsert works, and why this way
+--------------------------------------
+The API has no "create or update the profile with my key" call: ``CreateProfile`` always creates a
+new profile (it takes no idempotency token) and ``UpdateProfile`` needs the service's ``ProfileId``.
+``SearchProfiles`` + ``CreateProfile``/``UpdateProfile`` would cost two or three calls per customer
+and still let two concurrent runs create two profiles for one customer. The API's own upsert is a
+*profile object type*, which is what this module uses:
+
+1. ``PutProfileObjectType`` defines the object type ``RFMSegmentAssignment`` (configurable): its key
+   ``_account`` is the object's ``customer_id`` with the standard identifiers ``PROFILE`` (find the
+   profile whose account number is this customer id) and ``UNIQUE`` (one object per customer id);
+   ``AllowProfileCreation=true`` creates the profile the first time; ``Fields`` map ``customer_id``
+   to ``_profile.AccountNumber`` and the segment, cluster, scores and R/F/M values to
+   ``_profile.Attributes.rfm_*`` (and, with ``CUSTOMER_PROFILES_MAP_CONTACTS=true``, ``email`` and
+   ``phone`` to ``_profile.EmailAddress`` / ``_profile.PhoneNumber``). It is read first with
+   ``GetProfileObjectType`` and put only when missing or different.
+2. ``PutProfileObject`` once per customer with that JSON object. The service matches (or creates)
+   the profile, writes the mapped attributes onto it and, the key being ``UNIQUE``, replaces that
+   customer's previous object instead of adding one: a re-run leaves one profile and one object
+   per customer, with the same attributes.
+
+Segment definitions, one per RFM segment and per cluster, filter on ``Attributes.rfm_segment`` /
+``Attributes.rfm_cluster``. There is no ``UpdateSegmentDefinition``: ``GetSegmentDefinition``, then
+``CreateSegmentDefinition`` when missing, ``DeleteSegmentDefinition`` + ``CreateSegmentDefinition``
+when different, nothing when equal. ``GetDomain`` first gives a clear error for a missing domain.
+
+Calls run ``concurrency`` at a time, each through the retry policy (throttling and 5xx). Customers
+whose object still failed are collected and put again up to ``record_retry_rounds`` more times;
+if any remain, :class:`~lambdas.export.destinations.DestinationError` reports the counts by error
+code. Customer Profiles needs no contact address, so no customer is skipped here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pandas as pd
+from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
+
+from lambdas.export.config import CustomerProfilesSettings
+from lambdas.export.destinations import DestinationError
+from lambdas.export.names import cluster_display_name, segment_display_name, slug
+from lambdas.export.retry import RetryPolicy, error_code
+from steps.columns import (
+    CLUSTER,
+    CLUSTER_NAME,
+    CUSTOMER_ID,
+    EMAIL,
+    F_SCORE,
+    FREQUENCY,
+    M_SCORE,
+    MONETARY,
+    PHONE,
+    R_SCORE,
+    RECENCY_DAYS,
+    RFM_SEGMENT,
+)
+from steps.errors import PipelineError
+from steps.segments import SEGMENT_NAMES
+
+logger = Logger(service="rfm-export", child=True)
+
+PROFILE_KEY = "_account"
+ATTRIBUTE_PREFIX = "rfm_"
+MAX_VALUE = 255  # profile attribute values: 1..255 characters
+# object field -> profile attribute (``_profile.Attributes.<name>``)
+ATTRIBUTE_FIELDS: dict[str, str] = {
+    RFM_SEGMENT: "rfm_segment",
+    CLUSTER: "rfm_cluster",
+    CLUSTER_NAME: "rfm_cluster_name",
+    R_SCORE: "rfm_r_score",
+    F_SCORE: "rfm_f_score",
+    M_SCORE: "rfm_m_score",
+    RECENCY_DAYS: "rfm_recency_days",
+    FREQUENCY: "rfm_frequency",
+    MONETARY: "rfm_monetary",
+}
+CONTACT_FIELDS: dict[str, tuple[str, str]] = {
+    EMAIL: ("_profile.EmailAddress", "EMAIL_ADDRESS"),
+    PHONE: ("_profile.PhoneNumber", "PHONE_NUMBER"),
+}
+_WHERE = "export to Amazon Connect Customer Profiles"
+
+
+def object_type_definition(settings: CustomerProfilesSettings) -> dict[str, Any]:
+    """The ``PutProfileObjectType`` request (without the domain and type name)."""
+    fields = {
+        CUSTOMER_ID: {
+            "Source": f"_source.{CUSTOMER_ID}",
+            "Target": "_profile.AccountNumber",
+            "ContentType": "STRING",
+        }
+    }
+    for field, attribute in ATTRIBUTE_FIELDS.items():
+        fields[field] = {
+            "Source": f"_source.{field}",
+            "Target": f"_profile.Attributes.{attribute}",
+            "ContentType": "STRING",
+        }
+    if settings.map_contacts:
+        for field, (target, content_type) in CONTACT_FIELDS.items():
+            fields[field] = {"Source": f"_source.{field}", "Target": target, "ContentType": content_type}
+    return {
+        "Description": "RFM segment assignment of one customer, written by the RFM segmentation export",
+        "AllowProfileCreation": True,
+        "Fields": fields,
+        "Keys": {PROFILE_KEY: [{"StandardIdentifiers": ["PROFILE", "UNIQUE"], "FieldNames": [CUSTOMER_ID]}]},
+    }
+
+
+def _text(value: Any) -> str | None:
+    """A profile attribute value: text of at most 255 characters; None for missing values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text[:MAX_VALUE] or None
+
+
+def profile_objects(segments: pd.DataFrame, settings: CustomerProfilesSettings) -> list[tuple[str, str]]:
+    """``(customer_id, JSON object)`` per customer, fields as :func:`object_type_definition` maps them."""
+    fields = [CUSTOMER_ID, *ATTRIBUTE_FIELDS]
+    if settings.map_contacts:
+        fields += [field for field in CONTACT_FIELDS if field in segments]
+    objects = []
+    for record in segments[fields].to_dict("records"):
+        body = {field: _text(record[field]) for field in fields}
+        body[CUSTOMER_ID] = str(record[CUSTOMER_ID])  # exactly as in the input, never stripped
+        objects.append((body[CUSTOMER_ID], json.dumps({k: v for k, v in body.items() if v is not None})))
+    return objects
+
+
+def segment_definitions(segments: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Definition name -> ``CreateSegmentDefinition`` request body, per RFM segment and cluster."""
+    present = set(segments[RFM_SEGMENT].astype(str))
+    wanted = {}
+    for name in [*SEGMENT_NAMES, *sorted(present - set(SEGMENT_NAMES))]:
+        wanted[f"rfm-{slug(name)}"[:64]] = _definition(
+            segment_display_name(name),
+            f"Customers in the RFM segment {name}",
+            ATTRIBUTE_FIELDS[RFM_SEGMENT],
+            name,
+        )
+    for cluster in sorted(set(segments[CLUSTER].astype(int))):
+        wanted[f"rfm-cluster-{cluster}"] = _definition(
+            cluster_display_name(cluster),
+            f"Customers in k-means cluster {cluster}",
+            ATTRIBUTE_FIELDS[CLUSTER],
+            str(cluster),
+        )
+    return wanted
+
+
+def _definition(display_name: str, description: str, attribute: str, value: str) -> dict[str, Any]:
+    dimension = {
+        "ProfileAttributes": {"Attributes": {attribute: {"DimensionType": "INCLUSIVE", "Values": [value]}}}
+    }
+    return {
+        "DisplayName": display_name,
+        "Description": description,
+        "SegmentGroups": {"Groups": [{"Dimensions": [dimension], "Type": "ALL"}], "Include": "ALL"},
+    }
+
+
+def _compact(value: Any) -> Any:
+    if isinstance(value, dict):
+        items = {k: _compact(v) for k, v in value.items()}
+        return {k: v for k, v in items.items() if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return value
+
+
+class CustomerProfilesExport:
+    """One export run against one Customer Profiles domain.
+
+    Parameters
+    ----------
+    client : boto3 ``customer-profiles`` client
+        Created once per container, botocore retries off (the policy retries).
+    settings : CustomerProfilesSettings
+    retry : RetryPolicy
+    record_retry_rounds : int
+        Extra passes over the customers whose object still failed.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        settings: CustomerProfilesSettings,
+        retry: RetryPolicy,
+        record_retry_rounds: int = 2,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.retry = retry
+        self.record_retry_rounds = record_retry_rounds
+
+    def check_domain(self) -> None:
+        try:
+            self.retry.call(self.client.get_domain, DomainName=self.settings.domain)
+        except ClientError as error:
+            if error_code(error) == "ResourceNotFoundException":
+                raise PipelineError(
+                    f"Customer Profiles domain {self.settings.domain!r} does not exist",
+                    "CUSTOMER_PROFILES_DOMAIN",
+                    "Use an existing domain (or create one)",
+                ) from None
+            raise
+
+    def ensure_object_type(self) -> str:
+        """Put the object type when missing or different: ``created``, ``updated`` or ``unchanged``."""
+        wanted = object_type_definition(self.settings)
+        names = {"DomainName": self.settings.domain, "ObjectTypeName": self.settings.object_type}
+        try:
+            current = self.retry.call(self.client.get_profile_object_type, **names)
+        except ClientError as error:
+            if error_code(error) != "ResourceNotFoundException":
+                raise
+            current = None
+        if current is not None and all(_compact(current.get(k)) == _compact(v) for k, v in wanted.items()):
+            return "unchanged"
+        self.retry.call(self.client.put_profile_object_type, **names, **wanted)
+        return "created" if current is None else "updated"
+
+    def _put(self, item: tuple[str, str]) -> str | None:
+        """Put one object; None on success, else the error code (after the policy's retries)."""
+        try:
+            self.retry.call(
+                self.client.put_profile_object,
+                DomainName=self.settings.domain,
+                ObjectTypeName=self.settings.object_type,
+                Object=item[1],
+            )
+        except (ClientError, BotoCoreError) as error:
+            return error_code(error)
+        return None
+
+    def put_objects(self, objects: list[tuple[str, str]]) -> dict[str, Any]:
+        """Put every object; re-put the failed ones; counts, with failures by error code."""
+        pending, retried = objects, 0
+        failures: dict[str, str] = {}
+        with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
+            for round_number in range(self.record_retry_rounds + 1):
+                results = list(pool.map(self._put, pending))
+                failures = {item[0]: code for item, code in zip(pending, results, strict=True) if code}
+                if not failures:
+                    break
+                logger.warning(
+                    "Profile objects failed",
+                    extra={
+                        "round": round_number,
+                        "failed": len(failures),
+                        "by_code": dict(Counter(failures.values())),
+                    },
+                )
+                pending = [item for item in pending if item[0] in failures]
+                if round_number < self.record_retry_rounds:
+                    retried += len(pending)
+        return {
+            "profiles_upserted": len(objects) - len(failures),
+            "records_retried": retried,
+            "records_failed": len(failures),
+            "failures_by_code": dict(Counter(failures.values())),
+        }
+
+    def upsert_segment_definitions(self, wanted: dict[str, dict[str, Any]]) -> dict[str, int]:
+        counts = {"created": 0, "replaced": 0, "unchanged": 0}
+        for name, definition in wanted.items():
+            names = {"DomainName": self.settings.domain, "SegmentDefinitionName": name}
+            try:
+                current = self.retry.call(self.client.get_segment_definition, **names)
+            except ClientError as error:
+                if error_code(error) != "ResourceNotFoundException":
+                    raise
+                current = None
+            if current is not None:
+                if all(_compact(current.get(k)) == _compact(v) for k, v in definition.items()):
+                    counts["unchanged"] += 1
+                    continue
+                self.retry.call(self.client.delete_segment_definition, **names)
+            self.retry.call(self.client.create_segment_definition, **names, **definition)
+            counts["created" if current is None else "replaced"] += 1
+        return counts
+
+
+def export(
+    segments: pd.DataFrame,
+    *,
+    client: Any,
+    settings: CustomerProfilesSettings,
+    retry: RetryPolicy,
+    record_retry_rounds: int = 2,
+) -> dict[str, Any]:
+    """Upsert every customer's profile attributes and the segment definitions; counts or DestinationError.
+
+    Returns
+    -------
+    dict
+        ``customers``, ``profiles_upserted``, ``records_retried``, ``records_failed``,
+        ``failures_by_code``, ``object_type`` (created/updated/unchanged) and ``segment_definitions``
+        (created/replaced/unchanged); with contact mapping on, ``customers_without_contact`` too.
+    """
+    run = CustomerProfilesExport(client, settings, retry, record_retry_rounds)
+    run.check_domain()
+    counts: dict[str, Any] = {"customers": len(segments), "object_type": run.ensure_object_type()}
+    if settings.map_contacts:
+        contacts = [field for field in CONTACT_FIELDS if field in segments]
+        has_contact = (
+            segments[contacts].notna().any(axis=1) if contacts else pd.Series(False, index=segments.index)
+        )
+        counts["customers_without_contact"] = int((~has_contact).sum())
+    counts.update(run.put_objects(profile_objects(segments, settings)))
+    counts["segment_definitions"] = run.upsert_segment_definitions(segment_definitions(segments))
+    logger.info("Exported to Customer Profiles", extra={"customer_profiles": counts})
+    if counts["records_failed"]:
+        by_code = ", ".join(f"{code}: {n}" for code, n in sorted(counts["failures_by_code"].items()))
+        raise DestinationError(
+            f"{counts['records_failed']} of {counts['customers']} customer profiles failed after "
+            f"{record_retry_rounds} retry round(s) ({by_code})",
+            _WHERE,
+            "Check the function's logs and the domain's quotas; re-running is safe",
+            counts,
+        )
+    return counts

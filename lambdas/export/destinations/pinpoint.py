@@ -1,0 +1,537 @@
+"""The ``pinpoint`` destination: endpoints imported from S3, one dynamic segment per RFM segment and cluster.
+
+AWS ended support for Amazon Pinpoint's engagement features (segments, campaigns, journeys) on
+2026-10-30; this destination is kept for accounts that still have them. Amazon Connect Customer
+Profiles (:mod:`lambdas.export.destinations.customer_profiles`) is the successor AWS recommends.
+
+What it does, as in the AWS RFM guidance
+-----------------------------------------
+1. One endpoint per customer and channel: the ``email`` column gives an ``EMAIL`` endpoint, ``phone``
+   an ``SMS`` one, and the guidance's ``channel`` + ``address`` pair an endpoint of that channel type.
+   Endpoint ids are stable (``rfm-`` + a hash of customer id and channel type), so a re-import
+   updates the same endpoints instead of adding new ones. Customers without any usable address are
+   counted and skipped, as are endpoints with an invalid address (not E.164 for SMS/VOICE, no ``@``
+   for EMAIL), an unsupported channel type, or tabs and line breaks (which the import cannot take).
+2. The endpoint import CSV (:data:`IMPORT_COLUMNS`) is written under
+   ``<import prefix>/<execution id>/attempt-<n>/part-<i>.csv``, split so that no file exceeds
+   ``max_file_bytes`` (Pinpoint's limit is 1 GB per file). ``OptOut`` is deliberately not a column:
+   an import must never undo a customer's opt-out.
+3. ``CreateImportJob`` (``Format=CSV``, ``RegisterEndpoints=true``, ``DefineSegment=false`` so no
+   import segment piles up per run) on that folder, then ``GetImportJob`` until ``COMPLETED`` or
+   ``FAILED``. Endpoints the job reports as failed (their ids appear in ``Failures``; when they
+   cannot all be identified, the whole attempt) are imported again, up to ``record_retry_rounds``
+   more times.
+4. ``GetSegments`` (all pages), then for each RFM segment and cluster ``CreateSegment`` when no
+   dimensional segment of that name exists, ``UpdateSegment`` when its dimensions differ, nothing
+   when it is already right. Segments filter on the user attributes ``RFMSegment`` / ``Cluster``.
+
+Every call goes through :class:`~lambdas.export.retry.RetryPolicy` (throttling and 5xx). The
+destination raises :class:`~lambdas.export.destinations.DestinationError` with counts when endpoints
+remain failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
+from lambdas.export.config import PinpointSettings
+from lambdas.export.destinations import DestinationError
+from lambdas.export.names import cluster_display_name, segment_display_name
+from lambdas.export.retry import RetryPolicy, error_code
+from lambdas.export.storage import Storage, is_s3, join
+from steps.columns import (
+    ADDRESS,
+    CHANNEL,
+    CLUSTER,
+    CLUSTER_NAME,
+    CUSTOMER_ID,
+    EMAIL,
+    F_SCORE,
+    FREQUENCY,
+    M_SCORE,
+    MONETARY,
+    PHONE,
+    R_SCORE,
+    RECENCY_DAYS,
+    RFM_SEGMENT,
+)
+from steps.errors import PipelineError
+from steps.segments import SEGMENT_NAMES
+
+logger = Logger(service="rfm-export", child=True)
+
+SEGMENT_ATTRIBUTE = "RFMSegment"
+CLUSTER_ATTRIBUTE = "Cluster"
+IMPORT_COLUMNS: tuple[str, ...] = (
+    "Id",
+    "ChannelType",
+    "Address",
+    "User.UserId",
+    f"User.UserAttributes.{SEGMENT_ATTRIBUTE}",
+    f"User.UserAttributes.{CLUSTER_ATTRIBUTE}",
+    "User.UserAttributes.ClusterName",
+    "Metrics.RecencyDays",
+    "Metrics.Frequency",
+    "Metrics.Monetary",
+    "Metrics.RScore",
+    "Metrics.FScore",
+    "Metrics.MScore",
+)
+_METRICS = {
+    "Metrics.RecencyDays": RECENCY_DAYS,
+    "Metrics.Frequency": FREQUENCY,
+    "Metrics.Monetary": MONETARY,
+    "Metrics.RScore": R_SCORE,
+    "Metrics.FScore": F_SCORE,
+    "Metrics.MScore": M_SCORE,
+}
+CHANNEL_TYPES = frozenset({"EMAIL", "SMS", "VOICE", "CUSTOM"})  # channels whose address we can know
+MAX_ATTRIBUTE_VALUE = 100  # Pinpoint: an attribute value has at most 100 characters
+ENDPOINT_ID = re.compile(r"rfm-[0-9a-f]{32}")
+_E164 = r"^\+[1-9][0-9]{1,14}$"
+_EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+_WHERE = "export to Amazon Pinpoint"
+
+
+def endpoint_id(customer_id: str, channel_type: str) -> str:
+    """Stable endpoint id for one customer and channel (no contact data in it).
+
+    Examples
+    --------
+    >>> endpoint_id("007", "EMAIL") == endpoint_id("007", "EMAIL") != endpoint_id("007", "SMS")
+    True
+    >>> len(endpoint_id("007", "EMAIL"))
+    36
+    """
+    digest = hashlib.blake2b(f"{customer_id}\x1f{channel_type}".encode(), digest_size=16).hexdigest()
+    return f"rfm-{digest}"
+
+
+def _text(values: pd.Series) -> pa.Array:
+    return pa.array(values.astype(object).where(values.notna(), None).to_numpy(dtype=object), pa.string())
+
+
+def _candidates(segments: pd.DataFrame) -> pa.Table:
+    """Every (row, preference, channel type, address) the contact columns offer, blanks dropped."""
+    sources: list[tuple[pa.Array, pa.Array]] = []
+    rows = len(segments)
+    if EMAIL in segments:
+        sources.append((pa.array(["EMAIL"] * rows, pa.string()), _text(segments[EMAIL])))
+    if PHONE in segments:
+        sources.append((pa.array(["SMS"] * rows, pa.string()), _text(segments[PHONE])))
+    if CHANNEL in segments and ADDRESS in segments:
+        sources.append(
+            (pc.utf8_upper(pc.utf8_trim_whitespace(_text(segments[CHANNEL]))), _text(segments[ADDRESS]))
+        )
+    parts = [
+        pa.table(
+            {
+                "row": pa.array(np.arange(rows, dtype=np.int64)),
+                "preference": pa.array(np.full(rows, preference, dtype=np.int64)),
+                "channel_type": pc.fill_null(channel, ""),
+                "address": pc.utf8_trim_whitespace(address),
+            }
+        )
+        for preference, (channel, address) in enumerate(sources)
+    ]
+    if not parts:
+        return pa.table(
+            {
+                "row": pa.array([], pa.int64()),
+                "preference": pa.array([], pa.int64()),
+                "channel_type": pa.array([], pa.string()),
+                "address": pa.array([], pa.string()),
+            }
+        )
+    found = pa.concat_tables(parts)
+    return found.filter(pc.fill_null(pc.greater(pc.utf8_length(found["address"]), 0), False))
+
+
+def _matches(values: pa.ChunkedArray | pa.Array, pattern: str) -> np.ndarray:
+    return pc.fill_null(pc.match_substring_regex(values, pattern), False).to_numpy(zero_copy_only=False)
+
+
+def endpoints(segments: pd.DataFrame) -> tuple[pa.Table, dict[str, Any]]:
+    """The endpoint import rows (:data:`IMPORT_COLUMNS`) and the counts of what was skipped and why.
+
+    Parameters
+    ----------
+    segments : DataFrame
+        One row per customer: ``SEGMENT_COLUMNS`` plus whichever contact columns exist.
+
+    Returns
+    -------
+    (pyarrow.Table, dict)
+        Rows sorted by customer then channel preference (email, phone, channel/address); counts
+        ``customers`` (with at least one endpoint), ``customers_skipped_no_contact``,
+        ``customers_skipped_no_valid_endpoint``, ``endpoints`` and ``endpoints_skipped`` by reason.
+    """
+    found = _candidates(segments)
+    channel = found["channel_type"]
+    phone_like = pc.is_in(channel, value_set=pa.array(["SMS", "VOICE"]))
+    address = pc.if_else(
+        phone_like, pc.replace_substring_regex(found["address"], r"[\s\-().]", ""), found["address"]
+    )
+    supported = pc.is_in(channel, value_set=pa.array(sorted(CHANNEL_TYPES))).to_numpy(zero_copy_only=False)
+    is_email = pc.equal(channel, "EMAIL").to_numpy(zero_copy_only=False)
+    is_phone = phone_like.to_numpy(zero_copy_only=False)
+    valid = (~is_email | _matches(address, _EMAIL)) & (~is_phone | _matches(address, _E164))
+    row_numbers = found["row"].to_numpy()
+    customer_ids = _text(segments[CUSTOMER_ID].astype(str))
+    bad_chars = _matches(address, r"[\t\r\n]") | _matches(pc.take(customer_ids, row_numbers), r"[\t\r\n]")
+    keep = supported & valid & ~bad_chars
+
+    kept = found.set_column(3, "address", address).filter(pa.array(keep))
+    kept = kept.take(pc.sort_indices(kept, [("row", "ascending"), ("preference", "ascending")]))
+    codes = pc.dictionary_encode(kept["channel_type"]).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    keys = kept["row"].to_numpy() * 64 + codes.astype(np.int64)
+    first = np.zeros(len(keys), dtype=bool)
+    first[np.unique(keys, return_index=True)[1]] = True
+    duplicates = int((~first).sum())
+    kept = kept.filter(pa.array(first))
+
+    rows = kept["row"].to_numpy()
+    chosen_ids = pc.take(customer_ids, rows)
+    channels = kept["channel_type"].to_pylist()
+    ids = [endpoint_id(c, t) for c, t in zip(chosen_ids.to_pylist(), channels, strict=True)]
+    cluster_names = pc.utf8_slice_codeunits(
+        pc.replace_substring_regex(_text(segments[CLUSTER_NAME].astype(str)), r"[\t\r\n]", " "),
+        0,
+        MAX_ATTRIBUTE_VALUE,
+    )
+    columns: dict[str, Any] = {
+        "Id": pa.array(ids, pa.string()),
+        "ChannelType": kept["channel_type"],
+        "Address": kept["address"],
+        "User.UserId": chosen_ids,
+        f"User.UserAttributes.{SEGMENT_ATTRIBUTE}": pc.take(_text(segments[RFM_SEGMENT].astype(str)), rows),
+        f"User.UserAttributes.{CLUSTER_ATTRIBUTE}": pc.take(
+            pa.array(segments[CLUSTER].astype(int).astype(str).to_numpy(dtype=object), pa.string()), rows
+        ),
+        "User.UserAttributes.ClusterName": pc.take(cluster_names, rows),
+    }
+    for column, source in _METRICS.items():
+        columns[column] = pc.take(pa.array(segments[source].to_numpy()), rows)
+    table = pa.table(columns)
+
+    with_contact = np.zeros(len(segments), dtype=bool)
+    with_contact[row_numbers] = True
+    with_endpoint = np.zeros(len(segments), dtype=bool)
+    with_endpoint[rows] = True
+    counts = {
+        "customers": int(with_endpoint.sum()),
+        "customers_skipped_no_contact": int((~with_contact).sum()),
+        "customers_skipped_no_valid_endpoint": int((with_contact & ~with_endpoint).sum()),
+        "endpoints": table.num_rows,
+        "endpoints_skipped": {
+            "unsupported_channel": int((~supported).sum()),
+            "invalid_address": int((supported & ~valid).sum()),
+            "tabs_or_line_breaks": int((supported & valid & bad_chars).sum()),
+            "same_channel_twice": duplicates,
+        },
+    }
+    return table, counts
+
+
+def csv_header() -> bytes:
+    return (",".join(IMPORT_COLUMNS) + "\n").encode()
+
+
+def csv_body(rows: pa.Table) -> bytes:
+    """The rows as CSV lines without a header: text quoted, numbers bare, one ``\\n`` per row."""
+    buffer = io.BytesIO()
+    pa_csv.write_csv(rows, buffer, pa_csv.WriteOptions(include_header=False, quoting_style="needed"))
+    return buffer.getvalue()
+
+
+def split_csv(header: bytes, body: bytes, max_bytes: int) -> list[bytes]:
+    """Cut ``body`` at line ends into files of at most ``max_bytes`` each, the header repeated in each.
+
+    Examples
+    --------
+    >>> [len(part) for part in split_csv(b"h\\n", b"aaa\\nbbb\\nccc\\n", 10)]
+    [10, 6]
+    """
+    if not body:
+        return []
+    capacity = max_bytes - len(header)
+    ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == ord("\n")) + 1
+    if len(ends) == 0 or ends[-1] != len(body):
+        ends = np.append(ends, len(body))
+    files, start = [], 0
+    while start < len(body):
+        index = int(np.searchsorted(ends, start + capacity, side="right")) - 1
+        end = int(ends[index]) if index >= 0 else start
+        if end <= start:
+            raise PipelineError(
+                f"an import row is longer than the {max_bytes}-byte file limit",
+                _WHERE,
+                "Raise PINPOINT_MAX_FILE_BYTES",
+            )
+        files.append(header + body[start:end])
+        start = end
+    return files
+
+
+def write_import_files(rows: pa.Table, folder: str, storage: Storage, max_bytes: int) -> list[str]:
+    """Write ``rows`` as ``part-<i>.csv`` files under ``folder``; returns their URIs."""
+    uris = []
+    for number, data in enumerate(split_csv(csv_header(), csv_body(rows), max_bytes)):
+        uri = join(folder, f"part-{number:05d}.csv")
+        storage.write_bytes(uri, data)
+        uris.append(uri)
+    return uris
+
+
+def segment_dimensions(attribute: str, value: str) -> dict[str, Any]:
+    return {"UserAttributes": {attribute: {"AttributeType": "INCLUSIVE", "Values": [value]}}}
+
+
+def desired_segments(segments: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Segment name -> dimensions: every RFM segment of the grid (and any other present), every cluster."""
+    present = set(segments[RFM_SEGMENT].astype(str))
+    names = [*SEGMENT_NAMES, *sorted(present - set(SEGMENT_NAMES))]
+    wanted = {segment_display_name(name): segment_dimensions(SEGMENT_ATTRIBUTE, name) for name in names}
+    for cluster in sorted(set(segments[CLUSTER].astype(int))):
+        wanted[cluster_display_name(cluster)] = segment_dimensions(CLUSTER_ATTRIBUTE, str(cluster))
+    return wanted
+
+
+def _compact(value: Any) -> Any:
+    """Dimensions without empty members, for comparing what the service returns with what we send."""
+    if isinstance(value, dict):
+        items = {k: _compact(v) for k, v in value.items()}
+        return {k: v for k, v in items.items() if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return value
+
+
+class PinpointExport:
+    """One export run against one Pinpoint project.
+
+    Parameters
+    ----------
+    client : boto3 Pinpoint client
+        Created once per container, botocore retries off (the policy retries).
+    storage : Storage
+        Where the import files go (``s3://``, or a folder standing in for S3 in local runs).
+    settings : PinpointSettings
+    retry : RetryPolicy
+        Per-call retries (throttling and 5xx).
+    record_retry_rounds : int
+        Extra imports of the endpoints an import job reported as failed.
+    clock : callable
+        Monotonic seconds, for the import timeout.
+    sleep : callable, optional
+        Waits ``poll_seconds`` between ``GetImportJob`` calls; default: the policy's ``sleep``.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        storage: Storage,
+        settings: PinpointSettings,
+        retry: RetryPolicy,
+        record_retry_rounds: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] | None = None,
+    ) -> None:
+        self.client = client
+        self.storage = storage
+        self.settings = settings
+        self.retry = retry
+        self.record_retry_rounds = record_retry_rounds
+        self.clock = clock
+        self.sleep = sleep or retry.sleep
+
+    def check_project(self) -> None:
+        """Fail early, with a clear message, when the project does not exist."""
+        try:
+            self.retry.call(self.client.get_app, ApplicationId=self.settings.application_id)
+        except ClientError as error:
+            if error_code(error) == "NotFoundException":
+                raise PipelineError(
+                    f"Pinpoint project {self.settings.application_id!r} does not exist",
+                    "PINPOINT_APPLICATION_ID",
+                    "Use the id of an existing project",
+                ) from None
+            raise
+
+    def import_folder(self, output_uri: str, run_id: str) -> str:
+        root = self.settings.import_prefix or join(output_uri, "pinpoint-import")
+        if not is_s3(root):
+            raise PipelineError(
+                f"the import files need an s3:// location, got {root}",
+                _WHERE,
+                "Set PINPOINT_IMPORT_PREFIX to an s3:// prefix Pinpoint's import role can read",
+            )
+        return join(root, run_id)
+
+    def run_import_job(self, s3_url: str) -> dict[str, Any]:
+        """CreateImportJob on ``s3_url`` and poll GetImportJob until it finishes; the final job."""
+        app = self.settings.application_id
+        job = self.retry.call(
+            self.client.create_import_job,
+            ApplicationId=app,
+            ImportJobRequest={
+                "Format": "CSV",
+                "S3Url": s3_url,
+                "RoleArn": self.settings.role_arn,
+                "RegisterEndpoints": True,
+                "DefineSegment": False,
+            },
+        )["ImportJobResponse"]
+        deadline = self.clock() + self.settings.timeout_seconds
+        while job["JobStatus"] not in ("COMPLETED", "FAILED"):
+            if self.clock() > deadline:
+                raise PipelineError(
+                    f"import job {job['Id']} still {job['JobStatus']} after "
+                    f"{self.settings.timeout_seconds:.0f} s",
+                    _WHERE,
+                    "Check it with `aws pinpoint get-import-job`, or raise PINPOINT_IMPORT_TIMEOUT_SECONDS",
+                )
+            self.sleep(self.settings.poll_seconds)
+            job = self.retry.call(self.client.get_import_job, ApplicationId=app, JobId=job["Id"])[
+                "ImportJobResponse"
+            ]
+        logger.info(
+            "Pinpoint import job finished",
+            extra={
+                "import_job_id": job["Id"],
+                "job_status": job["JobStatus"],
+                "total_processed": job.get("TotalProcessed"),
+                "total_failures": job.get("TotalFailures"),
+            },
+        )
+        return job
+
+    def import_endpoints(self, rows: pa.Table, folder: str) -> dict[str, Any]:
+        """Import ``rows``; re-import the failed ones; counts of jobs, files and what still failed."""
+        self.storage.delete(self.storage.list(folder))  # each job imports everything under its folder
+        pending, jobs, files, retried = rows, [], 0, 0
+        for attempt in range(1, self.record_retry_rounds + 2):
+            attempt_folder = join(folder, f"attempt-{attempt}")
+            files += len(
+                write_import_files(pending, attempt_folder, self.storage, self.settings.max_file_bytes)
+            )
+            job = self.run_import_job(attempt_folder + "/")
+            jobs.append(job["Id"])
+            failed = self._failed_ids(job, pending)
+            if not failed:
+                pending = pending.slice(0, 0)
+                break
+            if attempt <= self.record_retry_rounds:
+                retried += len(failed)
+            pending = pending.filter(pc.is_in(pending["Id"], value_set=pa.array(sorted(failed), pa.string())))
+        return {
+            "import_jobs": jobs,
+            "import_files": files,
+            "endpoints_retried": retried,
+            "endpoints_failed": pending.num_rows,
+        }
+
+    @staticmethod
+    def _failed_ids(job: dict[str, Any], rows: pa.Table) -> set[str]:
+        """Ids of the endpoints to import again: the ones named in ``Failures``, or all if some are not."""
+        total = int(job.get("TotalFailures") or 0)
+        if job["JobStatus"] == "FAILED" and total == 0:
+            total = rows.num_rows
+        if total == 0:
+            return set()
+        ids = set(rows["Id"].to_pylist())
+        named = {found for text in job.get("Failures", []) for found in ENDPOINT_ID.findall(text)} & ids
+        return named if len(named) >= total else ids
+
+    def upsert_segments(self, wanted: dict[str, dict[str, Any]]) -> dict[str, int]:
+        """Create missing segments, update changed ones; counts ``created``/``updated``/``unchanged``."""
+        app = self.settings.application_id
+        existing: dict[str, list[dict[str, Any]]] = {}
+        token = None
+        while True:
+            page = self.retry.call(
+                self.client.get_segments,
+                ApplicationId=app,
+                PageSize="100",
+                **({"Token": token} if token else {}),
+            )["SegmentsResponse"]
+            for segment in page.get("Item", []):
+                if segment.get("SegmentType") == "DIMENSIONAL":
+                    existing.setdefault(segment.get("Name", ""), []).append(segment)
+            token = page.get("NextToken")
+            if not token:
+                break
+        counts = {"created": 0, "updated": 0, "unchanged": 0, "duplicates_found": 0}
+        for name, dimensions in wanted.items():
+            same_name = sorted(existing.get(name, []), key=lambda s: (s.get("CreationDate", ""), s["Id"]))
+            counts["duplicates_found"] += max(0, len(same_name) - 1)
+            request = {"Name": name, "Dimensions": dimensions}
+            if not same_name:
+                self.retry.call(self.client.create_segment, ApplicationId=app, WriteSegmentRequest=request)
+                counts["created"] += 1
+            elif _compact(same_name[0].get("Dimensions", {})) != _compact(dimensions):
+                self.retry.call(
+                    self.client.update_segment,
+                    ApplicationId=app,
+                    SegmentId=same_name[0]["Id"],
+                    WriteSegmentRequest=request,
+                )
+                counts["updated"] += 1
+            else:
+                counts["unchanged"] += 1
+        return counts
+
+
+def export(
+    segments: pd.DataFrame,
+    *,
+    client: Any,
+    storage: Storage,
+    settings: PinpointSettings,
+    output_uri: str,
+    run_id: str,
+    retry: RetryPolicy,
+    record_retry_rounds: int = 2,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Any] | None = None,
+) -> dict[str, Any]:
+    """Import the endpoints and upsert the segments; the counts, or :class:`DestinationError`.
+
+    Returns
+    -------
+    dict
+        The counts of :func:`endpoints`, plus ``import_jobs``, ``import_files``,
+        ``endpoints_retried``, ``endpoints_failed`` and ``segments`` (created/updated/unchanged).
+    """
+    run = PinpointExport(client, storage, settings, retry, record_retry_rounds, clock, sleep)
+    run.check_project()
+    rows, counts = endpoints(segments)
+    folder = run.import_folder(output_uri, run_id)
+    if rows.num_rows:
+        counts.update(run.import_endpoints(rows, folder))
+    else:
+        counts.update({"import_jobs": [], "import_files": 0, "endpoints_retried": 0, "endpoints_failed": 0})
+    counts["segments"] = run.upsert_segments(desired_segments(segments))
+    logger.info("Exported to Pinpoint", extra={"pinpoint": counts})
+    if counts["endpoints_failed"]:
+        raise DestinationError(
+            f"{counts['endpoints_failed']} of {counts['endpoints']} endpoints failed to import after "
+            f"{record_retry_rounds} retry round(s) (import jobs {', '.join(counts['import_jobs'])})",
+            _WHERE,
+            "See the jobs' Failures with `aws pinpoint get-import-job`; fix the data and re-run",
+            counts,
+        )
+    return counts

@@ -1,0 +1,428 @@
+"""The Pinpoint destination against the Pinpoint fake, which reads the import files from moto S3."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from botocore.exceptions import ClientError
+
+from lambdas.export.config import PinpointSettings
+from lambdas.export.destinations import DestinationError, pinpoint
+from lambdas.export.destinations.pinpoint import IMPORT_COLUMNS, endpoint_id, endpoints, split_csv
+from lambdas.export.storage import Storage
+from lambdas.fakes import ClientS3, PinpointFake
+from steps.errors import PipelineError
+from steps.segments import SEGMENT_NAMES
+from tests.export_support import (  # noqa: F401  (moto_s3 is a fixture)
+    ROLE_ARN,
+    client,
+    fast_retry,
+    moto_s3,
+    poll_sleep,
+    read_csv_rows,
+    segments_frame,
+)
+
+
+@dataclass
+class Env:
+    fake: PinpointFake
+    client: Any
+    app: str
+    bucket: str
+    storage: Storage
+
+    def settings(self, **overrides: Any) -> PinpointSettings:
+        values = {
+            "application_id": self.app,
+            "role_arn": ROLE_ARN,
+            "poll_seconds": 0.01,
+            "import_prefix": f"s3://{self.bucket}/pinpoint-import",
+            **overrides,
+        }
+        return PinpointSettings(**values)
+
+    def export(
+        self, segments: pd.DataFrame, retry: Any = None, run_id: str = "exec-1", **overrides: Any
+    ) -> dict:
+        return pinpoint.export(
+            segments,
+            client=self.client,
+            storage=self.storage,
+            settings=self.settings(**overrides),
+            output_uri=f"s3://{self.bucket}/out",
+            run_id=run_id,
+            retry=retry or fast_retry()[0],
+            sleep=poll_sleep,
+        )
+
+
+@pytest.fixture
+def env(moto_s3) -> Iterator[Env]:  # noqa: F811
+    fake = PinpointFake(ClientS3(moto_s3.client), polls_until_done=2)
+    fake.start()
+    try:
+        yield Env(
+            fake,
+            client("pinpoint", fake.url),
+            fake.create_app("rfm-test"),
+            moto_s3.new_bucket(),
+            Storage(moto_s3.client),
+        )
+    finally:
+        fake.stop()
+
+
+def contact_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A segments frame of ``len(rows)`` customers with the given contact columns."""
+    frame = segments_frame(len(rows)).drop(columns=["email", "phone"])
+    contacts = pd.DataFrame(rows, dtype=object)
+    for column in contacts:
+        frame[column] = contacts[column].to_numpy()
+    return frame
+
+
+# -- endpoint rows ---------------------------------------------------------------------------------
+
+
+def test_endpoints_count_every_customer_and_every_skip() -> None:
+    frame = contact_frame(
+        [
+            {
+                "email": "a@example.com",
+                "phone": "+15550100001",
+                "channel": None,
+                "address": None,
+            },  # 2 endpoints
+            {"email": None, "phone": None, "channel": None, "address": None},  # no contact
+            {
+                "email": "not-an-email",
+                "phone": "+1 (555) 010-0003",
+                "channel": None,
+                "address": None,
+            },  # SMS only
+            {"email": "  ", "phone": "12345", "channel": None, "address": None},  # nothing valid
+            {
+                "email": "e@example.com",
+                "phone": None,
+                "channel": "email",
+                "address": "e2@example.com",
+            },  # dup EMAIL
+            {"email": None, "phone": None, "channel": "PUSH", "address": "device-token"},  # unsupported
+            {
+                "email": "g@example.com",
+                "phone": None,
+                "channel": "SMS",
+                "address": "+15550100007",
+            },  # id with a tab
+        ]
+    )
+    frame.loc[6, "customer_id"] = "C\t6"
+    rows, counts = endpoints(frame)
+
+    assert counts == {
+        "customers": 3,
+        "customers_skipped_no_contact": 1,
+        "customers_skipped_no_valid_endpoint": 3,
+        "endpoints": 4,
+        "endpoints_skipped": {
+            "unsupported_channel": 1,
+            "invalid_address": 2,
+            "tabs_or_line_breaks": 2,
+            "same_channel_twice": 1,
+        },
+    }
+    table = rows.to_pandas()
+    assert tuple(table.columns) == IMPORT_COLUMNS
+    ids = frame["customer_id"].tolist()
+    assert list(zip(table["User.UserId"], table["ChannelType"], table["Address"], strict=True)) == [
+        (ids[0], "EMAIL", "a@example.com"),
+        (ids[0], "SMS", "+15550100001"),
+        (ids[2], "SMS", "+15550100003"),
+        (ids[4], "EMAIL", "e@example.com"),
+    ]
+    assert table["Id"].tolist() == [
+        endpoint_id(u, c) for u, c in zip(table["User.UserId"], table["ChannelType"], strict=True)
+    ]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_customer_is_exported_or_counted(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    frame = segments_frame(300, seed=seed)
+    frame.loc[rng.random(300) < 0.2, "email"] = "broken"
+    frame.loc[rng.random(300) < 0.2, "phone"] = None
+    rows, counts = endpoints(frame)
+
+    exported = set(rows.column("User.UserId").to_pylist())
+    assert counts["customers"] == len(exported)
+    assert (
+        counts["customers"]
+        + counts["customers_skipped_no_contact"]
+        + counts["customers_skipped_no_valid_endpoint"]
+    ) == len(frame)
+    assert rows.num_rows == len(set(rows.column("Id").to_pylist()))  # ids unique
+    contacts = frame["email"].notna() | frame["phone"].notna()
+    assert counts["customers_skipped_no_contact"] == int((~contacts).sum())
+
+
+def test_endpoint_ids_are_stable_and_hold_no_contact_data() -> None:
+    frame = segments_frame(50)
+    first, _ = endpoints(frame)
+    again, _ = endpoints(frame.sample(frac=1.0, random_state=1))  # order must not matter
+    assert set(first.column("Id").to_pylist()) == set(again.column("Id").to_pylist())
+    addresses = set(first.column("Address").to_pylist())
+    assert not any(
+        address in endpoint for endpoint in first.column("Id").to_pylist() for address in addresses
+    )
+
+
+@pytest.mark.parametrize("max_bytes", [72, 200, 1000, 10_000])
+def test_split_csv_keeps_whole_rows_under_the_limit(max_bytes: int) -> None:
+    header = b"Id,Address\n"
+    body = b"".join(f'"id-{i}","{"x" * (i % 37)}@example.com"\n'.encode() for i in range(200))
+    files = split_csv(header, body, max_bytes)
+
+    assert all(len(part) <= max_bytes and part.startswith(header) for part in files)
+    assert b"".join(part[len(header) :] for part in files) == body
+    assert all(part.endswith(b"\n") for part in files)
+
+
+def test_split_csv_refuses_a_row_longer_than_the_limit() -> None:
+    with pytest.raises(PipelineError, match="longer than the 30-byte file limit"):
+        split_csv(b"Id\n", b"short\n" + b"x" * 40 + b"\n", 30)
+
+
+# -- against the fake ----------------------------------------------------------------------------
+
+
+def test_export_imports_endpoints_and_creates_one_segment_per_segment_and_cluster(env: Env) -> None:
+    frame = segments_frame(400)
+    counts = env.export(frame)
+
+    rows, expected = endpoints(frame)
+    assert counts["endpoints"] == rows.num_rows == env.fake.endpoint_count(env.app)
+    assert counts["customers_skipped_no_contact"] == expected["customers_skipped_no_contact"] == 40
+    assert (counts["import_files"], len(counts["import_jobs"]), counts["endpoints_failed"]) == (1, 1, 0)
+    assert counts["segments"] == {
+        "created": len(SEGMENT_NAMES) + 3,
+        "updated": 0,
+        "unchanged": 0,
+        "duplicates_found": 0,
+    }
+    job = env.client.get_import_job(ApplicationId=env.app, JobId=counts["import_jobs"][0])[
+        "ImportJobResponse"
+    ]
+    assert job["Definition"]["RegisterEndpoints"] is True and job["Definition"]["DefineSegment"] is False
+    assert job["Definition"]["S3Url"] == f"s3://{env.bucket}/pinpoint-import/exec-1/attempt-1/"
+
+    first = rows.slice(0, 1).to_pylist()[0]
+    stored = env.client.get_endpoint(ApplicationId=env.app, EndpointId=first["Id"])["EndpointResponse"]
+    assert stored["User"]["UserId"] == first["User.UserId"]
+    assert stored["User"]["UserAttributes"]["RFMSegment"] == [first["User.UserAttributes.RFMSegment"]]
+    assert stored["Metrics"]["Monetary"] == pytest.approx(first["Metrics.Monetary"])
+
+    segments = {
+        s["Name"]: s for s in env.client.get_segments(ApplicationId=env.app)["SegmentsResponse"]["Item"]
+    }
+    champions = segments["RFM segment: Champions"]
+    assert champions["Dimensions"]["UserAttributes"]["RFMSegment"]["Values"] == ["Champions"]
+    per_segment = rows.to_pandas().groupby("User.UserAttributes.RFMSegment").size()
+    assert env.fake.segment_size(env.app, champions) == per_segment.get("Champions", 0)
+    assert env.fake.segment_size(env.app, segments["RFM cluster: 2"]) == int(
+        (rows.column("User.UserAttributes.Cluster").to_numpy(zero_copy_only=False) == "2").sum()
+    )
+
+
+def test_the_import_file_is_what_pinpoint_documents(env: Env) -> None:
+    frame = segments_frame(30)
+    env.export(frame)
+    files = env.storage.list(f"s3://{env.bucket}/pinpoint-import/exec-1", ".csv")
+    text = env.storage.read_bytes(files[0]).decode("utf-8")
+
+    assert text.splitlines()[0] == ",".join(IMPORT_COLUMNS)  # plain header, no quotes
+    table = read_csv_rows(text.encode())
+    assert set(table["ChannelType"]) == {"EMAIL", "SMS"}
+    assert table["Metrics.Frequency"].str.fullmatch(r"\d+").all()
+    assert "\t" not in text and "OptOut" not in text
+
+
+def test_rerun_creates_no_duplicate_endpoints_or_segments(env: Env) -> None:
+    frame = segments_frame(200)
+    first = env.export(frame)
+    changed_after_first = env.fake.endpoints_changed
+    again = env.export(frame)
+
+    assert again["segments"] == {
+        "created": 0,
+        "updated": 0,
+        "unchanged": first["segments"]["created"],
+        "duplicates_found": 0,
+    }
+    assert env.fake.endpoint_count(env.app) == first["endpoints"]
+    assert env.fake.endpoints_changed == changed_after_first  # the second import changed no endpoint
+    assert len(env.fake.segments[env.app]) == first["segments"]["created"]
+    assert env.fake.calls["CreateSegment"] == first["segments"]["created"]
+
+
+def test_a_changed_customer_updates_its_endpoints_in_place(env: Env) -> None:
+    frame = segments_frame(60)
+    env.export(frame)
+    before = env.fake.endpoints_changed
+    customer = frame.index[1]
+    new_segment = "Hibernating" if frame.loc[customer, "rfm_segment"] != "Hibernating" else "Champions"
+    frame.loc[customer, "rfm_segment"] = new_segment
+    env.export(frame, run_id="exec-2")
+
+    endpoint = endpoint_id(frame.loc[customer, "customer_id"], "EMAIL")
+    stored = env.client.get_endpoint(ApplicationId=env.app, EndpointId=endpoint)["EndpointResponse"]
+    assert stored["User"]["UserAttributes"]["RFMSegment"] == [new_segment]
+    assert env.fake.endpoints_changed - before == 2  # that customer's EMAIL and SMS endpoints, nothing else
+    assert env.fake.endpoint_count(env.app) == endpoints(frame)[0].num_rows
+
+
+def test_existing_segments_are_found_by_name_and_fixed(env: Env) -> None:
+    wrong = {"UserAttributes": {"RFMSegment": {"AttributeType": "INCLUSIVE", "Values": ["Loyal"]}}}
+    env.client.create_segment(
+        ApplicationId=env.app, WriteSegmentRequest={"Name": "RFM segment: Champions", "Dimensions": wrong}
+    )
+    for _ in range(2):
+        env.client.create_segment(
+            ApplicationId=env.app, WriteSegmentRequest={"Name": "RFM cluster: 0", "Dimensions": wrong}
+        )
+    counts = env.export(segments_frame(50))
+
+    assert counts["segments"]["updated"] == 2 and counts["segments"]["duplicates_found"] == 1
+    assert (
+        len(env.fake.segments[env.app]) == len(SEGMENT_NAMES) + 3 + 1
+    )  # only the pre-existing duplicate extra
+    champions = [s for s in env.fake.segments[env.app].values() if s["Name"] == "RFM segment: Champions"]
+    assert len(champions) == 1 and champions[0]["Version"] == 2
+    assert champions[0]["Dimensions"]["UserAttributes"]["RFMSegment"]["Values"] == ["Champions"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [({"throttle": 4}, "TooManyRequestsException"), ({"server_errors": 3}, "InternalServerErrorException")],
+)
+def test_throttling_and_server_errors_are_retried_with_backoff(
+    env: Env, fault: dict, code: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    retry, sleeps = fast_retry(max_attempts=6)
+    env.fake.inject(**fault)
+    counts = env.export(segments_frame(40), retry=retry)
+
+    failures = sum(fault.values())
+    assert counts["endpoints_failed"] == 0
+    assert len(sleeps) == failures
+    assert all(0 <= wait <= retry.max_delay for wait in sleeps)
+    assert env.fake.calls["GetApp"] == failures + 1  # the first call(s) failed and were repeated
+
+
+def test_throttling_beyond_the_attempts_fails_the_call(env: Env) -> None:
+    retry, sleeps = fast_retry(max_attempts=3)
+    env.fake.inject(throttle=10, operations=["GetSegments"])
+    with pytest.raises(ClientError, match="TooManyRequestsException"):
+        env.export(segments_frame(20), retry=retry)
+    assert len(sleeps) == 2 and env.fake.calls["GetSegments"] == 3
+
+
+def test_failed_endpoints_are_imported_again(env: Env) -> None:
+    frame = segments_frame(100)
+    rows, _ = endpoints(frame)
+    customers = set(frame["customer_id"].iloc[[1, 2, 5]])  # customers with email and phone
+    failing = [row["Id"] for row in rows.to_pylist() if row["User.UserId"] in customers]
+    env.fake.inject(fail_records=failing, times=1)  # each endpoint's row fails once
+    counts = env.export(frame)
+
+    failed_once = int(frame.iloc[[1, 2, 5]][["email", "phone"]].notna().sum().sum())
+    assert failed_once == 6
+    assert counts["endpoints_failed"] == 0
+    assert counts["endpoints_retried"] == failed_once
+    assert len(counts["import_jobs"]) == 2
+    assert env.fake.endpoint_count(env.app) == counts["endpoints"]
+
+
+def test_endpoints_that_keep_failing_fail_the_step_with_counts(env: Env) -> None:
+    frame = segments_frame(100)
+    failing = frame["customer_id"].iloc[[1, 2]].tolist()
+    env.fake.inject(fail_records=failing, times=99)  # by User.UserId: every row of these customers fails
+    with pytest.raises(DestinationError, match=r"endpoints failed to import after 2 retry round") as caught:
+        env.export(frame)
+
+    counts = caught.value.counts
+    failed = int(frame.iloc[[1, 2]][["email", "phone"]].notna().sum().sum())
+    assert counts["endpoints_failed"] == failed
+    assert len(counts["import_jobs"]) == 3  # the first import and two retry rounds
+    assert counts["segments"]["created"] == len(SEGMENT_NAMES) + 3  # the segments were still upserted
+    assert env.fake.endpoint_count(env.app) == counts["endpoints"] - failed
+
+
+def test_large_exports_are_split_into_files_under_the_limit(env: Env) -> None:
+    env.fake.max_file_bytes = 20_000
+    frame = segments_frame(600)
+    counts = env.export(frame, max_file_bytes=20_000)
+
+    sizes = [size for _, size in ClientS3(env.storage.s3).list(env.bucket, "pinpoint-import/exec-1/")]
+    assert counts["import_files"] == len(sizes) > 3
+    assert max(sizes) <= 20_000
+    assert env.fake.endpoint_count(env.app) == counts["endpoints"]
+    assert len(counts["import_jobs"]) == 1  # one job imports every file under the folder
+
+
+def test_files_over_the_service_limit_fail_the_import(env: Env) -> None:
+    env.fake.max_file_bytes = 5_000
+    with pytest.raises(DestinationError) as caught:
+        env.export(segments_frame(200), max_file_bytes=50_000)
+    assert caught.value.counts["endpoints_failed"] == caught.value.counts["endpoints"]
+    jobs = env.client.get_import_jobs(ApplicationId=env.app)["ImportJobsResponse"]["Item"]
+    assert all(
+        job["JobStatus"] == "FAILED" and "above the 5000-byte limit" in job["Failures"][0] for job in jobs
+    )
+
+
+def test_stale_import_files_of_an_earlier_attempt_are_removed(env: Env) -> None:
+    stale = f"s3://{env.bucket}/pinpoint-import/exec-1/attempt-9/part-00000.csv"
+    env.storage.write_bytes(stale, b"Id,ChannelType\nbroken,NOPE\n")
+    counts = env.export(segments_frame(20))
+    assert counts["endpoints_failed"] == 0 and not env.storage.exists(stale)
+
+
+def test_missing_project_is_reported(env: Env) -> None:
+    with pytest.raises(PipelineError, match="Pinpoint project 'nope' does not exist"):
+        env.export(segments_frame(5), application_id="nope")
+
+
+def test_import_folder_must_be_s3(env: Env) -> None:
+    with pytest.raises(PipelineError, match="need an s3:// location"):
+        pinpoint.export(
+            segments_frame(5),
+            client=env.client,
+            storage=env.storage,
+            settings=env.settings(import_prefix=None),
+            output_uri="/tmp/out",
+            run_id="x",
+            retry=fast_retry()[0],
+        )
+
+
+def test_import_that_never_finishes_times_out(env: Env) -> None:
+    env.fake.polls_until_done = 10_000
+    ticks = iter(range(0, 10_000, 10))
+    with pytest.raises(PipelineError, match=r"still PROCESSING after 30 s"):
+        pinpoint.export(
+            segments_frame(10),
+            client=env.client,
+            storage=env.storage,
+            settings=env.settings(timeout_seconds=30),
+            output_uri="",
+            run_id="x",
+            retry=fast_retry()[0],
+            clock=lambda: next(ticks),
+            sleep=lambda s: None,
+        )
