@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from pipeline.local.registry import LocalRegistry
 from pipeline.local.runner import ExecutionResult, StepRun
-from pipeline.local.steps import capture_lambda_logs
+from pipeline.local.step_types import capture_lambda_logs
 from pipeline.naming import MODEL_PACKAGE_GROUP_NAME, publish_pipeline_name
 from steps import paths
 from steps.errors import PipelineError, RFMError

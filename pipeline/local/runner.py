@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.local import steps as handlers
+from pipeline.local import step_types as handlers
 from pipeline.local.expressions import Context, evaluate_condition, resolve, step_references
 from pipeline.local.registry import LocalRegistry
 from pipeline.local.store import FolderStore, S3Store
