@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 SAMPLE := data/sample/transactions.csv.gz
 OUTPUT ?= output
 
-.PHONY: setup run test lint bench definition clean
+.PHONY: setup run test lint bench definition clean image \
+	build-TriggerFunction build-ApprovalFunction build-ExportFunction
 
 $(STAMP): constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +35,33 @@ definition: setup
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
+image:
+	docker build -f containers/Dockerfile -t rfm-segmentation:$(or $(IMAGE_TAG),latest) .
+
+# `sam build` (template.yaml: BuildMethod makefile) calls build-<LogicalId> with ARTIFACTS_DIR set. Each Lambda
+# zip holds the lambdas/<name>/ and steps/ packages plus lambdas/<name>/requirements.txt, pinned by
+# constraints.txt and fetched as manylinux wheels for the python3.11 x86_64 runtime (no compiler needed).
+LAMBDA_PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check --no-compile --upgrade \
+	--platform manylinux2014_x86_64 --implementation cp --python-version 3.11 --only-binary=:all: \
+	-c constraints.txt --target "$(ARTIFACTS_DIR)"
+
+define lambda_package
+	$(LAMBDA_PIP) -r lambdas/$(1)/requirements.txt
+	mkdir -p "$(ARTIFACTS_DIR)/lambdas"
+	cp lambdas/__init__.py "$(ARTIFACTS_DIR)/lambdas/"
+	cp -R lambdas/$(1) "$(ARTIFACTS_DIR)/lambdas/"
+	cp -R steps "$(ARTIFACTS_DIR)/"
+	find "$(ARTIFACTS_DIR)/lambdas" "$(ARTIFACTS_DIR)/steps" -name __pycache__ -prune -exec rm -rf {} +
+endef
+
+build-TriggerFunction:
+	$(call lambda_package,trigger)
+
+build-ApprovalFunction:
+	$(call lambda_package,approval)
+
+build-ExportFunction:
+	$(call lambda_package,export)
+
 clean:
-	rm -rf $(OUTPUT) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(OUTPUT) .pytest_cache .ruff_cache build *.egg-info .aws-sam

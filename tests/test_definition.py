@@ -393,7 +393,7 @@ def test_quality_gate(steps: dict[str, dict[str, Any]]) -> None:
 
 def test_register_model(steps: dict[str, dict[str, Any]]) -> None:
     arguments = steps["RegisterSegmenter"]["Arguments"]
-    assert arguments["ModelPackageGroupName"] == "RFMSegmenter"
+    assert arguments["ModelPackageGroupName"] == "rfm-segmenter"
     assert arguments["ModelApprovalStatus"] == {"Get": "Parameters.ModelApprovalStatus"}
     spec = arguments["InferenceSpecification"]
     [container] = spec["Containers"]
@@ -654,11 +654,12 @@ def test_run_pipeline_upserts_tags_starts_and_reports(
     assert main(_run_args(sagemaker_project_arn=PROJECT_ARN)) == 0
     assert main(_run_args(sagemaker_project_arn=PROJECT_ARN)) == 0  # the update path of upsert
     out = capsys.readouterr().out
-    assert "Upserted pipeline RFMSegmentation" in out
+    assert "Upserted pipeline rfm-segmentation" in out
+    assert "Upserted pipeline rfm-segmentation-publish" in out
     assert re.search(r"^  ComputeRFM +Succeeded$", out, re.MULTILINE)
 
     client = boto3.client("sagemaker", region_name=REGION)
-    described = client.describe_pipeline(PipelineName="RFMSegmentation")
+    described = client.describe_pipeline(PipelineName="rfm-segmentation")
     assert described["RoleArn"] == "arn:aws:iam::123456789012:role/PipelineRole"
     stored = json.loads(described["PipelineDefinition"])
     assert [p["Name"] for p in stored["Parameters"]] == [name for name, _, _ in EXPECTED_PARAMETERS]
@@ -667,7 +668,7 @@ def test_run_pipeline_upserts_tags_starts_and_reports(
     assert stored["Steps"][0]["Arguments"]["RoleArn"] == "arn:aws:iam::123456789012:role/PipelineRole"
     tags = {t["Key"]: t["Value"] for t in client.list_tags(ResourceArn=described["PipelineArn"])["Tags"]}
     assert tags == {"team": "crm", "sagemaker:project-name": "rfm-seg", "sagemaker:project-id": "p-abc123"}
-    executions = client.list_pipeline_executions(PipelineName="RFMSegmentation")["PipelineExecutionSummaries"]
+    executions = client.list_pipeline_executions(PipelineName="rfm-segmentation")["PipelineExecutionSummaries"]
     assert len(executions) == 2
     assert offline.connections == []
 

@@ -12,6 +12,7 @@ from pipeline.local.expressions import Context, evaluate_condition, resolve
 from pipeline.local.registry import LocalRegistry
 from pipeline.local.run_local import build_definition, export_destinations, run_local
 from pipeline.local.runner import execution_order
+from pipeline.naming import MODEL_PACKAGE_GROUP_NAME
 from steps import columns as c
 from steps import paths
 from steps.errors import PipelineError
@@ -111,7 +112,7 @@ def test_approved_run_exports_to_the_local_pinpoint_and_customer_profiles(approv
 
 def test_approved_run_registers_an_approved_package(approved_run) -> None:
     output, result = approved_run
-    packages = LocalRegistry(output / paths.REGISTRY_FILE).packages("RFMSegmenter")
+    packages = LocalRegistry(output / paths.REGISTRY_FILE).packages(MODEL_PACKAGE_GROUP_NAME)
     assert [p["ModelApprovalStatus"] for p in packages] == ["Approved"]
     statuses = {run.name: run.status for run in result.steps}
     assert statuses["QualityGateFailed"] == "Skipped"

@@ -111,7 +111,7 @@ def publish_approved(detail: Mapping[str, Any], sagemaker: Any, settings: Settin
     missing = [k for k in (package_metadata.FEATURES_URI, package_metadata.TRANSFORM_INPUT_URI) if not metadata.get(k)]
     if missing:
         raise PipelineError(f"the package has no {', '.join(missing)} metadata", arn,
-                            "register packages with the RFMSegmentation pipeline")
+                            "register packages with the rfm-segmentation pipeline")
     model_name = model_name_for(arn, settings.model_name_prefix)
     _create_model(sagemaker, model_name, arn, settings.model_execution_role_arn)
     approved_at = str(package.get("LastModifiedTime") or package.get("CreationTime") or "")
