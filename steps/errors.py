@@ -30,3 +30,11 @@ class ModelError(RFMError):
 
 class PipelineError(RFMError):
     """The pipeline definition or a run of it failed."""
+
+
+class EmptyInputError(InputDataError):
+    """An input file holds no data rows (empty, blank or header only).
+
+    Fatal for a single file; inside a folder or prefix such files are skipped
+    and listed in ``quality.json``.
+    """

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from steps import paths
 from steps.cli_support import guarded, setup_logging
-from steps.formats import FORMAT_NAMES, load_mapping_file, parse_column_options
+from steps.formats import ENCODINGS, FORMAT_NAMES, load_mapping_file, parse_column_options
+
+DEFAULT_MEMORY_LIMIT = "auto"
 
 log = logging.getLogger("rfm.features")
 
@@ -30,11 +32,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for the batch-transform input CSV (pipeline use)")
     parser.add_argument("--format", default="auto", choices=["auto", *FORMAT_NAMES],
                         help="input format; detected from the header by default")
-    parser.add_argument("--as-of", default="", help="reference date YYYY-MM-DD (default: day after last purchase)")
+    parser.add_argument("--as-of", default="",
+                        help="reference date YYYY-MM-DD (default: the day after the last transaction)")
     parser.add_argument("--column", action="append", default=[], metavar="CANONICAL=SOURCE",
                         help="map a canonical column (customer_id, order_id, timestamp, amount, quantity, "
                              "unit_price, email, phone, address, channel) to the file's column; repeatable")
     parser.add_argument("--mapping", default=None, help="YAML file of canonical: source column names")
+    parser.add_argument("--encoding", default=None, choices=list(ENCODINGS),
+                        help="text encoding of CSV files (default UTF-8, or UTF-16 with a byte-order mark)")
+    parser.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT,
+                        help="DuckDB memory limit, e.g. 2GB; past it work spills to disk (default: auto, "
+                             "30 bytes an input row, at least 800MB, at most half the memory)")
+    parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -50,6 +59,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         input_format=args.format,
         mapping=mapping,
         as_of=parse_as_of(args.as_of),
+        encoding=getattr(args, "encoding", None),
+        memory_limit=getattr(args, "memory_limit", DEFAULT_MEMORY_LIMIT),
+        threads=getattr(args, "threads", None),
     )
     quality = result.quality
     log.info(

@@ -2,8 +2,10 @@
 
 A format is a mapping from canonical columns (``steps.columns``) to the
 table's own column names, plus how purchases, returns and orders are told
-apart. Detection looks only at the header; ``--format`` overrides it and
-``--column canonical=source`` (or a YAML mapping file) covers any other table.
+apart. Detection looks only at the header (and, for headerless CDNOW files, at
+the first line); ``--format`` overrides it and ``--column canonical=source``
+(or a YAML mapping file) covers any other table. Column names match without
+regard to case, spaces and punctuation (``Customer ID`` = ``customer_id``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from steps import columns as c
 from steps.errors import InputDataError
 
 FORMAT_NAMES = ("guidance", "online-retail", "cdnow", "generic")
+ENCODINGS = ("utf-8", "utf-16", "latin-1")  # what DuckDB's CSV reader decodes
 CANONICAL_COLUMNS = (
     c.CUSTOMER_ID,
     c.ORDER_ID,
@@ -62,24 +65,39 @@ GUIDANCE_HEADER = (
     "EventName", "ProductCode", "ProductName", "ProductDescription", "UnitPrice", "Quantity",
     "CustomerID", "Username", "ChannelType", "Address", "City", "State", "Country", "Date",
 )  # fmt: skip
+# A headerless CDNOW line: customer id, YYYYMMDD date, quantity, amount, separated by blanks.
+CDNOW_LINE = re.compile(r"^\s*\S+\s+\d{8}\s+-?\d+\s+-?\d*\.?\d+\s*$")
 CDNOW_COLUMNS = ("customer_id", "date", "quantity", "amount")
 
 
-def _normalise(name: str) -> str:
+def normalise(name: str) -> str:
+    """A column name for matching: lower case, letters and digits only.
+
+    Examples
+    --------
+    >>> normalise(" Customer ID ")
+    'customerid'
+    """
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
 def _find(header: list[str], *candidates: str) -> str | None:
-    by_norm = {_normalise(h): h for h in header}
+    by_norm: dict[str, str] = {}
+    for name in header:
+        by_norm.setdefault(normalise(name), name)
     for candidate in candidates:
-        if _normalise(candidate) in by_norm:
-            return by_norm[_normalise(candidate)]
+        if normalise(candidate) in by_norm:
+            return by_norm[normalise(candidate)]
     return None
+
+
+def _present(cols: dict[str, str | None]) -> dict[str, str]:
+    return {k: v for k, v in cols.items() if v}
 
 
 def guidance_format(header: list[str]) -> InputFormat:
     cols = {
-        c.CUSTOMER_ID: _find(header, "CustomerID"),
+        c.CUSTOMER_ID: _find(header, "CustomerID", "Customer ID"),
         c.TIMESTAMP: _find(header, "Date"),
         c.QUANTITY: _find(header, "Quantity"),
         c.UNIT_PRICE: _find(header, "UnitPrice"),
@@ -87,7 +105,7 @@ def guidance_format(header: list[str]) -> InputFormat:
         c.CHANNEL: _find(header, "ChannelType"),
         c.ADDRESS: _find(header, "Address"),
     }
-    return InputFormat("guidance", {k: v for k, v in cols.items() if v}, purchase_event="PURCHASED")
+    return InputFormat("guidance", _present(cols), purchase_event="PURCHASED")
 
 
 def online_retail_format(header: list[str]) -> InputFormat:
@@ -98,7 +116,7 @@ def online_retail_format(header: list[str]) -> InputFormat:
         c.QUANTITY: _find(header, "Quantity"),
         c.UNIT_PRICE: _find(header, "Price", "UnitPrice"),
     }
-    return InputFormat("online-retail", {k: v for k, v in cols.items() if v}, cancellation_prefix="C")
+    return InputFormat("online-retail", _present(cols), cancellation_prefix="C")
 
 
 def cdnow_format(header: list[str] | None = None) -> InputFormat:
@@ -107,22 +125,25 @@ def cdnow_format(header: list[str] | None = None) -> InputFormat:
 
 
 GENERIC_ALIASES: dict[str, tuple[str, ...]] = {
-    c.CUSTOMER_ID: ("customer_id", "customer", "client_id", "user_id"),
-    c.ORDER_ID: ("order_id", "order", "transaction_id", "invoice_id"),
-    c.TIMESTAMP: ("timestamp", "order_date", "date", "datetime", "purchase_date", "created_at"),
-    c.AMOUNT: ("amount", "total", "revenue", "order_total"),
-    c.QUANTITY: ("quantity", "qty"),
-    c.UNIT_PRICE: ("unit_price", "price"),
-    c.EMAIL: ("email",),
-    c.PHONE: ("phone",),
-    c.CHANNEL: ("channel",),
+    c.CUSTOMER_ID: ("customer_id", "customer", "cust", "client_id", "user_id", "cust_id", "customer_number",
+                    "member_id", "account_id"),
+    c.ORDER_ID: ("order_id", "order", "transaction_id", "invoice_id", "invoice", "invoice_no",
+                 "order_number"),
+    c.TIMESTAMP: ("timestamp", "order_date", "date", "datetime", "purchase_date", "created_at",
+                  "transaction_date", "invoice_date", "order_timestamp", "time"),
+    c.AMOUNT: ("amount", "total", "revenue", "order_total", "total_amount", "sales", "order_value", "spend"),
+    c.QUANTITY: ("quantity", "qty", "units"),
+    c.UNIT_PRICE: ("unit_price", "price", "unitprice"),
+    c.EMAIL: ("email", "email_address"),
+    c.PHONE: ("phone", "phone_number", "mobile"),
+    c.CHANNEL: ("channel", "channel_type"),
     c.ADDRESS: ("address",),
-}
+}  # fmt: skip
 
 
 def generic_format(header: list[str]) -> InputFormat:
-    cols = {canonical: _find(header, *aliases) for canonical, aliases in GENERIC_ALIASES.items()}
-    return InputFormat("generic", {k: v for k, v in cols.items() if v})
+    cols = _present({canonical: _find(header, *aliases) for canonical, aliases in GENERIC_ALIASES.items()})
+    return InputFormat("generic", cols)
 
 
 _BUILDERS = {
@@ -132,21 +153,27 @@ _BUILDERS = {
     "generic": generic_format,
 }
 
-CDNOW_LINE = re.compile(r"^\s*\S+\s+\d{8}\s+-?\d+\s+-?[\d.]+\s*$")
 
-
-def detect_format(header: list[str], first_line: str, where: str) -> str:
+def detect_format(header: list[str], first_line: str, where: str | None = None) -> str:
     """Name of the format whose columns the header carries.
 
-    ``first_line`` is the raw first line, used to recognise headerless CDNOW.
+    ``first_line`` is the raw first line, used to recognise headerless CDNOW
+    (an empty ``header`` means the file has none).
+
+    Examples
+    --------
+    >>> detect_format(["Invoice", "StockCode", "Quantity", "InvoiceDate", "Price", "Customer ID"], "")
+    'online-retail'
+    >>> detect_format([], "00001 19970101 1 11.77")
+    'cdnow'
     """
-    names = {_normalise(h) for h in header}
-    if {_normalise(h) for h in GUIDANCE_HEADER} <= names:
-        return "guidance"
-    if {"invoicedate", "quantity", "stockcode"} <= names:
-        return "online-retail"
-    if CDNOW_LINE.match(first_line):
+    names = {normalise(h) for h in header}
+    if not header or CDNOW_LINE.match(first_line):
         return "cdnow"
+    if {"eventname", "customerid", "date", "quantity", "unitprice"} <= names:
+        return "guidance"
+    if {"invoicedate", "quantity", "stockcode"} <= names and names & {"invoice", "invoiceno"}:
+        return "online-retail"
     return "generic"
 
 
@@ -164,28 +191,39 @@ def resolve_format(
     name = requested if requested and requested != "auto" else detect_format(header, first_line, where)
     if name not in _BUILDERS:
         raise InputDataError(
-            f"unknown format {name!r}", where, f"use one of: auto, {', '.join(FORMAT_NAMES)}"
+            f"unknown format {name!r}", where, f"Use one of: auto, {', '.join(FORMAT_NAMES)}"
         )
     fmt = _BUILDERS[name](header)
     unknown_targets = sorted(set(mapping) - set(CANONICAL_COLUMNS))
     if unknown_targets:
         raise InputDataError(
-            f"--column names unknown column(s) {', '.join(unknown_targets)}",
+            f"the column mapping names unknown canonical column(s) {', '.join(unknown_targets)}",
             where,
-            f"map one of: {', '.join(CANONICAL_COLUMNS)}",
+            f"Map one of: {', '.join(CANONICAL_COLUMNS)}",
         )
-    if not fmt.headerless:
-        missing = sorted(v for v in mapping.values() if v not in header)
-        if missing:
-            raise InputDataError(
-                f"the column mapping names column(s) {', '.join(map(repr, missing))} that the file "
-                f"does not have (it has: {', '.join(header[:20])})",
-                where,
-                "fix the --column / mapping file names (they are case-sensitive)",
-            )
+    available = list(CDNOW_COLUMNS) if fmt.headerless else header
+    missing = [v for v in mapping.values() if v not in available]
+    if missing:
+        close = [found for found in (_find(available, v) for v in missing) if found]
+        fix = f"Did you mean {', '.join(map(repr, close))}? " if close else ""
+        raise InputDataError(
+            f"the column mapping names column(s) {', '.join(map(repr, missing))} that the file does not "
+            f"have (it has: {_shown(available)})",
+            where,
+            fix + "Fix the --column / mapping file names (they are case-sensitive)",
+        )
     fmt = fmt.with_mapping(mapping)
+    cols = fmt.columns
+    if c.AMOUNT not in cols and c.QUANTITY not in cols and c.UNIT_PRICE in cols:
+        # A lone price column is the amount paid.
+        price = cols[c.UNIT_PRICE]
+        fmt = replace(fmt, columns={**{k: v for k, v in cols.items() if k != c.UNIT_PRICE}, c.AMOUNT: price})
     _require_columns(fmt, header, where)
     return fmt
+
+
+def _shown(header: list[str], limit: int = 12) -> str:
+    return ", ".join(header[:limit]) + (", ..." if len(header) > limit else "")
 
 
 def _require_columns(fmt: InputFormat, header: list[str], where: str) -> None:
@@ -193,48 +231,68 @@ def _require_columns(fmt: InputFormat, header: list[str], where: str) -> None:
     needs = {
         "customer id": c.CUSTOMER_ID in cols,
         "date": c.TIMESTAMP in cols,
-        "amount (or quantity and unit price)": c.AMOUNT in cols
-        or (c.QUANTITY in cols and c.UNIT_PRICE in cols),
+        "amount (or quantity and unit price)": (
+            c.AMOUNT in cols or (c.QUANTITY in cols and c.UNIT_PRICE in cols)
+        ),
+        "event name": fmt.purchase_event is None or c.EVENT in cols,
     }
     missing = [what for what, ok in needs.items() if not ok]
     if missing:
-        shown = ", ".join(header[:12]) + (", ..." if len(header) > 12 else "")
         hint = ""
-        if len(header) == 1 and re.search(r"[;\t|]", header[0]):
-            hint = " (the header is one column: is the delimiter unusual?)"
+        if len(header) == 1:
+            hint = (
+                " (the header is a single column: is the file delimited by something other than "
+                ", ; tab or |?)"
+            )
         raise InputDataError(
-            f"no {' / '.join(missing)} column found as {fmt.name} format; columns are: {shown}{hint}",
+            f"no {' / '.join(missing)} column found as {fmt.name} format; "
+            f"columns are: {_shown(header)}{hint}",
             where,
-            "name the columns with --column customer_id=..., --column timestamp=..., "
+            "Name the columns with --column customer_id=..., --column timestamp=..., "
             "--column amount=... or pick a --format",
         )
 
 
 def load_mapping_file(path: str | Path) -> dict[str, str]:
-    """Read a YAML mapping file ``{canonical: source column}``."""
+    """Read a YAML mapping file ``{canonical: source column}``.
+
+    Examples
+    --------
+    A file with the lines ``customer_id: Cust`` and ``amount: Total`` maps
+    the table's ``Cust`` and ``Total`` columns.
+    """
     import yaml
 
     try:
         data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise InputDataError(f"cannot read the mapping file: {error}", str(path)) from None
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputDataError(
+            f"cannot read the mapping file: {reason}", str(path), "Check the --mapping path"
+        ) from None
+    if not isinstance(data, dict) or not data or not all(isinstance(v, str) for v in data.values()):
         raise InputDataError(
             "a mapping file must be a YAML mapping of canonical column to source column",
             str(path),
-            "write lines like 'customer_id: Cust'",
+            "Write lines like 'customer_id: Cust'",
         )
     return {str(k): v for k, v in data.items()}
 
 
 def parse_column_options(options: list[str]) -> dict[str, str]:
-    """Parse ``--column canonical=source`` options into a mapping."""
+    """Parse ``--column canonical=source`` options into a mapping.
+
+    Examples
+    --------
+    >>> parse_column_options(["customer_id=Cust", "amount = Total "])
+    {'customer_id': 'Cust', 'amount': 'Total'}
+    """
     mapping: dict[str, str] = {}
     for option in options:
         canonical, sep, source = option.partition("=")
-        if not sep or not canonical.strip() or not source:
+        if not sep or not canonical.strip() or not source.strip():
             raise InputDataError(
-                f"--column {option!r} is not canonical=source", None, "write e.g. --column customer_id=Cust"
+                f"--column {option!r} is not canonical=source", None, "Write e.g. --column customer_id=Cust"
             )
-        mapping[canonical.strip()] = source
+        mapping[canonical.strip()] = source.strip()
     return mapping

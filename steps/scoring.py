@@ -9,8 +9,9 @@ all customers bought once, they all get F=1 and the rest share 2..5.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import pandas as pd
 
 from steps import columns as c
 
@@ -45,13 +46,21 @@ def score_cuts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> thresholds.tolist(), scores.tolist()
     ([1, 2, 3, 5], [1, 2, 3, 4, 5])
     """
-    distinct, counts = np.unique(values, return_counts=True)
+    distinct, counts = np.unique(np.asarray(values), return_counts=True)
+    return score_cuts_from_counts(distinct, counts)
+
+
+def score_cuts_from_counts(distinct: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`score_cuts` from a histogram: sorted distinct values and how many customers have each.
+
+    This is what the features step uses: the histogram comes from the
+    database, so the customers never have to be loaded into Python.
+    """
+    distinct, counts = np.asarray(distinct), np.asarray(counts)
     n_distinct = len(distinct)
-    if n_distinct == 0:
+    if n_distinct <= 1:
         return distinct[:0], np.array([1])
     if n_distinct <= N_SCORES:
-        if n_distinct == 1:
-            return distinct[:0], np.array([1])
         spread = 1 + np.rint(np.arange(n_distinct) * (N_SCORES - 1) / (n_distinct - 1)).astype(int)
         return distinct[:-1], spread
     share_through = np.cumsum(counts) / counts.sum()  # share of customers at or below each value
@@ -61,7 +70,7 @@ def score_cuts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         target = k / N_SCORES
         i = int(np.searchsorted(share_through, target))
         # nearest boundary to the target: i or i-1
-        if i > 0 and (i >= n_distinct or abs(share_through[i - 1] - target) <= abs(share_through[i] - target)):
+        if i > 0 and (i >= n_distinct or target - share_through[i - 1] <= share_through[i] - target):
             i -= 1
         lowest, highest = previous + 1, n_distinct - 1 - (N_SCORES - k)
         i = min(max(i, lowest), highest)
@@ -76,6 +85,21 @@ def apply_cuts(values: np.ndarray, thresholds: np.ndarray, scores: np.ndarray) -
     return scores[groups].astype(np.int8)
 
 
+def score_sql(oriented: str, thresholds: np.ndarray, scores: np.ndarray) -> str:
+    """SQL computing :func:`apply_cuts` of the (larger-is-better) expression ``oriented``.
+
+    Thresholds are written as exact DOUBLE literals, so the database puts
+    every value in the same group as NumPy would.
+
+    Examples
+    --------
+    >>> score_sql("frequency", np.array([2.0]), np.array([1, 5]))
+    "CAST([1, 5][1 + CAST(frequency > '2.0'::DOUBLE AS INTEGER)] AS TINYINT)"
+    """
+    above = "".join(f" + CAST({oriented} > '{float(t)!r}'::DOUBLE AS INTEGER)" for t in thresholds)
+    return f"CAST([{', '.join(str(int(s)) for s in scores)}][1{above}] AS TINYINT)"
+
+
 class RFMScorer:
     """Fit quantile-like score cuts on R, F and M and apply them.
 
@@ -85,25 +109,33 @@ class RFMScorer:
 
     Examples
     --------
+    >>> import pandas as pd
     >>> frame = pd.DataFrame({"recency_days": [1, 30, 400], "frequency": [5, 1, 1],
     ...                       "monetary": [500.0, 20.0, 15.0]})
     >>> RFMScorer().fit(frame).transform(frame)[["r_score", "f_score", "m_score"]].values.tolist()
     [[5, 5, 5], [3, 1, 3], [1, 1, 1]]
     """
 
-    def fit(self, frame: pd.DataFrame) -> RFMScorer:
+    def fit(self, frame: Any) -> RFMScorer:
+        """Learn the cuts of each score from a table with the R, F and M columns."""
         self.cuts_ = {}
         for score, (feature, direction) in SCORED_FEATURES.items():
-            oriented = direction * frame[feature].to_numpy(dtype=float)
+            oriented = direction * np.asarray(frame[feature], dtype=float)
             self.cuts_[score] = score_cuts(oriented)
         return self
 
-    def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """``frame`` with ``r_score``, ``f_score``, ``m_score`` and ``rfm_score`` added."""
+    def scores(self, frame: Any) -> dict[str, np.ndarray]:
+        """The three score arrays (int8, 1..5) of a table with the R, F and M columns."""
+        return {
+            score: apply_cuts(direction * np.asarray(frame[feature], dtype=float), *self.cuts_[score])
+            for score, (feature, direction) in SCORED_FEATURES.items()
+        }
+
+    def transform(self, frame: Any) -> Any:
+        """A copy of the DataFrame ``frame`` with ``r_score``, ``f_score``, ``m_score`` and ``rfm_score``."""
         out = frame.copy()
-        for score, (feature, direction) in SCORED_FEATURES.items():
-            oriented = direction * out[feature].to_numpy(dtype=float)
-            out[score] = apply_cuts(oriented, *self.cuts_[score])
+        for score, values in self.scores(out).items():
+            out[score] = values
         out[c.RFM_SCORE] = (
             out[c.R_SCORE].astype(str) + out[c.F_SCORE].astype(str) + out[c.M_SCORE].astype(str)
         )

@@ -1,45 +1,135 @@
 """Find the input files (one file, a folder, or an S3 prefix) and look inside them.
 
+:func:`list_input_files` finds the files; :func:`sniff` reads each file's first
+bytes (kind, compression, text encoding, delimiter, first line) and asks DuckDB
+for the columns exactly as it will read them later, so format detection and
+reading never disagree. Files that cannot be used at all raise
+:class:`~steps.errors.InputDataError` naming the file, what is wrong and what to do.
+
 S3 prefixes are read with awswrangler: the objects are downloaded to a work
 folder first, so the same fast local readers handle every source.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from steps.errors import InputDataError
+import duckdb
+
+from steps.errors import EmptyInputError, InputDataError
+from steps.formats import CDNOW_COLUMNS, CDNOW_LINE
 
 SUFFIXES = (".csv", ".csv.gz", ".txt", ".txt.gz", ".parquet", ".tsv", ".tsv.gz")
 PARQUET_MAGIC = b"PAR1"
 GZIP_MAGIC = b"\x1f\x8b"
+ZIP_MAGIC = b"PK\x03\x04"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 SNIFF_BYTES = 64 * 1024
+DELIMITERS = (",", ";", "\t", "|")
 
 
 @dataclass(frozen=True)
 class Source:
-    """One input file and what its first bytes say about it."""
+    """One input file and what its first bytes say about it.
+
+    Attributes
+    ----------
+    path : Path
+        The local file (S3 objects are downloaded first).
+    kind : str
+        ``"csv"`` (plain or gzip-compressed text) or ``"parquet"``.
+    header : list of str
+        Column names as DuckDB reads them (empty for headerless CDNOW files).
+    first_line : str
+        The first non-blank text line (empty for Parquet).
+    delimiter : str
+        The CSV field delimiter.
+    encoding : str
+        ``utf-8``, ``utf-16`` or ``latin-1`` (what DuckDB's CSV reader is told).
+    types : dict
+        Column name -> DuckDB type (all ``VARCHAR`` for CSV).
+    headerless : bool
+        A whitespace-separated CDNOW file: no header, one transaction per line.
+    origin : str
+        Where the file came from, when not ``path`` itself (an S3 object's URI).
+    rows : int
+        How many rows it holds: exact for Parquet, estimated from the first
+        lines' length for text.
+    """
 
     path: Path
-    kind: str  # "csv" or "parquet"
+    kind: str
     header: list[str]
     first_line: str
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    types: dict[str, str] = field(default_factory=dict)
+    headerless: bool = False
+    origin: str = ""
+    rows: int = 0
 
     @property
     def name(self) -> str:
-        return str(self.path)
+        """The file as users know it (its S3 URI, or its path)."""
+        return self.origin or str(self.path)
+
+    def reader_sql(
+        self, *, store_rejects: bool = False, row_numbers: bool = False, as_lines: bool | None = None
+    ) -> str:
+        """The DuckDB table function reading this file.
+
+        Parameters
+        ----------
+        store_rejects : bool
+            Record CSV lines that cannot be split into the header's columns in
+            DuckDB's ``reject_errors`` table (they are skipped either way).
+        row_numbers : bool
+            Parquet only: add ``file_row_number`` (0-based).
+        as_lines : bool, optional
+            Read a text file as one VARCHAR column ``line`` per line, without
+            a header (default: when the file is ``headerless``).
+        """
+        path = _literal(str(self.path))
+        if self.kind == "parquet":
+            return f"read_parquet({path}{', file_row_number=true' if row_numbers else ''})"
+        options = [f"encoding={_literal(self.encoding)}", "ignore_errors=true"]
+        if store_rejects:
+            options.append("store_rejects=true")
+        if self.headerless if as_lines is None else as_lines:
+            # One VARCHAR column per line; the fields are split with a regex later.
+            return (
+                f"read_csv({path}, columns={{'line': 'VARCHAR'}}, header=false, delim='\\x01', quote='', "
+                f"escape='', auto_detect=false, {', '.join(options)})"
+            )
+        return (
+            f"read_csv({path}, all_varchar=true, header=true, delim={_literal(self.delimiter)}, "
+            f"{', '.join(options)})"
+        )
 
 
-def _is_supported(path: Path) -> bool:
-    name = path.name.lower()
-    return any(name.endswith(s) for s in SUFFIXES) and not name.startswith((".", "_"))
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
-def list_input_files(location: str, workdir: Path) -> list[Path]:
+def _is_supported(relative: Path) -> bool:
+    name = relative.name.lower()
+    hidden = any(part.startswith((".", "_")) for part in relative.parts)
+    return name.endswith(SUFFIXES) and not hidden
+
+
+def list_input_files(location: str, workdir: Path) -> list[tuple[Path, str]]:
     """The data files at ``location`` (a file, a folder, or ``s3://bucket/prefix``), sorted.
+
+    Returns (local path, name) pairs: S3 objects are downloaded into
+    ``workdir`` and named by their URI; local files by their path.
+
+    Files and folders whose name starts with ``.`` or ``_`` (``_SUCCESS``,
+    ``.ipynb_checkpoints``) are ignored inside folders.
 
     Raises
     ------
@@ -47,95 +137,208 @@ def list_input_files(location: str, workdir: Path) -> list[Path]:
         Nothing found, or the location does not exist.
     """
     if location.startswith("s3://"):
-        return _download_s3(location, workdir)
+        return download_s3(location, workdir)
     path = Path(location.removeprefix("file://"))
     if path.is_file():
-        return [path]
+        return [(path, str(path))]
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _is_supported(p))
+        files = sorted(p for p in path.rglob("*") if p.is_file() and _is_supported(p.relative_to(path)))
         if not files:
             raise InputDataError(
-                "no transaction files (.csv, .csv.gz, .txt, .parquet) in this folder",
+                "no transaction files (.csv, .csv.gz, .txt, .tsv, .parquet) in this folder",
                 str(path),
-                "point --input at a file or a folder holding them",
+                "Point --input at a file or a folder holding them",
             )
-        return files
-    raise InputDataError("no such file or folder", str(path), "check the --input path")
+        return [(f, str(f)) for f in files]
+    raise InputDataError("no such file or folder", str(path), "Check the --input path")
 
 
-def _download_s3(uri: str, workdir: Path) -> list[Path]:
+def download_s3(uri: str, workdir: Path) -> list[tuple[Path, str]]:
+    """Download the transaction files of an S3 object or prefix into ``workdir/s3``.
+
+    ``s3://bucket/data`` means the object ``data`` if it exists, else the
+    folder ``data/`` (never ``data-old/``).
+    """
     import awswrangler as wr
 
-    try:
-        objects = [o for o in wr.s3.list_objects(uri) if _is_supported(Path(o.split("/")[-1]))]
-    except Exception as error:  # botocore errors differ by cause; all mean "cannot list"
-        raise InputDataError(f"cannot list S3 objects: {error}", uri, "check the URI and credentials") from None
-    if not objects:
-        raise InputDataError("no transaction files under this S3 prefix", uri, "upload .csv/.csv.gz/.parquet")
-    base = uri.rstrip("/").rsplit("/", 1)[0] if uri.endswith(tuple(SUFFIXES)) else uri.rstrip("/")
-    local: list[Path] = []
-    for obj in sorted(objects):
+    def listing(prefix: str) -> list[str]:
+        try:
+            return list(wr.s3.list_objects(prefix))
+        except Exception as error:  # botocore errors differ by cause; all mean "cannot list"
+            raise InputDataError(
+                f"cannot list S3 objects: {error}", uri, "Check the URI, the region and the credentials"
+            ) from None
+
+    objects = listing(uri)
+    if uri in objects:
+        objects, base = [uri], uri.rsplit("/", 1)[0]
+    else:
+        base = uri.rstrip("/")
+        objects = listing(base + "/") if not uri.endswith("/") else objects
+    wanted = sorted(o for o in objects if _is_supported(Path(o.removeprefix(base).lstrip("/"))))
+    if not wanted:
+        raise InputDataError(
+            "no transaction files (.csv, .csv.gz, .tsv, .txt, .parquet) under this S3 prefix",
+            uri,
+            "Upload the files there or fix the InputDataUrl / --input",
+        )
+    local: list[tuple[Path, str]] = []
+    for obj in wanted:
         target = workdir / "s3" / obj.removeprefix(base).lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         wr.s3.download(path=obj, local_file=str(target))
-        local.append(target)
+        local.append((target, obj))
     return local
 
 
-def sniff(path: Path) -> Source:
-    """Look at a file's first bytes: its kind, header and first data line.
+def sniff(path: Path, encoding: str | None = None, origin: str = "") -> Source:
+    """Look at a file: its kind, text encoding, delimiter, header and first data line.
+
+    Parameters
+    ----------
+    path : Path
+        A local file.
+    encoding : str, optional
+        The text encoding of CSV files (``utf-8``, ``utf-16`` or ``latin-1``);
+        by default UTF-8, or UTF-16 when the file starts with its byte-order mark.
+    origin : str
+        The name to report (an S3 URI) when not ``path``.
 
     Raises
     ------
     InputDataError
-        Empty, binary, undecodable, or header-only files.
+        Empty, binary, undecodable or header-only files, unreadable Parquet.
     """
-    where = str(path)
+    where = origin or str(path)
     with path.open("rb") as handle:
-        head = handle.read(SNIFF_BYTES)
+        head = raw = handle.read(SNIFF_BYTES)
     if not head:
-        raise InputDataError("the file is empty", where, "export the transactions again")
+        raise EmptyInputError("the file is empty", where, "Export the transactions again")
     if head.startswith(PARQUET_MAGIC):
-        import pyarrow.parquet as pq
-
-        try:
-            parquet = pq.ParquetFile(path)
-        except Exception as error:  # pyarrow raises several types for corrupt files
-            raise InputDataError(f"not a readable Parquet file ({error})", where) from None
-        if parquet.metadata.num_rows == 0:
-            raise InputDataError("the Parquet file has no rows", where)
-        return Source(path, "parquet", list(parquet.schema_arrow.names), "")
+        return _sniff_parquet(path, where)
     if head.startswith(GZIP_MAGIC):
-        try:
-            with gzip.open(path, "rb") as handle:
-                head = handle.read(SNIFF_BYTES)
-        except (OSError, EOFError) as error:
-            raise InputDataError(f"a broken gzip file ({error})", where, "compress it again") from None
-    if b"\x00" in head:
+        head = _gunzip_head(path, where)
+        if not head:
+            raise EmptyInputError("the compressed file is empty", where, "Export the transactions again")
+    if head.startswith(ZIP_MAGIC):
         raise InputDataError(
-            "the file is binary, not CSV text", where, "export it as CSV (UTF-8), CSV.gz or Parquet"
+            "this is a zip archive or an Excel workbook, not CSV",
+            where,
+            "Unzip it, or save the sheet as CSV (UTF-8) or Parquet",
         )
-    try:
-        text = head.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        if len(head) == SNIFF_BYTES and error.start >= SNIFF_BYTES - 4:
-            text = head[: error.start].decode("utf-8-sig")
-        else:
+    if head.startswith(UTF16_BOMS) and encoding in (None, "utf-16"):
+        encoding = "utf-16"
+        text = _decode(head, "utf-16", where)
+    else:
+        encoding = encoding or "utf-8"
+        if b"\x00" in head and encoding != "utf-16":
             raise InputDataError(
-                f"the file is not UTF-8 text (byte {error.start})", where, "save it as UTF-8 CSV"
-            ) from None
-    lines = [line for line in io.StringIO(text).read().splitlines() if line.strip()]
+                "the file is binary, not CSV text", where, "Export it as CSV (UTF-8), CSV.gz or Parquet"
+            )
+        text = _decode(head, encoding, where)
+    complete = len(head) < SNIFF_BYTES
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not complete and len(lines) > 1:
+        lines = lines[:-1]  # the last line may be cut off by the sniff window
     if not lines:
-        raise InputDataError("the file holds only blank lines", where)
-    header = [h.strip().strip('"') for h in _split_header(lines[0])]
-    if len(lines) == 1 and not header[0].replace(".", "").isdigit():
-        raise InputDataError("the file has a header but no rows", where, "export the rows too")
-    return Source(path, "csv", header, lines[0])
+        raise EmptyInputError("the file holds only blank lines", where, "Export the transactions again")
+    rows = _estimate_rows(path, text, len(lines), compressed=head is not raw)
+    if CDNOW_LINE.match(lines[0]):
+        types = dict.fromkeys(CDNOW_COLUMNS, "VARCHAR")
+        return Source(path, "csv", [], lines[0], " ", encoding, types, True, origin, rows)
+    if len(lines) == 1 and complete:
+        raise EmptyInputError("the file has a header but no rows", where, "Export the rows too")
+    delimiter = guess_delimiter(lines[:50])
+    source = Source(path, "csv", [], lines[0], delimiter, encoding, origin=origin)
+    types = describe(source)
+    return Source(path, "csv", list(types), lines[0], delimiter, encoding, types, False, origin, rows)
 
 
-def _split_header(line: str) -> list[str]:
-    import csv
+def _estimate_rows(path: Path, text: str, lines: int, compressed: bool) -> int:
+    """Rows in a text file, from the length of its first lines (gzip assumed to shrink text 5x)."""
+    size = path.stat().st_size * (5 if compressed else 1)
+    per_line = max(1, len(text.encode()) // max(1, lines))
+    return max(lines, size // per_line)
 
-    counts = {d: line.count(d) for d in (",", ";", "\t", "|")}
-    delimiter = max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
-    return next(csv.reader([line], delimiter=delimiter))
+
+def _gunzip_head(path: Path, where: str) -> bytes:
+    try:
+        with gzip.open(path, "rb") as handle:
+            return handle.read(SNIFF_BYTES)
+    except (OSError, EOFError, zlib.error) as error:
+        raise InputDataError(f"a broken gzip file ({error})", where, "Compress it again") from None
+
+
+def _decode(head: bytes, encoding: str, where: str) -> str:
+    python_name = "utf-8-sig" if encoding == "utf-8" else encoding
+    try:
+        return head.decode(python_name)
+    except UnicodeDecodeError as error:
+        # A multi-byte character cut by the sniff window is fine.
+        if len(head) == SNIFF_BYTES and error.start >= SNIFF_BYTES - 4:
+            return head[: error.start].decode(python_name)
+        raise InputDataError(
+            f"the file is not {encoding} text (byte {error.start}: {head[error.start : error.start + 1]!r})",
+            where,
+            "Save it as UTF-8 CSV, or pass --encoding latin-1 (or utf-16) if that is what it is",
+        ) from None
+
+
+def guess_delimiter(lines: list[str]) -> str:
+    """The delimiter that splits the first lines into the same number (>1) of fields.
+
+    Among the candidates (``, ; tab |``) the one giving the most fields on the
+    header that the next lines agree with wins; ``,`` when none splits the header.
+
+    Examples
+    --------
+    >>> guess_delimiter(["a;b;c", "1;2,5;3"])
+    ';'
+    >>> guess_delimiter(["just one column", "x"])
+    ','
+    """
+    best, best_fields = ",", 1
+    for delimiter in DELIMITERS:
+        rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter))
+        fields = len(rows[0]) if rows else 0
+        agree = sum(len(row) == fields for row in rows[1:])
+        if fields > best_fields and agree >= (len(rows) - 1) / 2:
+            best, best_fields = delimiter, fields
+    return best
+
+
+def describe(source: Source, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, str]:
+    """Column name -> DuckDB type of ``source``, as its reader returns them."""
+    con = con or duckdb.connect()
+    try:
+        rows = con.execute(f"DESCRIBE SELECT * FROM {source.reader_sql()}").fetchall()
+    except duckdb.Error as error:
+        raise InputDataError(
+            f"cannot read the file: {first_line(error)}",
+            source.name,
+            "Check that it is CSV (UTF-8), CSV.gz or Parquet",
+        ) from None
+    return {row[0]: row[1] for row in rows}
+
+
+def _sniff_parquet(path: Path, where: str) -> Source:
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            f"SELECT sum(num_rows) FROM parquet_file_metadata({_literal(str(path))})"
+        ).fetchall()
+    except duckdb.Error as error:
+        raise InputDataError(
+            f"not a readable Parquet file ({first_line(error)})", where, "Write the Parquet file again"
+        ) from None
+    if not rows or not rows[0][0]:
+        raise EmptyInputError("the Parquet file has no rows", where, "Export the rows too")
+    source = Source(path, "parquet", [], "", origin=where)
+    types = describe(source, con)
+    return Source(path, "parquet", list(types), "", types=types, origin=where, rows=int(rows[0][0]))
+
+
+def first_line(error: Exception) -> str:
+    """The first line of an exception's message, at most 300 characters."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]

@@ -1,218 +1,214 @@
-"""Read transaction files into DuckDB as canonical, classified rows.
+"""One input file's rows as canonical, classified transactions (DuckDB SQL).
 
-Every row read gets either no ``quarantine_reason`` (it is used) or exactly
-one, checked in the order of ``QUARANTINE_REASONS``. Nothing is dropped:
-lines the CSV reader cannot split are counted as ``malformed_line``.
+:func:`canonical_select` turns a file into rows of
+
+``reason`` (UTINYINT)
+    0 when the row is usable, else the 1-based index of its reason in
+    ``ROW_REASONS``, the first that applies in that order.
+``cust``, ``order_key``
+    The customer id exactly as written (as text), and what makes an order:
+    the order id, or the UTC day for formats without one (and for rows whose
+    order id is empty).
+``day``
+    The UTC calendar day.
+``amount``
+    Signed money in ten-thousandths (BIGINT): returns and cancellations are
+    negative.
+``is_return``, ``row_hash``
+    Whether the row is a return or cancellation, and a 64-bit hash of every
+    column but the customer and order ids (rows of one customer and order
+    with equal hashes are exact duplicates).
+
+Rows are never dropped here: every row the reader returns gets a reason or 0.
+Lines the CSV reader itself rejects are counted separately (``malformed_line``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import duckdb
+import datetime as dt
+from dataclasses import dataclass
 
 from steps import columns as c
-from steps.errors import InputDataError
-from steps.formats import InputFormat
+from steps.formats import CDNOW_COLUMNS, InputFormat
+from steps.parsing import (
+    amount_units_expr,
+    blank_expr,
+    day_expr,
+    literal,
+    number_expr,
+    quote,
+    text_expr,
+)
 from steps.sources import Source
 
-# Internal column names (prefixed so they never collide with the input's own).
-SRC_FILE, SRC_ROW = "__source_file", "__source_row"
-CUST, ORDER, TS, DAY, AMOUNT, QTY = "__customer_id", "__order_id", "__ts", "__day", "__amount", "__quantity"
-IS_RETURN, REASON = "__is_return", "__reason"
-
-QUARANTINE_REASONS = (
+# Row-level reasons, in the order they are checked; the code of a reason is its index + 1.
+ROW_REASONS = (
     "malformed_line",
     "missing_customer_id",
     "not_a_purchase_event",
     "unparseable_date",
     "unparseable_amount",
     "zero_quantity",
-    "duplicate_row",
     "date_after_as_of",
-    "return_without_purchase",
 )
+# Every reason quality.json and quarantine/ can name, in reporting order.
+QUARANTINE_REASONS = (*ROW_REASONS, "duplicate_row", "return_without_purchase")
+MALFORMED_LINE = "malformed_line"
+DUPLICATE_ROW = "duplicate_row"
+RETURN_WITHOUT_PURCHASE = "return_without_purchase"
 
-TEXT_TIMESTAMP_FORMATS = (
-    "%m/%d/%Y %H:%M",
-    "%m/%d/%Y %H:%M:%S",
-    "%m/%d/%Y",
-    "%Y%m%d",
-    "%Y/%m/%d %H:%M:%S",
-    "%Y/%m/%d",
-    "%d.%m.%Y %H:%M:%S",
-    "%d.%m.%Y",
-)
-OFFSET_TIMESTAMP_FORMATS = ("%a, %d %b %Y %H:%M:%S %z", "%d %b %Y %H:%M:%S %z", "%a, %d %b %Y %H:%M %z")
-
-
-def q(name: str) -> str:
-    """Quote an identifier for DuckDB."""
-    return '"' + name.replace('"', '""') + '"'
+# Canonical column names (short: they never meet the input's own names, which stay in ``raw_row``).
+REASON, CUST, ORDER, DAY, AMOUNT, IS_RETURN, ROW_HASH = (
+    "reason", "cust", "order_key", "day", "amount", "is_return", "row_hash",
+)  # fmt: skip
+FILE_NO, ROW_NO, RAW_ROW = "file_no", "row_no", "raw_row"
+CONTACT_PREFIX = "contact_"
+_ROW = "__rfm_row"  # the reader's row number, before the canonical columns exist
 
 
-def lit(value: str) -> str:
-    """Quote a string literal for DuckDB."""
-    return "'" + value.replace("'", "''") + "'"
+def reason_code(reason: str) -> int:
+    """The ``reason`` value of a row-level quarantine reason."""
+    return ROW_REASONS.index(reason) + 1
 
 
-def connect(memory_limit: str | None = None, temp_directory: str | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection in UTC, spilling to ``temp_directory`` past ``memory_limit``."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone='UTC'")
-    if memory_limit:
-        con.execute(f"SET memory_limit={lit(memory_limit)}")
-    if temp_directory:
-        con.execute(f"SET temp_directory={lit(temp_directory)}")
-    return con
+def reason_name_sql(code: str) -> str:
+    """SQL naming the row-level reason of a ``reason`` code (NULL for 0)."""
+    names = "[" + ", ".join(literal(r) for r in ROW_REASONS) + "]"
+    return f"CASE WHEN {code} > 0 THEN {names}[{code}] END"
 
 
-def _reader_sql(source: Source, fmt: InputFormat) -> str:
-    path = lit(str(source.path))
-    if source.kind == "parquet":
-        return f"read_parquet({path})"
-    if fmt.headerless:
-        return (
-            f"(SELECT {_cdnow_fields()} FROM read_csv({path}, columns={{'line': 'VARCHAR'}}, "
-            "header=false, delim='\\x01', quote='', escape='', store_rejects=true))"
+@dataclass(frozen=True)
+class CanonicalSource:
+    """How to read one file as canonical transactions.
+
+    Parameters
+    ----------
+    source : Source
+        The sniffed file.
+    fmt : InputFormat
+        Its format and column mapping.
+    file_no : int
+        Its position among the inputs (quarantine rows are ordered by it).
+    date_parsers : tuple of str
+        Text date parsers in the order to try them (see ``steps.parsing``).
+    """
+
+    source: Source
+    fmt: InputFormat
+    file_no: int
+    date_parsers: tuple[str, ...] = ()
+
+    @property
+    def raw_types(self) -> dict[str, str]:
+        """The file's own columns (what quarantine files keep) and their types."""
+        if self.fmt.headerless:
+            return {**{name: "VARCHAR" for name in CDNOW_COLUMNS}, "line": "VARCHAR"}
+        return dict(self.source.types)
+
+    def raw_sql(self, *, store_rejects: bool = False, row_numbers: bool = False) -> str:
+        """The file's rows with its own columns (and ``__rfm_row``, 1-based, when asked)."""
+        reader = self.source.reader_sql(
+            store_rejects=store_rejects, row_numbers=row_numbers, as_lines=self.fmt.headerless
         )
-    return f"read_csv({path}, all_varchar=true, header=true, ignore_errors=true, store_rejects=true)"
+        if self.fmt.headerless:
+            fields = "string_split_regex(regexp_replace(line, '^\\s+|\\s+$', '', 'g'), '\\s+')"
+            picked = ", ".join(f"{fields}[{i + 1}] AS {quote(name)}" for i, name in enumerate(CDNOW_COLUMNS))
+            inner = f"(SELECT {picked}, line, len({fields}) AS __rfm_fields FROM {reader})"
+            reader = inner
+        if not row_numbers:
+            return reader
+        if self.source.kind == "parquet":
+            return f"(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS {_ROW} FROM {reader})"
+        # CSV: the n-th record the reader returns; rejected lines are added back by the caller.
+        return f"(SELECT *, row_number() OVER () AS {_ROW} FROM {reader})"
 
 
-def _cdnow_fields() -> str:
-    parts = "string_split_regex(trim(line), '\\s+')"
-    names = ("customer_id", "date", "quantity", "amount")
-    return ", ".join(f"{parts}[{i + 1}] AS {q(n)}" for i, n in enumerate(names))
+def canonical_select(
+    src: CanonicalSource,
+    *,
+    as_of: dt.date | None,
+    contacts: list[str],
+    keep_raw: bool = False,
+    store_rejects: bool = False,
+) -> str:
+    """SELECT of one file's rows as canonical, classified transactions.
 
+    Parameters
+    ----------
+    src : CanonicalSource
+        The file and its format.
+    as_of : date, optional
+        Rows dated after it get ``date_after_as_of``.
+    contacts : list of str
+        Contact columns to carry (as ``contact_<name>``; NULL when this file lacks one).
+    keep_raw : bool
+        Also keep the file's own columns, ``file_no`` and ``row_no`` (for quarantine files).
+    store_rejects : bool
+        Record lines the CSV reader rejects (see ``Source.reader_sql``).
+    """
+    cols, types, fmt = src.fmt.columns, src.raw_types, src.fmt
 
-def _column_types(con: duckdb.DuckDBPyConnection, reader: str) -> dict[str, str]:
-    rows = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
-    return {row[0]: row[1] for row in rows}
+    def col(name: str) -> str:
+        return quote(cols[name])
 
+    def dtype(name: str) -> str:
+        return types[cols[name]]
 
-def _timestamp_expr(column: str, dtype: str) -> str:
-    col = q(column)
-    if dtype.startswith("TIMESTAMP WITH TIME ZONE"):
-        return col
-    if dtype.startswith(("TIMESTAMP", "DATE")):
-        return f"CAST({col} AS TIMESTAMPTZ)"
-    text = f"trim(CAST({col} AS VARCHAR))"
-    offsets = ", ".join(f"try_strptime({text}, {lit(f)})" for f in OFFSET_TIMESTAMP_FORMATS)
-    naive = "[" + ", ".join(lit(f) for f in TEXT_TIMESTAMP_FORMATS) + "]"
-    return (
-        f"COALESCE(TRY_CAST({text} AS TIMESTAMPTZ), {offsets}, "
-        f"CAST(try_strptime({text}, {naive}) AS TIMESTAMPTZ))"
-    )
-
-
-def _number_expr(column: str, dtype: str) -> str:
-    if dtype in {"VARCHAR", "BLOB"}:
-        return f"TRY_CAST(trim({q(column)}) AS DOUBLE)"
-    return f"TRY_CAST({q(column)} AS DOUBLE)"
-
-
-def _text_expr(column: str | None, dtype: str = "VARCHAR") -> str:
-    if column is None:
-        return "CAST(NULL AS VARCHAR)"
-    return q(column) if dtype == "VARCHAR" else f"CAST({q(column)} AS VARCHAR)"
-
-
-def canonical_select(source: Source, fmt: InputFormat, types: dict[str, str]) -> str:
-    """SELECT of one file: its own columns, where they came from, and the canonical values."""
-    cols = fmt.columns
-    reader = _reader_sql(source, fmt)
-    cust = _text_expr(cols[c.CUSTOMER_ID], types[cols[c.CUSTOMER_ID]])
-    ts = _timestamp_expr(cols[c.TIMESTAMP], types[cols[c.TIMESTAMP]])
-    qty = _number_expr(cols[c.QUANTITY], types[cols[c.QUANTITY]]) if c.QUANTITY in cols else "NULL"
+    cust = text_expr(col(c.CUSTOMER_ID), dtype(c.CUSTOMER_ID))
+    day = day_expr(col(c.TIMESTAMP), dtype(c.TIMESTAMP), list(src.date_parsers) or None)
+    quantity = number_expr(col(c.QUANTITY), dtype(c.QUANTITY)) if c.QUANTITY in cols else None
     if c.AMOUNT in cols:
-        amount = _number_expr(cols[c.AMOUNT], types[cols[c.AMOUNT]])
+        amount = number_expr(col(c.AMOUNT), dtype(c.AMOUNT))
     else:
-        amount = f"{qty} * {_number_expr(cols[c.UNIT_PRICE], types[cols[c.UNIT_PRICE]])}"
-    order = _text_expr(cols.get(c.ORDER_ID), types.get(cols.get(c.ORDER_ID, ""), "VARCHAR"))
+        amount = f"{quantity} * {number_expr(col(c.UNIT_PRICE), dtype(c.UNIT_PRICE))}"
+    if c.ORDER_ID in cols:
+        order_text = f"NULLIF({text_expr(col(c.ORDER_ID), dtype(c.ORDER_ID))}, '')"
+        order = f"COALESCE({order_text}, 'day ' || CAST(__rfm_day AS VARCHAR))"
+    else:
+        order_text, order = None, "__rfm_day"
     if fmt.purchase_event:
-        event_col = q(cols[c.EVENT])
-        is_purchase = f"coalesce(upper(trim({event_col})) = {lit(fmt.purchase_event.upper())}, false)"
+        is_purchase = f"coalesce(upper(trim({col(c.EVENT)})) = {literal(fmt.purchase_event.upper())}, false)"
     else:
         is_purchase = "true"
-    cancelled = f"starts_with({order}, {lit(fmt.cancellation_prefix)})" if fmt.cancellation_prefix else "false"
-    contacts = ", ".join(
-        f"{_text_expr(cols.get(name), types.get(cols.get(name, ''), 'VARCHAR'))} AS {q('__' + name)}"
-        for name in c.CONTACT_COLUMNS
+    if fmt.cancellation_prefix and order_text:
+        cancelled = f"coalesce(starts_with({order_text}, {literal(fmt.cancellation_prefix)}), false)"
+    else:
+        cancelled = "false"
+    own = list(types)
+    ids = (cols.get(c.CUSTOMER_ID), cols.get(c.ORDER_ID))
+    hashed = ["line"] if fmt.headerless else [n for n in own if n not in ids]
+    contact_sql = "".join(
+        f", {text_expr(col(name), dtype(name)) if name in cols else 'CAST(NULL AS VARCHAR)'} "
+        f"AS {CONTACT_PREFIX}{name}"
+        for name in contacts
     )
+    checks = [
+        ("malformed_line", "__rfm_fields <> 4" if fmt.headerless else None),
+        ("missing_customer_id", blank_expr("__rfm_cust", dtype(c.CUSTOMER_ID))),
+        ("not_a_purchase_event", "NOT __rfm_is_purchase" if fmt.purchase_event else None),
+        ("unparseable_date", "__rfm_day IS NULL"),
+        ("unparseable_amount", "__rfm_units IS NULL"),
+        ("zero_quantity", "__rfm_quantity = 0" if quantity else None),
+        ("date_after_as_of", f"__rfm_day > DATE {literal(as_of.isoformat())}" if as_of else None),
+    ]
+    whens = " ".join(f"WHEN {sql} THEN {reason_code(name)}" for name, sql in checks if sql)
+    reason = f"CASE {whens} ELSE 0 END"
+    kept = ""
+    if keep_raw:
+        fields = ", ".join(f"{literal(n)}: {quote(n)}" for n in own)
+        kept = f"{{{fields}}} AS {RAW_ROW}, {src.file_no} AS {FILE_NO}, {_ROW} AS {ROW_NO}, "
     return f"""
-        SELECT raw.*, {lit(source.name)} AS {SRC_FILE}, row_number() OVER () AS {SRC_ROW},
-               {cust} AS {CUST}, {order} AS {ORDER}, {ts} AS {TS}, {amount} AS __amount_raw,
-               {qty} AS {QTY}, {is_purchase} AS __is_purchase, coalesce({cancelled}, false) AS __cancelled,
-               {contacts}
-        FROM {reader} AS raw"""
-
-
-def load_rows(
-    con: duckdb.DuckDBPyConnection, sources: Sequence[Source], fmt: InputFormat
-) -> list[str]:
-    """Create the table ``rows``: every readable row, canonical columns and basic reason.
-
-    Returns the input's own column names (what the quarantine files keep).
-    """
-    selects = []
-    original: list[str] = []
-    for source in sources:
-        reader = _reader_sql(source, fmt)
-        try:
-            types = _column_types(con, reader)
-        except duckdb.Error as error:
-            raise InputDataError(f"cannot read the file: {_first_line(error)}", source.name) from None
-        missing = [v for v in fmt.columns.values() if v not in types]
-        if missing:
-            raise InputDataError(
-                f"the file lacks column(s) {', '.join(missing)} that the {fmt.name} format needs",
-                source.name,
-                "give all files of one input the same columns",
+        SELECT {kept}CAST({reason} AS UTINYINT) AS {REASON}, __rfm_cust AS {CUST}, {order} AS {ORDER},
+               __rfm_day AS {DAY},
+               CASE WHEN __rfm_is_return THEN -abs(__rfm_units) ELSE __rfm_units END AS {AMOUNT},
+               __rfm_is_return AS {IS_RETURN},
+               hash({', '.join(map(quote, hashed))}) AS {ROW_HASH}{contact_sql}
+        FROM (
+            SELECT *, {cancelled} OR coalesce(__rfm_amount < 0, false) AS __rfm_is_return
+            FROM (
+                SELECT raw.*, {cust} AS __rfm_cust, {day} AS __rfm_day, {amount} AS __rfm_amount,
+                       {amount_units_expr(amount)} AS __rfm_units, {quantity or 'NULL'} AS __rfm_quantity,
+                       {is_purchase} AS __rfm_is_purchase
+                FROM {src.raw_sql(store_rejects=store_rejects, row_numbers=keep_raw)} AS raw
             )
-        for name in types:
-            if name not in original:
-                original.append(name)
-        selects.append(canonical_select(source, fmt, types))
-    union = "\nUNION ALL BY NAME\n".join(f"({s})" for s in selects)
-    own = ", ".join(q(n) for n in original)
-    sql = f"""
-        CREATE OR REPLACE TEMP TABLE rows AS
-        WITH parsed AS ({union}),
-        typed AS (
-            SELECT *, CAST({TS} AS DATE) AS {DAY},
-                   CASE WHEN __cancelled OR __amount_raw < 0 THEN -abs(__amount_raw)
-                        ELSE __amount_raw END AS {AMOUNT},
-                   (__cancelled OR __amount_raw < 0) AS {IS_RETURN},
-                   row_number() OVER (PARTITION BY {own} ORDER BY {SRC_FILE}, {SRC_ROW}) AS __copy
-            FROM parsed
-        )
-        SELECT * EXCLUDE (__copy, __amount_raw, __cancelled), CASE
-            WHEN {CUST} IS NULL OR trim({CUST}) = '' THEN 'missing_customer_id'
-            WHEN NOT __is_purchase THEN 'not_a_purchase_event'
-            WHEN {TS} IS NULL THEN 'unparseable_date'
-            WHEN {AMOUNT} IS NULL OR NOT isfinite({AMOUNT}) THEN 'unparseable_amount'
-            WHEN {QTY} = 0 THEN 'zero_quantity'
-            WHEN __copy > 1 THEN 'duplicate_row'
-        END AS {REASON}
-        FROM typed"""
-    try:
-        con.execute(sql)
-    except duckdb.Error as error:
-        where = sources[0].name if len(sources) == 1 else f"{len(sources)} files"
-        raise InputDataError(f"cannot read the transactions: {_first_line(error)}", where) from None
-    return original
-
-
-def malformed_lines(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int, str]]:
-    """(file, line, raw text) of every line the CSV reader rejected."""
-    try:
-        return con.execute(
-            "SELECT s.file_path, e.line, e.csv_line FROM reject_errors e "
-            "JOIN reject_scans s USING (scan_id) ORDER BY s.file_path, e.line"
-        ).fetchall()
-    except duckdb.Error:
-        return []
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0][:300]
+        )"""

@@ -1,0 +1,158 @@
+"""SQL expressions that turn one raw column into a canonical value.
+
+Every function returns a DuckDB SQL expression (a string) for a column of a
+given DuckDB type; nothing here runs a query except :func:`order_date_parsers`,
+which tries the text date parsers on a sample to put the likely one first.
+A value that cannot be parsed becomes NULL, which the caller turns into a
+quarantine reason.
+
+Dates are calendar days in UTC: text with an offset (``+0530``, ``Z``) is
+converted to UTC first; text and timestamps without one are taken as UTC.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+# Money is carried as integer ten-thousandths (exact sums, exact halving).
+AMOUNT_SCALE = 10_000
+
+INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                 "UBIGINT", "UHUGEINT")  # fmt: skip
+FLOAT_TYPES = ("FLOAT", "DOUBLE", "REAL")
+
+# Text date parsers, tried in this order unless a sample says otherwise; {t} is the text.
+# Two-digit years come before four-digit ones: DuckDB's %Y would read "12/1/10" as year 10.
+_US_FORMATS = ("%m/%d/%y %H:%M", "%m/%d/%y %H:%M:%S", "%m/%d/%y", "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S",
+               "%m/%d/%Y", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %I:%M:%S %p")  # fmt: skip
+_RFC_2822_FORMATS = ("%a, %d %b %Y %H:%M:%S %z", "%d %b %Y %H:%M:%S %z", "%a, %d %b %Y %H:%M %z",
+                     "%a, %d %b %Y %H:%M:%S %Z")  # fmt: skip
+_OTHER_FORMATS = ("%Y%m%d", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y/%m/%d", "%d.%m.%Y %H:%M:%S",
+                  "%d.%m.%Y %H:%M", "%d.%m.%Y")  # fmt: skip
+
+
+def _strptime(formats: tuple[str, ...]) -> str:
+    # One try_strptime per format: DuckDB 2.0's list form with %z turns "31 Feb" into 3 March.
+    calls = [f"try_strptime({{t}}, '{f}')" for f in formats]
+    return calls[0] if len(calls) == 1 else "COALESCE(" + ", ".join(calls) + ")"
+
+
+def _utc_day(timestamptz: str) -> str:
+    # epoch_us and make_timestamp avoid the (slow) time-zone library; the result is the UTC day.
+    return f"CAST(make_timestamp(epoch_us({timestamptz})) AS DATE)"
+
+
+TEXT_DATE_PARSERS: dict[str, str] = {
+    "iso": _utc_day("TRY_CAST({t} AS TIMESTAMPTZ)"),
+    "rfc2822": _utc_day(_strptime(_RFC_2822_FORMATS)),
+    "month_day_year": f"CAST({_strptime(_US_FORMATS)} AS DATE)",
+    "other": f"CAST({_strptime(_OTHER_FORMATS)} AS DATE)",
+}
+
+
+def quote(name: str) -> str:
+    """Quote an identifier for DuckDB."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(value: str) -> str:
+    """Quote a string literal for DuckDB."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _base(dtype: str) -> str:
+    return dtype.split("(")[0].strip().upper()
+
+
+def day_expr(column: str, dtype: str, parsers: list[str] | None = None) -> str:
+    """The UTC calendar day (DATE) of a column of type ``dtype``.
+
+    Parameters
+    ----------
+    column : str
+        A quoted identifier or any SQL expression.
+    dtype : str
+        Its DuckDB type. Integers are ``YYYYMMDD`` days or Unix epoch seconds
+        or milliseconds (told apart by size).
+    parsers : list of str, optional
+        Names in ``TEXT_DATE_PARSERS``, in the order to try them (text only).
+    """
+    base = _base(dtype)
+    if base == "DATE":
+        return column
+    if base == "TIMESTAMP WITH TIME ZONE":
+        return _utc_day(column)
+    if base.startswith("TIMESTAMP"):
+        return f"CAST({column} AS DATE)"
+    if base in INTEGER_TYPES:
+        return (
+            f"CASE WHEN {column} BETWEEN 19000101 AND 29991231 "
+            f"THEN CAST(try_strptime(CAST({column} AS VARCHAR), '%Y%m%d') AS DATE) "
+            f"WHEN {column} BETWEEN 100000000 AND 99999999999 "
+            f"THEN CAST(make_timestamp({column} * 1000000) AS DATE) "
+            f"WHEN {column} BETWEEN 100000000000 AND 99999999999999 "
+            f"THEN CAST(make_timestamp({column} * 1000) AS DATE) END"
+        )
+    text = column if base == "VARCHAR" else f"CAST({column} AS VARCHAR)"
+    names = parsers or list(TEXT_DATE_PARSERS)
+    return "COALESCE(" + ", ".join(TEXT_DATE_PARSERS[name].format(t=text) for name in names) + ")"
+
+
+def order_date_parsers(
+    con: duckdb.DuckDBPyConnection, reader: str, column: str, sample: int = 500
+) -> list[str]:
+    """Text date parser names, the ones that parse most of a sample first.
+
+    Only the order changes (every parser stays in the chain), so this is a
+    speed-up and never changes which values parse: the parsers accept
+    disjoint shapes of text.
+    """
+    names = list(TEXT_DATE_PARSERS)
+    counts = ", ".join(f"count({TEXT_DATE_PARSERS[n].format(t='v')})" for n in names)
+    try:
+        row = con.execute(
+            f"SELECT {counts} FROM (SELECT CAST({column} AS VARCHAR) AS v FROM {reader} "
+            f"WHERE {column} IS NOT NULL LIMIT {int(sample)})"
+        ).fetchall()[0]
+    except duckdb.Error:
+        return names
+    hits = dict(zip(names, row or [0] * len(names), strict=True))
+    return sorted(names, key=lambda n: (-hits[n], names.index(n)))
+
+
+def number_expr(column: str, dtype: str) -> str:
+    """A DOUBLE from a numeric or text column (NULL when not a number)."""
+    base = _base(dtype)
+    if base in INTEGER_TYPES or base in FLOAT_TYPES or base == "DECIMAL":
+        return f"CAST({column} AS DOUBLE)"
+    return f"TRY_CAST({column} AS DOUBLE)"
+
+
+def amount_units_expr(double: str) -> str:
+    """Money as a BIGINT count of ten-thousandths (NULL when not finite or too large)."""
+    return f"TRY_CAST(round({double} * {AMOUNT_SCALE}) AS BIGINT)"
+
+
+def text_expr(column: str, dtype: str) -> str:
+    """The text of an id or contact column, exactly as written.
+
+    Text stays as it is (no trimming, no case change); integers become their
+    digits; floats holding whole numbers (ids that went through a float
+    column, ``17850.0``) become their digits too.
+    """
+    base = _base(dtype)
+    if base == "VARCHAR":
+        return column
+    if base in FLOAT_TYPES:
+        return (
+            f"CASE WHEN {column} = trunc({column}) AND abs({column}) < 1e15 "
+            f"THEN CAST(CAST({column} AS BIGINT) AS VARCHAR) ELSE CAST({column} AS VARCHAR) END"
+        )
+    return f"CAST({column} AS VARCHAR)"
+
+
+def blank_expr(text: str, dtype: str) -> str:
+    """True when an id is missing: NULL, empty or only spaces."""
+    if _base(dtype) != "VARCHAR":
+        return f"{text} IS NULL"
+    return f"({text} IS NULL OR {text} = '' OR (starts_with({text}, ' ') AND trim({text}) = ''))"

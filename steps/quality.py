@@ -1,0 +1,84 @@
+"""``quality.json``: where every input row went.
+
+``rows_read = rows_used + rows_quarantined`` always holds, with the
+quarantined rows counted by reason (``steps.transactions.QUARANTINE_REASONS``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import duckdb
+
+from steps.aggregate import CUSTOMER_ROWS
+from steps.formats import InputFormat
+from steps.transactions import (
+    CUST,
+    DUPLICATE_ROW,
+    MALFORMED_LINE,
+    QUARANTINE_REASONS,
+    REASON,
+    RETURN_WITHOUT_PURCHASE,
+    ROW_REASONS,
+)
+
+
+def quality_report(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    files: Sequence[str],
+    skipped_files: dict[str, str],
+    fmt: InputFormat,
+    as_of: dt.date,
+    malformed_lines: int,
+) -> dict:
+    """The accounting of every input row, from ``customer_rows``.
+
+    Returns
+    -------
+    dict
+        ``rows_read``, ``rows_used``, ``rows_quarantined``,
+        ``quarantined_by_reason`` (only reasons that occurred),
+        ``returns_netted`` (return and cancellation rows subtracted from a
+        customer's spend), ``customers``, ``customers_with_only_returns``
+        (their rows are quarantined as ``return_without_purchase``), and
+        what was read: files, format, column mapping, as-of date.
+    """
+    by_code = dict(
+        con.execute(
+            f"SELECT {REASON}, sum(n_rows) FROM {CUSTOMER_ROWS} WHERE {REASON} > 0 GROUP BY 1"
+        ).fetchall()
+    )
+    duplicates, only_return_rows, used, netted, customers, only_returns = (
+        int(v or 0)
+        for v in con.execute(f"""
+            SELECT sum(duplicate_rows),
+                   sum(n_rows - duplicate_rows) FILTER (WHERE frequency = 0),
+                   sum(n_rows - duplicate_rows) FILTER (WHERE frequency > 0),
+                   sum(return_rows) FILTER (WHERE frequency > 0),
+                   count({CUST}) FILTER (WHERE frequency > 0),
+                   count({CUST}) FILTER (WHERE frequency = 0)
+            FROM {CUSTOMER_ROWS} WHERE {REASON} = 0""").fetchall()[0]
+    )
+    by_reason = {reason: int(by_code.get(code, 0)) for code, reason in enumerate(ROW_REASONS, start=1)}
+    by_reason[MALFORMED_LINE] += malformed_lines
+    by_reason[DUPLICATE_ROW] = duplicates
+    by_reason[RETURN_WITHOUT_PURCHASE] = only_return_rows
+    quarantined = sum(by_reason.values())
+    report = {
+        "input_files": list(files),
+        "input_format": fmt.name,
+        "column_mapping": dict(fmt.columns),
+        "as_of_date": as_of.isoformat(),
+        "rows_read": used + quarantined,
+        "rows_used": used,
+        "rows_quarantined": quarantined,
+        "quarantined_by_reason": {r: by_reason[r] for r in QUARANTINE_REASONS if by_reason.get(r)},
+        "returns_netted": netted,
+        "customers": customers,
+        "customers_with_only_returns": only_returns,
+    }
+    if skipped_files:
+        report["skipped_files"] = dict(skipped_files)
+    return report

@@ -1,0 +1,202 @@
+"""Rows that were not used, with their reason: found in a second, filtered read.
+
+The aggregation pass only counts rows. When some are quarantined (or some
+customers need an exact recount, see ``steps.aggregate``), :func:`read_flagged_rows`
+reads the inputs again and keeps the file's own columns of just those rows
+and of the flagged customers' rows. :func:`write_quarantine` then names each
+quarantined row's reason and writes ``quarantine/rows.parquet`` (the file's own
+columns plus ``quarantine_reason``, ``source_file``, ``source_row``) and
+``quarantine/malformed_lines.parquet`` (lines the CSV reader could not split).
+
+``source_row`` is the 1-based data row of the file: the header is not counted
+(for CSV with a header, the line number in an editor is ``source_row + 1``
+unless a quoted field spans lines).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+
+from steps import columns as c
+from steps.aggregate import CUSTOMER_ROWS, union_sql
+from steps.parsing import literal
+from steps.transactions import (
+    CUST,
+    DUPLICATE_ROW,
+    FILE_NO,
+    MALFORMED_LINE,
+    ORDER,
+    RAW_ROW,
+    REASON,
+    RETURN_WITHOUT_PURCHASE,
+    ROW_HASH,
+    ROW_NO,
+    CanonicalSource,
+    canonical_select,
+    reason_name_sql,
+)
+
+INPUT_FILES = "input_files"
+REJECTED_LINES = "rejected_lines"
+FLAGGED_CUSTOMERS = "flagged_customers"
+DUPLICATE_COPIES = "duplicate_copies"
+ROWS_FILE = "rows.parquet"
+MALFORMED_FILE = "malformed_lines.parquet"
+CANONICAL = f"{FILE_NO}, {ROW_NO}, {REASON}, {CUST}, {ORDER}, {ROW_HASH}"
+
+
+def register_files(con: duckdb.DuckDBPyConnection, sources: Sequence[CanonicalSource]) -> None:
+    """Create ``input_files(file_no, path, name, header_lines)``.
+
+    ``path`` is the local file DuckDB reads, ``name`` the one users know (an S3 URI).
+    """
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {INPUT_FILES} (
+            file_no INTEGER, path VARCHAR, name VARCHAR, header_lines INTEGER)""")
+    if sources:
+        con.executemany(
+            f"INSERT INTO {INPUT_FILES} VALUES (?, ?, ?, ?)",
+            [(s.file_no, str(s.source.path), s.source.name, 0 if s.fmt.headerless else 1) for s in sources],
+        )
+
+
+def collect_rejected_lines(con: duckdb.DuckDBPyConnection) -> int:
+    """Create ``rejected_lines`` from DuckDB's CSV reject tables; return how many lines.
+
+    Columns: ``file_no``, ``row_no`` (1-based data row), ``text``, ``error``, and
+    ``rows_before`` (how many rows the reader did return before it), which
+    turns the reader's row numbers back into data rows.
+    """
+    try:
+        con.execute("SELECT count(*) FROM reject_errors").fetchall()
+        errors = f"""
+            SELECT f.file_no, CAST(e.line AS BIGINT) - f.header_lines AS row_no,
+                   any_value(e.csv_line) AS text, string_agg(DISTINCT e.error_message, '; ') AS error
+            FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id)
+            JOIN {INPUT_FILES} f ON f.path = s.file_path
+            GROUP BY ALL"""
+    except duckdb.Error:  # no CSV was read with store_rejects
+        errors = "SELECT 0 AS file_no, 0 AS row_no, '' AS text, '' AS error WHERE false"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {REJECTED_LINES} AS
+        SELECT *, row_no - row_number() OVER (PARTITION BY file_no ORDER BY row_no) AS rows_before
+        FROM ({errors})""")
+    return int(con.execute(f"SELECT count(*) FROM {REJECTED_LINES}").fetchall()[0][0])
+
+
+def flag_customers(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:
+    """Create ``flagged_customers``: customers with duplicates, only returns or unresolved orders.
+
+    Returns
+    -------
+    tuple of int
+        (rows quarantined by a row-level reason, flagged customers, customers to recount).
+    """
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {FLAGGED_CUSTOMERS} AS
+        SELECT {CUST}, unresolved_orders > 0 AS recount FROM {CUSTOMER_ROWS}
+        WHERE {REASON} = 0 AND (duplicate_rows > 0 OR frequency = 0 OR unresolved_orders > 0)""")
+    bad = con.execute(
+        f"SELECT coalesce(sum(n_rows), 0) FROM {CUSTOMER_ROWS} WHERE {REASON} > 0"
+    ).fetchall()[0][0]
+    flagged, recount = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE recount) FROM {FLAGGED_CUSTOMERS}"
+    ).fetchall()[0]
+    return int(bad), int(flagged), int(recount)
+
+
+def read_flagged_rows(
+    con: duckdb.DuckDBPyConnection,
+    sources: Sequence[CanonicalSource],
+    *,
+    as_of: dt.date | None,
+    contacts: Sequence[str],
+) -> list[str]:
+    """Second read: the quarantined rows and the flagged customers' rows, with their own columns.
+
+    Files with the same columns share one table ``flagged_rows_<n>``; returns
+    the table names.
+    """
+    groups: dict[tuple[tuple[str, str], ...], list[CanonicalSource]] = {}
+    for src in sources:
+        groups.setdefault(tuple(src.raw_types.items()), []).append(src)
+    tables = []
+    # CSV row numbers come from the order rows leave the reader: keep it for this read.
+    con.execute("SET preserve_insertion_order=true")
+    try:
+        for number, members in enumerate(groups.values()):
+            selects = [
+                canonical_select(s, as_of=as_of, contacts=list(contacts), keep_raw=True) for s in members
+            ]
+            table = f"flagged_rows_{number}"
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE {table} AS
+                SELECT * FROM ({union_sql(selects)})
+                WHERE {REASON} > 0 OR {CUST} IN (SELECT {CUST} FROM {FLAGGED_CUSTOMERS})""")
+            tables.append(table)
+    finally:
+        con.execute("SET preserve_insertion_order=false")
+    return tables
+
+
+def canonical_rows(tables: Sequence[str]) -> str:
+    """The canonical columns of every flagged-rows table, as one relation."""
+    return "(" + " UNION ALL ".join(f"SELECT * EXCLUDE ({RAW_ROW}) FROM {t}" for t in tables) + ")"
+
+
+def _data_row(alias: str) -> str:
+    # The reader's n-th row is data row n + (rejected lines before it).
+    return (f"{alias}.{ROW_NO} + (SELECT count(*) FROM {REJECTED_LINES} r "
+            f"WHERE r.file_no = {alias}.{FILE_NO} AND r.rows_before < {alias}.{ROW_NO})")
+
+
+def write_quarantine(con: duckdb.DuckDBPyConnection, tables: Sequence[str], folder: Path) -> dict[str, int]:
+    """Write the quarantine files; return the number of rows written per reason."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in (folder / ROWS_FILE, folder / MALFORMED_FILE):
+        old.unlink(missing_ok=True)
+    written: dict[str, int] = {}
+    if tables:
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE {DUPLICATE_COPIES} AS
+            SELECT {FILE_NO}, {ROW_NO} FROM (
+                SELECT {FILE_NO}, {ROW_NO}, row_number() OVER (
+                    PARTITION BY {CUST}, {ORDER}, {ROW_HASH} ORDER BY {FILE_NO}, {ROW_NO}) AS copy
+                FROM {canonical_rows(tables)} WHERE {REASON} = 0
+            ) WHERE copy > 1""")
+        parts = [f"""
+            SELECT unnest(q.{RAW_ROW}),
+                   coalesce({reason_name_sql(f'q.{REASON}')},
+                            CASE WHEN d.{ROW_NO} IS NOT NULL THEN {literal(DUPLICATE_ROW)}
+                                 ELSE {literal(RETURN_WITHOUT_PURCHASE)} END) AS {c.QUARANTINE_REASON},
+                   f.name AS {c.SOURCE_FILE}, {_data_row('q')} AS {c.SOURCE_ROW}, q.{FILE_NO} AS __file_no
+            FROM {table} q
+            JOIN {INPUT_FILES} f ON f.file_no = q.{FILE_NO}
+            LEFT JOIN {DUPLICATE_COPIES} d ON d.{FILE_NO} = q.{FILE_NO} AND d.{ROW_NO} = q.{ROW_NO}
+            LEFT JOIN {CUSTOMER_ROWS} k ON k.{REASON} = 0 AND k.{CUST} = q.{CUST}
+            WHERE q.{REASON} > 0 OR d.{ROW_NO} IS NOT NULL OR k.frequency = 0""" for table in tables]
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE quarantined AS
+            SELECT * FROM ({' UNION ALL BY NAME '.join(f'({p})' for p in parts)})""")
+        counts = con.execute(f"SELECT {c.QUARANTINE_REASON}, count(*) FROM quarantined GROUP BY 1").fetchall()
+        written.update({reason: int(n) for reason, n in counts})
+        if written:
+            con.execute(f"""
+                COPY (SELECT * EXCLUDE (__file_no) FROM quarantined ORDER BY __file_no, {c.SOURCE_ROW})
+                TO {literal(str(folder / ROWS_FILE))} (FORMAT parquet)""")
+        con.execute("DROP TABLE quarantined")
+    malformed = int(con.execute(f"SELECT count(*) FROM {REJECTED_LINES}").fetchall()[0][0])
+    if malformed:
+        con.execute(f"""
+            COPY (
+                SELECT f.name AS {c.SOURCE_FILE}, r.row_no AS {c.SOURCE_ROW}, r.text AS line_text, r.error,
+                       {literal(MALFORMED_LINE)} AS {c.QUARANTINE_REASON}
+                FROM {REJECTED_LINES} r JOIN {INPUT_FILES} f USING (file_no)
+                ORDER BY r.file_no, r.row_no
+            ) TO {literal(str(folder / MALFORMED_FILE))} (FORMAT parquet)""")
+        written[MALFORMED_LINE] = written.get(MALFORMED_LINE, 0) + malformed
+    return written
