@@ -361,7 +361,9 @@ def _scored_features_sql(con: duckdb.DuckDBPyConnection, contacts: list[str]) ->
 
 def write_features(result: FeatureResult, output: Path, transform_output: Path | None = None) -> None:
     """Write ``rfm.parquet``, ``quality.json``, ``quarantine/`` (and the transform CSV)."""
-    output.mkdir(parents=True, exist_ok=True)
+    paths.output_folder(output)
+    if transform_output is not None:
+        paths.output_folder(transform_output, "--transform-output")
     con = result.con
     clock = _Clock()
     # Sorting the unscored table and writing it in table order is cheaper than sorting in the COPY.

@@ -41,6 +41,27 @@ _DEFAULTS = {
 }
 
 
+def output_folder(path: str | Path, option: str = "--output") -> Path:
+    """``path`` as an existing folder (created when missing).
+
+    Raises
+    ------
+    RFMError
+        When ``path`` is a file or cannot be created.
+    """
+    from steps.errors import RFMError
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise RFMError("this is a file, not a folder", str(folder), f"give {option} a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RFMError(f"cannot create the folder ({error.strerror})", str(folder),
+                       f"give {option} a folder you can write to") from None
+    return folder
+
+
 def sm_path(variable: str) -> Path:
     """Path from a standard SageMaker environment variable, else the container default."""
     value = os.environ.get(variable) or _DEFAULTS.get(variable)

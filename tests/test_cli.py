@@ -45,6 +45,8 @@ def test_every_command_has_help_with_an_example(command: str, capsys: pytest.Cap
     (["run-local", "--input", "data/sample/transactions.csv.gz", "--param", "oops"], "Name=Value"),
     (["approve", "--output", "/tmp/rfm-cli-empty"], "waiting for approval"),
     (["segments", "--output", "/tmp/rfm-cli-empty"], "no published segments"),
+    (["features", "--input", "data/sample/transactions.csv.gz", "--output", "README.md"], "not a folder"),
+    (["run-local", "--input", "data/sample/transactions.csv.gz", "--output", "README.md"], "not a folder"),
 ])
 def test_errors_are_one_line_without_traceback(args: list[str], message: str) -> None:
     completed = run_cli(*args)

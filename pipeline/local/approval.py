@@ -71,7 +71,7 @@ def approve_local(output: Path, package_arn: str | None, on_step: Callable[[Step
     from lambdas.approval.app import Settings, publish_approved
     from pipeline.local.run_local import PUBLISH_PIPELINE, execute, timed_build
 
-    output = Path(output).resolve()
+    output = paths.output_folder(Path(output).resolve())
     registry = LocalRegistry(output / paths.REGISTRY_FILE)
     package_arn = package_arn or pending_package(registry)
     package = registry.update_status(package_arn, status)

@@ -139,7 +139,7 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
 def run_local(input_location: str, output: Path, params: dict[str, str],
               on_step=None, definition: dict | None = None) -> ExecutionResult:
     """Run the whole pipeline on ``input_location``; artifacts go under ``output``."""
-    output = Path(output).resolve()
+    output = paths.output_folder(Path(output).resolve())
     if not input_location.startswith("s3://"):
         location = Path(input_location.removeprefix("file://"))
         if not location.exists():
@@ -167,8 +167,7 @@ def timed_build(cache_dir: Path, builder: str, on_step=None) -> dict:
 
 def execute(definition: dict, params: dict[str, str], output: Path, on_step=None) -> ExecutionResult:
     """Execute ``definition`` with the local store and registry under ``output``; publish its artifacts."""
-    output = Path(output).resolve()
-    output.mkdir(parents=True, exist_ok=True)
+    output = paths.output_folder(Path(output).resolve())
     store = make_store(output / "s3")
     registry = LocalRegistry(output / paths.REGISTRY_FILE)
     workdir = output / ".work"
