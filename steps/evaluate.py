@@ -36,12 +36,6 @@ METRIC_SAMPLE = 20_000
 STABILITY_SEEDS = 3
 
 
-def _scaled(model: SegmentModel, frame: pd.DataFrame) -> np.ndarray:
-    x = feature_matrix(frame)
-    x = np.sign(x) * np.log1p(np.abs(x))
-    return (x - np.asarray(model.meta["scaler_mean"])) / np.asarray(model.meta["scaler_scale"])
-
-
 def evaluate(model: SegmentModel, features: pd.DataFrame, random_state: int = 0) -> dict:
     """Quality metrics of ``model`` on ``features``.
 
@@ -56,7 +50,7 @@ def evaluate(model: SegmentModel, features: pd.DataFrame, random_state: int = 0)
     index = np.arange(len(features))
     if len(index) > METRIC_SAMPLE:
         index = np.sort(rng.choice(len(index), METRIC_SAMPLE, replace=False))
-    x, y = _scaled(model, features.iloc[index]), labels[index]
+    x, y = model.scaled(feature_matrix(features.iloc[index])), labels[index]
     separable = len(np.unique(y)) > 1
     stability = []
     for offset in range(1, STABILITY_SEEDS + 1):

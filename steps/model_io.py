@@ -23,9 +23,20 @@ import pandas as pd
 from steps import columns as c
 from steps import paths
 from steps.errors import ModelError
-from steps.segments import SEGMENT_GRID
+from steps.segments import SEGMENT_GRID, SEGMENT_NAMES
 
 FORMAT_VERSION = 1
+
+
+# SEGMENT_CODES[r_score, f_score] = index of the cell's segment in SEGMENT_NAMES (scores 1..5).
+SEGMENT_CODES = np.zeros((6, 6), dtype=np.int64)
+for (_r, _f), _name in SEGMENT_GRID.items():
+    SEGMENT_CODES[_r, _f] = SEGMENT_NAMES.index(_name)
+
+
+def log_transform(values: np.ndarray) -> np.ndarray:
+    """``sign(x) * log1p(|x|)``: compresses heavy tails, defined for negative spend (the model's first step)."""
+    return np.sign(values) * np.log1p(np.abs(values))
 
 
 def save_model(segmenter, model_dir: Path, feature_stats: dict, hyperparameters: dict) -> dict:
@@ -68,14 +79,17 @@ class SegmentModel:
     def names(self) -> list[str]:
         return list(self.meta["names"])
 
+    def scaled(self, features: np.ndarray) -> np.ndarray:
+        """``features`` (columns ``MODEL_FEATURES``) in the space the centres live in."""
+        return (log_transform(features) - np.asarray(self.meta["scaler_mean"])) / np.asarray(self.meta["scaler_scale"])
+
     def clusters(self, features: np.ndarray) -> np.ndarray:
         """Nearest cluster of each row of ``features`` (columns ``MODEL_FEATURES``).
 
         Column-wise NumPy (no BLAS call): with three features and k <= 10 this is
         memory-bound and several times faster than a matrix product on a busy machine.
         """
-        x = np.sign(features) * np.log1p(np.abs(features))
-        columns = ((x - np.asarray(self.meta["scaler_mean"])) / np.asarray(self.meta["scaler_scale"])).T.copy()
+        columns = self.scaled(features).T.copy()
         best = np.zeros(len(features), dtype=np.int64)
         best_distance = np.full(len(features), np.inf)
         for cluster, center in enumerate(np.asarray(self.meta["centers"])):
@@ -94,17 +108,13 @@ class SegmentModel:
         """
         clusters = self.clusters(frame[list(c.MODEL_FEATURES)].to_numpy(dtype=float))
         names = np.asarray(self.meta["names"], dtype=object)
-        grid = np.empty((6, 6), dtype=object)
-        for (r, f), name in SEGMENT_GRID.items():
-            grid[r, f] = name
-        r = frame[c.R_SCORE].to_numpy(dtype=int)
-        f = frame[c.F_SCORE].to_numpy(dtype=int)
+        codes = SEGMENT_CODES[frame[c.R_SCORE].to_numpy(dtype=int), frame[c.F_SCORE].to_numpy(dtype=int)]
         return pd.DataFrame(
             {
                 c.CUSTOMER_ID: frame[c.CUSTOMER_ID].to_numpy(),
                 c.CLUSTER: clusters.astype(int),
                 c.CLUSTER_NAME: names[clusters],
-                c.RFM_SEGMENT: grid[r, f],
+                c.RFM_SEGMENT: np.asarray(SEGMENT_NAMES, dtype=object)[codes],
             }
         )
 

@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from steps import columns as c
+from steps.model_io import log_transform
 
 K_RANGE = range(2, 11)
 SELECTION_SAMPLE = 20_000
@@ -26,11 +27,6 @@ N_INIT = 4
 # sampling noise of a 10,000-customer silhouette); the largest such k wins, since more
 # segments are more actionable.
 SILHOUETTE_TOLERANCE = 0.02
-
-
-def log_transform(values: np.ndarray) -> np.ndarray:
-    """``sign(x) * log1p(|x|)``: compresses heavy tails, defined for negative spend."""
-    return np.sign(values) * np.log1p(np.abs(values))
 
 
 def feature_matrix(frame: pd.DataFrame) -> np.ndarray:

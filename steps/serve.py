@@ -28,17 +28,13 @@ from flask import Flask, Response, request
 
 from steps import columns as c
 from steps import paths
-from steps.model_io import SegmentModel, load_model
-from steps.segments import SEGMENT_GRID, SEGMENT_NAMES
+from steps.model_io import SEGMENT_CODES, SegmentModel, load_model
+from steps.segments import SEGMENT_NAMES
 
 MAX_PAYLOAD_MB = 6
 CSV_TYPES = {"text/csv", "application/csv"}
 JSONL_TYPES = {"application/jsonlines", "application/x-jsonlines", "application/json-lines", "application/jsonl"}
 NEEDED = (c.CUSTOMER_ID, *c.MODEL_FEATURES, c.R_SCORE, c.F_SCORE)
-# SEGMENT_CODES[r, f] = index into SEGMENT_NAMES (r, f in 1..5).
-SEGMENT_CODES = np.zeros((6, 6), dtype=np.int64)
-for (_r, _f), _name in SEGMENT_GRID.items():
-    SEGMENT_CODES[_r, _f] = SEGMENT_NAMES.index(_name)
 
 
 class PayloadError(ValueError):

@@ -45,11 +45,11 @@ DEFINITION_SOURCES = ("pipeline/definition.py", "pipeline/publish_definition.py"
                       "pipeline/naming.py", "steps/paths.py", "steps/package_metadata.py")
 MAIN_PIPELINE = "pipeline.definition:get_pipeline"
 PUBLISH_PIPELINE = "pipeline.publish_definition:get_publish_pipeline"
-# Latest-run artifacts: (step, property or argument, file or folder inside it, target under --output).
+# Latest-run artifacts: (step, property holding the S3 URI, folder under --output).
 PUBLISHED = (
-    ("ComputeRFM", "ProcessingOutputConfig.Outputs['features'].S3Output.S3Uri", "", "features"),
-    ("TrainSegmenter", "ModelArtifacts.S3ModelArtifacts", "", "model"),
-    ("EvaluateSegmenter", "ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri", "", "evaluation"),
+    ("ComputeRFM", "ProcessingOutputConfig.Outputs['features'].S3Output.S3Uri", "features"),
+    ("TrainSegmenter", "ModelArtifacts.S3ModelArtifacts", "model"),
+    ("EvaluateSegmenter", "ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri", "evaluation"),
 )
 
 
@@ -185,7 +185,7 @@ def execute(definition: dict, params: dict[str, str], output: Path, on_step=None
 
 def publish(result: ExecutionResult, store, output: Path) -> None:
     """Copy the latest run's artifacts to the documented paths under ``output``."""
-    for step, prop, _inner, target in PUBLISHED:
+    for step, prop, target in PUBLISHED:
         uri = result.properties.get(step, {}).get(prop)
         if uri is None:
             continue
