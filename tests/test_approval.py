@@ -115,6 +115,11 @@ def test_rfm_approve_sagemaker_picks_the_newest_pending_package(sagemaker) -> No
     assert sagemaker.describe_model_package(ModelPackageName=newest)["ModelApprovalStatus"] == "Approved"
 
 
+def test_an_event_without_a_package_is_a_clear_error(sagemaker) -> None:
+    with pytest.raises(PipelineError, match="ModelPackageArn"):
+        publish_approved(detail(""), sagemaker, SETTINGS)
+
+
 def test_missing_configuration_is_a_clear_error() -> None:
     with pytest.raises(PipelineError, match="MODEL_PACKAGE_GROUP"):
         Settings.from_env({})

@@ -89,3 +89,12 @@ def test_gives_up_after_max_attempts() -> None:
 def test_sdk_retries_are_off_so_the_policy_owns_them() -> None:
     assert NO_SDK_RETRIES.retries["total_max_attempts"] == 1
     assert error_code(client_error("X", 400)) == "X" and error_code(ValueError()) == "ValueError"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "ten"])
+def test_non_finite_or_bad_numbers_in_the_environment_are_clear_errors(value: str) -> None:
+    from lambdas.export.config import env_number
+    from steps.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="PINPOINT_POLL_SECONDS"):
+        env_number({"PINPOINT_POLL_SECONDS": value}, "PINPOINT_POLL_SECONDS", 5.0)

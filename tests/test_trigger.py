@@ -536,3 +536,8 @@ def test_sagemaker_client_retries_throttling_with_backoff() -> None:
     client = boto3.client("sagemaker", region_name="us-east-1", config=app.SAGEMAKER_CONFIG)
     retries = client.meta.config.retries
     assert retries["mode"] == "standard" and retries["total_max_attempts"] == 9  # 8 retries after the 1st
+
+
+def test_a_bad_idempotency_expiry_is_a_clear_error() -> None:
+    with pytest.raises(PipelineError, match="IDEMPOTENCY_EXPIRES_SECONDS"):
+        Settings.from_env({"PIPELINE_NAME": "p", "IDEMPOTENCY_EXPIRES_SECONDS": "1d"})

@@ -102,6 +102,9 @@ def publish_approved(detail: Mapping[str, Any], sagemaker: Any, settings: Settin
     if reason:
         logger.info("Ignored", extra={"model_package_arn": arn, "reason": reason})
         return {"status": "ignored", "reason": reason, "model_package_arn": arn}
+    if not arn:
+        raise PipelineError("the event has no detail.ModelPackageArn", "rfm-approval",
+                            "route only 'SageMaker Model Package State Change' events to this function")
     package = sagemaker.describe_model_package(ModelPackageName=arn)
     reason = ignore_reason({**detail, "ModelApprovalStatus": package["ModelApprovalStatus"]}, package, settings)
     if reason:
@@ -166,6 +169,9 @@ def _get_runtime() -> _Runtime:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """EventBridge "SageMaker Model Package State Change" -> publish an approved package."""
     runtime = _get_runtime()
+    if not isinstance(event, dict) or not isinstance(event.get("detail"), dict):
+        raise PipelineError("not an EventBridge event (no detail object)", "rfm-approval",
+                            "route only 'SageMaker Model Package State Change' events to this function")
     detail = EventBridgeEvent(event).detail
     logger.append_keys(correlation_id=detail.get("ModelPackageArn", ""))
     return publish_approved(detail, runtime.sagemaker, runtime.settings)

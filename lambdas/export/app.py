@@ -52,7 +52,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from lambdas.export.config import (
     CUSTOMER_PROFILES,
@@ -325,17 +325,17 @@ def export_segments(request: ExportRequest, storage: Storage, settings: ExportSe
     by_destination: dict[str, Any] = {}
     failed: list[str] = []
     for name in settings.destinations:
-        started = time.monotonic()
+        started = clock()
         try:
             by_destination[name] = _run_destination(name, segments, table, request, storage, settings,
                                                     clients, retry, clock)
         except DestinationError as error:
             by_destination[name] = {**error.counts, "error": error.what}
             failed.append(f"{name}: {error.what}")
-        except (RFMError, ClientError, BotoCoreError) as error:
+        except Exception as error:  # one destination failing must not stop the others; reported below
             by_destination[name] = {"error": _safe_reason(error)}
             failed.append(f"{name}: {_safe_reason(error)}")
-        by_destination[name]["seconds"] = round(time.monotonic() - started, 2)
+        by_destination[name]["seconds"] = round(clock() - started, 2)
     files = [segments_uri, *by_destination.get(S3, {}).get("files", [])]
     if S3 in by_destination and "files" in by_destination[S3]:
         by_destination[S3]["files"] = len(by_destination[S3]["files"])

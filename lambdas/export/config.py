@@ -6,6 +6,7 @@ the destinations with a ``"destinations"`` key (``"s3,pinpoint"`` or a list).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -45,10 +46,11 @@ def parse_destinations(value: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(name for name in DESTINATIONS if name in chosen) or DEFAULT_DESTINATIONS
 
 
-def _number(
-    environ: Mapping[str, str], name: str, default: float, kind: type = float, minimum: float = 1e-9
+def env_number(
+    environ: Mapping[str, str], name: str, default: float, kind: type = float, minimum: float = 1e-9,
+    where: str = _WHERE,
 ) -> Any:
-    """``environ[name]`` as ``kind`` (at least ``minimum``); ``default`` when unset; PipelineError if bad."""
+    """``environ[name]`` as a finite ``kind`` (at least ``minimum``); ``default`` when unset; PipelineError if bad."""
     text = environ.get(name, "").strip()
     if not text:
         return default
@@ -56,11 +58,11 @@ def _number(
         value = kind(text)
     except ValueError:
         noun = "an integer" if kind is int else "a number"
-        raise PipelineError(f"{name}={text!r} is not {noun}", _WHERE, "Fix or unset it") from None
-    if value < minimum:
+        raise PipelineError(f"{name}={text!r} is not {noun}", where, "Fix or unset it") from None
+    if not math.isfinite(value) or value < minimum:
         raise PipelineError(
-            f"{name} must be at least {minimum if kind is float else int(minimum)}, got {text}",
-            _WHERE,
+            f"{name} must be at least {minimum if kind is float else int(minimum)}, got {text} (finite numbers only)",
+            where,
             "Fix or unset it",
         )
     return value
@@ -83,11 +85,11 @@ class PinpointSettings:
             application_id=environ.get("PINPOINT_APPLICATION_ID", "").strip(),
             role_arn=environ.get("PINPOINT_IMPORT_ROLE_ARN", "").strip(),
             import_prefix=environ.get("PINPOINT_IMPORT_PREFIX", "").strip() or None,
-            max_file_bytes=_number(
+            max_file_bytes=env_number(
                 environ, "PINPOINT_MAX_FILE_BYTES", PINPOINT_MAX_FILE_BYTES, int, minimum=1
             ),
-            poll_seconds=_number(environ, "PINPOINT_POLL_SECONDS", 5.0),
-            timeout_seconds=_number(environ, "PINPOINT_IMPORT_TIMEOUT_SECONDS", 600.0),
+            poll_seconds=env_number(environ, "PINPOINT_POLL_SECONDS", 5.0),
+            timeout_seconds=env_number(environ, "PINPOINT_IMPORT_TIMEOUT_SECONDS", 600.0),
         )
 
     def check(self) -> None:
@@ -134,7 +136,7 @@ class CustomerProfilesSettings:
         return cls(
             domain=environ.get("CUSTOMER_PROFILES_DOMAIN", "").strip(),
             object_type=environ.get("CUSTOMER_PROFILES_OBJECT_TYPE", "").strip() or DEFAULT_OBJECT_TYPE,
-            concurrency=_number(environ, "CUSTOMER_PROFILES_CONCURRENCY", 8, int, minimum=1),
+            concurrency=env_number(environ, "CUSTOMER_PROFILES_CONCURRENCY", 8, int, minimum=1),
             map_contacts=environ.get("CUSTOMER_PROFILES_MAP_CONTACTS", "").strip().lower()
             in {"1", "true", "yes"},
         )
@@ -170,8 +172,8 @@ class ExportSettings:
             destinations=parse_destinations(environ.get("EXPORT_DESTINATIONS", "")),
             pinpoint=PinpointSettings.from_env(environ),
             customer_profiles=CustomerProfilesSettings.from_env(environ),
-            max_attempts=_number(environ, "EXPORT_MAX_ATTEMPTS", 8, int, minimum=1),
-            record_retry_rounds=_number(environ, "EXPORT_RECORD_RETRY_ROUNDS", 2, int, minimum=0),
+            max_attempts=env_number(environ, "EXPORT_MAX_ATTEMPTS", 8, int, minimum=1),
+            record_retry_rounds=env_number(environ, "EXPORT_RECORD_RETRY_ROUNDS", 2, int, minimum=0),
             local_s3_root=environ.get("EXPORT_LOCAL_S3_ROOT", "").strip() or None,
         )
 

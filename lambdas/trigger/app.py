@@ -63,6 +63,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from lambdas.export.config import env_number
 from steps.errors import PipelineError
 
 logger = Logger(service="rfm-trigger")
@@ -109,7 +110,8 @@ class Settings:
             suffixes=suffixes or DEFAULT_SUFFIXES,
             pipeline_parameters=_parse_parameters(environ.get("PIPELINE_PARAMETERS", "")),
             idempotency_table=environ.get("IDEMPOTENCY_TABLE", "").strip() or None,
-            idempotency_expires_seconds=int(environ.get("IDEMPOTENCY_EXPIRES_SECONDS", 24 * 60 * 60)),
+            idempotency_expires_seconds=env_number(environ, "IDEMPOTENCY_EXPIRES_SECONDS", 24 * 60 * 60, int,
+                                                   minimum=1, where="trigger Lambda environment"),
         )
 
 
