@@ -28,7 +28,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     rows = write_sample(args.output, args.customers, args.seed)
-    print(f"wrote {rows if rows is not None else 'the'} transactions of {args.customers} customers to "
+    print(f"wrote {rows} transactions of {args.customers} customers to "
           f"{args.output} ({time.perf_counter() - started:.1f} s)")
     return 0
 

@@ -41,6 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
+from steps.errors import RFMError
 from steps.sample_catalog import COLUMNS, DAY, FIRST_NAMES, LAST_NAMES, LOCATIONS, PRODUCTS, to_frame
 
 
@@ -216,6 +217,10 @@ def write_sample(path: str | Path, customers: int, seed: int = 0) -> int:
         Number of data rows written.
     """
     path = Path(path)
+    if not path.name.endswith((".csv", ".csv.gz")):
+        raise RFMError("the sample is written as CSV", str(path), "name the output .csv or .csv.gz")
+    if customers < 1:
+        raise RFMError(f"--customers must be at least 1, got {customers}", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(generate_transactions(customers, seed), preserve_index=False)
     with open(path, "wb") as raw:

@@ -32,6 +32,7 @@ from steps.model_io import SEGMENT_CODES, SegmentModel, load_model
 from steps.segments import SEGMENT_NAMES
 
 MAX_PAYLOAD_MB = 6
+MAX_REQUEST_MB = 100
 CSV_TYPES = {"text/csv", "application/csv"}
 JSONL_TYPES = {"application/jsonlines", "application/x-jsonlines", "application/json-lines", "application/jsonl"}
 NEEDED = (c.CUSTOMER_ID, *c.MODEL_FEATURES, c.R_SCORE, c.F_SCORE)
@@ -94,15 +95,19 @@ def _floats(table: pa.Table, name: str) -> np.ndarray:
 
 
 def _not_a_number(value: object) -> bool:
+    """Whether Arrow's cast (the one the batch path uses) refuses ``value`` as a float."""
     try:
-        float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        pc.cast(pa.array([value]), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return True
     return False
 
 
 def validate(table: pa.Table) -> Records:
     """Check the records have every needed column with usable values."""
+    repeated = sorted({n for n in table.column_names if table.column_names.count(n) > 1})
+    if repeated:
+        raise PayloadError(f"field(s) {', '.join(repeated)} appear more than once")
     missing = [name for name in NEEDED if name not in table.column_names]
     if missing:
         raise PayloadError(f"records lack field(s) {', '.join(missing)}; send {', '.join(NEEDED)}")
@@ -180,7 +185,8 @@ def create_app(model: SegmentModel | None = None) -> Flask:
     """The Flask app; loads the model from ``SM_MODEL_DIR`` unless given one."""
     model = model or load_model(paths.model_dir())
     app = Flask("rfm-serve")
-    app.config["MAX_CONTENT_LENGTH"] = 16 * MAX_PAYLOAD_MB * 1024 * 1024
+    # Batch transform sends at most MaxPayloadInMB (6 here); 100 MB is SageMaker's ceiling for any request.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_MB * 1024 * 1024
 
     @app.get("/ping")
     def ping() -> Response:
@@ -205,8 +211,9 @@ def create_app(model: SegmentModel | None = None) -> Flask:
 
     @app.errorhandler(413)
     def too_large(_error) -> Response:
-        return Response(json.dumps({"error": "payload too large; split into mini-batches of at most "
-                                    f"{MAX_PAYLOAD_MB} MB"}) + "\n", 413, mimetype="application/json")
+        message = (f"payload too large; split into mini-batches of at most {MAX_PAYLOAD_MB} MB "
+                   f"(requests are capped at {MAX_REQUEST_MB} MB)")
+        return Response(json.dumps({"error": message}) + "\n", 413, mimetype="application/json")
 
     return app
 

@@ -35,11 +35,15 @@ def read_hyperparameters(path: Path) -> dict[str, int]:
                 values[name] = int(str(raw[name]).strip('"'))
             except ValueError:
                 raise ModelError(f"hyperparameter {name}={raw[name]!r} is not an integer", str(path)) from None
-    if not (values["num_clusters"] == 0 or 2 <= values["num_clusters"] <= 50):
-        raise ModelError(
-            f"num_clusters={values['num_clusters']} is out of range", str(path), "use 0 (automatic) or 2..50"
-        )
+    check_num_clusters(values["num_clusters"], str(path))
     return values
+
+
+def check_num_clusters(k: int, where: str) -> int:
+    """``k`` when it is 0 (choose automatically) or 2..50, else a clear error."""
+    if not (k == 0 or 2 <= k <= 50):
+        raise ModelError(f"num_clusters={k} is out of range", where, "use 0 (automatic) or 2..50")
+    return k
 
 
 def read_features(folder: Path) -> pd.DataFrame:
@@ -85,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         hyper = read_hyperparameters(paths.hyperparameters_file())
-        num_clusters = hyper["num_clusters"] if args.num_clusters is None else args.num_clusters
+        num_clusters = hyper["num_clusters"] if args.num_clusters is None else check_num_clusters(
+            args.num_clusters, "--num-clusters")
         seed = hyper["random_state"] if args.random_state is None else args.random_state
         features = read_features(Path(args.features) if args.features else paths.training_channel())
         started = time.perf_counter()

@@ -150,3 +150,32 @@ def test_bad_input_fails_in_compute_rfm_with_the_reason(tmp_path: Path, definiti
 def test_bad_parameters_are_clear_errors(tmp_path: Path, definition: dict, param: dict) -> None:
     with pytest.raises(PipelineError):
         run_local(str(SAMPLE), tmp_path, param, definition=definition)
+
+
+def test_s3_store_downloads_a_prefix_but_not_its_siblings(tmp_path: Path, fake_aws) -> None:
+    import boto3
+    from moto import mock_aws
+
+    from pipeline.local.store import S3Store
+
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="rfm-bucket")
+        for key in ("data/a.csv", "data/sub/b.csv", "data-old/c.csv"):
+            client.put_object(Bucket="rfm-bucket", Key=key, Body=b"x")
+        S3Store(client).download("s3://rfm-bucket/data", tmp_path / "in")
+    assert sorted(p.relative_to(tmp_path / "in").as_posix() for p in (tmp_path / "in").rglob("*.csv")) == [
+        "a.csv", "sub/b.csv"]
+
+
+def test_a_raising_lambda_is_a_failed_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.local import step_types
+
+    def broken(event, context):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(step_types, "lambda_handler", lambda arn: broken)
+    env = step_types.Environment(None, tmp_path, None, "e1", {})
+    env.store = type("Store", (), {"event_uri": staticmethod(lambda uri: uri)})()
+    with pytest.raises(PipelineError, match="raised ValueError: boom"):
+        step_types.run_lambda("ExportSegments", {"FunctionArn": "arn:x:function:rfm-export"}, {}, env)

@@ -95,6 +95,10 @@ def test_ids_needing_json_escapes_round_trip(port, features_frame) -> None:
         (b'{"customer_id": "A", "recency_days": 1\n', "application/jsonlines", 400, "JSON"),
         (b"", "text/csv", 400, "CSV"),
         (b"hello", "application/x-npy", 415, "not supported"),
+        (b'{"customer_id": "A", "recency_days": " 5", "frequency": 1, "monetary": 2, "r_score": 3, "f_score": 3}\n',
+         "application/jsonlines", 400, "recency_days"),
+        (b"customer_id,customer_id,recency_days,frequency,monetary,r_score,f_score,m_score\nA,B,1,1,2,3,3,3\n",
+         "text/csv", 400, "more than once"),
     ],
 )
 def test_bad_payloads_get_a_clear_4xx(port, body, content_type, status, message) -> None:

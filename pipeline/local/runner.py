@@ -151,7 +151,8 @@ class LocalRunner:
             run.seconds = time.perf_counter() - started
             self.on_step(run)
             if run.status == "Failed":
-                result.status, result.failure = "Failed", f"{name}: {run.detail}"
+                prefix = "" if run.detail.startswith(f"{name}:") else f"{name}: "
+                result.status, result.failure = "Failed", prefix + run.detail
                 for later in order[order.index(name) + 1:]:
                     runs[later].status = "NotRun"
                 return result

@@ -23,7 +23,7 @@ from pipeline.local.registry import LocalRegistry
 from pipeline.local.store import FolderStore, S3Store
 from pipeline.local.transform import serving, transform_file
 from steps import paths
-from steps.errors import PipelineError
+from steps.errors import PipelineError, RFMError
 
 # Lambda function name (last part of the ARN) -> "module:function" run in-process.
 LOCAL_LAMBDAS = {"rfm-export": "lambdas.export.app:handler", "rfm-trigger": "lambdas.trigger.app:handler"}
@@ -175,7 +175,12 @@ def run_lambda(name: str, step: dict, args: dict, env: Environment) -> dict[str,
     event = {k: env.store.event_uri(v) if isinstance(v, str) else v for k, v in args.items()}
     handler = lambda_handler(step["FunctionArn"])
     with capture_lambda_logs(env.workdir / "logs" / f"{name}.log"):
-        result = handler(event, None)
+        try:
+            result = handler(event, None)
+        except RFMError:
+            raise
+        except Exception as error:  # a Lambda that raises is a failed step, as on AWS
+            raise PipelineError(f"the Lambda function raised {type(error).__name__}: {error}", None) from error
     if not isinstance(result, dict):
         raise PipelineError("the Lambda function returned no JSON object", name)
     properties = {}

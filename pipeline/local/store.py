@@ -76,8 +76,11 @@ class S3Store:
         target.mkdir(parents=True, exist_ok=True)
         paginator = self.client.get_paginator("list_objects_v2")
         found = False
+        folder = key if key.endswith("/") or not key else key + "/"
         for page in paginator.paginate(Bucket=bucket, Prefix=key):
             for obj in page.get("Contents", []):
+                if obj["Key"] != key and not obj["Key"].startswith(folder):
+                    continue  # a sibling such as key-old/...
                 relative = obj["Key"][len(key):].lstrip("/") or Path(obj["Key"]).name
                 if obj["Key"].endswith("/"):
                     continue
@@ -89,6 +92,8 @@ class S3Store:
             raise PipelineError("no objects under this S3 prefix", uri, "check the input URI")
 
     def upload(self, source: Path, uri: str) -> None:
+        if Path(source).is_file():
+            return self.upload_file(Path(source), f"{uri.rstrip('/')}/{Path(source).name}")
         bucket, key = split_s3(uri)
         for path in sorted(p for p in Path(source).rglob("*") if p.is_file()):
             self.client.upload_file(str(path), bucket, f"{key.rstrip('/')}/{path.relative_to(source).as_posix()}")
