@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve = commands.add_parser(
         "approve", help="approve a registered model package, which publishes its segments",
         epilog="examples:\n  rfm approve                      # the newest pending package of the local run\n"
-               "  rfm approve arn:aws:sagemaker:local:000000000000:model-package/rfmsegmenter/1\n"
+               "  rfm approve arn:aws:sagemaker:local:000000000000:model-package/rfm-segmenter/1\n"
                "  rfm approve --sagemaker --region eu-west-1   # the newest pending package in SageMaker",
         formatter_class=raw)
     approve.add_argument("package", nargs="?", help="model package ARN (default: the newest pending one)")

@@ -27,7 +27,7 @@ import duckdb
 from steps import columns as c
 from steps import paths
 from steps.aggregate import CUSTOMER_ROWS, aggregate_customers, recount_customers
-from steps.errors import EmptyInputError, InputDataError
+from steps.errors import EmptyInputError, InputDataError, RFMError
 from steps.formats import InputFormat, resolve_format
 from steps.parsing import literal, order_date_parsers, quote
 from steps.quality import quality_report
@@ -217,7 +217,8 @@ def compute_features(
         Canonical column -> source column overrides.
     as_of : date, optional
         Reference date; default the day after the last used transaction (UTC).
-        Rows dated after it are quarantined (``date_after_as_of``).
+        Rows dated after it are quarantined (``date_after_as_of``); without it, rows
+        dated after today (UTC) are, so one mistyped year cannot move everyone's recency.
     con : DuckDBPyConnection, optional
         Where to work (see :func:`connect`).
 
@@ -241,7 +242,8 @@ def compute_features(
     fmt = planned[0].fmt
     contacts = [n for n in c.CONTACT_COLUMNS if any(n in p.fmt.columns for p in planned)]
     register_files(con, planned)
-    selects = [canonical_select(p, as_of=as_of, contacts=contacts, store_rejects=True) for p in planned]
+    cutoff = as_of or dt.datetime.now(dt.UTC).date()
+    selects = [canonical_select(p, as_of=cutoff, contacts=contacts, store_rejects=True) for p in planned]
     where = sources[0].name if len(sources) == 1 else f"{len(sources)} files like {sources[0].name}"
     clock = _Clock()
     try:
@@ -251,7 +253,7 @@ def compute_features(
         clock.lap(f"aggregated (quarantined {bad_rows} rows by row reason, {flagged} customers flagged)")
         tables = []
         if bad_rows or flagged:
-            tables = read_flagged_rows(con, planned, as_of=as_of, contacts=contacts)
+            tables = read_flagged_rows(con, planned, as_of=cutoff, contacts=contacts)
         clock.lap(f"read the rows to quarantine or recount ({len(tables)} tables)")
         if recount:
             recount_customers(con, canonical_rows(tables),
@@ -376,8 +378,9 @@ def write_features(result: FeatureResult, output: Path, transform_output: Path |
     written = write_quarantine(con, result.flagged_tables, output / paths.QUARANTINE_DIR)
     clock.lap(f"wrote {paths.QUARANTINE_DIR}/")
     expected = result.quality["quarantined_by_reason"]
-    if written != expected:  # the two reads disagree: a bug, never silently lose rows
-        log.warning("quarantine files hold %s but quality.json counts %s", written, expected)
+    if written != expected:  # the two reads disagree: a bug; never report rows that are not there
+        raise RFMError(f"quarantine files hold {written} rows but quality.json counts {expected}",
+                       str(output / paths.QUARANTINE_DIR), "report this as a bug, with the input if you can")
     (output / paths.QUALITY_FILE).write_text(json.dumps(result.quality, indent=2, sort_keys=True) + "\n")
     if transform_output is not None:
         transform_output.mkdir(parents=True, exist_ok=True)

@@ -165,7 +165,8 @@ def canonical_select(
         order_text = f"NULLIF({text_expr(col(c.ORDER_ID), dtype(c.ORDER_ID))}, '')"
         order = f"COALESCE({order_text}, 'day ' || CAST(__rfm_day AS VARCHAR))"
     else:
-        order_text, order = None, "__rfm_day"
+        # Same key as a row with an empty order id, so one purchase day is one order either way.
+        order_text, order = None, "'day ' || CAST(__rfm_day AS VARCHAR)"
     if fmt.purchase_event:
         is_purchase = f"coalesce(upper(trim({col(c.EVENT)})) = {literal(fmt.purchase_event.upper())}, false)"
     else:

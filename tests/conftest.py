@@ -53,5 +53,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, features_frame: pd.DataF
 def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials and region; nothing may reach a real AWS endpoint."""
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+                        "AWS_SESSION_TOKEN": "testing", "AWS_SECURITY_TOKEN": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)

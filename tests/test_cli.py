@@ -15,20 +15,21 @@ from pipeline.local.progress import StepReporter, describe_step
 from pipeline.local.runner import StepRun
 from steps import columns as c
 from steps import paths
+from tests.conftest import ROOT
 
 RFM = [str(Path(sys.executable).parent / "rfm")]
 COMMANDS = ["sample", "features", "run-local", "approve", "segments", "show"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*RFM, *args], capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run([*RFM, *args], capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
 
 
 def test_top_level_help_lists_every_command_with_an_example() -> None:
     text = build_parser().format_help()
     for command in COMMANDS:
         assert command in text
-        assert f"rfm {command}" in text or command == "show" and "rfm show" in text
+        assert f"rfm {command}" in text
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -40,24 +41,24 @@ def test_every_command_has_help_with_an_example(command: str, capsys: pytest.Cap
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["features", "--input", "/no/such/file.csv", "--output", "/tmp/rfm-cli-out"], "no such file"),
-    (["run-local", "--input", "/no/such/file.csv", "--output", "/tmp/rfm-cli-out"], "no such input"),
+    (["features", "--input", "/no/such/file.csv", "--output", "{tmp}/out"], "no such file"),
+    (["run-local", "--input", "/no/such/file.csv", "--output", "{tmp}/out"], "no such input"),
     (["run-local", "--input", "data/sample/transactions.csv.gz", "--param", "oops"], "Name=Value"),
-    (["approve", "--output", "/tmp/rfm-cli-empty"], "waiting for approval"),
-    (["segments", "--output", "/tmp/rfm-cli-empty"], "no published segments"),
+    (["approve", "--output", "{tmp}/empty"], "waiting for approval"),
+    (["segments", "--output", "{tmp}/empty"], "no published segments"),
     (["features", "--input", "data/sample/transactions.csv.gz", "--output", "README.md"], "not a folder"),
     (["run-local", "--input", "data/sample/transactions.csv.gz", "--output", "README.md"], "not a folder"),
 ])
-def test_errors_are_one_line_without_traceback(args: list[str], message: str) -> None:
-    completed = run_cli(*args)
+def test_errors_are_one_line_without_traceback(args: list[str], message: str, tmp_path: Path) -> None:
+    completed = run_cli(*(arg.replace("{tmp}", str(tmp_path)) for arg in args))
     assert completed.returncode != 0
     lines = [line for line in completed.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and message in lines[-1], completed.stderr
     assert "Traceback" not in completed.stderr
 
 
-def test_debug_shows_the_traceback() -> None:
-    completed = run_cli("--debug", "segments", "--output", "/tmp/rfm-cli-empty")
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    completed = run_cli("--debug", "segments", "--output", str(tmp_path))
     assert completed.returncode != 0 and "Traceback" in completed.stderr
 
 

