@@ -383,7 +383,6 @@ def write_features(result: FeatureResult, output: Path, transform_output: Path |
                        str(output / paths.QUARANTINE_DIR), "report this as a bug, with the input if you can")
     (output / paths.QUALITY_FILE).write_text(json.dumps(result.quality, indent=2, sort_keys=True) + "\n")
     if transform_output is not None:
-        transform_output.mkdir(parents=True, exist_ok=True)
         columns = ", ".join(c.TRANSFORM_INPUT_COLUMNS)
         target = literal(str(transform_output / paths.TRANSFORM_INPUT_FILE))
         con.execute(f"COPY (SELECT {columns} FROM ({result.features_sql}) ORDER BY {c.CUSTOMER_ID}) "
@@ -403,6 +402,9 @@ def run(
     threads: int | None = None,
 ) -> FeatureResult:
     """Read ``location``, compute the features and write every artifact under ``output``."""
+    paths.output_folder(output)  # before the work, not after it
+    if transform_output is not None:
+        paths.output_folder(transform_output, "--transform-output")
     with tempfile.TemporaryDirectory(prefix="rfm-features-") as workdir:
         sources, skipped = open_sources(location, Path(workdir), encoding)
         if not memory_limit or memory_limit == "auto":

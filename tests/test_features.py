@@ -454,3 +454,27 @@ def test_duckdb_reject_tables_are_per_file(tmp_path: Path) -> None:
     found = sorted(zip(rows[c.SOURCE_FILE].map(lambda f: Path(f).name), rows[c.SOURCE_ROW], strict=True))
     assert found == [("a.csv", 2), ("b.csv", 2)]
     assert duckdb.__version__  # the reject tables are DuckDB's; see steps.quarantine
+
+
+def test_a_far_future_date_is_quarantined_not_the_as_of_date(tmp_path: Path) -> None:
+    from steps.features import run as run_features
+
+    source = tmp_path / "tx.csv"
+    source.write_text("customer_id,timestamp,amount\nA,2024-01-01,10\nB,2024-01-05,20\nB,2999-01-01,30\n")
+    result = run_features(str(source), tmp_path / "out")
+    assert result.quality["as_of_date"] == "2024-01-06"
+    assert result.quality["quarantined_by_reason"] == {"date_after_as_of": 1}
+
+
+def test_one_purchase_day_is_one_order_with_or_without_an_order_id_column(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from steps.features import run as run_features
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.csv").write_text("customer_id,order_id,timestamp,amount\nc1,,2024-01-01,10\n")
+    (folder / "b.csv").write_text("customer_id,timestamp,amount\nc1,2024-01-01,5\n")
+    run_features(str(folder), tmp_path / "out")
+    rfm = pd.read_parquet(tmp_path / "out" / "rfm.parquet")
+    assert rfm.loc[rfm["customer_id"] == "c1", "frequency"].tolist() == [1]
