@@ -43,7 +43,7 @@ from steps.quarantine import (
 )
 from steps.scoring import SCORED_FEATURES, score_cuts_from_counts, score_sql
 from steps.segments import SCORE_LEVELS, SEGMENT_GRID
-from steps.sources import Source, list_input_files, sniff
+from steps.sources import Source, first_line, list_input_files, sniff
 from steps.transactions import CONTACT_PREFIX, CUST, REASON, ROW_REASONS, CanonicalSource, canonical_select
 
 if TYPE_CHECKING:
@@ -260,7 +260,7 @@ def compute_features(
                               f"(SELECT {CUST} FROM {FLAGGED_CUSTOMERS} WHERE recount)", contacts)
             clock.lap(f"recounted {recount} customers exactly")
     except duckdb.Error as error:
-        raise InputDataError(f"cannot read the transactions: {_first_line(error)}", where) from None
+        raise InputDataError(f"cannot read the transactions: {first_line(error)}", where) from None
     as_of = as_of or _derived_as_of(con, where)
     customers = _customer_features(con, as_of, contacts)
     if not customers:
@@ -288,11 +288,6 @@ class _Clock:
         now, cpu = time.perf_counter(), time.process_time()
         log.debug("%s: %.2f s (%.2f s CPU)", what, now - self.started, cpu - self.cpu)
         self.started, self.cpu = now, cpu
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:300]
 
 
 def _reason_summary(con: duckdb.DuckDBPyConnection) -> str:

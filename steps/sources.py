@@ -23,6 +23,7 @@ import duckdb
 
 from steps.errors import EmptyInputError, InputDataError
 from steps.formats import CDNOW_COLUMNS, CDNOW_LINE
+from steps.parsing import literal
 
 SUFFIXES = (".csv", ".csv.gz", ".txt", ".txt.gz", ".parquet", ".tsv", ".tsv.gz")
 PARQUET_MAGIC = b"PAR1"
@@ -94,10 +95,10 @@ class Source:
             Read a text file as one VARCHAR column ``line`` per line, without
             a header (default: when the file is ``headerless``).
         """
-        path = _literal(str(self.path))
+        path = literal(str(self.path))
         if self.kind == "parquet":
             return f"read_parquet({path}{', file_row_number=true' if row_numbers else ''})"
-        options = [f"encoding={_literal(self.encoding)}", "ignore_errors=true"]
+        options = [f"encoding={literal(self.encoding)}", "ignore_errors=true"]
         if store_rejects:
             options.append("store_rejects=true")
         if self.headerless if as_lines is None else as_lines:
@@ -107,13 +108,9 @@ class Source:
                 f"escape='', auto_detect=false, {', '.join(options)})"
             )
         return (
-            f"read_csv({path}, all_varchar=true, header=true, delim={_literal(self.delimiter)}, "
+            f"read_csv({path}, all_varchar=true, header=true, delim={literal(self.delimiter)}, "
             f"{', '.join(options)})"
         )
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _is_supported(relative: Path) -> bool:
@@ -325,7 +322,7 @@ def _sniff_parquet(path: Path, where: str) -> Source:
     con = duckdb.connect()
     try:
         rows = con.execute(
-            f"SELECT sum(num_rows) FROM parquet_file_metadata({_literal(str(path))})"
+            f"SELECT sum(num_rows) FROM parquet_file_metadata({literal(str(path))})"
         ).fetchall()
     except duckdb.Error as error:
         raise InputDataError(
