@@ -4,8 +4,10 @@
 (reason, customer) for usable rows (``reason = 0``) and one row per reason for
 the others (customer NULL). One read feeds two hash aggregations, the way
 DuckDB runs a plain ``count(DISTINCT order)``: the rows by customer (counts,
-spend, days) and the usable rows by order (row count and a XOR of row
-hashes), which then give each customer's frequency.
+spend, days) and the usable rows by order. Only orders of two or more rows
+leave the second one (most orders are one row), with their row count and a
+XOR of 32-bit row hashes; a customer's frequency is then its purchase rows
+minus the extra rows of its multi-row purchase orders.
 
 Exact duplicate rows share customer, order and every other column, so they
 meet in one order group. An order of one row has no duplicate; an order of
@@ -13,7 +15,8 @@ two rows whose hashes differ (XOR not 0) has none either. Customers with any
 other order (two rows with equal hashes, or three or more rows) are marked
 ``unresolved_orders > 0`` and :func:`recount_customers` recounts them exactly
 from their rows (a second, filtered read), so the result is always exact and
-clean data is read once.
+clean data is read once. Two different rows whose 32-bit hashes collide only
+cost such a recount.
 """
 
 from __future__ import annotations
@@ -69,18 +72,21 @@ def aggregate_customers(
                    max({DAY}) AS last_day {latest}
             FROM tx GROUP BY 1, 2
         ),
-        orders AS (
-            SELECT {CUST}, {ORDER}, {IS_RETURN}, count(*) AS n_rows, bit_xor({ROW_HASH}) AS row_xor
-            FROM tx WHERE {REASON} = 0 GROUP BY 1, 2, 3
+        multi_row_orders AS (
+            SELECT {CUST}, {IS_RETURN}, count(*) AS n_rows, bit_xor(CAST({ROW_HASH} >> 32 AS UINTEGER)) AS row_xor
+            FROM tx WHERE {REASON} = 0 GROUP BY {CUST}, {ORDER}, {IS_RETURN} HAVING count(*) > 1
         ),
         order_counts AS (
-            SELECT {CUST}, count(*) FILTER (WHERE NOT {IS_RETURN}) AS frequency,
-                   count(*) FILTER (WHERE n_rows > 2 OR (n_rows = 2 AND row_xor = 0)) AS unresolved_orders
-            FROM orders GROUP BY 1
+            SELECT {CUST}, sum(n_rows - 1) FILTER (WHERE NOT {IS_RETURN}) AS extra_purchase_rows,
+                   count(*) FILTER (WHERE n_rows > 2 OR row_xor = 0) AS unresolved_orders
+            FROM multi_row_orders GROUP BY 1
         )
         SELECT k.{REASON}, k.{CUST}, k.n_rows, CAST(0 AS BIGINT) AS duplicate_rows, k.amount, k.return_rows,
                k.first_purchase, k.last_purchase, k.last_day,
-               coalesce(o.frequency, 0) AS frequency, coalesce(o.unresolved_orders, 0) AS unresolved_orders
+               CASE WHEN k.{REASON} = 0
+                    THEN k.n_rows - k.return_rows - CAST(coalesce(o.extra_purchase_rows, 0) AS BIGINT)
+                    ELSE 0 END AS frequency,
+               coalesce(o.unresolved_orders, 0) AS unresolved_orders
                {"".join(f", k.{name}" for name in contact_cols)}
         FROM customers k LEFT JOIN order_counts o ON k.{REASON} = 0 AND o.{CUST} = k.{CUST}""")
 

@@ -297,7 +297,9 @@ def _reason_summary(con: duckdb.DuckDBPyConnection) -> str:
         "GROUP BY 1 ORDER BY 2 DESC LIMIT 3"
     ).fetchall()
     parts = [f"{ROW_REASONS[code - 1]}: {int(n)} rows" for code, n in rows]
-    malformed, error = con.execute(f"SELECT count(*), any_value(error) FROM {REJECTED_LINES}").fetchall()[0]
+    malformed, error = con.execute(
+        f"SELECT count(*), arg_min(error, (file_no, row_no)) FROM {REJECTED_LINES}"  # the first one
+    ).fetchall()[0]
     if malformed:
         parts.insert(0, f"malformed_line: {malformed} lines, e.g. {error}")
     return ", ".join(parts) or "no usable rows"

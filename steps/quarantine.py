@@ -75,7 +75,8 @@ def collect_rejected_lines(con: duckdb.DuckDBPyConnection) -> int:
         con.execute("SELECT count(*) FROM reject_errors").fetchall()
         errors = f"""
             SELECT f.file_no, CAST(e.line AS BIGINT) - f.header_lines AS row_no,
-                   any_value(e.csv_line) AS text, string_agg(DISTINCT e.error_message, '; ') AS error
+                   any_value(e.csv_line) AS text,
+                   string_agg(DISTINCT e.error_message, '; ' ORDER BY e.error_message) AS error
             FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id)
             JOIN {INPUT_FILES} f ON f.path = s.file_path
             GROUP BY ALL"""
