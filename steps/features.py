@@ -345,14 +345,16 @@ def _scored_features_sql(con: duckdb.DuckDBPyConnection, contacts: list[str]) ->
             values, counts = -values[::-1], counts[::-1]
         oriented = feature if direction > 0 else f"(-{feature})"
         scores[score] = score_sql(oriented, *score_cuts_from_counts(values, counts))
+    # Constant lists indexed by the scores (levels are 1..n): cheaper per row than building strings.
+    levels = len(SCORE_LEVELS)
     grid = "[" + ", ".join(literal(SEGMENT_GRID[(r, f)]) for r in SCORE_LEVELS for f in SCORE_LEVELS) + "]"
+    codes = "[" + ", ".join(f"'{r}{f}{m}'" for r in SCORE_LEVELS for f in SCORE_LEVELS for m in SCORE_LEVELS) + "]"
     extra = "".join(f", {quote(n)}" for n in contacts)
     return f"""
         SELECT {c.CUSTOMER_ID}, {c.FIRST_PURCHASE}, {c.LAST_PURCHASE}, {c.RECENCY_DAYS}, {c.FREQUENCY},
                {c.MONETARY}, {c.AVG_ORDER_VALUE}, {c.R_SCORE}, {c.F_SCORE}, {c.M_SCORE},
-               CAST({c.R_SCORE} AS VARCHAR) || CAST({c.F_SCORE} AS VARCHAR) || CAST({c.M_SCORE} AS VARCHAR)
-                   AS {c.RFM_SCORE},
-               {grid}[({c.R_SCORE} - 1) * {len(SCORE_LEVELS)} + {c.F_SCORE}] AS {c.RFM_SEGMENT} {extra}
+               {codes}[(({c.R_SCORE} - 1) * {levels} + {c.F_SCORE} - 1) * {levels} + {c.M_SCORE}] AS {c.RFM_SCORE},
+               {grid}[({c.R_SCORE} - 1) * {levels} + {c.F_SCORE}] AS {c.RFM_SEGMENT} {extra}
         FROM (SELECT *, {scores[c.R_SCORE]} AS {c.R_SCORE}, {scores[c.F_SCORE]} AS {c.F_SCORE},
                      {scores[c.M_SCORE]} AS {c.M_SCORE}
               FROM {CUSTOMER_FEATURES})"""

@@ -27,6 +27,7 @@ from steps import paths
 from steps.errors import EmptyInputError, InputDataError
 from steps.features import compute_features, connect, open_sources, parse_as_of, run
 from steps.features_job import main as features_main
+from steps.segments import SEGMENT_GRID
 
 BAD = Path(__file__).parent / "data" / "bad"
 HEADER = "customer_id,order_id,timestamp,amount\n"
@@ -254,9 +255,10 @@ def test_outputs_and_transform_csv(tmp_path: Path) -> None:
     assert table.schema.field(c.FIRST_PURCHASE).type == pa.date32()
     frame = table.to_pandas()
     assert frame[c.CUSTOMER_ID].tolist() == sorted(frame[c.CUSTOMER_ID])
-    assert set(frame[c.RFM_SCORE]) == {
-        f"{r}{f}{m}" for r, f, m in frame[[c.R_SCORE, c.F_SCORE, c.M_SCORE]].values
-    }
+    scores = frame[[c.R_SCORE, c.F_SCORE, c.M_SCORE]].values.tolist()
+    assert frame[c.RFM_SCORE].tolist() == [f"{r}{f}{m}" for r, f, m in scores]
+    assert frame[c.RFM_SEGMENT].tolist() == [SEGMENT_GRID[(r, f)] for r, f, _ in scores]
+    assert len(set(frame[c.RFM_SCORE])) > 5  # the check above sees many cells
     transform = pd.read_csv(tmp_path / "transform" / paths.TRANSFORM_INPUT_FILE, dtype={c.CUSTOMER_ID: str})
     assert list(transform.columns) == list(c.TRANSFORM_INPUT_COLUMNS)
     assert transform[c.CUSTOMER_ID].tolist() == frame[c.CUSTOMER_ID].tolist()
