@@ -108,10 +108,19 @@ def connect(
     # Results are ordered explicitly where it matters; keeping insertion order costs memory.
     con.execute("SET preserve_insertion_order=false")
     if memory_limit:
-        con.execute(f"SET memory_limit={literal(memory_limit)}")
+        try:
+            con.execute(f"SET memory_limit={literal(memory_limit)}")
+        except duckdb.Error:
+            raise InputDataError(
+                f"memory limit {memory_limit!r} is not a size", "--memory-limit", "Write e.g. 2GB, or auto"
+            ) from None
     if temp_directory:
         con.execute(f"SET temp_directory={literal(temp_directory)}")
-    if threads:
+    if threads is not None:
+        if threads < 1:
+            raise InputDataError(
+                f"{threads} is not a number of threads", "--threads", "Give at least 1, or leave it out for all cores"
+            )
         con.execute(f"SET threads={int(threads)}")
     return con
 
@@ -259,6 +268,8 @@ def compute_features(
             recount_customers(con, canonical_rows(tables),
                               f"(SELECT {CUST} FROM {FLAGGED_CUSTOMERS} WHERE recount)", contacts)
             clock.lap(f"recounted {recount} customers exactly")
+    except duckdb.OutOfMemoryException:
+        raise  # not a problem of the data: the caller knows the limit
     except duckdb.Error as error:
         raise InputDataError(f"cannot read the transactions: {first_line(error)}", where) from None
     as_of = as_of or _derived_as_of(con, where)
@@ -410,8 +421,14 @@ def run(
             memory_limit = auto_memory_limit(sources)
         log.debug("DuckDB memory limit %s, threads %s", memory_limit, threads or "all")
         con = connect(memory_limit, os.path.join(workdir, "spill"), threads)
-        result = compute_features(
-            sources, input_format=input_format, mapping=mapping, as_of=as_of, con=con, skipped_files=skipped
-        )
-        write_features(result, output, transform_output)
+        try:
+            result = compute_features(
+                sources, input_format=input_format, mapping=mapping, as_of=as_of, con=con, skipped_files=skipped
+            )
+            write_features(result, output, transform_output)
+        except duckdb.OutOfMemoryException:
+            raise RFMError(
+                f"DuckDB ran out of memory under the {memory_limit} limit", location,
+                "Raise --memory-limit (auto sizes it from the input), or free disk space for spilling",
+            ) from None
     return result

@@ -28,6 +28,7 @@ from steps.errors import EmptyInputError, InputDataError
 from steps.features import compute_features, connect, open_sources, parse_as_of, run
 from steps.features_job import main as features_main
 from steps.segments import SEGMENT_GRID
+from tests.conftest import SAMPLE
 
 BAD = Path(__file__).parent / "data" / "bad"
 HEADER = "customer_id,order_id,timestamp,amount\n"
@@ -132,6 +133,9 @@ def test_unusable_locations(tmp_path: Path) -> None:
             "no_customer_column.csv: the column mapping names column(s) 'Client'",
         ),
         (["--input", str(BAD / "no_customer_column.csv"), "--as-of", "yesterday"], "--as-of: as-of date"),
+        (["--input", str(SAMPLE), "--memory-limit", "lots"], "--memory-limit: memory limit 'lots' is not a size"),
+        (["--input", str(SAMPLE), "--threads", "0"], "--threads: 0 is not a number of threads"),
+        (["--input", str(SAMPLE), "--memory-limit", "10KB"], "DuckDB ran out of memory under the 10KB limit"),
     ],
 )
 def test_cli_prints_one_line_and_exits_non_zero(
