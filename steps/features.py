@@ -29,7 +29,7 @@ from steps import paths
 from steps.aggregate import CUSTOMER_ROWS, aggregate_customers, recount_customers
 from steps.errors import EmptyInputError, InputDataError, RFMError
 from steps.formats import InputFormat, resolve_format
-from steps.parsing import literal, order_date_parsers, quote
+from steps.parsing import DEFAULT_TEXT_PARSERS, literal, order_date_parsers, quote, slashed_dates
 from steps.quality import quality_report
 from steps.quarantine import (
     FLAGGED_CUSTOMERS,
@@ -200,9 +200,25 @@ def plan_sources(
         column = src.fmt.columns[c.TIMESTAMP]
         parsers: tuple[str, ...] = ()
         if src.raw_types.get(column, "VARCHAR") == "VARCHAR":
-            parsers = tuple(order_date_parsers(con, src.raw_sql(), quote(column)))
+            names = _text_date_parsers(con, src, column)
+            parsers = tuple(order_date_parsers(con, src.raw_sql(), quote(column), names))
         ordered.append(CanonicalSource(src.source, src.fmt, src.file_no, parsers))
     return ordered
+
+
+def _text_date_parsers(con: duckdb.DuckDBPyConnection, src: CanonicalSource, column: str) -> tuple[str, ...]:
+    """The text date parsers for one file: slashed dates month first unless the file shows day first."""
+    evidence = slashed_dates(con, src.raw_sql(), quote(column))
+    if evidence.mixed:
+        raise InputDataError(
+            f"column {column!r} mixes day-first dates ({evidence.day_first} like {evidence.day_first_example!r}) "
+            f"and month-first dates ({evidence.month_first} like {evidence.month_first_example!r})",
+            src.source.name,
+            "Export the dates as YYYY-MM-DD, or put each date order in its own file",
+        )
+    if evidence.order != "month_day_year":
+        log.info("%s: reading slashed dates day first (e.g. %s)", src.source.name, evidence.day_first_example)
+    return tuple(evidence.order if name == "month_day_year" else name for name in DEFAULT_TEXT_PARSERS)
 
 
 def compute_features(

@@ -12,6 +12,8 @@ converted to UTC first; text and timestamps without one are taken as UTC.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import duckdb
 
 # Money is carried as integer ten-thousandths (exact sums, exact halving).
@@ -25,6 +27,7 @@ FLOAT_TYPES = ("FLOAT", "DOUBLE", "REAL")
 # Two-digit years come before four-digit ones: DuckDB's %Y would read "12/1/10" as year 10.
 _US_FORMATS = ("%m/%d/%y %H:%M", "%m/%d/%y %H:%M:%S", "%m/%d/%y", "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S",
                "%m/%d/%Y", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %I:%M:%S %p")  # fmt: skip
+_DAY_FIRST_FORMATS = tuple(f.replace("%m/%d/", "%d/%m/") for f in _US_FORMATS)
 _RFC_2822_FORMATS = ("%a, %d %b %Y %H:%M:%S %z", "%d %b %Y %H:%M:%S %z", "%a, %d %b %Y %H:%M %z",
                      "%a, %d %b %Y %H:%M:%S %Z")  # fmt: skip
 _OTHER_FORMATS = ("%Y%m%d", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y/%m/%d", "%d.%m.%Y %H:%M:%S",
@@ -46,8 +49,40 @@ TEXT_DATE_PARSERS: dict[str, str] = {
     "iso": _utc_day("TRY_CAST({t} AS TIMESTAMPTZ)"),
     "rfc2822": _utc_day(_strptime(_RFC_2822_FORMATS)),
     "month_day_year": f"CAST({_strptime(_US_FORMATS)} AS DATE)",
+    "day_month_year": f"CAST({_strptime(_DAY_FIRST_FORMATS)} AS DATE)",
     "other": f"CAST({_strptime(_OTHER_FORMATS)} AS DATE)",
 }
+# Slashed dates are read one way per file: month first (the default) or day first.
+SLASHED_ORDERS = ("month_day_year", "day_month_year")
+# The chain when nothing says otherwise: every shape once, slashed dates month first.
+DEFAULT_TEXT_PARSERS = ("iso", "rfc2822", "month_day_year", "other")
+# A slashed date's first two numbers ("13/01/2011" -> 13, 1).
+_SLASHED = r"^\s*(\d{1,2})/(\d{1,2})/\d"
+
+
+@dataclass(frozen=True)
+class SlashedDates:
+    """What a column's slashed dates (``a/b/year``) say about their order.
+
+    ``day_first`` counts values whose first number cannot be a month (> 12) and
+    ``month_first`` values whose second number cannot be; the examples are
+    one value of each.
+    """
+
+    day_first: int = 0
+    month_first: int = 0
+    day_first_example: str | None = None
+    month_first_example: str | None = None
+
+    @property
+    def order(self) -> str:
+        """``day_month_year`` when only day-first evidence exists, else ``month_day_year``."""
+        return "day_month_year" if self.day_first and not self.month_first else "month_day_year"
+
+    @property
+    def mixed(self) -> bool:
+        """Both orders occur: no single reading is right."""
+        return bool(self.day_first and self.month_first)
 
 
 def quote(name: str) -> str:
@@ -94,20 +129,23 @@ def day_expr(column: str, dtype: str, parsers: list[str] | None = None) -> str:
             f"THEN CAST(make_timestamp({column} * 1000) AS DATE) END"
         )
     text = column if base == "VARCHAR" else f"CAST({column} AS VARCHAR)"
-    names = parsers or list(TEXT_DATE_PARSERS)
+    names = parsers or list(DEFAULT_TEXT_PARSERS)
     return "COALESCE(" + ", ".join(TEXT_DATE_PARSERS[name].format(t=text) for name in names) + ")"
 
 
 def order_date_parsers(
-    con: duckdb.DuckDBPyConnection, reader: str, column: str, sample: int = 500
+    con: duckdb.DuckDBPyConnection,
+    reader: str,
+    column: str,
+    names: tuple[str, ...] = DEFAULT_TEXT_PARSERS,
+    sample: int = 500,
 ) -> list[str]:
-    """Text date parser names, the ones that parse most of a sample first.
+    """Text date parser ``names``, the ones that parse most of a sample first.
 
     Only the order changes (every parser stays in the chain), so this is a
     speed-up and never changes which values parse: the parsers accept
-    disjoint shapes of text.
+    disjoint shapes of text (``names`` holds one of ``SLASHED_ORDERS``).
     """
-    names = list(TEXT_DATE_PARSERS)
     counts = ", ".join(f"count({TEXT_DATE_PARSERS[n].format(t='v')})" for n in names)
     try:
         row = con.execute(
@@ -115,9 +153,32 @@ def order_date_parsers(
             f"WHERE {column} IS NOT NULL LIMIT {int(sample)})"
         ).fetchall()[0]
     except duckdb.Error:
-        return names
+        return list(names)
     hits = dict(zip(names, row or [0] * len(names), strict=True))
     return sorted(names, key=lambda n: (-hits[n], names.index(n)))
+
+
+def slashed_dates(con: duckdb.DuckDBPyConnection, reader: str, column: str, sample: int = 500) -> SlashedDates:
+    """Read the whole column for evidence of the order of its slashed dates.
+
+    Every value counts, not a sample: a file sorted by time can start with
+    weeks of ambiguous days (``12/1/2010`` to ``12/12/2010``). Only columns
+    with slashed dates in their first ``sample`` values are read.
+    """
+    parts = f"regexp_extract(v, '{_SLASHED}', ['a', 'b'])"
+    values = f"SELECT CAST({column} AS VARCHAR) AS v FROM {reader}"
+    try:
+        first = f"SELECT count(*) FROM ({values} LIMIT {int(sample)}) WHERE v LIKE '%/%/%'"
+        if not con.execute(first).fetchall()[0][0]:
+            return SlashedDates()  # no slashed dates at the start: no read of the whole column
+        row = con.execute(f"""
+            SELECT count(*) FILTER (WHERE a > 12 AND b <= 12), count(*) FILTER (WHERE b > 12 AND a <= 12),
+                   min(v) FILTER (WHERE a > 12 AND b <= 12), min(v) FILTER (WHERE b > 12 AND a <= 12)
+            FROM (SELECT v, TRY_CAST({parts}.a AS INTEGER) AS a, TRY_CAST({parts}.b AS INTEGER) AS b
+                  FROM ({values}) WHERE v LIKE '%/%/%')""").fetchall()[0]
+    except duckdb.Error:
+        return SlashedDates()
+    return SlashedDates(int(row[0]), int(row[1]), row[2], row[3])
 
 
 def number_expr(column: str, dtype: str) -> str:

@@ -276,6 +276,32 @@ def test_online_retail_i_month_first_dates(tmp_path: Path) -> None:
     assert quality["as_of_date"] == "2010-12-15"
 
 
+SLASHED_HEADER = "customer_id,order_id,timestamp,amount\n"
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_day_first_slashed_dates_are_read_day_first(tmp_path: Path, kind: str) -> None:
+    # Rows 1-3 are ambiguous on their own; row 4 (13 January) shows the file is day first.
+    text = SLASHED_HEADER + "a,1,01/02/2011,5\na,2,02/03/2011 10:00,6\nb,3,12/01/2011,7\nb,4,13/01/2011,8\n"
+    features, quality = features_of(WRITERS[kind](tmp_path / "tx.csv", text))
+    assert (features.loc["a", c.FIRST_PURCHASE], features.loc["a", c.LAST_PURCHASE]) == (D(2011, 2, 1), D(2011, 3, 2))
+    assert (features.loc["b", c.FIRST_PURCHASE], features.loc["b", c.LAST_PURCHASE]) == (D(2011, 1, 12), D(2011, 1, 13))
+    assert quality["rows_used"] == 4 and not quality["quarantined_by_reason"]
+
+
+def test_ambiguous_slashed_dates_stay_month_first(tmp_path: Path) -> None:
+    features, _ = features_of(write_csv(tmp_path / "tx.csv", SLASHED_HEADER + "a,1,01/02/2011,5\n"))
+    assert features.loc["a", c.LAST_PURCHASE] == D(2011, 1, 2)
+
+
+def test_a_file_mixing_date_orders_is_an_error(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "tx.csv", SLASHED_HEADER + "a,1,13/01/2011,5\nb,2,12/25/2010,6\nc,3,2011-01-05,1\n")
+    expected = (r"tx.csv: column 'timestamp' mixes day-first dates \(1 like '13/01/2011'\) "
+                r"and month-first dates \(1 like '12/25/2010'\).*YYYY-MM-DD")
+    with pytest.raises(InputDataError, match=expected):
+        features_of(path)
+
+
 @pytest.mark.parametrize("kind", ["txt", "txt.gz"])
 def test_cdnow(tmp_path: Path, kind: str) -> None:
     path = (
