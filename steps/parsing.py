@@ -52,8 +52,6 @@ TEXT_DATE_PARSERS: dict[str, str] = {
     "day_month_year": f"CAST({_strptime(_DAY_FIRST_FORMATS)} AS DATE)",
     "other": f"CAST({_strptime(_OTHER_FORMATS)} AS DATE)",
 }
-# Slashed dates are read one way per file: month first (the default) or day first.
-SLASHED_ORDERS = ("month_day_year", "day_month_year")
 # The chain when nothing says otherwise: every shape once, slashed dates month first.
 DEFAULT_TEXT_PARSERS = ("iso", "rfc2822", "month_day_year", "other")
 # A slashed date's first two numbers ("13/01/2011" -> 13, 1).
@@ -144,7 +142,8 @@ def order_date_parsers(
 
     Only the order changes (every parser stays in the chain), so this is a
     speed-up and never changes which values parse: the parsers accept
-    disjoint shapes of text (``names`` holds one of ``SLASHED_ORDERS``).
+    disjoint shapes of text (``names`` holds one of ``month_day_year`` and
+    ``day_month_year``: slashed dates are read one way per file).
     """
     counts = ", ".join(f"count({TEXT_DATE_PARSERS[n].format(t='v')})" for n in names)
     try:
@@ -165,7 +164,6 @@ def slashed_dates(con: duckdb.DuckDBPyConnection, reader: str, column: str, samp
     weeks of ambiguous days (``12/1/2010`` to ``12/12/2010``). Only columns
     with slashed dates in their first ``sample`` values are read.
     """
-    parts = f"regexp_extract(v, '{_SLASHED}', ['a', 'b'])"
     values = f"SELECT CAST({column} AS VARCHAR) AS v FROM {reader}"
     try:
         first = f"SELECT count(*) FROM ({values} LIMIT {int(sample)}) WHERE v LIKE '%/%/%'"
@@ -174,8 +172,9 @@ def slashed_dates(con: duckdb.DuckDBPyConnection, reader: str, column: str, samp
         row = con.execute(f"""
             SELECT count(*) FILTER (WHERE a > 12 AND b <= 12), count(*) FILTER (WHERE b > 12 AND a <= 12),
                    min(v) FILTER (WHERE a > 12 AND b <= 12), min(v) FILTER (WHERE b > 12 AND a <= 12)
-            FROM (SELECT v, TRY_CAST({parts}.a AS INTEGER) AS a, TRY_CAST({parts}.b AS INTEGER) AS b
-                  FROM ({values}) WHERE v LIKE '%/%/%')""").fetchall()[0]
+            FROM (SELECT v, TRY_CAST(p.a AS INTEGER) AS a, TRY_CAST(p.b AS INTEGER) AS b
+                  FROM (SELECT v, regexp_extract(v, '{_SLASHED}', ['a', 'b']) AS p
+                        FROM ({values}) WHERE v LIKE '%/%/%'))""").fetchall()[0]
     except duckdb.Error:
         return SlashedDates()
     return SlashedDates(int(row[0]), int(row[1]), row[2], row[3])
