@@ -61,6 +61,7 @@ from sagemaker.train import ModelTrainer
 from sagemaker.train.configs import Compute, InputData, OutputDataConfig
 
 from pipeline.naming import MAIN_PIPELINE_NAME, MODEL_PACKAGE_GROUP_NAME
+from pipeline.parameters import APPROVAL_STATUSES
 from pipeline.session import SDK_CONFIG, make_session, no_role_validation
 from steps import package_metadata, paths
 from steps.errors import PipelineError
@@ -106,7 +107,9 @@ def make_parameters(default_bucket: str, base_job_prefix: str) -> Parameters:
         input_data_url=ParameterString("InputDataUrl", f"s3://{default_bucket}/{base_job_prefix}/input/"),
         input_format=ParameterString("InputFormat", "auto"),
         as_of_date=ParameterString("AsOfDate", ""),
-        model_approval_status=ParameterString("ModelApprovalStatus", "PendingManualApproval"),
+        model_approval_status=ParameterString(
+            "ModelApprovalStatus", "PendingManualApproval", enum_values=list(APPROVAL_STATUSES)
+        ),
         processing_instance_type=ParameterString("ProcessingInstanceType", DEFAULT_INSTANCE_TYPE),
         training_instance_type=ParameterString("TrainingInstanceType", DEFAULT_INSTANCE_TYPE),
         transform_instance_type=ParameterString("TransformInstanceType", DEFAULT_INSTANCE_TYPE),
@@ -226,7 +229,12 @@ def train_step(ctx: Context, params: Parameters, compute_rfm: ProcessingStep) ->
 def evaluate_step(
     ctx: Context, params: Parameters, compute_rfm: ProcessingStep, train: TrainingStep
 ) -> tuple[ProcessingStep, PropertyFile]:
-    """EvaluateSegmenter: segmentation metrics as ``evaluation.json`` (a PropertyFile)."""
+    """EvaluateSegmenter: segmentation metrics as ``evaluation.json`` (a PropertyFile) and ``report.html``.
+
+    No argument names the execution: a processing step's cache key is its arguments,
+    environment and inputs, so that would make every run miss the cache. The report
+    takes the execution id from the job's output URI in ``processingjobconfig.json``.
+    """
     report = PropertyFile(name=EVALUATION_REPORT, output_name="evaluation", path=paths.EVALUATION_FILE)
     model_artifacts = train.properties.ModelArtifacts.S3ModelArtifacts
     evaluation = ctx.execution_uri("evaluation")
@@ -241,7 +249,7 @@ def evaluate_step(
             "--features", paths.PROCESSING_FEATURES_IN,
             "--output", paths.PROCESSING_EVALUATION_OUT,
             Join(on="", values=["--random-state=", params.random_seed]),
-            Join(on="", values=["--execution-id=", ExecutionVariables.PIPELINE_EXECUTION_ID]),
+            "--job-config", paths.PROCESSING_JOB_CONFIG,
         ],
     )  # fmt: skip
     step = ProcessingStep(
@@ -556,7 +564,7 @@ def get_pipeline(
         session=session,
         role=role,
         image_uri=image_uri,
-        execution_prefix=f"s3://{default_bucket}/{base_job_prefix}/executions",
+        execution_prefix=f"s3://{default_bucket}/{base_job_prefix}/{paths.EXECUTIONS_DIR}",
         base_job_prefix=base_job_prefix,
         cache=CacheConfig(enable_caching=enable_caching, expire_after=CACHE_EXPIRY),
     )

@@ -10,8 +10,10 @@ Same flags as the SageMaker MLOps project template::
 With ``sagemaker_project_arn`` in ``--kwargs`` the pipeline is tagged with
 ``sagemaker:project-name`` and ``sagemaker:project-id`` (unless ``--tags`` has them), which
 is what ties it to the project in Studio. Without ``role`` in ``--kwargs`` the jobs run
-with ``--role-arn`` too. Prints each step's status at the end and exits 1 with a one-line
-message when the execution does not succeed.
+with ``--role-arn`` too. ``--parameters '{"ModelApprovalStatus": "Approved"}'`` sets pipeline
+parameters for the execution; they are checked against the pipeline's declared parameters
+(name, type, allowed values) before anything is upserted. Prints each step's status at the
+end and exits 1 with a one-line message when the execution does not succeed.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from pipeline.driver import (
     add_common_arguments,
     get_pipeline_driver,
     parse_args,
+    parse_json,
     parse_kwargs,
     parse_tags,
     run_cli,
 )
+from pipeline.parameters import parameter_values
 from steps.errors import PipelineError
 
 TERMINAL_STATUSES = frozenset({"Succeeded", "Failed", "Stopped"})
@@ -87,6 +91,23 @@ def with_project_tags(client: Any, project_arn: str, tags: Tags) -> Tags:
             ) from error
         added.append({"Key": PROJECT_ID_TAG, "Value": project_id})
     return [*tags, *added]
+
+
+def parse_parameters(text: str | None) -> dict[str, Any]:
+    """The ``--parameters`` JSON object (pipeline parameter name -> value)."""
+    return parse_json(text, "--parameters", dict, '{"ModelApprovalStatus": "Approved"}')
+
+
+def check_parameters(pipeline: Any, parameters: dict[str, Any]) -> None:
+    """Fail in one line unless ``pipeline`` declares ``parameters`` and their values fit (type, allowed values).
+
+    Raises
+    ------
+    PipelineError
+        An unknown name or a bad value, e.g. a ModelApprovalStatus other than
+        PendingManualApproval, Approved or Rejected.
+    """
+    parameter_values([p.to_request() for p in pipeline.parameters], parameters, "--parameters")
 
 
 def wait_for_execution(
@@ -157,6 +178,7 @@ def run(
     role_arn: str,
     description: str | None,
     tags: Tags,
+    parameters: dict[str, Any] | None = None,
     poll_seconds: float = 30.0,
     max_wait_seconds: float = 4 * 3600.0,
     sleep: Callable[[float], None] = time.sleep,
@@ -174,6 +196,8 @@ def run(
         Pipeline description.
     tags : list of dict
         Pipeline tags.
+    parameters : dict, optional
+        Pipeline parameter values for the execution (checked with ``check_parameters``).
     poll_seconds, max_wait_seconds : float
         Polling interval and the longest wait.
     sleep, out : callable
@@ -191,7 +215,7 @@ def run(
     """
     response = pipeline.upsert(role_arn=role_arn, description=description, tags=tags)
     out(f"Upserted pipeline {pipeline.name}: {response['PipelineArn']}")
-    execution = pipeline.start()
+    execution = pipeline.start(parameters=parameters or None)
     out(f"Started execution {execution.arn}; waiting for it to finish")
     final = wait_for_execution(execution.describe, poll_seconds, max_wait_seconds, sleep=sleep)
     status = final["PipelineExecutionStatus"]
@@ -230,6 +254,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "-tags", "--tags", dest="tags", default=None,
         help='JSON list of tags: \'[{"Key": "string", "Value": "string"}, ...]\'.',
     )  # fmt: skip
+    parser.add_argument(
+        "--parameters", dest="parameters", default=None,
+        help='JSON object of pipeline parameters for the execution: \'{"ModelApprovalStatus": "Approved"}\'.',
+    )  # fmt: skip
     parser.add_argument("--poll-seconds", type=float, default=30.0, help="Pause between status checks.")
     parser.add_argument(
         "--max-wait-minutes", type=float, default=240.0, help="Give up waiting after this long."
@@ -240,7 +268,9 @@ def _build_parser() -> argparse.ArgumentParser:
 def _upsert_and_run(args: argparse.Namespace) -> int:
     kwargs = parse_kwargs(args.kwargs)
     tags = parse_tags(args.tags)
+    parameters = parse_parameters(args.parameters)
     pipeline = get_pipeline_driver(args.module_name, kwargs, defaults={"role": args.role_arn})
+    check_parameters(pipeline, parameters)
     if kwargs.get("sagemaker_project_arn"):
         tags = with_project_tags(
             pipeline.sagemaker_session.sagemaker_client, kwargs["sagemaker_project_arn"], tags
@@ -251,6 +281,7 @@ def _upsert_and_run(args: argparse.Namespace) -> int:
         role_arn=args.role_arn,
         description=args.description,
         tags=tags,
+        parameters=parameters,
         poll_seconds=args.poll_seconds,
         max_wait_seconds=args.max_wait_minutes * 60.0,
     )

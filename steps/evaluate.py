@@ -36,21 +36,25 @@ METRIC_SAMPLE = 20_000
 STABILITY_SEEDS = 3
 
 
-def evaluate(model: SegmentModel, features: pd.DataFrame, random_state: int = 0) -> dict:
+def evaluate(model: SegmentModel, features: pd.DataFrame, random_state: int = 0,
+             labels: np.ndarray | None = None) -> dict:
     """Quality metrics of ``model`` on ``features``.
 
     Silhouette, Davies-Bouldin and Calinski-Harabasz are computed on a random
     sample of at most 20,000 customers; stability is the mean adjusted Rand
     index between the model's clusters and k-means refits with other seeds.
+    ``labels`` are the customers' clusters when already assigned
+    (``model.clusters``); without them they are assigned here.
     """
     rng = np.random.default_rng(random_state)
-    labels = model.clusters(feature_matrix(features))
+    matrix = feature_matrix(features)
+    labels = model.clusters(matrix) if labels is None else labels
     sizes = np.bincount(labels, minlength=model.k)
     shares = sizes / max(len(features), 1)
     index = np.arange(len(features))
     if len(index) > METRIC_SAMPLE:
         index = np.sort(rng.choice(len(index), METRIC_SAMPLE, replace=False))
-    x, y = model.scaled(feature_matrix(features.iloc[index])), labels[index]
+    x, y = model.scaled(matrix[index]), labels[index]
     separable = len(np.unique(y)) > 1
     stability = []
     for offset in range(1, STABILITY_SEEDS + 1):
@@ -83,8 +87,31 @@ def evaluate(model: SegmentModel, features: pd.DataFrame, random_state: int = 0)
     }
 
 
+def execution_id_from_job_config(job_config: Path | None) -> str:
+    """The pipeline execution id in this job's output URIs (``.../executions/<id>/...``), else ``""``.
+
+    SageMaker Processing writes the job's CreateProcessingJob request to
+    ``processingjobconfig.json``. Output URIs are not part of a processing step's
+    cache key (its arguments, environment and inputs are), so the report can name
+    its run without an execution-id argument that would defeat the step cache.
+    """
+    if job_config is None:
+        return ""
+    try:
+        request = json.loads(Path(job_config).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        log.warning("report.html names no execution: cannot read %s (%s)", job_config, error)
+        return ""
+    outputs = request.get("ProcessingOutputConfig", {}).get("Outputs", []) if isinstance(request, dict) else []
+    for output in outputs:
+        parts = str(output.get("S3Output", {}).get("S3Uri", "")).split("/")
+        if paths.EXECUTIONS_DIR in parts[:-1]:
+            return parts[parts.index(paths.EXECUTIONS_DIR) + 1]
+    return ""
+
+
 def _write_html_report(output: Path, features: pd.DataFrame, model: SegmentModel, evaluation: dict,
-                       features_location: Path, execution_id: str) -> Path:
+                       features_location: Path, execution_id: str, labels: np.ndarray) -> Path:
     """``report.html`` next to ``evaluation.json``, with ``quality.json`` from the features folder if present."""
     from steps.report import read_quality, write_report
 
@@ -95,7 +122,7 @@ def _write_html_report(output: Path, features: pd.DataFrame, model: SegmentModel
         "input_format": (quality or {}).get("input_format"),
         "hyperparameters": model.meta.get("hyperparameters", {}),
     }
-    path = write_report(output, features, model.meta, evaluation, quality, run_info)
+    path = write_report(output, features, model.meta, evaluation, quality, run_info, cluster_of=labels)
     log.info("report: %s", path)
     return path
 
@@ -106,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", default=paths.PROCESSING_FEATURES_IN, help="folder with rfm.parquet")
     parser.add_argument("--output", default=paths.PROCESSING_EVALUATION_OUT, help="folder for evaluation.json")
     parser.add_argument("--random-state", type=int, default=0)
-    parser.add_argument("--execution-id", default="", help="pipeline execution id, shown in report.html")
+    parser.add_argument("--job-config", default=None,
+                        help="SageMaker's processingjobconfig.json; report.html names the execution in its output URI")
+    parser.add_argument("--execution-id", default="", help="execution id shown in report.html (overrides --job-config)")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.debug)
@@ -114,11 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         model = load_model(Path(args.model))
         features = read_features(Path(args.features))
-        report = evaluate(model, features, args.random_state)
+        labels = model.clusters(feature_matrix(features))  # once, for the metrics and the report
+        report = evaluate(model, features, args.random_state, labels)
         output = Path(args.output)
         output.mkdir(parents=True, exist_ok=True)
         (output / paths.EVALUATION_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        _write_html_report(output, features, model, report, Path(args.features), args.execution_id)
+        execution_id = args.execution_id or execution_id_from_job_config(args.job_config)
+        _write_html_report(output, features, model, report, Path(args.features), execution_id, labels)
         metrics = report["segmentation_metrics"]
         log.info("k=%d silhouette=%.3f davies_bouldin=%.3f min_cluster_share=%.3f stability_ari=%.3f",
                  metrics["k"]["value"], metrics["silhouette"]["value"], metrics["davies_bouldin"]["value"],

@@ -21,6 +21,8 @@ EVALUATION_FILE = "evaluation.json"
 REPORT_FILE = "report.html"
 SEGMENTS_FILE = "segments.parquet"
 REGISTRY_FILE = "registry.json"
+# Every pipeline execution writes under s3://<bucket>/<prefix>/executions/<execution id>/.
+EXECUTIONS_DIR = "executions"
 
 # Processing container paths (LocalPath of inputs and outputs).
 PROCESSING_ROOT = "/opt/ml/processing"
@@ -30,6 +32,8 @@ PROCESSING_TRANSFORM_OUT = f"{PROCESSING_ROOT}/output/transform"
 PROCESSING_MODEL_IN = f"{PROCESSING_ROOT}/input/model"
 PROCESSING_FEATURES_IN = f"{PROCESSING_ROOT}/input/features"
 PROCESSING_EVALUATION_OUT = f"{PROCESSING_ROOT}/output/evaluation"
+# Where SageMaker Processing puts the job's CreateProcessingJob request inside the container.
+PROCESSING_JOB_CONFIG = "/opt/ml/config/processingjobconfig.json"
 
 # Training container paths.
 TRAINING_CHANNEL = "features"

@@ -349,7 +349,7 @@ def _header(features: pd.DataFrame, model_meta: dict, evaluation: dict, run_info
 
 
 def render_report(features: pd.DataFrame, model_meta: dict, evaluation: dict, quality: dict | None,
-                  run_info: dict) -> str:
+                  run_info: dict, cluster_of: np.ndarray | None = None) -> str:
     """Render the run's report as one self-contained HTML page.
 
     Parameters
@@ -370,6 +370,9 @@ def render_report(features: pd.DataFrame, model_meta: dict, evaluation: dict, qu
     run_info : dict
         ``execution_id``, ``parameters``, ``as_of_date``, ``input_format``,
         ``hyperparameters`` (default: the model's); other keys are listed too.
+    cluster_of : ndarray, optional
+        Each customer's cluster, when the caller has assigned them already;
+        default: the ``cluster`` column, else the nearest centre of ``model_meta``.
 
     Returns
     -------
@@ -387,7 +390,10 @@ def render_report(features: pd.DataFrame, model_meta: dict, evaluation: dict, qu
     >>> html.startswith("<!DOCTYPE html>") and 'id="rf-heatmap"' in html
     True
     """
-    cluster_of = data.clusters(features, model_meta)
+    if cluster_of is None:
+        cluster_of = data.clusters(features, model_meta)
+    elif len(cluster_of) != len(features):
+        raise ValueError(f"cluster_of has {len(cluster_of)} entries for {len(features)} customers")
     segment_of = data.segments(features)
     segment_table = data.segment_table(features, segment_of, list(SEGMENT_NAMES))
     execution = run_info.get("execution_id") or ""
@@ -408,12 +414,13 @@ def render_report(features: pd.DataFrame, model_meta: dict, evaluation: dict, qu
 
 
 def write_report(output_dir: Path, features: pd.DataFrame, model_meta: dict, evaluation: dict,
-                 quality: dict | None, run_info: dict) -> Path:
-    """Render the report and write it to ``output_dir/report.html``; return its path."""
+                 quality: dict | None, run_info: dict, cluster_of: np.ndarray | None = None) -> Path:
+    """Render the report (see ``render_report``) to ``output_dir/report.html``; return its path."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / paths.REPORT_FILE
-    target.write_text(render_report(features, model_meta, evaluation, quality, run_info), encoding="utf-8")
+    target.write_text(render_report(features, model_meta, evaluation, quality, run_info, cluster_of),
+                      encoding="utf-8")
     return target
 
 

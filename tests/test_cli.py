@@ -57,6 +57,16 @@ def test_errors_are_one_line_without_traceback(args: list[str], message: str, tm
     assert "Traceback" not in completed.stderr
 
 
+def test_run_local_rejects_a_bad_approval_status_before_any_step(tmp_path: Path) -> None:
+    completed = run_cli("run-local", "--input", "data/sample/transactions.csv.gz", "--output", str(tmp_path),
+                        "--param", "ModelApprovalStatus=approved")
+    assert completed.returncode != 0
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert lines == ["error: --param: parameter ModelApprovalStatus='approved' is not one of "
+                     "PendingManualApproval, Approved, Rejected."], completed.stderr
+    assert "ComputeRFM" not in completed.stdout + completed.stderr
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     completed = run_cli("--debug", "segments", "--output", str(tmp_path))
     assert completed.returncode != 0 and "Traceback" in completed.stderr

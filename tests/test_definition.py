@@ -233,6 +233,12 @@ def test_parameters_and_defaults(definition: dict[str, Any]) -> None:
     assert declared == EXPECTED_PARAMETERS
 
 
+def test_model_approval_status_declares_its_allowed_values(definition: dict[str, Any]) -> None:
+    allowed = {p["Name"]: p.get("EnumValues") for p in definition["Parameters"]}
+    assert allowed.pop("ModelApprovalStatus") == ["PendingManualApproval", "Approved", "Rejected"]
+    assert set(allowed.values()) == {None}
+
+
 def test_dependency_edges(steps: dict[str, dict[str, Any]]) -> None:
     assert {name: upstream(step) for name, step in steps.items()} == EXPECTED_UPSTREAM
     assert steps["PublishIfApproved"]["DependsOn"] == ["RegisterSegmenter"]
@@ -327,7 +333,7 @@ def test_evaluate_arguments(steps: dict[str, dict[str, Any]]) -> None:
         "--features", "/opt/ml/processing/input/features",
         "--output", "/opt/ml/processing/output/evaluation",
         join("--random-state=", {"Get": "Parameters.RandomSeed"}),
-        join("--execution-id=", EXECUTION_ID),
+        "--job-config", "/opt/ml/config/processingjobconfig.json",
     ]  # fmt: skip
     inputs = {i["InputName"]: i["S3Input"] for i in arguments["ProcessingInputs"]}
     assert inputs["model"]["S3Uri"] == {"Get": "Steps.TrainSegmenter.ModelArtifacts.S3ModelArtifacts"}
@@ -364,6 +370,24 @@ def test_caching(steps: dict[str, dict[str, Any]]) -> None:
             assert step["CacheConfig"] == {"Enabled": True, "ExpireAfter": "P30D"}, name
         else:
             assert "CacheConfig" not in step, name
+
+
+# What SageMaker Pipelines hashes into a step's cache key ("Default cache key attributes by
+# pipeline step type", SageMaker developer guide); outputs are not part of it.
+CACHE_KEY_ATTRIBUTES = {
+    "Processing": ("AppSpecification", "Environment", "ProcessingInputs"),
+    "Training": ("AlgorithmSpecification", "CheckpointConfig", "DebugHookConfig", "DebugRuleConfigurations",
+                 "Environment", "HyperParameters", "InputDataConfig"),
+}
+
+
+def test_cache_keys_do_not_change_with_every_execution(steps: dict[str, dict[str, Any]]) -> None:
+    """A cached step whose key reads an execution variable (e.g. the execution id) never hits the cache."""
+    for name, step in steps.items():
+        if not step.get("CacheConfig", {}).get("Enabled"):
+            continue
+        key = {attribute: step["Arguments"].get(attribute) for attribute in CACHE_KEY_ATTRIBUTES[step["Type"]]}
+        assert [g for g in gets(key) if g.startswith("Execution.")] == [], name
 
 
 def test_quality_gate(steps: dict[str, dict[str, Any]]) -> None:
@@ -671,6 +695,43 @@ def test_run_pipeline_upserts_tags_starts_and_reports(
     executions = client.list_pipeline_executions(PipelineName="rfm-segmentation")["PipelineExecutionSummaries"]
     assert len(executions) == 2
     assert offline.connections == []
+
+
+def test_run_pipeline_starts_with_the_given_parameters(moto_sagemaker: dict[str, Any]) -> None:
+    import boto3
+
+    from pipeline.run_pipeline import main
+
+    assert main([*_run_args(), "--parameters", '{"ModelApprovalStatus": "Approved", "NumClusters": 4}']) == 0
+    client = boto3.client("sagemaker", region_name=REGION)
+    [execution] = client.list_pipeline_executions(PipelineName="rfm-segmentation")["PipelineExecutionSummaries"]
+    given = client.list_pipeline_parameters_for_execution(PipelineExecutionArn=execution["PipelineExecutionArn"])
+    assert {p["Name"]: p["Value"] for p in given["PipelineParameters"]} == {
+        "ModelApprovalStatus": "Approved", "NumClusters": "4"}
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ('{"ModelApprovalStatus": "Aproved"}', "error: --parameters: parameter ModelApprovalStatus='Aproved' "
+                                               "is not one of PendingManualApproval, Approved, Rejected.\n"),
+        ('{"NumClusters": "many"}', "error: --parameters: parameter NumClusters='many' is not a valid Integer.\n"),
+        ('{"Nope": 1}', "error: --parameters: unknown pipeline parameter(s) Nope. known: InputDataUrl"),
+        ('["ModelApprovalStatus"]', "error: --parameters must be a JSON object, got list"),
+    ],
+)
+def test_run_pipeline_rejects_bad_parameters_before_upserting(
+    moto_sagemaker: dict[str, Any], capsys: pytest.CaptureFixture[str], parameters: str, message: str
+) -> None:
+    import boto3
+
+    from pipeline.run_pipeline import main
+
+    assert main([*_run_args(), "--parameters", parameters]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith(message) and len(captured.err.splitlines()) == 1, captured.err
+    assert "Upserted" not in captured.out
+    assert boto3.client("sagemaker", region_name=REGION).list_pipelines()["PipelineSummaries"] == []
 
 
 def test_run_pipeline_failed_execution_is_one_line(

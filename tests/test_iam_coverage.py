@@ -41,6 +41,7 @@ ROLE_CODE: dict[str, list[str]] = {
     "BuildRole": [
         "pipeline/run_pipeline.py", "pipeline/get_pipeline_definition.py", "pipeline/driver.py",
         "pipeline/definition.py", "pipeline/publish_definition.py", "pipeline/session.py", "pipeline/naming.py",
+        "pipeline/parameters.py",
     ],
     # People who approve models: `rfm approve --sagemaker`.
     "ApproverPolicy": ["pipeline/cli.py::_cmd_approve", "pipeline/local/approval.py::approve_sagemaker"],

@@ -110,6 +110,12 @@ def test_approved_run_exports_to_the_local_pinpoint_and_customer_profiles(approv
     assert sum(n for name, n in summary["pinpoint"]["segments"].items() if name.startswith("RFM segment")) == customers
 
 
+def test_approved_run_report_names_its_execution(approved_run) -> None:
+    output, result = approved_run
+    page = (output / paths.REPORT_FILE).read_text()
+    assert f"<title>RFM segmentation report \u2013 {result.execution_id}</title>" in page
+
+
 def test_approved_run_registers_an_approved_package(approved_run) -> None:
     output, result = approved_run
     packages = LocalRegistry(output / paths.REGISTRY_FILE).packages(MODEL_PACKAGE_GROUP_NAME)
@@ -150,6 +156,17 @@ def test_bad_input_fails_in_compute_rfm_with_the_reason(tmp_path: Path, definiti
 def test_bad_parameters_are_clear_errors(tmp_path: Path, definition: dict, param: dict) -> None:
     with pytest.raises(PipelineError):
         run_local(str(SAMPLE), tmp_path, param, definition=definition)
+
+
+def test_invalid_approval_status_is_rejected_before_any_step(tmp_path: Path, definition: dict) -> None:
+    started = []
+    with pytest.raises(PipelineError) as error:
+        run_local(str(SAMPLE), tmp_path, {"ModelApprovalStatus": "Aproved"}, on_step=started.append,
+                  definition=definition)
+    assert str(error.value) == ("--param: parameter ModelApprovalStatus='Aproved' is not one of "
+                                "PendingManualApproval, Approved, Rejected.")
+    assert started == []
+    assert not (tmp_path / paths.REGISTRY_FILE).exists() and not (tmp_path / ".work").exists()
 
 
 def test_s3_store_downloads_a_prefix_but_not_its_siblings(tmp_path: Path, fake_aws) -> None:

@@ -19,9 +19,9 @@ from steps import columns as c
 from steps import paths
 from steps import report_data as data
 from steps import svg_charts as svg
-from steps.evaluate import evaluate
+from steps.evaluate import evaluate, execution_id_from_job_config
 from steps.evaluate import main as evaluate_main
-from steps.model_io import load_model
+from steps.model_io import SegmentModel, load_model
 from steps.report import CHART_IDS, TABLE_IDS, render_report, write_report
 from steps.segments import SEGMENT_GRID, SEGMENT_NAMES, segments_of
 from tests.conftest import synthetic_features
@@ -294,6 +294,81 @@ def test_evaluate_writes_the_report_next_to_evaluation_json(tmp_path: Path, feat
     (features / paths.QUALITY_FILE).unlink()
     assert evaluate_main(["--model", str(model_dir), "--features", str(features), "--output", str(output)]) == 0
     assert "quality.json was not available" in (output / paths.REPORT_FILE).read_text()
+
+
+def features_folder(tmp_path: Path, features_frame: pd.DataFrame) -> Path:
+    folder = tmp_path / "features"
+    folder.mkdir()
+    features_frame.to_parquet(folder / paths.RFM_FILE)
+    (folder / paths.QUALITY_FILE).write_text(json.dumps(QUALITY))
+    return folder
+
+
+def test_evaluate_assigns_clusters_once_for_metrics_and_report(tmp_path: Path, features_frame: pd.DataFrame,
+                                                               model_dir: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    assign = SegmentModel.clusters
+
+    def counted(model: SegmentModel, features: np.ndarray) -> np.ndarray:
+        calls.append(len(features))
+        return assign(model, features)
+
+    monkeypatch.setattr(SegmentModel, "clusters", counted)
+    features = features_folder(tmp_path, features_frame)
+    assert evaluate_main(["--model", str(model_dir), "--features", str(features),
+                          "--output", str(tmp_path / "evaluation")]) == 0
+    assert calls == [len(features_frame)]
+    evaluation = json.loads((tmp_path / "evaluation" / paths.EVALUATION_FILE).read_text())
+    table = rows_by_first_cell(parse((tmp_path / "evaluation" / paths.REPORT_FILE).read_text()).tables["cluster-table"])
+    for cluster in evaluation["clusters"]:  # the report's cluster sizes are the evaluation's
+        assert table[str(cluster["cluster"])][3] == f"{cluster['size']:,}"
+
+
+def test_report_uses_the_clusters_it_is_given(features_frame: pd.DataFrame, model_meta: dict, evaluation: dict,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_assignment(model: SegmentModel, features: np.ndarray) -> np.ndarray:
+        raise AssertionError("the report assigned clusters again")
+
+    monkeypatch.setattr(SegmentModel, "clusters", no_assignment)
+    given = np.zeros(len(features_frame), dtype=int)
+    page = render_report(features_frame, model_meta, evaluation, QUALITY, RUN_INFO, cluster_of=given)
+    table = rows_by_first_cell(parse(page).tables["cluster-table"])
+    assert table["0"][3] == f"{len(features_frame):,}"
+    assert table["1"][3] == table["2"][3] == "0"
+    with pytest.raises(ValueError, match="entries for"):
+        render_report(features_frame, model_meta, evaluation, QUALITY, RUN_INFO, cluster_of=given[1:])
+
+
+def job_config(tmp_path: Path, *uris: str) -> Path:
+    """A processingjobconfig.json as SageMaker writes it (the CreateProcessingJob request), with these output URIs."""
+    path = tmp_path / "processingjobconfig.json"
+    outputs = [{"OutputName": f"out{i}", "S3Output": {"S3Uri": uri, "LocalPath": f"/opt/ml/processing/output/{i}",
+                                                    "S3UploadMode": "EndOfJob"}} for i, uri in enumerate(uris)]
+    path.write_text(json.dumps({"ProcessingJobName": "pipelines-abc-EvaluateSegmenter-x",
+                                "AppSpecification": {"ContainerEntrypoint": ["rfm-evaluate"]},
+                                "ProcessingOutputConfig": {"Outputs": outputs}}))
+    return path
+
+
+def test_evaluate_names_the_run_from_the_job_config(tmp_path: Path, features_frame: pd.DataFrame,
+                                                    model_dir: Path) -> None:
+    config = job_config(tmp_path, "s3://bucket/rfm/executions/k2x9q7zt1abc/evaluation")
+    output = tmp_path / "evaluation"
+    assert evaluate_main(["--model", str(model_dir), "--features", str(features_folder(tmp_path, features_frame)),
+                          "--output", str(output), "--job-config", str(config)]) == 0
+    page = (output / paths.REPORT_FILE).read_text()
+    assert rows_by_first_cell(parse(page).tables["run-parameters"])["Execution id"][1] == "k2x9q7zt1abc"
+    assert "<title>RFM segmentation report \u2013 k2x9q7zt1abc</title>" in page
+
+
+def test_execution_id_from_job_config_without_one(tmp_path: Path) -> None:
+    assert execution_id_from_job_config(None) == ""
+    assert execution_id_from_job_config(tmp_path / "missing.json") == ""
+    assert execution_id_from_job_config(job_config(tmp_path, "s3://bucket/elsewhere/evaluation")) == ""
+    assert execution_id_from_job_config(job_config(tmp_path, "s3://bucket/rfm/executions")) == ""
+    (tmp_path / "broken.json").write_text("{")
+    assert execution_id_from_job_config(tmp_path / "broken.json") == ""
 
 
 # --- headless Chromium ---------------------------------------------------------------------------------------------

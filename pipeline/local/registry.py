@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.parameters import APPROVAL_STATUSES
 from steps.errors import PipelineError
 
-APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 LOCAL_ACCOUNT = "000000000000"
 LOCAL_REGION = "local"
 

@@ -19,6 +19,7 @@ from pipeline.local import step_types as handlers
 from pipeline.local.expressions import Context, evaluate_condition, resolve, step_references
 from pipeline.local.registry import LocalRegistry
 from pipeline.local.store import FolderStore, S3Store
+from pipeline.parameters import parameter_values
 from steps.errors import PipelineError, RFMError
 
 LOCAL_EXECUTION_ARN_PREFIX = "arn:aws:sagemaker:local:000000000000:pipeline/local/execution/"
@@ -105,16 +106,7 @@ class LocalRunner:
         self.on_step = on_step or (lambda run: None)
 
     def parameters(self, overrides: dict[str, str]) -> dict[str, Any]:
-        declared = {p["Name"]: p for p in self.definition.get("Parameters", [])}
-        unknown = sorted(set(overrides) - set(declared))
-        if unknown:
-            raise PipelineError(f"unknown pipeline parameter(s) {', '.join(unknown)}", "--param",
-                                f"known: {', '.join(declared)}")
-        values = {}
-        for name, spec in declared.items():
-            raw = overrides.get(name, spec.get("DefaultValue"))
-            values[name] = _typed(name, spec["Type"], raw)
-        return values
+        return parameter_values(self.definition.get("Parameters", []), overrides)
 
     def run(self, overrides: dict[str, str] | None = None, execution_id: str | None = None,
             models: dict[str, str] | None = None) -> ExecutionResult:
@@ -200,19 +192,6 @@ class LocalRunner:
             context.properties[name] = handlers.run_lambda(name, step_with_arn, args, env)
         else:
             raise PipelineError(f"step type {kind!r} is not supported by the local runner", name)
-
-
-def _typed(name: str, kind: str, raw: Any) -> Any:
-    try:
-        if kind == "Integer":
-            return int(raw)
-        if kind == "Float":
-            return float(raw)
-        if kind == "Boolean":
-            return raw if isinstance(raw, bool) else str(raw).lower() in {"true", "1", "yes"}
-        return "" if raw is None else str(raw)
-    except (TypeError, ValueError):
-        raise PipelineError(f"parameter {name}={raw!r} is not a valid {kind}", "--param") from None
 
 
 def load_definition(text: str, pipeline_name: str) -> dict:

@@ -42,6 +42,7 @@ class Environment:
 
 def run_processing(name: str, args: dict, env: Environment) -> dict[str, Any]:
     container = ContainerPaths(env.workdir / name)
+    write_job_config(container, {"ProcessingJobName": f"{name}-{env.execution_id}", **args})
     for item in args.get("ProcessingInputs", []):
         s3 = item["S3Input"]
         env.store.download(s3["S3Uri"], container.local(s3["LocalPath"]))
@@ -63,6 +64,13 @@ def run_processing(name: str, args: dict, env: Environment) -> dict[str, Any]:
         properties[f"ProcessingOutputConfig.Outputs['{item['OutputName']}'].S3Output.S3Uri"] = s3["S3Uri"]
         properties[f"ProcessingOutputConfig.Outputs['{item['OutputName']}'].S3Output.LocalPath"] = s3["LocalPath"]
     return properties
+
+
+def write_job_config(container: ContainerPaths, request: dict) -> None:
+    """The job's request as ``processingjobconfig.json``, where SageMaker Processing puts it in the container."""
+    path = container.local(paths.PROCESSING_JOB_CONFIG)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(request, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def processing_property_files(name: str, step: dict, args: dict, env: Environment) -> dict[str, Path]:
