@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,14 @@ from lambdas.export.config import (
     PinpointSettings,
     parse_destinations,
 )
+from lambdas.export.destinations import customer_profiles, s3_files
 from lambdas.export.retry import NO_SDK_RETRIES, RetryPolicy
 from lambdas.export.storage import Storage, join
 from lambdas.fakes import running_fakes
 from steps.columns import CONTACT_COLUMNS, FEATURE_COLUMNS, SEGMENT_COLUMNS
 from steps.errors import PipelineError
 from steps.segments import SEGMENT_NAMES, segment_of
+from tests.export_support import segments_frame
 
 BUCKET = "rfm-bucket"
 # Ids a careless cast or CSV reader would change or merge.
@@ -43,6 +46,13 @@ class FakeContext:
     memory_limit_in_mb: int = 1024
     invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:rfm-export"
     aws_request_id: str = "00000000-0000-0000-0000-000000000002"
+    remaining_ms: int = 600_000  # when the invocation started; counts down in real time, as Lambda's
+
+    def __post_init__(self) -> None:
+        self._started = time.monotonic()
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int(self.remaining_ms - (time.monotonic() - self._started) * 1000))
 
 
 @pytest.fixture(params=["s3", "local", "file-uri"])
@@ -582,3 +592,189 @@ def test_handler_with_api_destinations_logs_no_contact_data(tmp_path: Path, fake
     assert {entry["correlation_id"] for entry in logs} == {"exec-1"}
     for column in ("email", "phone"):
         assert not any(value and value in stream.getvalue() for value in table[column].to_pylist())
+
+
+# -- the Lambda's deadline -------------------------------------------------------------------------
+
+
+def test_the_deadline_is_the_remaining_time_less_a_margin() -> None:
+    assert app.deadline_of(None) is None  # local runs: no deadline, only PINPOINT_IMPORT_TIMEOUT_SECONDS
+    context = FakeContext(remaining_ms=100_000)
+    assert app.deadline_of(context, clock=lambda: 1000.0) == pytest.approx(1000.0 + 100.0 - 30.0, abs=0.05)
+    assert app.DEADLINE_MARGIN_SECONDS == 30.0
+
+
+def test_the_handler_stops_waiting_for_pinpoint_before_the_function_times_out(
+    tmp_path: Path, fakes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = Storage()
+    request = setup_inputs(str(tmp_path / "run"), storage, features(IDS))
+    fakes.pinpoint.polls_until_done = 10**9  # the import job never finishes
+    for name, value in {
+        "EXPORT_DESTINATIONS": "s3,pinpoint,customer-profiles",
+        "PINPOINT_APPLICATION_ID": fakes.pinpoint.create_app("a"),
+        "PINPOINT_IMPORT_ROLE_ARN": "arn:aws:iam::123456789012:role/import",
+        "PINPOINT_IMPORT_PREFIX": "s3://local/imports",
+        "PINPOINT_POLL_SECONDS": "0.05",
+        "PINPOINT_IMPORT_TIMEOUT_SECONDS": "20",  # longer than the function has left
+        "CUSTOMER_PROFILES_DOMAIN": "d",
+        "EXPORT_LOCAL_S3_ROOT": str(tmp_path / "s3"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    event = {key: getattr(request, key) for key in ExportRequest.__dataclass_fields__}
+    started = time.monotonic()
+    app._client.cache_clear()
+    try:
+        with pytest.raises(ExportFailed) as caught:
+            app.handler(event, FakeContext(remaining_ms=36_000))  # 6 s before the 30 s margin
+    finally:
+        app._client.cache_clear()
+
+    assert time.monotonic() - started < 15  # not the 20 s PINPOINT_IMPORT_TIMEOUT_SECONDS
+    by_destination = caught.value.summary["by_destination"]
+    (job_id,) = by_destination["pinpoint"]["import_jobs_running"]
+    message = str(caught.value)
+    assert message.startswith("export Lambda: 1 of 3 destination(s) failed: pinpoint: stopped waiting for import job")
+    assert job_id in message and "Pinpoint console" in message and "it is idempotent" in message
+    assert by_destination["customer-profiles"]["profiles_upserted"] == len(IDS)  # the others ran, and first
+    assert by_destination["s3"]["files"] > 0
+    assert list(by_destination) == ["s3", "pinpoint", "customer-profiles"]  # reported in the usual order
+
+
+def test_pinpoint_runs_last_so_its_wait_cannot_starve_the_others(tmp_path: Path, fakes: Any) -> None:
+    storage = Storage(s3_root=tmp_path / "s3")
+    request = setup_inputs(str(tmp_path / "run"), storage, features(IDS))
+    settings = destinations_env(tmp_path, fakes, fakes.pinpoint.create_app("a"))
+    fakes.pinpoint.polls_until_done = 10**9
+    seen: list[tuple[int, int]] = []  # (Pinpoint calls, profiles put) whenever the export reads the clock
+
+    def clock() -> float:
+        seen.append((sum(fakes.pinpoint.calls.values()), fakes.customer_profiles.calls.get("PutProfileObject", 0)))
+        return 1e9 if fakes.pinpoint.calls.get("CreateImportJob") else 0.0  # time is up once the import started
+
+    with pytest.raises(ExportFailed, match="pinpoint: stopped waiting for import job"):
+        export_segments(request, storage, settings, api_clients(fakes), RetryPolicy(sleep=lambda s: None),
+                        clock=clock, deadline=1e6)
+    assert fakes.customer_profiles.calls["PutProfileObject"] == len(IDS)
+    assert all(profiles == len(IDS) for pinpoint_calls, profiles in seen if pinpoint_calls)
+
+
+# -- one read of the features, one resolution of the settings ------------------------------------
+
+
+@pytest.fixture
+def moto_storage(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A Storage on moto S3 that records every S3 call: ``(operation, Key or Prefix)``."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        calls: list[tuple[str, str]] = []
+        s3.meta.events.register(
+            "before-parameter-build.s3",
+            lambda model, params, **_: calls.append((model.name, params.get("Key") or params.get("Prefix") or "")),
+        )
+        yield Storage(s3), calls
+
+
+def test_features_are_read_with_one_s3_request(moto_storage: Any) -> None:
+    storage, calls = moto_storage
+    request = setup_inputs(f"s3://{BUCKET}/rfm/executions/abc", storage, features(IDS))
+    calls.clear()
+    export_segments(request, storage)
+
+    features_calls = [call for call in calls if "rfm.parquet" in call[1]]
+    assert features_calls == [("GetObject", "rfm/executions/abc/features/rfm.parquet")]
+
+
+def test_a_missing_features_file_is_reported_after_one_s3_request(moto_storage: Any) -> None:
+    storage, calls = moto_storage
+    root = f"s3://{BUCKET}/rfm/executions/abc"
+    write(storage, join(root, "transform", "a.out"), b"")
+    calls.clear()
+    with pytest.raises(PipelineError, match=r"features/rfm.parquet: rfm.parquet not found. Run ComputeRFM first"):
+        export_segments(ExportRequest(join(root, "transform"), join(root, "features"), join(root, "out")), storage)
+    assert [call[0] for call in calls if "rfm.parquet" in call[1]] == ["GetObject"]
+
+
+def corrupt_column(data: bytes, column: str) -> bytes:
+    """The Parquet file with one column's data overwritten with garbage (its metadata left intact)."""
+    chunk = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0)
+    index = [chunk.column(i).path_in_schema for i in range(chunk.num_columns)].index(column)
+    start = chunk.column(index).dictionary_page_offset or chunk.column(index).data_page_offset
+    size = chunk.column(index).total_compressed_size
+    return data[:start] + b"\xff" * size + data[start + size :]
+
+
+def test_only_the_feature_columns_the_export_needs_are_decoded(base) -> None:
+    root, storage = base
+    table = features(IDS).append_column("notes", pa.array(["free text " * 20] * len(IDS)))
+    request = setup_inputs(root, storage, table)
+    path = join(root, "features", "rfm.parquet")
+    write(storage, path, corrupt_column(storage.read_bytes(path), "notes"))
+    with pytest.raises(OSError):  # the file is really broken there: reading every column fails
+        pq.read_table(io.BytesIO(storage.read_bytes(path)))
+
+    summary = export_segments(request, storage)  # never touches "notes" (nor first_purchase, ...)
+
+    assert summary["customers"] == len(IDS)
+    segments = read_parquet(storage, join(request.output_uri, "segments.parquet"))
+    assert "notes" not in segments and "first_purchase" not in segments
+
+
+def test_the_handler_resolves_the_settings_once(base, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, storage = base
+    for name in [n for n in os.environ if n.startswith(("EXPORT_", "PINPOINT_", "CUSTOMER_PROFILES_"))]:
+        monkeypatch.delenv(name)
+    request = setup_inputs(root, storage, features(IDS))
+    event = {**{key: getattr(request, key) for key in ExportRequest.__dataclass_fields__}, "destinations": "s3"}
+    resolved: list[Any] = []
+    for_event = ExportSettings.for_event
+    monkeypatch.setattr(ExportSettings, "for_event", lambda self, e: resolved.append(e) or for_event(self, e))
+    parsed: list[Any] = []
+    from_env = ExportSettings.from_env.__func__
+    monkeypatch.setattr(ExportSettings, "from_env", classmethod(lambda cls, e: parsed.append(e) or from_env(cls, e)))
+    app._settings.cache_clear()
+    app._client.cache_clear()
+    try:
+        for _ in range(2):
+            assert app.handler(dict(event), None)["destinations"] == "s3"
+    finally:
+        app._settings.cache_clear()
+        app._client.cache_clear()
+
+    assert len(parsed) == 1  # the environment: once per container
+    assert len(resolved) == 2  # the event's destinations: once per invocation
+
+
+# -- segment slugs: one check for every destination ------------------------------------------------
+
+
+def test_a_slug_collision_is_the_same_error_for_s3_folders_and_customer_profiles() -> None:
+    frame = segments_frame(20)
+    frame.loc[:9, "rfm_segment"] = "Can't Lose Them"
+    frame.loc[10:, "rfm_segment"] = "Cant Lose Them"
+    with pytest.raises(PipelineError) as from_s3:
+        s3_files.partitions(pa.Table.from_pandas(frame, preserve_index=False))
+    with pytest.raises(PipelineError) as from_profiles:
+        customer_profiles.segment_definitions(frame)
+    assert str(from_s3.value) == str(from_profiles.value)
+    assert "segment names share a slug: \"Can't Lose Them\", 'Cant Lose Them' -> 'cant-lose-them'" in str(
+        from_s3.value
+    )
+
+
+def test_customer_profiles_alone_refuses_segment_names_sharing_a_slug(tmp_path: Path, fakes: Any) -> None:
+    storage = Storage(s3_root=tmp_path / "s3")
+    table = features(IDS)
+    records = [json.loads(line) for line in assignment_lines(table)]
+    records[0]["rfm_segment"], records[1]["rfm_segment"] = "Can't Lose Them", "Cant Lose Them"
+    request = setup_inputs(str(tmp_path / "run"), storage, table, [json.dumps(r) for r in records])
+    settings = replace(destinations_env(tmp_path, fakes, ""), destinations=("customer-profiles",))
+    failed = r"1 of 1 destination\(s\) failed: customer-profiles: .*segment names share a slug"
+    with pytest.raises(ExportFailed, match=failed):
+        export_segments(request, storage, settings, api_clients(fakes), RetryPolicy(sleep=lambda s: None))
+    assert fakes.customer_profiles.calls.get("PutProfileObject", 0) == 0  # found before anything was written

@@ -285,3 +285,20 @@ def test_the_fake_rejects_what_the_service_rejects(env: Env) -> None:
         )
     with pytest.raises(env.client.exceptions.ResourceNotFoundException):
         env.client.get_segment_definition(DomainName=DOMAIN, SegmentDefinitionName="missing")
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["Can't Lose Them", "Cant Lose Them"], "segment names share a slug: \"Can't Lose Them\", 'Cant Lose Them'"),
+        (["Loyal", "Cluster 1"], "the RFM segment 'Cluster 1' and cluster 1 share the segment definition name"),
+    ],
+)
+def test_segment_names_that_would_share_a_definition_are_refused_before_anything_is_written(
+    env: Env, names: list[str], message: str
+) -> None:
+    frame = segments_frame(40)
+    frame["rfm_segment"] = [names[i % 2] for i in range(len(frame))]
+    with pytest.raises(PipelineError, match=message.replace("(", r"\(")):
+        env.export(frame)
+    assert not env.fake.profiles.get(DOMAIN) and not env.fake.definitions.get(DOMAIN)

@@ -13,7 +13,13 @@ from botocore.exceptions import ClientError
 
 from lambdas.export.config import PinpointSettings
 from lambdas.export.destinations import DestinationError, pinpoint
-from lambdas.export.destinations.pinpoint import IMPORT_COLUMNS, endpoint_id, endpoints, split_csv
+from lambdas.export.destinations.pinpoint import (
+    IMPORT_COLUMNS,
+    desired_segments,
+    endpoint_id,
+    endpoints,
+    split_csv,
+)
 from lambdas.export.storage import Storage
 from lambdas.fakes import ClientS3, PinpointFake
 from steps.errors import PipelineError
@@ -48,7 +54,8 @@ class Env:
         return PinpointSettings(**values)
 
     def export(
-        self, segments: pd.DataFrame, retry: Any = None, run_id: str = "exec-1", **overrides: Any
+        self, segments: pd.DataFrame, retry: Any = None, run_id: str = "exec-1", clock: Any = None,
+        sleep: Any = poll_sleep, **overrides: Any
     ) -> dict:
         return pinpoint.export(
             segments,
@@ -58,7 +65,8 @@ class Env:
             output_uri=f"s3://{self.bucket}/out",
             run_id=run_id,
             retry=retry or fast_retry()[0],
-            sleep=poll_sleep,
+            sleep=sleep,
+            **({"clock": clock} if clock else {}),
         )
 
 
@@ -213,6 +221,7 @@ def test_export_imports_endpoints_and_creates_one_segment_per_segment_and_cluste
         "created": len(SEGMENT_NAMES) + 3,
         "updated": 0,
         "unchanged": 0,
+        "renamed": 0,
         "duplicates_found": 0,
     }
     job = env.client.get_import_job(ApplicationId=env.app, JobId=counts["import_jobs"][0])[
@@ -234,7 +243,11 @@ def test_export_imports_endpoints_and_creates_one_segment_per_segment_and_cluste
     assert champions["Dimensions"]["UserAttributes"]["RFMSegment"]["Values"] == ["Champions"]
     per_segment = rows.to_pandas().groupby("User.UserAttributes.RFMSegment").size()
     assert env.fake.segment_size(env.app, champions) == per_segment.get("Champions", 0)
-    assert env.fake.segment_size(env.app, segments["RFM cluster: 2"]) == int(
+    cluster = segments["RFM cluster: Cluster 2"]  # named after the cluster, selecting that name
+    assert cluster["Dimensions"]["UserAttributes"] == {
+        "ClusterName": {"AttributeType": "INCLUSIVE", "Values": ["Cluster 2"]}
+    }
+    assert env.fake.segment_size(env.app, cluster) == int(
         (rows.column("User.UserAttributes.Cluster").to_numpy(zero_copy_only=False) == "2").sum()
     )
 
@@ -262,6 +275,7 @@ def test_rerun_creates_no_duplicate_endpoints_or_segments(env: Env) -> None:
         "created": 0,
         "updated": 0,
         "unchanged": first["segments"]["created"],
+        "renamed": 0,
         "duplicates_found": 0,
     }
     assert env.fake.endpoint_count(env.app) == first["endpoints"]
@@ -293,7 +307,7 @@ def test_existing_segments_are_found_by_name_and_fixed(env: Env) -> None:
     )
     for _ in range(2):
         env.client.create_segment(
-            ApplicationId=env.app, WriteSegmentRequest={"Name": "RFM cluster: 0", "Dimensions": wrong}
+            ApplicationId=env.app, WriteSegmentRequest={"Name": "RFM cluster: Cluster 0", "Dimensions": wrong}
         )
     counts = env.export(segments_frame(50))
 
@@ -426,3 +440,188 @@ def test_import_that_never_finishes_times_out(env: Env) -> None:
             clock=lambda: next(ticks),
             sleep=lambda s: None,
         )
+
+
+# -- the Lambda's deadline -------------------------------------------------------------------------
+
+
+class ManualClock:
+    """A monotonic clock that moves only when the test (or the export's ``sleep``) moves it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        poll_sleep(seconds)  # a little real time, so the fake's background job can run
+        self.now += seconds
+
+
+def test_waiting_stops_at_the_deadline_and_names_the_running_job(env: Env) -> None:
+    env.fake.polls_until_done = 10_000
+    clock = ManualClock()
+    frame = segments_frame(40)
+    with pytest.raises(DestinationError) as caught:
+        pinpoint.export(
+            frame,
+            client=env.client,
+            storage=env.storage,
+            settings=env.settings(poll_seconds=5.0, timeout_seconds=600),
+            output_uri="",
+            run_id="x",
+            retry=fast_retry()[0],
+            clock=clock,
+            sleep=clock.sleep,
+            deadline=42.0,
+        )
+
+    counts = caught.value.counts
+    (job_id,) = counts["import_jobs_running"]
+    assert counts["import_jobs"] == [job_id]
+    message = str(caught.value)
+    assert f"stopped waiting for import job {job_id} (still PROCESSING)" in message
+    assert f"--application-id {env.app} --job-id {job_id}" in message and "Pinpoint console" in message
+    assert "re-running the export is safe (it is idempotent)" in message
+    assert counts["endpoints_unconfirmed"] == counts["endpoints"] and counts["endpoints_failed"] == 0
+    assert 42.0 <= clock.now < 42.0 + 5.0  # never slept past the deadline, and not far before it
+    assert counts["segments"]["created"] == len(SEGMENT_NAMES) + 3  # segments come first: already done
+
+
+class SeesImportJobs:
+    """The Pinpoint client, noting when the export has seen an import job finish."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.finished = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def get_import_job(self, **kwargs: Any) -> dict:
+        response = self.client.get_import_job(**kwargs)
+        self.finished += response["ImportJobResponse"]["JobStatus"] in ("COMPLETED", "FAILED")
+        return response
+
+
+def test_no_retry_job_starts_after_the_deadline(env: Env) -> None:
+    frame = segments_frame(60)
+    failing = frame["customer_id"].iloc[[1, 2]].tolist()
+    env.fake.inject(fail_records=failing, times=99)
+    watched = SeesImportJobs(env.client)
+    with pytest.raises(DestinationError, match=r"no time left to import again the 4 endpoints that failed"):
+        pinpoint.export(
+            frame,
+            client=watched,
+            storage=env.storage,
+            settings=env.settings(),
+            output_uri="",
+            run_id="x",
+            retry=fast_retry()[0],
+            clock=lambda: 100.0 if watched.finished else 0.0,  # time runs out as the first job ends
+            sleep=poll_sleep,
+            deadline=50.0,
+        )
+    assert env.fake.calls["CreateImportJob"] == 1
+
+
+def test_without_a_deadline_only_the_import_timeout_bounds_the_wait(env: Env) -> None:
+    env.fake.polls_until_done = 10_000
+    clock = ManualClock()
+    with pytest.raises(PipelineError, match=r"still PROCESSING after 900 s"):
+        env.export(segments_frame(10), timeout_seconds=900, poll_seconds=100.0, clock=clock, sleep=clock.sleep)
+    assert clock.now > 900
+
+
+# -- cluster segments named after the cluster --------------------------------------------------------
+
+
+def named_clusters(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["cluster_name"] = np.array(names, dtype=object)[frame["cluster"].to_numpy()]
+    return frame
+
+
+def pinpoint_segments(env: Env) -> dict[str, dict]:
+    return {s["Name"]: s for s in env.fake.segments[env.app].values()}
+
+
+def test_cluster_segments_are_named_after_the_cluster_and_select_it(env: Env) -> None:
+    names = ["Recent frequent high spenders", "Lapsed one-time low spenders", "Recent one-time mid spenders"]
+    frame = named_clusters(segments_frame(90), names)
+    env.export(frame)
+
+    segments = pinpoint_segments(env)
+    rows, _ = endpoints(frame)
+    for cluster, name in enumerate(names):
+        segment = segments[f"RFM cluster: {name}"]
+        assert segment["Dimensions"]["UserAttributes"]["ClusterName"]["Values"] == [name]
+        assert env.fake.segment_size(env.app, segment) == int(
+            (rows.column("User.UserAttributes.Cluster").to_numpy(zero_copy_only=False) == str(cluster)).sum()
+        )
+    assert not [name for name in segments if name.startswith("RFM cluster: ") and name[-1].isdigit()]
+
+
+def test_long_and_clashing_cluster_names_stay_unique_and_within_pinpoints_limits(env: Env) -> None:
+    long = "Recent frequent high spenders who also " + "buy a lot " * 12  # 159 characters
+    frame = named_clusters(segments_frame(90), [long + "(Champions)", long + "(Loyal)", "Tab\tin name"])
+    counts = env.export(frame)
+
+    assert counts["endpoints_failed"] == 0  # the fake refuses attribute values over 100 characters
+    wanted = desired_segments(frame)
+    cluster_segments = {name: d for name, d in wanted.items() if name.startswith("RFM cluster: ")}
+    values = [d["UserAttributes"]["ClusterName"]["Values"][0] for d in cluster_segments.values()]
+    assert len(cluster_segments) == len(set(values)) == 3
+    assert all(len(name) <= 100 for name in cluster_segments) and all(len(v) <= 100 for v in values)
+    assert "RFM cluster: Tab in name" in cluster_segments
+    rows, _ = endpoints(frame)
+    assert set(rows.column("User.UserAttributes.ClusterName").to_pylist()) == set(values)
+    for name in cluster_segments:  # each segment selects exactly its cluster's endpoints
+        cluster = values.index(wanted[name]["UserAttributes"]["ClusterName"]["Values"][0])
+        assert env.fake.segment_size(env.app, pinpoint_segments(env)[name]) == int(
+            (rows.column("User.UserAttributes.Cluster").to_numpy(zero_copy_only=False) == str(cluster)).sum()
+        )
+
+
+def test_segments_named_by_cluster_number_by_an_earlier_version_are_renamed_once(env: Env) -> None:
+    old = {"UserAttributes": {"Cluster": {"AttributeType": "INCLUSIVE", "Values": ["0"]}}}
+    created = env.client.create_segment(
+        ApplicationId=env.app, WriteSegmentRequest={"Name": "RFM cluster: 0", "Dimensions": old}
+    )["SegmentResponse"]
+    frame = segments_frame(60)
+    first = env.export(frame)
+    again = env.export(frame, run_id="exec-2")
+
+    assert first["segments"]["renamed"] == 1 and first["segments"]["created"] == len(SEGMENT_NAMES) + 2
+    assert again["segments"] == {
+        "created": 0, "updated": 0, "unchanged": len(SEGMENT_NAMES) + 3, "renamed": 0, "duplicates_found": 0
+    }
+    segments = pinpoint_segments(env)
+    assert len(segments) == len(SEGMENT_NAMES) + 3 and "RFM cluster: 0" not in segments
+    renamed = segments["RFM cluster: Cluster 0"]
+    assert renamed["Id"] == created["Id"]  # the same segment: campaigns that use it keep it
+    assert renamed["Dimensions"]["UserAttributes"] == {
+        "ClusterName": {"AttributeType": "INCLUSIVE", "Values": ["Cluster 0"]}
+    }
+
+
+def test_a_cluster_named_like_an_old_numeric_segment_does_not_take_another_clusters_segment(env: Env) -> None:
+    old = {"UserAttributes": {"Cluster": {"AttributeType": "INCLUSIVE", "Values": ["0"]}}}
+    env.client.create_segment(ApplicationId=env.app, WriteSegmentRequest={"Name": "RFM cluster: 0", "Dimensions": old})
+    frame = named_clusters(segments_frame(60), ["Big spenders", "0", "Lapsed"])  # cluster 1 is called "0"
+    counts = env.export(frame)
+
+    assert counts["segments"]["renamed"] == 0 and counts["segments"]["updated"] == 1  # taken by its name
+    segments = pinpoint_segments(env)
+    assert len(segments) == len(SEGMENT_NAMES) + 3
+    assert segments["RFM cluster: 0"]["Dimensions"]["UserAttributes"]["ClusterName"]["Values"] == ["0"]
+    assert "RFM cluster: Big spenders" in segments
+
+
+def test_a_cluster_with_two_names_is_refused_before_anything_is_written(env: Env) -> None:
+    frame = segments_frame(30)
+    frame.loc[0, "cluster_name"] = "Another name"
+    with pytest.raises(PipelineError, match=r"cluster\(s\) 0 have more than one cluster_name"):
+        env.export(frame)
+    assert env.fake.calls["CreateImportJob"] == 0 and not env.fake.segments[env.app]

@@ -304,3 +304,35 @@ def test_local_destination_env_with_an_s3_client(
         o["Key"] for o in moto_s3.client.list_objects_v2(Bucket=bucket, Prefix="pinpoint-import/")["Contents"]
     ]
     assert keys == ["pinpoint-import/exec-1/attempt-1/part-00000.csv"]
+
+
+def test_the_pinpoint_fake_reads_through_the_exports_storage(tmp_path: Path) -> None:
+    storage = Storage(s3_root=tmp_path)  # where the export writes the import files in a local run
+    data = f"{HEADER}\nrfm-{'0' * 32},EMAIL,a@example.com,u1,1,gold\n".encode()
+    storage.write_bytes("s3://bucket/import/exec/attempt-1/part-00000.csv", data)
+    storage.write_bytes("s3://bucket/import/exec/attempt-1/nested/part-00001.csv", data)
+
+    for source in (s3_source(storage), s3_source(tmp_path)):  # the Storage itself, or a folder mapped by one
+        assert source.list("bucket", "import/exec/") == [
+            ("import/exec/attempt-1/nested/part-00001.csv", len(data)),
+            ("import/exec/attempt-1/part-00000.csv", len(data)),
+        ]
+        assert source.read("bucket", "import/exec/attempt-1/part-00000.csv") == data
+    assert FolderS3(tmp_path).storage.s3_root == storage.s3_root  # no mapping of its own
+
+    fake = PinpointFake(s3_source(storage))
+    fake.start()
+    try:
+        pinpoint = client("pinpoint", fake.url)
+        app_id = fake.create_app("t")
+        job = pinpoint.create_import_job(
+            ApplicationId=app_id,
+            ImportJobRequest={"Format": "CSV", "S3Url": "s3://bucket/import/exec/", "RoleArn": ROLE_ARN,
+                              "RegisterEndpoints": True},
+        )["ImportJobResponse"]
+        fake.wait_for_jobs()
+        for _ in range(5):
+            job = pinpoint.get_import_job(ApplicationId=app_id, JobId=job["Id"])["ImportJobResponse"]
+    finally:
+        fake.stop()
+    assert (job["JobStatus"], job["TotalPieces"], fake.endpoint_count(app_id)) == ("COMPLETED", 2, 1)

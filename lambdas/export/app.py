@@ -16,14 +16,17 @@ What is written
 Always ``<output_uri>/segments.parquet``, one row per customer, columns
 ``steps.columns.SEGMENT_COLUMNS`` then the contact columns present in ``rfm.parquet`` (email,
 phone, address, channel), sorted by ``customer_id``. Then each chosen destination, in the order
-s3, pinpoint, customer-profiles (see :mod:`lambdas.export.destinations` and ``docs/export.md``):
+s3, customer-profiles, pinpoint (see :mod:`lambdas.export.destinations` and ``docs/export.md``):
 
 - ``s3``: ``export/rfm_segment=<slug>/part.csv|.parquet`` and ``export/cluster=<n>/...``;
 - ``pinpoint``: endpoint import through S3 plus one dynamic segment per RFM segment and cluster;
 - ``customer-profiles``: profile attributes per customer plus one segment definition per segment.
 
 A destination that fails does not stop the others; the step then fails with every destination's
-counts. Running the same export twice changes nothing.
+counts. Running the same export twice changes nothing. In Lambda, waiting for Pinpoint import jobs
+stops :data:`DEADLINE_MARGIN_SECONDS` before the function's timeout (from
+``context.get_remaining_time_in_millis()``), which is why pinpoint runs last; without a context
+(local runs) only ``PINPOINT_IMPORT_TIMEOUT_SECONDS`` bounds the wait.
 
 Return value
 ------------
@@ -57,6 +60,7 @@ from botocore.exceptions import ClientError
 from lambdas.export.config import (
     CUSTOMER_PROFILES,
     PINPOINT,
+    RUN_ORDER,
     S3,
     ExportSettings,
 )
@@ -76,12 +80,14 @@ from steps.columns import (
 from steps.errors import PipelineError, RFMError
 from steps.paths import RFM_FILE, SEGMENTS_FILE
 
-__all__ = ["ExportRequest", "ExportFailed", "Clients", "export_segments", "handler", "slug"]
+__all__ = ["ExportRequest", "ExportFailed", "Clients", "export_segments", "resolve_settings", "run_export",
+           "deadline_of", "handler", "slug"]
 
 logger = Logger(service="rfm-export")
 
 ASSIGNMENT_SUFFIX = ".out"
 _FIX_ASSIGN = "Re-run AssignSegments (batch transform) on the features of the same execution"
+DEADLINE_MARGIN_SECONDS = 30.0  # left to the Lambda after waiting stops: report, write the summary, return
 _ASSIGNMENT_SCHEMA = pa.schema([(CUSTOMER_ID, pa.string()), (CLUSTER, pa.int64()),
                                 (CLUSTER_NAME, pa.string()), (RFM_SEGMENT, pa.string())])
 
@@ -199,22 +205,28 @@ def read_assignments(storage: Storage, uri: str) -> pd.DataFrame:
 
 
 def read_features(storage: Storage, uri: str) -> pd.DataFrame:
-    """``rfm.parquet`` under ``uri`` (or ``uri`` itself), with the columns segments.parquet needs."""
+    """``rfm.parquet`` under ``uri`` (or ``uri`` itself), with the columns segments.parquet needs.
+
+    One read (one S3 GET); of the file only those columns are decoded.
+    """
     path = uri if uri.endswith(".parquet") else join(uri, RFM_FILE)
-    if not storage.exists(path):
-        raise PipelineError(f"{RFM_FILE} not found", path, "Run ComputeRFM first, or fix features_uri")
-    table = pq.read_table(io.BytesIO(storage.read_bytes(path)))
+    try:
+        data = storage.read_bytes(path)
+    except (FileNotFoundError, IsADirectoryError):
+        raise PipelineError(f"{RFM_FILE} not found", path, "Run ComputeRFM first, or fix features_uri") from None
+    parquet = pq.ParquetFile(pa.BufferReader(data))
+    schema = parquet.schema_arrow
     needed = [c for c in SEGMENT_COLUMNS if c not in ASSIGNMENT_COLUMNS or c == CUSTOMER_ID]
-    missing = [c for c in needed if c not in table.column_names]
+    missing = [c for c in needed if c not in schema.names]
     if missing:
         raise PipelineError(f"columns missing: {', '.join(missing)}", path, "Re-run ComputeRFM")
-    id_type = table[CUSTOMER_ID].type
+    id_type = schema.field(CUSTOMER_ID).type
     if not pa.types.is_string(id_type) and not pa.types.is_large_string(id_type):
-        raise PipelineError(f"customer_id is {table[CUSTOMER_ID].type}, expected string", path,
+        raise PipelineError(f"customer_id is {id_type}, expected string", path,
                             "Re-run ComputeRFM: customer ids must be kept as strings")
-    contacts = [c for c in CONTACT_COLUMNS if c in table.column_names]
-    extra = [RFM_SEGMENT] if RFM_SEGMENT in table.column_names else []
-    return table.select(needed + contacts + extra).to_pandas()
+    contacts = [c for c in CONTACT_COLUMNS if c in schema.names]
+    extra = [RFM_SEGMENT] if RFM_SEGMENT in schema.names else []
+    return parquet.read(columns=needed + contacts + extra).to_pandas()
 
 
 def join_segments(features: pd.DataFrame, assignments: pd.DataFrame, where: str = "") -> pd.DataFrame:
@@ -263,7 +275,7 @@ def _safe_reason(error: BaseException) -> str:
 
 def _run_destination(name: str, segments: pd.DataFrame, table: pa.Table, request: ExportRequest,
                      storage: Storage, settings: ExportSettings, clients: Clients, retry: RetryPolicy,
-                     clock: Callable[[], float]) -> dict[str, Any]:
+                     clock: Callable[[], float], deadline: float | None) -> dict[str, Any]:
     if name == S3:
         return s3_files.export(table, request.output_uri, storage)
     if name == PINPOINT:
@@ -271,7 +283,8 @@ def _run_destination(name: str, segments: pd.DataFrame, table: pa.Table, request
             raise ValueError("the pinpoint destination needs a Pinpoint client")
         return pinpoint.export(segments, client=clients.pinpoint, storage=storage, settings=settings.pinpoint,
                                output_uri=request.output_uri, run_id=request.execution_id or "manual",
-                               retry=retry, record_retry_rounds=settings.record_retry_rounds, clock=clock)
+                               retry=retry, record_retry_rounds=settings.record_retry_rounds, clock=clock,
+                               deadline=deadline)
     if name == CUSTOMER_PROFILES:
         if clients.customer_profiles is None:
             raise ValueError("the customer-profiles destination needs a Customer Profiles client")
@@ -281,25 +294,48 @@ def _run_destination(name: str, segments: pd.DataFrame, table: pa.Table, request
     raise ValueError(f"unknown destination {name}")
 
 
+def resolve_settings(request: ExportRequest, settings: ExportSettings | None = None) -> ExportSettings:
+    """``settings`` (default: the ``s3`` destination only) with the request's destinations, checked.
+
+    Done once per invocation; what it returns is passed down as is.
+    """
+    return (settings or ExportSettings()).for_event({"destinations": request.destinations})
+
+
 def export_segments(request: ExportRequest, storage: Storage, settings: ExportSettings | None = None,
                     clients: Clients | None = None, retry: RetryPolicy | None = None,
-                    clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+                    clock: Callable[[], float] = time.monotonic, deadline: float | None = None) -> dict[str, Any]:
+    """Read, join, check, write ``segments.parquet``, export: :func:`resolve_settings`, then :func:`run_export`.
+
+    ``settings`` are the configured ones (default: the ``s3`` destination only); the request's
+    destinations override theirs. See :func:`run_export` for the rest.
+    """
+    return run_export(request, storage, resolve_settings(request, settings), clients, retry, clock, deadline)
+
+
+def run_export(request: ExportRequest, storage: Storage, settings: ExportSettings,
+               clients: Clients | None = None, retry: RetryPolicy | None = None,
+               clock: Callable[[], float] = time.monotonic, deadline: float | None = None) -> dict[str, Any]:
     """Read, join, check, write ``segments.parquet``, export; the plain function behind :func:`handler`.
 
     Parameters
     ----------
     request : ExportRequest
-        The event's URIs (and optional destinations override).
+        The event's URIs.
     storage : Storage
         Reads the inputs, writes the outputs and the Pinpoint import files.
-    settings : ExportSettings, optional
-        Destinations and their settings; default: the ``s3`` destination only.
+    settings : ExportSettings
+        Destinations and their settings for this request, as :func:`resolve_settings` returns them
+        (not parsed or checked again here).
     clients : Clients, optional
         Pinpoint / Customer Profiles clients, needed when those destinations are chosen.
     retry : RetryPolicy, optional
         Per-call retries (default: ``settings.max_attempts`` attempts, real sleeps).
     clock : callable
-        Monotonic seconds, for the Pinpoint import timeout.
+        Monotonic seconds, for the Pinpoint import timeout and ``deadline``.
+    deadline : float, optional
+        ``clock()`` time at which to stop waiting for Pinpoint import jobs (the handler's: the Lambda's
+        remaining time less :data:`DEADLINE_MARGIN_SECONDS`); None: no deadline.
 
     Returns
     -------
@@ -311,7 +347,6 @@ def export_segments(request: ExportRequest, storage: Storage, settings: ExportSe
     ExportFailed
         When a destination failed or kept failed records; ``summary`` has all counts.
     """
-    settings = (settings or ExportSettings()).for_event({"destinations": request.destinations})
     retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
     clients = clients or Clients()
 
@@ -322,20 +357,22 @@ def export_segments(request: ExportRequest, storage: Storage, settings: ExportSe
     segments_uri = join(request.output_uri, SEGMENTS_FILE)
     storage.write_bytes(segments_uri, s3_files.to_parquet(table))
 
-    by_destination: dict[str, Any] = {}
-    failed: list[str] = []
-    for name in settings.destinations:
+    results: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name in [n for n in RUN_ORDER if n in settings.destinations]:
         started = clock()
         try:
-            by_destination[name] = _run_destination(name, segments, table, request, storage, settings,
-                                                    clients, retry, clock)
+            results[name] = _run_destination(name, segments, table, request, storage, settings,
+                                             clients, retry, clock, deadline)
         except DestinationError as error:
-            by_destination[name] = {**error.counts, "error": error.what}
-            failed.append(f"{name}: {error.what}")
+            results[name] = {**error.counts, "error": error.what}
+            errors[name] = f"{error.what}. {error.fix}" if error.fix else error.what
         except Exception as error:  # one destination failing must not stop the others; reported below
-            by_destination[name] = {"error": _safe_reason(error)}
-            failed.append(f"{name}: {_safe_reason(error)}")
-        by_destination[name]["seconds"] = round(clock() - started, 2)
+            results[name] = {"error": _safe_reason(error)}
+            errors[name] = _safe_reason(error)
+        results[name]["seconds"] = round(clock() - started, 2)
+    by_destination = {name: results[name] for name in settings.destinations}
+    failed = [f"{name}: {errors[name]}" for name in settings.destinations if name in errors]
     files = [segments_uri, *by_destination.get(S3, {}).get("files", [])]
     if S3 in by_destination and "files" in by_destination[S3]:
         by_destination[S3]["files"] = len(by_destination[S3]["files"])
@@ -389,12 +426,23 @@ def _s3_client() -> Any:
     return _client_for("s3", os.environ)
 
 
+def deadline_of(context: LambdaContext | None, clock: Callable[[], float] = time.monotonic) -> float | None:
+    """When to stop waiting, on ``clock``: the invocation's remaining time less :data:`DEADLINE_MARGIN_SECONDS`.
+
+    None without a context (local runs): no deadline.
+    """
+    if context is None:
+        return None
+    return clock() + context.get_remaining_time_in_millis() / 1000 - DEADLINE_MARGIN_SECONDS
+
+
 def _handle(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
+    deadline = deadline_of(context)
     request = ExportRequest.from_event(event)
     logger.set_correlation_id(request.execution_id or None)
     logger.append_keys(model_package_arn=request.model_package_arn or None)
     snapshot = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_SETTING_PREFIXES)))
-    settings = _settings(snapshot).for_event({"destinations": request.destinations})
+    settings = resolve_settings(request, _settings(snapshot))
     needs_s3 = settings.local_s3_root is None and (request.uses_s3 or PINPOINT in settings.destinations)
     storage = Storage(_s3_client() if needs_s3 else None, s3_root=settings.local_s3_root)
     clients = Clients(
@@ -402,7 +450,7 @@ def _handle(event: dict[str, Any], context: LambdaContext | None) -> dict[str, A
         customer_profiles=(_client_for("customer-profiles", os.environ)
                            if CUSTOMER_PROFILES in settings.destinations else None),
     )
-    return export_segments(request, storage, settings, clients)
+    return run_export(request, storage, settings, clients, deadline=deadline)
 
 
 _handle_in_lambda = logger.inject_lambda_context(_handle, clear_state=True)

@@ -16,7 +16,10 @@ from steps.errors import PipelineError
 S3 = "s3"
 PINPOINT = "pinpoint"
 CUSTOMER_PROFILES = "customer-profiles"
-DESTINATIONS: tuple[str, ...] = (S3, PINPOINT, CUSTOMER_PROFILES)  # also the order they run in
+DESTINATIONS: tuple[str, ...] = (S3, PINPOINT, CUSTOMER_PROFILES)  # the order they are listed and reported in
+# The order they run in: pinpoint last, because it waits for import jobs up to the Lambda's deadline;
+# the others (no waiting) have then already run.
+RUN_ORDER: tuple[str, ...] = (S3, CUSTOMER_PROFILES, PINPOINT)
 DEFAULT_DESTINATIONS: tuple[str, ...] = (S3,)
 
 PINPOINT_MAX_FILE_BYTES = 1_000_000_000  # Pinpoint's limit per import file: 1 GB

@@ -23,6 +23,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
+from botocore.exceptions import ClientError
+
 
 def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
@@ -82,26 +84,43 @@ class Storage:
         response = self._client(uri).list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
         return any(item["Key"] == key for item in response.get("Contents", []))
 
-    def list(self, uri: str, suffix: str = "") -> list[str]:
-        """URIs of all files under the folder ``uri`` (recursively) ending with ``suffix``, sorted."""
+    def files(self, uri: str, suffix: str = "") -> list[tuple[str, int]]:
+        """``(URI, size in bytes)`` of all files under the folder ``uri`` (recursively) ending with ``suffix``."""
         if not is_s3(self._local(uri)):
             root = local_path(self._local(uri))
             if not root.is_dir():
                 return []
             found = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(suffix))
-            return [join(uri, *p.relative_to(root).parts) for p in found]
+            return [(join(uri, *p.relative_to(root).parts), p.stat().st_size) for p in found]
         bucket, prefix = split_s3(uri)
         prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
         pages = self._client(uri).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
-        wanted = (key for key in keys if key.endswith(suffix) and not key.endswith("/"))
-        return sorted(f"s3://{bucket}/{key}" for key in wanted)
+        items = [item for page in pages for item in page.get("Contents", [])]
+        wanted = (item for item in items if item["Key"].endswith(suffix) and not item["Key"].endswith("/"))
+        return sorted((f"s3://{bucket}/{item['Key']}", int(item["Size"])) for item in wanted)
+
+    def list(self, uri: str, suffix: str = "") -> list[str]:
+        """URIs of all files under the folder ``uri`` (recursively) ending with ``suffix``, sorted."""
+        return [found for found, _size in self.files(uri, suffix)]
+
+    def size(self, uri: str) -> int:
+        """Bytes in one file."""
+        if not is_s3(self._local(uri)):
+            return local_path(self._local(uri)).stat().st_size
+        bucket, key = split_s3(uri)
+        return int(self._client(uri).head_object(Bucket=bucket, Key=key)["ContentLength"])
 
     def read_bytes(self, uri: str) -> bytes:
+        """One file's bytes (one GET on S3); FileNotFoundError when it does not exist, wherever it is."""
         if not is_s3(self._local(uri)):
             return local_path(self._local(uri)).read_bytes()
         bucket, key = split_s3(uri)
-        return self._client(uri).get_object(Bucket=bucket, Key=key)["Body"].read()
+        try:
+            return self._client(uri).get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise FileNotFoundError(uri) from None
+            raise
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         """Write (overwrite) one file, creating local parent folders."""

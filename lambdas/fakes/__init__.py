@@ -31,7 +31,7 @@ from typing import Any
 from lambdas.fakes._server import FakeService, Faults
 from lambdas.fakes.customer_profiles import CustomerProfilesFake
 from lambdas.fakes.pinpoint import PinpointFake
-from lambdas.fakes.s3_source import ClientS3, FolderS3, S3Source, s3_source
+from lambdas.fakes.s3_source import ClientS3, FolderS3, S3Source, StorageS3, s3_source
 
 __all__ = [
     "ClientS3",
@@ -42,6 +42,7 @@ __all__ = [
     "PinpointFake",
     "RunningFakes",
     "S3Source",
+    "StorageS3",
     "local_destination_env",
     "patched_environ",
     "running_fakes",
@@ -95,9 +96,10 @@ def running_fakes(
 
     Parameters
     ----------
-    s3 : path, boto3 S3 client or S3Source, optional
-        What the Pinpoint fake's import jobs read: a folder laid out as ``<root>/<bucket>/<key>``
-        or an S3 client (e.g. for moto's ``ThreadedMotoServer``).
+    s3 : path, Storage, boto3 S3 client or S3Source, optional
+        What the Pinpoint fake's import jobs read: a folder laid out as ``<root>/<bucket>/<key>``,
+        the export's :class:`~lambdas.export.storage.Storage`, or an S3 client (e.g. for moto's
+        ``ThreadedMotoServer``).
     pinpoint, customer_profiles : bool
         Which fakes to start.
     pinpoint_options, customer_profiles_options : mapping, optional

@@ -65,7 +65,7 @@ class PinpointFake(FakeService):
     Parameters
     ----------
     s3 : S3Source, optional
-        Where import jobs read ``S3Url`` from (``FolderS3`` or ``ClientS3``); without it every
+        Where import jobs read ``S3Url`` from (``FolderS3``, ``ClientS3`` or ``StorageS3``); without it every
         import job fails as if the role could not read the bucket.
     max_file_bytes : int
         Largest import file (the service's limit is 1 GB); tests lower it.

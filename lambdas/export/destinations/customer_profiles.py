@@ -27,6 +27,9 @@ Segment definitions, one per RFM segment and per cluster, filter on ``Attributes
 ``Attributes.rfm_cluster``. There is no ``UpdateSegmentDefinition``: ``GetSegmentDefinition``, then
 ``CreateSegmentDefinition`` when missing, ``DeleteSegmentDefinition`` + ``CreateSegmentDefinition``
 when different, nothing when equal. ``GetDomain`` first gives a clear error for a missing domain.
+Definition names come from :func:`~lambdas.export.names.segment_slugs`, as the S3 folders do: two
+segment names with one slug (or a segment named like a cluster's ``rfm-cluster-<n>``) are an error,
+found before anything is written, whichever destinations are chosen.
 
 Calls run ``concurrency`` at a time, each through the retry policy (throttling and 5xx). Customers
 whose object still failed are collected and put again up to ``record_retry_rounds`` more times;
@@ -48,7 +51,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas.export.config import CustomerProfilesSettings
 from lambdas.export.destinations import DestinationError
-from lambdas.export.names import cluster_display_name, segment_display_name, slug
+from lambdas.export.names import cluster_display_name, segment_display_name, segment_slugs
 from lambdas.export.retry import RetryPolicy, error_code
 from steps.columns import (
     CLUSTER,
@@ -72,6 +75,8 @@ logger = Logger(service="rfm-export", child=True)
 PROFILE_KEY = "_account"
 ATTRIBUTE_PREFIX = "rfm_"
 MAX_VALUE = 255  # profile attribute values: 1..255 characters
+MAX_DEFINITION_NAME = 64  # segment definition names: 1..64 of [a-zA-Z0-9_-]
+DEFINITION_PREFIX = "rfm-"
 # object field -> profile attribute (``_profile.Attributes.<name>``)
 ATTRIBUTE_FIELDS: dict[str, str] = {
     RFM_SEGMENT: "rfm_segment",
@@ -141,18 +146,37 @@ def profile_objects(segments: pd.DataFrame, settings: CustomerProfilesSettings) 
 
 
 def segment_definitions(segments: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Definition name -> ``CreateSegmentDefinition`` request body, per RFM segment and cluster."""
+    """Definition name -> ``CreateSegmentDefinition`` request body, per RFM segment and cluster.
+
+    Raises
+    ------
+    PipelineError
+        When two segment names share a slug (as for the S3 folders), or a segment's definition name
+        is a cluster's (``rfm-cluster-<n>``): one definition would silently stand for both.
+    """
     present = set(segments[RFM_SEGMENT].astype(str))
-    wanted = {}
-    for name in [*SEGMENT_NAMES, *sorted(present - set(SEGMENT_NAMES))]:
-        wanted[f"rfm-{slug(name)}"[:64]] = _definition(
+    names = [*SEGMENT_NAMES, *sorted(present - set(SEGMENT_NAMES))]
+    slugs = segment_slugs(names, MAX_DEFINITION_NAME - len(DEFINITION_PREFIX))
+    segment_of = {f"{DEFINITION_PREFIX}{slugs[name]}": name for name in names}
+    wanted = {
+        definition: _definition(
             segment_display_name(name),
             f"Customers in the RFM segment {name}",
             ATTRIBUTE_FIELDS[RFM_SEGMENT],
             name,
         )
+        for definition, name in segment_of.items()
+    }
     for cluster in sorted(set(segments[CLUSTER].astype(int))):
-        wanted[f"rfm-cluster-{cluster}"] = _definition(
+        definition = f"{DEFINITION_PREFIX}cluster-{cluster}"
+        if definition in segment_of:
+            raise PipelineError(
+                f"the RFM segment {segment_of[definition]!r} and cluster {cluster} share the segment "
+                f"definition name {definition!r}",
+                _WHERE,
+                "Give that RFM segment another name",
+            )
+        wanted[definition] = _definition(
             cluster_display_name(cluster),
             f"Customers in k-means cluster {cluster}",
             ATTRIBUTE_FIELDS[CLUSTER],
@@ -311,6 +335,7 @@ def export(
         ``failures_by_code``, ``object_type`` (created/updated/unchanged) and ``segment_definitions``
         (created/replaced/unchanged); with contact mapping on, ``customers_without_contact`` too.
     """
+    definitions = segment_definitions(segments)  # checked before anything is written
     run = CustomerProfilesExport(client, settings, retry, record_retry_rounds)
     run.check_domain()
     counts: dict[str, Any] = {"customers": len(segments), "object_type": run.ensure_object_type()}
@@ -321,7 +346,7 @@ def export(
         )
         counts["customers_without_contact"] = int((~has_contact).sum())
     counts.update(run.put_objects(profile_objects(segments, settings)))
-    counts["segment_definitions"] = run.upsert_segment_definitions(segment_definitions(segments))
+    counts["segment_definitions"] = run.upsert_segment_definitions(definitions)
     logger.info("Exported to Customer Profiles", extra={"customer_profiles": counts})
     if counts["records_failed"]:
         by_code = ", ".join(f"{code}: {n}" for code, n in sorted(counts["failures_by_code"].items()))

@@ -16,27 +16,32 @@ What it does, as in the AWS RFM guidance
    ``<import prefix>/<execution id>/attempt-<n>/part-<i>.csv``, split so that no file exceeds
    ``max_file_bytes`` (Pinpoint's limit is 1 GB per file). ``OptOut`` is deliberately not a column:
    an import must never undo a customer's opt-out.
-3. ``CreateImportJob`` (``Format=CSV``, ``RegisterEndpoints=true``, ``DefineSegment=false`` so no
+3. ``GetSegments`` (all pages), then for each RFM segment and cluster ``CreateSegment`` when no
+   dimensional segment of that name exists, ``UpdateSegment`` when its dimensions differ, nothing
+   when it is already right. RFM segments are ``RFM segment: <name>`` and filter on the user
+   attribute ``RFMSegment``; clusters are named after the cluster, ``RFM cluster: <cluster name>``,
+   and filter on ``ClusterName`` (what a segment is called is what it selects). A cluster segment of
+   an earlier version, ``RFM cluster: <n>``, is renamed (same segment id, so campaigns keep it).
+4. ``CreateImportJob`` (``Format=CSV``, ``RegisterEndpoints=true``, ``DefineSegment=false`` so no
    import segment piles up per run) on that folder, then ``GetImportJob`` until ``COMPLETED`` or
    ``FAILED``. Endpoints the job reports as failed (their ids appear in ``Failures``; when they
    cannot all be identified, the whole attempt) are imported again, up to ``record_retry_rounds``
-   more times.
-4. ``GetSegments`` (all pages), then for each RFM segment and cluster ``CreateSegment`` when no
-   dimensional segment of that name exists, ``UpdateSegment`` when its dimensions differ, nothing
-   when it is already right. Segments filter on the user attributes ``RFMSegment`` / ``Cluster``.
+   more times. With a ``deadline`` (the Lambda's remaining time less a margin), waiting stops there:
+   the destination fails naming the job still running (it carries on; a re-run is safe).
 
 Every call goes through :class:`~lambdas.export.retry.RetryPolicy` (throttling and 5xx). The
 destination raises :class:`~lambdas.export.destinations.DestinationError` with counts when endpoints
-remain failed.
+remain failed or unconfirmed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -49,7 +54,7 @@ from botocore.exceptions import ClientError
 
 from lambdas.export.config import PinpointSettings
 from lambdas.export.destinations import DestinationError
-from lambdas.export.names import cluster_display_name, segment_display_name
+from lambdas.export.names import cluster_display_name, cluster_segment_names, segment_display_name, unique_names
 from lambdas.export.retry import RetryPolicy, error_code
 from lambdas.export.storage import Storage, is_s3, join
 from steps.columns import (
@@ -75,6 +80,7 @@ logger = Logger(service="rfm-export", child=True)
 
 SEGMENT_ATTRIBUTE = "RFMSegment"
 CLUSTER_ATTRIBUTE = "Cluster"
+CLUSTER_NAME_ATTRIBUTE = "ClusterName"
 IMPORT_COLUMNS: tuple[str, ...] = (
     "Id",
     "ChannelType",
@@ -82,7 +88,7 @@ IMPORT_COLUMNS: tuple[str, ...] = (
     "User.UserId",
     f"User.UserAttributes.{SEGMENT_ATTRIBUTE}",
     f"User.UserAttributes.{CLUSTER_ATTRIBUTE}",
-    "User.UserAttributes.ClusterName",
+    f"User.UserAttributes.{CLUSTER_NAME_ATTRIBUTE}",
     "Metrics.RecencyDays",
     "Metrics.Frequency",
     "Metrics.Monetary",
@@ -100,6 +106,7 @@ _METRICS = {
 }
 CHANNEL_TYPES = frozenset({"EMAIL", "SMS", "VOICE", "CUSTOM"})  # channels whose address we can know
 MAX_ATTRIBUTE_VALUE = 100  # Pinpoint: an attribute value has at most 100 characters
+MAX_SEGMENT_NAME = 100  # the API documents no limit for segment names: kept to an attribute value's 100
 ENDPOINT_ID = re.compile(r"rfm-[0-9a-f]{32}")
 _E164 = r"^\+[1-9][0-9]{1,14}$"
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -118,6 +125,27 @@ def endpoint_id(customer_id: str, channel_type: str) -> str:
     """
     digest = hashlib.blake2b(f"{customer_id}\x1f{channel_type}".encode(), digest_size=16).hexdigest()
     return f"rfm-{digest}"
+
+
+def cluster_labels(segments: pd.DataFrame) -> dict[int, str]:
+    """Cluster -> its ``ClusterName`` attribute value: the cluster's name on one line, at most 100
+    characters, unique (see :func:`~lambdas.export.names.unique_names`).
+
+    Raises
+    ------
+    PipelineError
+        When a cluster has more than one name (assignments of two models mixed).
+    """
+    pairs = segments[[CLUSTER, CLUSTER_NAME]].drop_duplicates()
+    named_twice = sorted(set(pairs[CLUSTER][pairs[CLUSTER].duplicated()].astype(int)))
+    if named_twice:
+        raise PipelineError(
+            f"cluster(s) {', '.join(map(str, named_twice))} have more than one cluster_name in the assignments",
+            _WHERE,
+            "Re-run AssignSegments with one model",
+        )
+    names = dict(zip(pairs[CLUSTER].astype(int), pairs[CLUSTER_NAME].astype(str), strict=True))
+    return unique_names(dict(sorted(names.items())), MAX_ATTRIBUTE_VALUE)
 
 
 def _text(values: pd.Series) -> pa.Array:
@@ -164,13 +192,17 @@ def _matches(values: pa.ChunkedArray | pa.Array, pattern: str) -> np.ndarray:
     return pc.fill_null(pc.match_substring_regex(values, pattern), False).to_numpy(zero_copy_only=False)
 
 
-def endpoints(segments: pd.DataFrame) -> tuple[pa.Table, dict[str, Any]]:
+def endpoints(
+    segments: pd.DataFrame, labels: Mapping[int, str] | None = None
+) -> tuple[pa.Table, dict[str, Any]]:
     """The endpoint import rows (:data:`IMPORT_COLUMNS`) and the counts of what was skipped and why.
 
     Parameters
     ----------
     segments : DataFrame
         One row per customer: ``SEGMENT_COLUMNS`` plus whichever contact columns exist.
+    labels : mapping, optional
+        :func:`cluster_labels` of ``segments``, when already known.
 
     Returns
     -------
@@ -207,10 +239,8 @@ def endpoints(segments: pd.DataFrame) -> tuple[pa.Table, dict[str, Any]]:
     chosen_ids = pc.take(customer_ids, rows)
     channels = kept["channel_type"].to_pylist()
     ids = [endpoint_id(c, t) for c, t in zip(chosen_ids.to_pylist(), channels, strict=True)]
-    cluster_names = pc.utf8_slice_codeunits(
-        pc.replace_substring_regex(_text(segments[CLUSTER_NAME].astype(str)), r"[\t\r\n]", " "),
-        0,
-        MAX_ATTRIBUTE_VALUE,
+    cluster_names = pa.array(
+        segments[CLUSTER].astype(int).map(labels or cluster_labels(segments)).to_numpy(dtype=object), pa.string()
     )
     columns: dict[str, Any] = {
         "Id": pa.array(ids, pa.string()),
@@ -221,7 +251,7 @@ def endpoints(segments: pd.DataFrame) -> tuple[pa.Table, dict[str, Any]]:
         f"User.UserAttributes.{CLUSTER_ATTRIBUTE}": pc.take(
             pa.array(segments[CLUSTER].astype(int).astype(str).to_numpy(dtype=object), pa.string()), rows
         ),
-        "User.UserAttributes.ClusterName": pc.take(cluster_names, rows),
+        f"User.UserAttributes.{CLUSTER_NAME_ATTRIBUTE}": pc.take(cluster_names, rows),
     }
     for column, source in _METRICS.items():
         columns[column] = pc.take(pa.array(segments[source].to_numpy()), rows)
@@ -300,14 +330,68 @@ def segment_dimensions(attribute: str, value: str) -> dict[str, Any]:
     return {"UserAttributes": {attribute: {"AttributeType": "INCLUSIVE", "Values": [value]}}}
 
 
-def desired_segments(segments: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Segment name -> dimensions: every RFM segment of the grid (and any other present), every cluster."""
+def desired_segments(
+    segments: pd.DataFrame, labels: Mapping[int, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Segment name -> dimensions: every RFM segment of the grid (and any other present), and every
+    cluster, named ``RFM cluster: <cluster name>`` and selecting that ``ClusterName`` (``labels``:
+    :func:`cluster_labels` of ``segments``, when already known)."""
     present = set(segments[RFM_SEGMENT].astype(str))
     names = [*SEGMENT_NAMES, *sorted(present - set(SEGMENT_NAMES))]
     wanted = {segment_display_name(name): segment_dimensions(SEGMENT_ATTRIBUTE, name) for name in names}
-    for cluster in sorted(set(segments[CLUSTER].astype(int))):
-        wanted[cluster_display_name(cluster)] = segment_dimensions(CLUSTER_ATTRIBUTE, str(cluster))
+    labels = labels or cluster_labels(segments)
+    for cluster, name in cluster_segment_names(labels, MAX_SEGMENT_NAME).items():
+        wanted[name] = segment_dimensions(CLUSTER_NAME_ATTRIBUTE, labels[cluster])
     return wanted
+
+
+def previous_names(labels: Mapping[int, str]) -> dict[str, str]:
+    """Cluster segment name -> the name earlier versions gave that cluster's segment (``RFM cluster: <n>``).
+
+    Examples
+    --------
+    >>> previous_names({0: "Champions at heart"})
+    {'RFM cluster: Champions at heart': 'RFM cluster: 0'}
+    """
+    names = cluster_segment_names(labels, MAX_SEGMENT_NAME)
+    return {name: cluster_display_name(cluster) for cluster, name in names.items()}
+
+
+def _import_counts(
+    jobs: list[str] | None = None,
+    files: int = 0,
+    retried: int = 0,
+    *,
+    running: str | None = None,
+    failed: int = 0,
+    unconfirmed: int = 0,
+) -> dict[str, Any]:
+    """The import's counts: jobs started (``running``: the one still running), files, endpoints."""
+    still_running = [running] if running else []
+    return {
+        "import_jobs": [*(jobs or []), *still_running],
+        "import_jobs_running": still_running,
+        "import_files": files,
+        "endpoints_retried": retried,
+        "endpoints_failed": failed,
+        "endpoints_unconfirmed": unconfirmed,
+    }
+
+
+class ImportOutOfTime(PipelineError):
+    """The deadline came before the import finished; ``counts`` says how far it got."""
+
+    def __init__(self, what: str, fix: str, counts: dict[str, Any]) -> None:
+        super().__init__(what, _WHERE, fix)
+        self.counts = counts
+
+
+class _StillRunning(Exception):
+    """Raised by :meth:`PinpointExport.run_import_job` at the deadline; ``job`` is the job's last state."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        super().__init__(job["Id"])
+        self.job = job
 
 
 def _compact(value: Any) -> Any:
@@ -335,9 +419,12 @@ class PinpointExport:
     record_retry_rounds : int
         Extra imports of the endpoints an import job reported as failed.
     clock : callable
-        Monotonic seconds, for the import timeout.
+        Monotonic seconds, for the import timeout and the deadline.
     sleep : callable, optional
         Waits ``poll_seconds`` between ``GetImportJob`` calls; default: the policy's ``sleep``.
+    deadline : float, optional
+        ``clock()`` time at which to stop waiting for import jobs (the Lambda's remaining time less a
+        margin); None: only ``settings.timeout_seconds`` bounds each wait.
     """
 
     def __init__(
@@ -349,6 +436,7 @@ class PinpointExport:
         record_retry_rounds: int = 2,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.client = client
         self.storage = storage
@@ -357,6 +445,7 @@ class PinpointExport:
         self.record_retry_rounds = record_retry_rounds
         self.clock = clock
         self.sleep = sleep or retry.sleep
+        self.deadline = math.inf if deadline is None else deadline
 
     def check_project(self) -> None:
         """Fail early, with a clear message, when the project does not exist."""
@@ -395,16 +484,19 @@ class PinpointExport:
                 "DefineSegment": False,
             },
         )["ImportJobResponse"]
-        deadline = self.clock() + self.settings.timeout_seconds
+        give_up = self.clock() + self.settings.timeout_seconds
         while job["JobStatus"] not in ("COMPLETED", "FAILED"):
-            if self.clock() > deadline:
+            now = self.clock()
+            if now >= self.deadline:
+                raise _StillRunning(job)
+            if now > give_up:
                 raise PipelineError(
                     f"import job {job['Id']} still {job['JobStatus']} after "
                     f"{self.settings.timeout_seconds:.0f} s",
                     _WHERE,
                     "Check it with `aws pinpoint get-import-job`, or raise PINPOINT_IMPORT_TIMEOUT_SECONDS",
                 )
-            self.sleep(self.settings.poll_seconds)
+            self.sleep(min(self.settings.poll_seconds, self.deadline - now))
             job = self.retry.call(self.client.get_import_job, ApplicationId=app, JobId=job["Id"])[
                 "ImportJobResponse"
             ]
@@ -420,15 +512,26 @@ class PinpointExport:
         return job
 
     def import_endpoints(self, rows: pa.Table, folder: str) -> dict[str, Any]:
-        """Import ``rows``; re-import the failed ones; counts of jobs, files and what still failed."""
+        """Import ``rows``; re-import the failed ones; counts of jobs, files and what still failed.
+
+        Raises
+        ------
+        ImportOutOfTime
+            When the deadline comes while a job runs, or before a (retry) job could start.
+        """
         self.storage.delete(self.storage.list(folder))  # each job imports everything under its folder
         pending, jobs, files, retried = rows, [], 0, 0
         for attempt in range(1, self.record_retry_rounds + 2):
+            if self.clock() >= self.deadline:
+                raise self._no_time_to_start(attempt, pending.num_rows, jobs, files, retried)
             attempt_folder = join(folder, f"attempt-{attempt}")
             files += len(
                 write_import_files(pending, attempt_folder, self.storage, self.settings.max_file_bytes)
             )
-            job = self.run_import_job(attempt_folder + "/")
+            try:
+                job = self.run_import_job(attempt_folder + "/")
+            except _StillRunning as running:
+                raise self._stopped_waiting(running.job, pending.num_rows, jobs, files, retried) from None
             jobs.append(job["Id"])
             failed = self._failed_ids(job, pending)
             if not failed:
@@ -437,12 +540,32 @@ class PinpointExport:
             if attempt <= self.record_retry_rounds:
                 retried += len(failed)
             pending = pending.filter(pc.is_in(pending["Id"], value_set=pa.array(sorted(failed), pa.string())))
-        return {
-            "import_jobs": jobs,
-            "import_files": files,
-            "endpoints_retried": retried,
-            "endpoints_failed": pending.num_rows,
-        }
+        return _import_counts(jobs, files, retried, failed=pending.num_rows)
+
+    def _stopped_waiting(self, job: dict[str, Any], endpoints: int, jobs: list[str], files: int,
+                         retried: int) -> ImportOutOfTime:
+        app, job_id = self.settings.application_id, job["Id"]
+        return ImportOutOfTime(
+            f"stopped waiting for import job {job_id} (still {job['JobStatus']}) so that the Lambda function "
+            f"can finish before its timeout; its {endpoints} endpoints are not confirmed",
+            f"The job carries on: check it in the Pinpoint console (project {app}, Imports) or with `aws "
+            f"pinpoint get-import-job --application-id {app} --job-id {job_id}`; re-running the export is "
+            "safe (it is idempotent). For audiences this large raise the function's timeout",
+            _import_counts(jobs, files, retried, running=job_id, unconfirmed=endpoints),
+        )
+
+    @staticmethod
+    def _no_time_to_start(attempt: int, endpoints: int, jobs: list[str], files: int,
+                          retried: int) -> ImportOutOfTime:
+        if attempt == 1:
+            what = f"no time left to start the import of {endpoints} endpoints"
+            counts = _import_counts(jobs, files, retried, unconfirmed=endpoints)
+        else:
+            failed_in = ", ".join(jobs)
+            what = f"no time left to import again the {endpoints} endpoints that failed in import job(s) {failed_in}"
+            counts = _import_counts(jobs, files, retried, failed=endpoints)
+        return ImportOutOfTime(f"{what} before the Lambda function's timeout",
+                               "Re-run the export (it is idempotent), or raise the function's timeout", counts)
 
     @staticmethod
     def _failed_ids(job: dict[str, Any], rows: pa.Table) -> set[str]:
@@ -456,8 +579,15 @@ class PinpointExport:
         named = {found for text in job.get("Failures", []) for found in ENDPOINT_ID.findall(text)} & ids
         return named if len(named) >= total else ids
 
-    def upsert_segments(self, wanted: dict[str, dict[str, Any]]) -> dict[str, int]:
-        """Create missing segments, update changed ones; counts ``created``/``updated``/``unchanged``."""
+    def upsert_segments(
+        self, wanted: dict[str, dict[str, Any]], previous: Mapping[str, str] | None = None
+    ) -> dict[str, int]:
+        """Create missing segments, update changed ones; counts ``created``/``updated``/``unchanged``/``renamed``.
+
+        ``previous`` maps a wanted name to the name an earlier version used for the same segment: when
+        no segment has the wanted name but one has the previous one (and no wanted segment is called
+        that), that segment is renamed and updated instead of a new one being created.
+        """
         app = self.settings.application_id
         existing: dict[str, list[dict[str, Any]]] = {}
         token = None
@@ -474,14 +604,26 @@ class PinpointExport:
             token = page.get("NextToken")
             if not token:
                 break
-        counts = {"created": 0, "updated": 0, "unchanged": 0, "duplicates_found": 0}
+        counts = {"created": 0, "updated": 0, "unchanged": 0, "renamed": 0, "duplicates_found": 0}
         for name, dimensions in wanted.items():
-            same_name = sorted(existing.get(name, []), key=lambda s: (s.get("CreationDate", ""), s["Id"]))
+            old_name = (previous or {}).get(name)
+            renaming = bool(old_name and old_name not in wanted and not existing.get(name) and existing.get(old_name))
+            same_name = sorted(
+                existing.get(old_name if renaming else name, []), key=lambda s: (s.get("CreationDate", ""), s["Id"])
+            )
             counts["duplicates_found"] += max(0, len(same_name) - 1)
             request = {"Name": name, "Dimensions": dimensions}
             if not same_name:
                 self.retry.call(self.client.create_segment, ApplicationId=app, WriteSegmentRequest=request)
                 counts["created"] += 1
+            elif renaming:
+                self.retry.call(
+                    self.client.update_segment,
+                    ApplicationId=app,
+                    SegmentId=same_name[0]["Id"],
+                    WriteSegmentRequest=request,
+                )
+                counts["renamed"] += 1
             elif _compact(same_name[0].get("Dimensions", {})) != _compact(dimensions):
                 self.retry.call(
                     self.client.update_segment,
@@ -507,24 +649,33 @@ def export(
     record_retry_rounds: int = 2,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Any] | None = None,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
-    """Import the endpoints and upsert the segments; the counts, or :class:`DestinationError`.
+    """Upsert the segments and import the endpoints; the counts, or :class:`DestinationError`.
+
+    The segments come first (they select by attribute, so they need no finished import), the import
+    last: with a ``deadline`` (``clock()`` time, see :class:`PinpointExport`) waiting for it is the only
+    step that is cut short.
 
     Returns
     -------
     dict
-        The counts of :func:`endpoints`, plus ``import_jobs``, ``import_files``,
-        ``endpoints_retried``, ``endpoints_failed`` and ``segments`` (created/updated/unchanged).
+        The counts of :func:`endpoints`, plus ``segments`` (created/updated/unchanged/renamed/
+        duplicates_found), ``import_jobs``, ``import_jobs_running``, ``import_files``,
+        ``endpoints_retried``, ``endpoints_failed`` and ``endpoints_unconfirmed``.
     """
-    run = PinpointExport(client, storage, settings, retry, record_retry_rounds, clock, sleep)
+    run = PinpointExport(client, storage, settings, retry, record_retry_rounds, clock, sleep, deadline)
     run.check_project()
-    rows, counts = endpoints(segments)
+    labels = cluster_labels(segments)
+    rows, counts = endpoints(segments, labels)
     folder = run.import_folder(output_uri, run_id)
-    if rows.num_rows:
-        counts.update(run.import_endpoints(rows, folder))
-    else:
-        counts.update({"import_jobs": [], "import_files": 0, "endpoints_retried": 0, "endpoints_failed": 0})
-    counts["segments"] = run.upsert_segments(desired_segments(segments))
+    counts["segments"] = run.upsert_segments(desired_segments(segments, labels), previous_names(labels))
+    try:
+        counts.update(run.import_endpoints(rows, folder) if rows.num_rows else _import_counts())
+    except ImportOutOfTime as error:
+        counts.update(error.counts)
+        logger.warning("Pinpoint import stopped at the deadline", extra={"pinpoint": counts})
+        raise DestinationError(error.what, _WHERE, error.fix or "", counts) from None
     logger.info("Exported to Pinpoint", extra={"pinpoint": counts})
     if counts["endpoints_failed"]:
         raise DestinationError(

@@ -20,24 +20,20 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from lambdas.export.names import slug
+from lambdas.export.names import segment_slugs
 from lambdas.export.storage import Storage, join
 from steps.columns import CLUSTER, RFM_SEGMENT
-from steps.errors import PipelineError
 
 EXPORT_DIR = "export"
 
 
 def partitions(segments: pa.Table) -> dict[str, pa.Table]:
-    """``{"export/rfm_segment=<slug>": rows, "export/cluster=<n>": rows}``; sorted keys, rows in order."""
+    """``{"export/rfm_segment=<slug>": rows, "export/cluster=<n>": rows}``; sorted keys, rows in order.
+
+    Two segment names with one slug are an error (:func:`~lambdas.export.names.segment_slugs`).
+    """
     names = sorted(pc.unique(segments[RFM_SEGMENT]).to_pylist())
-    slugs = {name: slug(name) for name in names}
-    if len(set(slugs.values())) < len(slugs):
-        raise PipelineError(
-            f"segment names share a folder name: {slugs}",
-            "export Lambda",
-            "Give segments names that differ in letters or digits",
-        )
+    slugs = segment_slugs(names)
     parts = {
         f"{EXPORT_DIR}/{RFM_SEGMENT}={slugs[n]}": segments.filter(pc.equal(segments[RFM_SEGMENT], n))
         for n in names
