@@ -2,9 +2,11 @@
 
 :func:`aggregate_customers` builds the table ``customer_rows``: one row per
 (reason, customer) for usable rows (``reason = 0``) and one row per reason for
-the others (customer NULL). One read feeds two hash aggregations, the way
-DuckDB runs a plain ``count(DISTINCT order)``: the rows by customer (counts,
-spend, days) and the usable rows by order. Only orders of two or more rows
+the others (customer NULL). One read feeds the hash aggregations, the way
+DuckDB runs a plain ``count(DISTINCT order)``: usable purchase rows by customer
+(count, spend, first and last day: no filters, the bulk of the work), returns
+and quarantined rows by reason and customer (few), and the usable rows by
+order. Only orders of two or more rows
 leave the second one (most orders are one row), with their row count and a
 XOR of 32-bit row hashes; a customer's frequency is then its purchase rows
 minus the extra rows of its multi-row purchase orders.
@@ -57,20 +59,26 @@ def aggregate_customers(
     ``{day, value}`` per contact column. Customers without unresolved orders
     have no duplicate rows, so their counts are exact; the others get exact
     counts (``duplicate_rows`` included) from :func:`recount_customers`.
+
+    Usable purchase rows, by far the most, meet the cheapest aggregation (by
+    customer, no filters); returns and quarantined rows get their own.
     """
     contact_cols = _contact_names(contacts)
     latest = "".join(f", {_latest(name)}" for name in contact_cols)
+    newest = "".join(f", greatest(p.{name}, r.{name}) AS {name}" for name in contact_cols)
+    no_contacts = "".join(f", NULL AS {name}" for name in contact_cols)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {CUSTOMER_ROWS} AS
         WITH tx AS ({union_sql(selects)}),
-        customers AS (
-            SELECT {REASON}, CASE WHEN {REASON} = 0 THEN {CUST} END AS {CUST},
-                   count(*) AS n_rows, sum({AMOUNT}) AS amount,
-                   count(*) FILTER (WHERE {IS_RETURN}) AS return_rows,
-                   min({DAY}) FILTER (WHERE NOT {IS_RETURN}) AS first_purchase,
-                   max({DAY}) FILTER (WHERE NOT {IS_RETURN}) AS last_purchase,
-                   max({DAY}) AS last_day {latest}
-            FROM tx GROUP BY 1, 2
+        purchases AS (
+            SELECT {CUST}, count(*) AS n_rows, sum({AMOUNT}) AS amount,
+                   min({DAY}) AS first_purchase, max({DAY}) AS last_purchase {latest}
+            FROM tx WHERE {REASON} = 0 AND NOT {IS_RETURN} GROUP BY {CUST}
+        ),
+        others AS (
+            SELECT {REASON}, CASE WHEN {REASON} = 0 THEN {CUST} END AS {CUST}, count(*) AS n_rows,
+                   sum({AMOUNT}) AS amount, max({DAY}) AS last_day {latest}
+            FROM tx WHERE {REASON} > 0 OR {IS_RETURN} GROUP BY 1, 2
         ),
         multi_row_orders AS (
             SELECT {CUST}, {IS_RETURN}, count(*) AS n_rows, bit_xor(CAST({ROW_HASH} >> 32 AS UINTEGER)) AS row_xor
@@ -81,14 +89,18 @@ def aggregate_customers(
                    count(*) FILTER (WHERE n_rows > 2 OR row_xor = 0) AS unresolved_orders
             FROM multi_row_orders GROUP BY 1
         )
-        SELECT k.{REASON}, k.{CUST}, k.n_rows, CAST(0 AS BIGINT) AS duplicate_rows, k.amount, k.return_rows,
-               k.first_purchase, k.last_purchase, k.last_day,
-               CASE WHEN k.{REASON} = 0
-                    THEN k.n_rows - k.return_rows - CAST(coalesce(o.extra_purchase_rows, 0) AS BIGINT)
-                    ELSE 0 END AS frequency,
-               coalesce(o.unresolved_orders, 0) AS unresolved_orders
-               {"".join(f", k.{name}" for name in contact_cols)}
-        FROM customers k LEFT JOIN order_counts o ON k.{REASON} = 0 AND o.{CUST} = k.{CUST}""")
+        SELECT CAST(0 AS UTINYINT) AS {REASON}, coalesce(p.{CUST}, r.{CUST}) AS {CUST},
+               coalesce(p.n_rows, 0) + coalesce(r.n_rows, 0) AS n_rows, CAST(0 AS BIGINT) AS duplicate_rows,
+               coalesce(p.amount, 0) + coalesce(r.amount, 0) AS amount, coalesce(r.n_rows, 0) AS return_rows,
+               p.first_purchase, p.last_purchase, greatest(p.last_purchase, r.last_day) AS last_day,
+               coalesce(p.n_rows, 0) - CAST(coalesce(o.extra_purchase_rows, 0) AS BIGINT) AS frequency,
+               coalesce(o.unresolved_orders, 0) AS unresolved_orders {newest}
+        FROM purchases p
+        FULL JOIN (SELECT * FROM others WHERE {REASON} = 0) r ON r.{CUST} = p.{CUST}
+        LEFT JOIN order_counts o ON o.{CUST} = coalesce(p.{CUST}, r.{CUST})
+        UNION ALL
+        SELECT {REASON}, NULL, n_rows, 0, amount, 0, NULL, NULL, last_day, 0, 0 {no_contacts}
+        FROM others WHERE {REASON} > 0""")
 
 
 def recount_customers(
