@@ -55,16 +55,21 @@ class FakeContext:
         return max(0, int(self.remaining_ms - (time.monotonic() - self._started) * 1000))
 
 
+def _moto_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials and a region for moto; no endpoint override."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
 @pytest.fixture(params=["s3", "local", "file-uri"])
 def base(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """(root URI, storage) for each kind of location the export must handle."""
     if request.param != "s3":
         yield (str(tmp_path) if request.param == "local" else tmp_path.as_uri()), Storage()
         return
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    _moto_env(monkeypatch)
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=BUCKET)
@@ -665,10 +670,7 @@ def test_pinpoint_runs_last_so_its_wait_cannot_starve_the_others(tmp_path: Path,
 @pytest.fixture
 def moto_storage(monkeypatch: pytest.MonkeyPatch) -> Any:
     """A Storage on moto S3 that records every S3 call: ``(operation, Key or Prefix)``."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    _moto_env(monkeypatch)
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=BUCKET)

@@ -616,22 +616,14 @@ class PinpointExport:
             if not same_name:
                 self.retry.call(self.client.create_segment, ApplicationId=app, WriteSegmentRequest=request)
                 counts["created"] += 1
-            elif renaming:
+            elif renaming or _compact(same_name[0].get("Dimensions", {})) != _compact(dimensions):
                 self.retry.call(
                     self.client.update_segment,
                     ApplicationId=app,
                     SegmentId=same_name[0]["Id"],
                     WriteSegmentRequest=request,
                 )
-                counts["renamed"] += 1
-            elif _compact(same_name[0].get("Dimensions", {})) != _compact(dimensions):
-                self.retry.call(
-                    self.client.update_segment,
-                    ApplicationId=app,
-                    SegmentId=same_name[0]["Id"],
-                    WriteSegmentRequest=request,
-                )
-                counts["updated"] += 1
+                counts["renamed" if renaming else "updated"] += 1
             else:
                 counts["unchanged"] += 1
         return counts
