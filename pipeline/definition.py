@@ -127,13 +127,19 @@ class Context:
     session: Session
     role: str
     image_uri: str
-    execution_prefix: str  # s3://bucket/prefix/executions, the execution id follows
+    data_prefix: str  # s3://bucket/prefix: executions/ and quarantine/ are under it
     base_job_prefix: str
     cache: CacheConfig
 
     def execution_uri(self, *parts: str) -> Join:
         """``s3://.../executions/{PipelineExecutionId}/<parts>`` for this execution."""
-        return Join(on="/", values=[self.execution_prefix, ExecutionVariables.PIPELINE_EXECUTION_ID, *parts])
+        prefix = f"{self.data_prefix}/{paths.EXECUTIONS_DIR}"
+        return Join(on="/", values=[prefix, ExecutionVariables.PIPELINE_EXECUTION_ID, *parts])
+
+    def quarantine_uri(self) -> Join:
+        """``s3://.../quarantine/{PipelineExecutionId}``: quarantined rows, kept for a shorter time than the rest."""
+        prefix = f"{self.data_prefix}/{paths.QUARANTINE_DIR}"
+        return Join(on="/", values=[prefix, ExecutionVariables.PIPELINE_EXECUTION_ID])
 
 
 def _processing_output(name: str, local_path: str, destination: Join) -> ProcessingOutput:
@@ -176,11 +182,13 @@ def compute_rfm_step(ctx: Context, params: Parameters) -> ProcessingStep:
         outputs=[
             _processing_output("features", paths.PROCESSING_FEATURES_OUT, ctx.execution_uri("features")),
             _processing_output("transform", paths.PROCESSING_TRANSFORM_OUT, ctx.execution_uri("transform")),
+            _processing_output("quarantine", paths.PROCESSING_QUARANTINE_OUT, ctx.quarantine_uri()),
         ],
         arguments=[
             "--input", paths.PROCESSING_TRANSACTIONS,
             "--output", paths.PROCESSING_FEATURES_OUT,
             "--transform-output", paths.PROCESSING_TRANSFORM_OUT,
+            "--quarantine-output", paths.PROCESSING_QUARANTINE_OUT,
             Join(on="", values=["--format=", params.input_format]),
             Join(on="", values=["--as-of=", params.as_of_date]),
         ],
@@ -564,7 +572,7 @@ def get_pipeline(
         session=session,
         role=role,
         image_uri=image_uri,
-        execution_prefix=f"s3://{default_bucket}/{base_job_prefix}/{paths.EXECUTIONS_DIR}",
+        data_prefix=f"s3://{default_bucket}/{base_job_prefix}",
         base_job_prefix=base_job_prefix,
         cache=CacheConfig(enable_caching=enable_caching, expire_after=CACHE_EXPIRY),
     )

@@ -26,7 +26,6 @@ from pipeline.definition import (
 )
 from pipeline.naming import MAIN_PIPELINE_NAME, publish_pipeline_name
 from pipeline.session import make_session, no_role_validation
-from steps import paths
 
 # Pipeline parameter names the approval handler fills in.
 MODEL_NAME = "ModelName"
@@ -77,7 +76,7 @@ def get_publish_pipeline(
         session=session,
         role=role,
         image_uri="",
-        execution_prefix=f"s3://{default_bucket}/{base_job_prefix}/{paths.EXECUTIONS_DIR}",
+        data_prefix=f"s3://{default_bucket}/{base_job_prefix}",
         base_job_prefix=base_job_prefix,
         cache=CacheConfig(enable_caching=False, expire_after=CACHE_EXPIRY),
     )

@@ -387,11 +387,13 @@ def _scored_features_sql(con: duckdb.DuckDBPyConnection, contacts: list[str]) ->
               FROM {CUSTOMER_FEATURES})"""
 
 
-def write_features(result: FeatureResult, output: Path, transform_output: Path | None = None) -> None:
-    """Write ``rfm.parquet``, ``quality.json``, ``quarantine/`` (and the transform CSV)."""
-    paths.output_folder(output)
-    if transform_output is not None:
-        paths.output_folder(transform_output, "--transform-output")
+def write_features(
+    result: FeatureResult, output: Path, transform_output: Path | None = None, quarantine_output: Path | None = None
+) -> None:
+    """Write ``rfm.parquet``, ``quality.json``, the quarantine files (default ``output/quarantine/``)
+    and the transform CSV (when ``transform_output`` is given)."""
+    _check_outputs(output, transform_output, quarantine_output)
+    quarantine = quarantine_output or output / paths.QUARANTINE_DIR
     con = result.con
     clock = _Clock()
     # Sorting the unscored table and writing it in table order is cheaper than sorting in the COPY.
@@ -401,12 +403,12 @@ def write_features(result: FeatureResult, output: Path, transform_output: Path |
     finally:
         con.execute("SET preserve_insertion_order=false")
     clock.lap(f"wrote {paths.RFM_FILE}")
-    written = write_quarantine(con, result.flagged_tables, output / paths.QUARANTINE_DIR)
-    clock.lap(f"wrote {paths.QUARANTINE_DIR}/")
+    written = write_quarantine(con, result.flagged_tables, quarantine)
+    clock.lap(f"wrote {quarantine}")
     expected = result.quality["quarantined_by_reason"]
     if written != expected:  # the two reads disagree: a bug; never report rows that are not there
         raise RFMError(f"quarantine files hold {written} rows but quality.json counts {expected}",
-                       str(output / paths.QUARANTINE_DIR), "report this as a bug, with the input if you can")
+                       str(quarantine), "report this as a bug, with the input if you can")
     (output / paths.QUALITY_FILE).write_text(json.dumps(result.quality, indent=2, sort_keys=True) + "\n")
     if transform_output is not None:
         columns = ", ".join(c.TRANSFORM_INPUT_COLUMNS)
@@ -415,11 +417,21 @@ def write_features(result: FeatureResult, output: Path, transform_output: Path |
                     f"TO {target} (FORMAT csv, HEADER)")
 
 
+def _check_outputs(output: Path, transform_output: Path | None, quarantine_output: Path | None) -> None:
+    """Each output folder exists or can be made (before the work, not after it)."""
+    paths.output_folder(output)
+    if transform_output is not None:
+        paths.output_folder(transform_output, "--transform-output")
+    if quarantine_output is not None:
+        paths.output_folder(quarantine_output, "--quarantine-output")
+
+
 def run(
     location: str,
     output: Path,
     *,
     transform_output: Path | None = None,
+    quarantine_output: Path | None = None,
     input_format: str = "auto",
     mapping: dict[str, str] | None = None,
     as_of: dt.date | None = None,
@@ -427,10 +439,8 @@ def run(
     memory_limit: str | None = None,
     threads: int | None = None,
 ) -> FeatureResult:
-    """Read ``location``, compute the features and write every artifact under ``output``."""
-    paths.output_folder(output)  # before the work, not after it
-    if transform_output is not None:
-        paths.output_folder(transform_output, "--transform-output")
+    """Read ``location``, compute the features and write every artifact (see :func:`write_features`)."""
+    _check_outputs(output, transform_output, quarantine_output)
     with tempfile.TemporaryDirectory(prefix="rfm-features-") as workdir:
         sources, skipped = open_sources(location, Path(workdir), encoding)
         if not memory_limit or memory_limit == "auto":
@@ -441,7 +451,7 @@ def run(
             result = compute_features(
                 sources, input_format=input_format, mapping=mapping, as_of=as_of, con=con, skipped_files=skipped
             )
-            write_features(result, output, transform_output)
+            write_features(result, output, transform_output, quarantine_output)
         except duckdb.OutOfMemoryException:
             raise RFMError(
                 f"DuckDB ran out of memory under the {memory_limit} limit", location,

@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for rfm.parquet, quality.json and quarantine/")
     parser.add_argument("--transform-output", default=None,
                         help="folder for the batch-transform input CSV (pipeline use)")
+    parser.add_argument("--quarantine-output", default=None,
+                        help="folder for the quarantined rows (default: OUTPUT/quarantine)")
     parser.add_argument("--format", default="auto", choices=["auto", *FORMAT_NAMES],
                         help="input format; detected from the header by default")
     parser.add_argument("--as-of", default="",
@@ -56,6 +58,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         args.input,
         Path(args.output),
         transform_output=Path(args.transform_output) if args.transform_output else None,
+        quarantine_output=Path(args.quarantine_output) if getattr(args, "quarantine_output", None) else None,
         input_format=args.format,
         mapping=mapping,
         as_of=parse_as_of(args.as_of),

@@ -306,6 +306,7 @@ def test_compute_rfm_arguments(steps: dict[str, dict[str, Any]]) -> None:
         "--input", "/opt/ml/processing/input/transactions",
         "--output", "/opt/ml/processing/output/features",
         "--transform-output", "/opt/ml/processing/output/transform",
+        "--quarantine-output", "/opt/ml/processing/output/quarantine",
         join("--format=", {"Get": "Parameters.InputFormat"}),
         join("--as-of=", {"Get": "Parameters.AsOfDate"}),
     ]  # fmt: skip
@@ -318,6 +319,9 @@ def test_compute_rfm_arguments(steps: dict[str, dict[str, Any]]) -> None:
     assert outputs["features"]["S3Uri"] == execution_uri("features")
     assert outputs["transform"]["LocalPath"] == "/opt/ml/processing/output/transform"
     assert outputs["transform"]["S3Uri"] == execution_uri("transform")
+    # Apart from the features, so the template's shorter quarantine lifecycle rule (a key prefix) applies.
+    assert outputs["quarantine"]["LocalPath"] == "/opt/ml/processing/output/quarantine"
+    assert outputs["quarantine"]["S3Uri"] == join(f"s3://{BUCKET}/rfm/quarantine", EXECUTION_ID, on="/")
     cluster = arguments["ProcessingResources"]["ClusterConfig"]
     assert cluster["InstanceType"] == {"Get": "Parameters.ProcessingInstanceType"}
     assert cluster["InstanceCount"] == 1
@@ -484,10 +488,10 @@ def test_export_lambda(steps: dict[str, dict[str, Any]]) -> None:
     ]
 
 
-def test_every_output_is_under_the_execution_prefix(definition: dict[str, Any]) -> None:
+def test_every_output_is_under_the_execution_or_quarantine_prefix(definition: dict[str, Any]) -> None:
     text = json.dumps(definition)
     s3_literals = set(re.findall(r'"(s3://[^"]*)"', text))
-    assert s3_literals == {EXECUTION_PREFIX, f"s3://{BUCKET}/rfm/input/"}
+    assert s3_literals == {EXECUTION_PREFIX, f"s3://{BUCKET}/rfm/quarantine", f"s3://{BUCKET}/rfm/input/"}
 
 
 # --------------------------------------------------------------------------- offline and stable

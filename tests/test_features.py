@@ -40,9 +40,9 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def quarantine(output: Path) -> pd.DataFrame:
-    """Every quarantined row and line of a run, with reason, file and row."""
-    frames = [pd.read_parquet(f) for f in sorted((output / paths.QUARANTINE_DIR).glob("*.parquet"))]
+def quarantine(output: Path, folder: Path | None = None) -> pd.DataFrame:
+    """Every quarantined row and line of a run, with reason, file and row (in ``output/quarantine`` or ``folder``)."""
+    frames = [pd.read_parquet(f) for f in sorted((folder or output / paths.QUARANTINE_DIR).glob("*.parquet"))]
     columns = [c.QUARANTINE_REASON, c.SOURCE_FILE, c.SOURCE_ROW]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
@@ -267,6 +267,19 @@ def test_outputs_and_transform_csv(tmp_path: Path) -> None:
     assert list(transform.columns) == list(c.TRANSFORM_INPUT_COLUMNS)
     assert transform[c.CUSTOMER_ID].tolist() == frame[c.CUSTOMER_ID].tolist()
     assert not (tmp_path / "out" / paths.QUARANTINE_DIR / "rows.parquet").exists()
+
+
+def test_quarantine_output_elsewhere(tmp_path: Path) -> None:
+    """The pipeline writes quarantined rows apart (their own S3 prefix and retention)."""
+    text = HEADER + "a,1,2024-01-05,5\n,2,2024-01-05,6\nb,3,not a date,7\n"
+    code = features_main(["--input", str(write(tmp_path / "tx.csv", text)), "--output", str(tmp_path / "out"),
+                          "--quarantine-output", str(tmp_path / "held")])
+    assert code == 0
+    assert not (tmp_path / "out" / paths.QUARANTINE_DIR).exists()
+    held = quarantine(tmp_path / "out", tmp_path / "held")
+    assert sorted(held[c.QUARANTINE_REASON]) == ["missing_customer_id", "unparseable_date"]
+    assert features_main(["--input", str(tmp_path / "tx.csv"), "--output", str(tmp_path / "out2"),
+                          "--quarantine-output", str(tmp_path / "tx.csv")]) == 2  # a file, not a folder
 
 
 def test_same_input_gives_identical_files(tmp_path: Path) -> None:

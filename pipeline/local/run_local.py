@@ -49,6 +49,8 @@ PUBLISH_PIPELINE = "pipeline.publish_definition:get_publish_pipeline"
 # Latest-run artifacts: (step, property holding the S3 URI, folder under --output).
 PUBLISHED = (
     ("ComputeRFM", "ProcessingOutputConfig.Outputs['features'].S3Output.S3Uri", "features"),
+    # Written apart on S3 (<prefix>/quarantine/<execution>/, shorter retention); shown with the features here.
+    ("ComputeRFM", "ProcessingOutputConfig.Outputs['quarantine'].S3Output.S3Uri", f"features/{paths.QUARANTINE_DIR}"),
     ("TrainSegmenter", "ModelArtifacts.S3ModelArtifacts", "model"),
     ("EvaluateSegmenter", "ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri", "evaluation"),
 )
@@ -193,6 +195,7 @@ def publish(result: ExecutionResult, store, output: Path) -> None:
         destination = output / target
         shutil.rmtree(destination, ignore_errors=True)
         store.download(uri, destination)
+        destination.mkdir(parents=True, exist_ok=True)  # an output with no files is still shown
     report = output / "evaluation" / paths.REPORT_FILE
     if report.is_file():
         shutil.copy2(report, output / paths.REPORT_FILE)
