@@ -108,12 +108,7 @@ def connect(
     # Results are ordered explicitly where it matters; keeping insertion order costs memory.
     con.execute("SET preserve_insertion_order=false")
     if memory_limit:
-        try:
-            con.execute(f"SET memory_limit={literal(memory_limit)}")
-        except duckdb.Error:
-            raise InputDataError(
-                f"memory limit {memory_limit!r} is not a size", "--memory-limit", "Write e.g. 2GB, or auto"
-            ) from None
+        set_memory_limit(con, memory_limit)
     if temp_directory:
         con.execute(f"SET temp_directory={literal(temp_directory)}")
     if threads is not None:
@@ -123,6 +118,16 @@ def connect(
             )
         con.execute(f"SET threads={int(threads)}")
     return con
+
+
+def set_memory_limit(con: duckdb.DuckDBPyConnection, memory_limit: str) -> None:
+    """Cap DuckDB's memory at ``memory_limit`` (e.g. ``2GB``); past it work spills to disk."""
+    try:
+        con.execute(f"SET memory_limit={literal(memory_limit)}")
+    except duckdb.Error:
+        raise InputDataError(
+            f"memory limit {memory_limit!r} is not a size", "--memory-limit", "Write e.g. 2GB, or auto"
+        ) from None
 
 
 def auto_memory_limit(sources: list[Source]) -> str:
@@ -148,9 +153,9 @@ def _memory_mb() -> int:
 
 
 def open_sources(
-    location: str, workdir: Path, encoding: str | None = None
+    location: str, workdir: Path, encoding: str | None = None, con: duckdb.DuckDBPyConnection | None = None
 ) -> tuple[list[Source], dict[str, str]]:
-    """Sniff every input file at ``location``.
+    """Sniff every input file at ``location`` (with ``con``, or one new connection for them all).
 
     Returns
     -------
@@ -162,11 +167,12 @@ def open_sources(
         is an error.
     """
     files = list_input_files(location, workdir)
+    con = con or duckdb.connect()
     sources: list[Source] = []
     skipped: dict[str, str] = {}
     for path, name in files:
         try:
-            sources.append(sniff(path, encoding, name))
+            sources.append(sniff(path, encoding, name, con))
         except EmptyInputError as error:
             if len(files) == 1:
                 raise
@@ -442,11 +448,12 @@ def run(
     """Read ``location``, compute the features and write every artifact (see :func:`write_features`)."""
     _check_outputs(output, transform_output, quarantine_output)
     with tempfile.TemporaryDirectory(prefix="rfm-features-") as workdir:
-        sources, skipped = open_sources(location, Path(workdir), encoding)
+        con = connect(None, os.path.join(workdir, "spill"), threads)  # sniffing needs little memory
+        sources, skipped = open_sources(location, Path(workdir), encoding, con)
         if not memory_limit or memory_limit == "auto":
             memory_limit = auto_memory_limit(sources)
+        set_memory_limit(con, memory_limit)
         log.debug("DuckDB memory limit %s, threads %s", memory_limit, threads or "all")
-        con = connect(memory_limit, os.path.join(workdir, "spill"), threads)
         try:
             result = compute_features(
                 sources, input_format=input_format, mapping=mapping, as_of=as_of, con=con, skipped_files=skipped
