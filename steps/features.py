@@ -41,7 +41,7 @@ from steps.quarantine import (
     register_files,
     write_quarantine,
 )
-from steps.score_cuts import N_SCORES, SCORED_FEATURES, TARGETS, Crossing, cut_indexes, score_sql, spread_scores
+from steps.scoring import SCORED_FEATURES, score_cuts_from_counts, score_sql
 from steps.segments import SCORE_LEVELS, SEGMENT_GRID
 from steps.sources import Source, first_line, list_input_files, sniff
 from steps.transactions import CONTACT_PREFIX, CUST, REASON, ROW_REASONS, CanonicalSource, canonical_select
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("rfm.features")
 
 CUSTOMER_FEATURES = "customer_features"
-SCORE_HISTOGRAM = "score_histogram"
 MIN_MEMORY_LIMIT_MB = 800
 
 
@@ -368,11 +367,17 @@ def _customer_features(con: duckdb.DuckDBPyConnection, as_of: dt.date, contacts:
 
 
 def _scored_features_sql(con: duckdb.DuckDBPyConnection, contacts: list[str]) -> str:
-    """The SELECT of the final features: scores from cuts fitted on histograms in the database."""
+    """The SELECT of the final features: scores from cuts fitted on histograms."""
     scores = {}
     for score, (feature, direction) in SCORED_FEATURES.items():
+        histogram = con.execute(
+            f"SELECT {feature} AS value, count(*) AS n FROM {CUSTOMER_FEATURES} GROUP BY 1 ORDER BY 1"
+        ).fetchnumpy()
+        values, counts = histogram["value"].astype(float), histogram["n"]
+        if direction < 0:
+            values, counts = -values[::-1], counts[::-1]
         oriented = feature if direction > 0 else f"(-{feature})"
-        scores[score] = score_sql(oriented, *_score_cuts(con, oriented))
+        scores[score] = score_sql(oriented, *score_cuts_from_counts(values, counts))
     # Constant lists indexed by the scores (levels are 1..n): cheaper per row than building strings.
     levels = len(SCORE_LEVELS)
     grid = "[" + ", ".join(literal(SEGMENT_GRID[(r, f)]) for r in SCORE_LEVELS for f in SCORE_LEVELS) + "]"
@@ -386,34 +391,6 @@ def _scored_features_sql(con: duckdb.DuckDBPyConnection, contacts: list[str]) ->
         FROM (SELECT *, {scores[c.R_SCORE]} AS {c.R_SCORE}, {scores[c.F_SCORE]} AS {c.F_SCORE},
                      {scores[c.M_SCORE]} AS {c.M_SCORE}
               FROM {CUSTOMER_FEATURES})"""
-
-
-def _score_cuts(con: duckdb.DuckDBPyConnection, oriented: str) -> tuple[list[float], list[int]]:
-    """Cuts of ``steps.score_cuts`` for the expression ``oriented`` over ``customer_features``.
-
-    The histogram (value, customers, index, customers at or below) stays in
-    DuckDB; Python only reads the rows where the shares cross the targets
-    and the values at the chosen cuts.
-    """
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE {SCORE_HISTOGRAM} AS
-        SELECT value, n, row_number() OVER w - 1 AS i, sum(n) OVER w AS through
-        FROM (SELECT {oriented} AS value, count(*) AS n FROM {CUSTOMER_FEATURES} GROUP BY 1)
-        WINDOW w AS (ORDER BY value ROWS UNBOUNDED PRECEDING)""")
-    n_distinct, total = con.execute(f"SELECT count(*), max(through) FROM {SCORE_HISTOGRAM}").fetchall()[0]
-    if n_distinct <= N_SCORES:
-        values = [row[0] for row in con.execute(f"SELECT value FROM {SCORE_HISTOGRAM} ORDER BY i").fetchall()]
-        return values[:-1], spread_scores(n_distinct)
-    # The first value whose share reaches each target (shares as NumPy computes them: through / total).
-    rows = con.execute(f"""
-        SELECT t, min(i), arg_min(through, i), arg_min(n, i)
-        FROM (SELECT unnest(?::DOUBLE[]) AS t) JOIN {SCORE_HISTOGRAM} ON CAST(through AS DOUBLE) / ? >= t
-        GROUP BY t""", [list(TARGETS), float(total)]).fetchall()
-    found = {t: Crossing(int(i), through / total, (through - n) / total) for t, i, through, n in rows}
-    cuts = cut_indexes(n_distinct, lambda target: found[target])
-    at = dict(con.execute(f"SELECT i, value FROM {SCORE_HISTOGRAM} WHERE i IN ({', '.join(map(str, cuts))})")
-              .fetchall())
-    return [at[i] for i in cuts], list(range(1, N_SCORES + 1))
 
 
 def write_features(

@@ -1,22 +1,27 @@
-"""R, F and M scores in 1..5 (5 best) that respect ties, on NumPy arrays.
+"""R, F and M scores in 1..5 (5 best) that respect ties.
 
-The cut algorithm is ``steps.score_cuts`` (shared with the features step,
-which runs it on histograms in the database); this module fits it on arrays
-and applies it (:class:`RFMScorer`).
+Customers with equal values always get equal scores. Cut points are chosen
+between distinct values so the five groups are as close to equal shares as
+the ties allow; with fewer than five distinct values the groups present are
+spread over 1..5 (lowest 1, highest 5). Heavy ties never fail: when half of
+all customers bought once, they all get F=1 and the rest share 2..5.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from steps import columns as c
-from steps.score_cuts import N_SCORES, SCORED_FEATURES, Crossing, cut_indexes, score_sql, spread_scores
 
-__all__ = ["N_SCORES", "SCORED_FEATURES", "RFMScorer", "apply_cuts", "score_cuts", "score_cuts_from_counts",
-           "score_sql"]
+N_SCORES = 5
+# Feature -> +1 when larger is better, -1 when smaller is better.
+SCORED_FEATURES: dict[str, tuple[str, int]] = {
+    c.R_SCORE: (c.RECENCY_DAYS, -1),
+    c.F_SCORE: (c.FREQUENCY, +1),
+    c.M_SCORE: (c.MONETARY, +1),
+}
 
 
 def score_cuts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -46,25 +51,53 @@ def score_cuts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score_cuts_from_counts(distinct: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`score_cuts` from a histogram: sorted distinct values and how many customers have each."""
+    """:func:`score_cuts` from a histogram: sorted distinct values and how many customers have each.
+
+    This is what the features step uses: the histogram comes from the
+    database, so the customers never have to be loaded into Python.
+    """
     distinct, counts = np.asarray(distinct), np.asarray(counts)
     n_distinct = len(distinct)
+    if n_distinct <= 1:
+        return distinct[:0], np.array([1])
     if n_distinct <= N_SCORES:
-        return distinct[:-1], np.array(spread_scores(n_distinct))
+        spread = 1 + np.rint(np.arange(n_distinct) * (N_SCORES - 1) / (n_distinct - 1)).astype(int)
+        return distinct[:-1], spread
     share_through = np.cumsum(counts) / counts.sum()  # share of customers at or below each value
-
-    def crossing(target: float) -> Crossing:
+    cut_index: list[int] = []
+    previous = -1
+    for k in range(1, N_SCORES):
+        target = k / N_SCORES
         i = int(np.searchsorted(share_through, target))
-        share = float(share_through[i]) if i < n_distinct else math.inf
-        return Crossing(i, share, float(share_through[i - 1]) if i > 0 else 0.0)
-
-    return distinct[cut_indexes(n_distinct, crossing)], np.arange(1, N_SCORES + 1)
+        # nearest boundary to the target: i or i-1
+        if i > 0 and (i >= n_distinct or target - share_through[i - 1] <= share_through[i] - target):
+            i -= 1
+        lowest, highest = previous + 1, n_distinct - 1 - (N_SCORES - k)
+        i = min(max(i, lowest), highest)
+        cut_index.append(i)
+        previous = i
+    return distinct[cut_index], np.arange(1, N_SCORES + 1)
 
 
 def apply_cuts(values: np.ndarray, thresholds: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Scores of ``values`` (oriented larger-is-better) under fitted cuts."""
     groups = np.searchsorted(thresholds, values, side="left")
     return scores[groups].astype(np.int8)
+
+
+def score_sql(oriented: str, thresholds: np.ndarray, scores: np.ndarray) -> str:
+    """SQL computing :func:`apply_cuts` of the (larger-is-better) expression ``oriented``.
+
+    Thresholds are written as exact DOUBLE literals, so the database puts
+    every value in the same group as NumPy would.
+
+    Examples
+    --------
+    >>> score_sql("frequency", np.array([2.0]), np.array([1, 5]))
+    "CAST([1, 5][1 + CAST(frequency > '2.0'::DOUBLE AS INTEGER)] AS TINYINT)"
+    """
+    above = "".join(f" + CAST({oriented} > '{float(t)!r}'::DOUBLE AS INTEGER)" for t in thresholds)
+    return f"CAST([{', '.join(str(int(s)) for s in scores)}][1{above}] AS TINYINT)"
 
 
 class RFMScorer:

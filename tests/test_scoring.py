@@ -57,23 +57,6 @@ def test_cuts_from_a_histogram_equal_cuts_from_values(values: np.ndarray) -> Non
     np.testing.assert_array_equal(scores, expected_scores)
 
 
-@settings(max_examples=150, deadline=None)
-@given(values=VALUES)
-def test_cuts_in_the_database_equal_cuts_in_numpy(values: np.ndarray) -> None:
-    """The features step finds the cuts on a histogram in DuckDB; same algorithm, same floats."""
-    from steps.features import CUSTOMER_FEATURES, _score_cuts
-
-    con = duckdb.connect()
-    column = "BIGINT" if values.dtype.kind == "i" else "DOUBLE"
-    con.execute(f"CREATE TEMP TABLE {CUSTOMER_FEATURES} (v {column})")
-    con.executemany(f"INSERT INTO {CUSTOMER_FEATURES} VALUES (?)", [[v] for v in values.tolist()])
-    for oriented, array in (("v", values), ("(-v)", -values)):
-        thresholds, scores = _score_cuts(con, oriented)
-        expected_thresholds, expected_scores = score_cuts(array)
-        assert [float(t) for t in thresholds] == expected_thresholds.astype(float).tolist()
-        assert scores == expected_scores.tolist()
-
-
 @settings(max_examples=60, deadline=None)
 @given(values=VALUES)
 def test_sql_scores_equal_numpy_scores(values: np.ndarray) -> None:
