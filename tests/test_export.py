@@ -664,6 +664,32 @@ def test_pinpoint_runs_last_so_its_wait_cannot_starve_the_others(tmp_path: Path,
     assert all(profiles == len(IDS) for pinpoint_calls, profiles in seen if pinpoint_calls)
 
 
+def test_customer_profiles_stop_at_the_deadline_and_pinpoint_then_fails_fast(tmp_path: Path, fakes: Any) -> None:
+    storage = Storage(s3_root=tmp_path / "s3")
+    request = setup_inputs(str(tmp_path / "run"), storage, features(IDS))
+    settings = destinations_env(tmp_path, fakes, fakes.pinpoint.create_app("a"))
+
+    def clock() -> float:  # time is up once the first profiles were put
+        return 1e9 if fakes.customer_profiles.calls.get("PutProfileObject") else 0.0
+
+    with pytest.raises(ExportFailed) as caught:
+        export_segments(request, storage, settings, api_clients(fakes), RetryPolicy(sleep=lambda s: None),
+                        clock=clock, deadline=1e6)
+
+    message = str(caught.value)
+    written = fakes.customer_profiles.calls["PutProfileObject"]  # the puts already in flight
+    assert 1 <= written < len(IDS)
+    assert "2 of 3 destination(s) failed: pinpoint: no time left to start the import" in message
+    assert f"customer-profiles: stopped at the deadline so that the Lambda function can finish before its " \
+           f"timeout: {written} of {len(IDS)} customer profiles were written" in message
+    by_destination = caught.value.summary["by_destination"]
+    profiles = by_destination["customer-profiles"]
+    assert (profiles["profiles_upserted"], profiles["profiles_not_written"]) == (written, len(IDS) - written)
+    assert by_destination["pinpoint"]["endpoints_unconfirmed"] == by_destination["pinpoint"]["endpoints"] > 0
+    assert "CreateImportJob" not in fakes.pinpoint.calls
+    assert by_destination["s3"]["files"] > 0
+
+
 # -- one read of the features, one resolution of the settings ------------------------------------
 
 

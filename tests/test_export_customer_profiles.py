@@ -13,10 +13,11 @@ import pytest
 from lambdas.export.config import CustomerProfilesSettings
 from lambdas.export.destinations import DestinationError, customer_profiles
 from lambdas.export.destinations.customer_profiles import object_type_definition, profile_objects
+from lambdas.export.retry import RetryPolicy
 from lambdas.fakes import CustomerProfilesFake
 from steps.errors import PipelineError
 from steps.segments import SEGMENT_NAMES
-from tests.export_support import client, fast_retry, segments_frame
+from tests.export_support import Sleeps, client, fast_retry, segments_frame
 
 DOMAIN = "rfm-test"
 
@@ -302,3 +303,44 @@ def test_segment_names_that_would_share_a_definition_are_refused_before_anything
     with pytest.raises(PipelineError, match=message.replace("(", r"\(")):
         env.export(frame)
     assert not env.fake.profiles.get(DOMAIN) and not env.fake.definitions.get(DOMAIN)
+
+
+# -- the Lambda's deadline -------------------------------------------------------------------------
+
+
+def test_puts_stop_at_the_deadline_and_say_how_many_profiles_were_written(env: Env) -> None:
+    frame = segments_frame(50)
+    settings = CustomerProfilesSettings(domain=DOMAIN, concurrency=4)
+    with pytest.raises(DestinationError) as caught:
+        customer_profiles.export(
+            frame, client=env.client, settings=settings, retry=fast_retry()[0],
+            clock=lambda: float(env.fake.calls.get("PutProfileObject", 0)),  # one second per put
+            deadline=10.0,  # reached after 10 puts (a few more may be in flight on the 4 threads)
+        )
+
+    counts = caught.value.counts
+    written = env.fake.calls["PutProfileObject"]
+    assert 10 <= written < 10 + 4
+    assert (counts["profiles_upserted"], counts["profiles_not_written"], counts["customers"]) == (
+        written, 50 - written, 50)
+    assert counts["segment_definitions"]["created"] == len(SEGMENT_NAMES) + 3  # put before the objects
+    message = str(caught.value)
+    assert "stopped at the deadline" in message and f"{written} of 50 customer profiles were written" in message
+    assert "Re-run the export: it is idempotent" in message and "s3 destination" in message
+
+    counts = env.export(frame)  # no deadline: everything, and nothing twice
+    assert counts["profiles_upserted"] == 50 and counts["profiles_not_written"] == 0
+    assert len(env.fake.profiles[DOMAIN]) == 50
+
+
+def test_a_retry_that_would_wait_past_the_deadline_is_not_made(env: Env) -> None:
+    env.fake.inject(throttle=1_000, operations=["PutProfileObject"])
+    sleeps = Sleeps()
+    retry = RetryPolicy(max_attempts=8, base_delay=1.0, sleep=sleeps, random=lambda: 0.5)  # waits 0.5 s, 1 s, ...
+    with pytest.raises(DestinationError, match=r"0 of 20 customer profiles were written, 20 were not") as caught:
+        customer_profiles.export(
+            segments_frame(20), client=env.client, settings=CustomerProfilesSettings(domain=DOMAIN, concurrency=4),
+            retry=retry, clock=lambda: 0.0, deadline=0.3,
+        )
+    assert sleeps == [] and env.fake.calls["PutProfileObject"] == 20  # one attempt each, no retry
+    assert caught.value.counts["profiles_not_written"] == 20

@@ -20,6 +20,7 @@ from lambdas.export.destinations.pinpoint import (
     endpoints,
     split_csv,
 )
+from lambdas.export.retry import RetryPolicy
 from lambdas.export.storage import Storage
 from lambdas.fakes import ClientS3, PinpointFake
 from steps.errors import PipelineError
@@ -524,6 +525,29 @@ def test_no_retry_job_starts_after_the_deadline(env: Env) -> None:
             deadline=50.0,
         )
     assert env.fake.calls["CreateImportJob"] == 1
+
+
+def test_retry_waits_while_polling_stop_at_the_deadline(env: Env) -> None:
+    env.fake.polls_until_done = 10_000
+    env.fake.inject(throttle=1_000, operations=["GetImportJob"])
+    clock = ManualClock()
+    retry = RetryPolicy(max_attempts=8, base_delay=4.0, sleep=clock.sleep, random=lambda: 0.99)  # ~4, 8, 16 s
+    with pytest.raises(DestinationError, match=r"stopped waiting for import job \S+ \(still [A-Z]+\)") as caught:
+        pinpoint.export(
+            segments_frame(10),
+            client=env.client,
+            storage=env.storage,
+            settings=env.settings(poll_seconds=5.0, timeout_seconds=600),
+            output_uri="",
+            run_id="x",
+            retry=retry,
+            clock=clock,
+            sleep=clock.sleep,
+            deadline=20.0,
+        )
+    assert clock.now == pytest.approx(5.0 + 3.96 + 7.92)  # the 15.84 s wait would have ended past 20 s
+    assert env.fake.calls["GetImportJob"] == 3
+    assert caught.value.counts["endpoints_unconfirmed"] == caught.value.counts["endpoints"]
 
 
 def test_without_a_deadline_only_the_import_timeout_bounds_the_wait(env: Env) -> None:

@@ -23,10 +23,10 @@ s3, customer-profiles, pinpoint (see :mod:`lambdas.export.destinations` and ``do
 - ``customer-profiles``: profile attributes per customer plus one segment definition per segment.
 
 A destination that fails does not stop the others; the step then fails with every destination's
-counts. Running the same export twice changes nothing. In Lambda, waiting for Pinpoint import jobs
-stops :data:`DEADLINE_MARGIN_SECONDS` before the function's timeout (from
-``context.get_remaining_time_in_millis()``), which is why pinpoint runs last; without a context
-(local runs) only ``PINPOINT_IMPORT_TIMEOUT_SECONDS`` bounds the wait.
+counts. Running the same export twice changes nothing. In Lambda, putting Customer Profiles objects
+and waiting for Pinpoint import jobs stop :data:`DEADLINE_MARGIN_SECONDS` before the function's
+timeout (from ``context.get_remaining_time_in_millis()``), which is why pinpoint runs last (it then
+fails at once if no time is left); without a context (local runs) there is no deadline.
 
 Return value
 ------------
@@ -290,7 +290,8 @@ def _run_destination(name: str, segments: pd.DataFrame, table: pa.Table, request
             raise ValueError("the customer-profiles destination needs a Customer Profiles client")
         return customer_profiles.export(segments, client=clients.customer_profiles,
                                         settings=settings.customer_profiles, retry=retry,
-                                        record_retry_rounds=settings.record_retry_rounds)
+                                        record_retry_rounds=settings.record_retry_rounds, clock=clock,
+                                        deadline=deadline)
     raise ValueError(f"unknown destination {name}")
 
 
@@ -334,8 +335,9 @@ def run_export(request: ExportRequest, storage: Storage, settings: ExportSetting
     clock : callable
         Monotonic seconds, for the Pinpoint import timeout and ``deadline``.
     deadline : float, optional
-        ``clock()`` time at which to stop waiting for Pinpoint import jobs (the handler's: the Lambda's
-        remaining time less :data:`DEADLINE_MARGIN_SECONDS`); None: no deadline.
+        ``clock()`` time at which to stop putting Customer Profiles objects and waiting for Pinpoint
+        import jobs (the handler's: the Lambda's remaining time less :data:`DEADLINE_MARGIN_SECONDS`);
+        None: no deadline.
 
     Returns
     -------

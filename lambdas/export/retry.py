@@ -16,10 +16,11 @@ Example
 
 from __future__ import annotations
 
+import math
 import random as _random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger
@@ -72,6 +73,10 @@ def is_retryable(error: BaseException) -> bool:
     return isinstance(error, (ConnectionError, HTTPClientError))
 
 
+class OutOfTime(Exception):
+    """A retry's wait would end at or past the policy's ``deadline``; the last failure is ``__cause__``."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how long to retry one call.
@@ -88,6 +93,10 @@ class RetryPolicy:
         ``sleep(seconds)``; tests pass ``list.append`` to record waits instead of waiting.
     random : callable
         Returns a float in [0, 1); the wait is ``random() * cap`` ("full jitter").
+    deadline : float
+        ``clock()`` time no wait may reach: such a retry raises :class:`OutOfTime` instead (see :meth:`until`).
+    clock : callable
+        Monotonic seconds, for ``deadline``.
     """
 
     max_attempts: int = 8
@@ -95,6 +104,12 @@ class RetryPolicy:
     max_delay: float = 20.0
     sleep: Callable[[float], Any] = field(default=time.sleep, compare=False)
     random: Callable[[], float] = field(default=_random.random, compare=False)
+    deadline: float = math.inf
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+
+    def until(self, deadline: float | None, clock: Callable[[], float]) -> RetryPolicy:
+        """This policy, giving up with :class:`OutOfTime` rather than wait to ``deadline`` (None: no deadline)."""
+        return self if deadline is None else replace(self, deadline=deadline, clock=clock)
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -110,6 +125,8 @@ class RetryPolicy:
                 if attempt >= self.max_attempts or not is_retryable(error):
                     raise
                 wait = self.delay(attempt)
+                if self.clock() + wait >= self.deadline:
+                    raise OutOfTime(f"no time left to retry after {error_code(error)}") from error
                 # The code only: messages of some services quote the request, which may hold contact data.
                 logger.info(
                     "Transient AWS error, retrying",

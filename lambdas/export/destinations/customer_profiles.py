@@ -35,13 +35,20 @@ Calls run ``concurrency`` at a time, each through the retry policy (throttling a
 whose object still failed are collected and put again up to ``record_retry_rounds`` more times;
 if any remain, :class:`~lambdas.export.destinations.DestinationError` reports the counts by error
 code. Customer Profiles needs no contact address, so no customer is skipped here.
+
+With a ``deadline`` (the Lambda's remaining time less a margin) every put first looks at the
+clock, and a retry that would wait past the deadline is not made. When it comes, no more objects
+are put and the destination fails with how many profiles were written (the segment definitions
+are put first, so they are there).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -52,7 +59,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from lambdas.export.config import CustomerProfilesSettings
 from lambdas.export.destinations import DestinationError
 from lambdas.export.names import cluster_display_name, segment_display_name, segment_slugs
-from lambdas.export.retry import RetryPolicy, error_code
+from lambdas.export.retry import OutOfTime, RetryPolicy, error_code
 from steps.columns import (
     CLUSTER,
     CLUSTER_NAME,
@@ -94,6 +101,15 @@ CONTACT_FIELDS: dict[str, tuple[str, str]] = {
     PHONE: ("_profile.PhoneNumber", "PHONE_NUMBER"),
 }
 _WHERE = "export to Amazon Connect Customer Profiles"
+_OUT_OF_TIME = "DeadlineReached"  # what _put returns when a retry would have waited past the deadline
+
+
+class ProfilesOutOfTime(Exception):
+    """The deadline came before every object was put; ``counts`` are :meth:`put_objects`'s so far."""
+
+    def __init__(self, counts: dict[str, Any]) -> None:
+        super().__init__(f"{counts['profiles_not_written']} profiles not written")
+        self.counts = counts
 
 
 def object_type_definition(settings: CustomerProfilesSettings) -> dict[str, Any]:
@@ -216,6 +232,10 @@ class CustomerProfilesExport:
     retry : RetryPolicy
     record_retry_rounds : int
         Extra passes over the customers whose object still failed.
+    clock : callable
+        Monotonic seconds, for the deadline.
+    deadline : float, optional
+        ``clock()`` time at which to stop putting objects; None: no deadline.
     """
 
     def __init__(
@@ -224,11 +244,17 @@ class CustomerProfilesExport:
         settings: CustomerProfilesSettings,
         retry: RetryPolicy,
         record_retry_rounds: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+        deadline: float | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
         self.retry = retry
         self.record_retry_rounds = record_retry_rounds
+        self.clock = clock
+        self.deadline = math.inf if deadline is None else deadline
+        self.puts = retry.until(deadline, clock)
+        self.out_of_time = False  # set by _put when a retry would have waited past the deadline
 
     def check_domain(self) -> None:
         try:
@@ -259,8 +285,11 @@ class CustomerProfilesExport:
 
     def _put(self, item: tuple[str, str]) -> str | None:
         """Put one object; None on success, else the error code (after the policy's retries)."""
+        if self.clock() >= self.deadline:
+            self.out_of_time = True
+            return _OUT_OF_TIME
         try:
-            self.retry.call(
+            self.puts.call(
                 self.client.put_profile_object,
                 DomainName=self.settings.domain,
                 ObjectTypeName=self.settings.object_type,
@@ -268,16 +297,27 @@ class CustomerProfilesExport:
             )
         except (ClientError, BotoCoreError) as error:
             return error_code(error)
+        except OutOfTime:
+            self.out_of_time = True
+            return _OUT_OF_TIME
         return None
 
     def put_objects(self, objects: list[tuple[str, str]]) -> dict[str, Any]:
-        """Put every object; re-put the failed ones; counts, with failures by error code."""
+        """Put every object; re-put the failed ones; counts, with failures by error code.
+
+        Raises
+        ------
+        ProfilesOutOfTime
+            When the deadline came before every object was put (or a retry would have waited past it).
+        """
         pending, retried = objects, 0
         failures: dict[str, str] = {}
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
             for round_number in range(self.record_retry_rounds + 1):
                 results = list(pool.map(self._put, pending))
                 failures = {item[0]: code for item, code in zip(pending, results, strict=True) if code}
+                if self.out_of_time:
+                    raise self._stopped(len(objects), len(failures), retried)
                 if not failures:
                     break
                 logger.warning(
@@ -296,7 +336,19 @@ class CustomerProfilesExport:
             "records_retried": retried,
             "records_failed": len(failures),
             "failures_by_code": dict(Counter(failures.values())),
+            "profiles_not_written": 0,
         }
+
+    @staticmethod
+    def _stopped(total: int, not_written: int, retried: int) -> ProfilesOutOfTime:
+        """The deadline came with ``not_written`` objects not (yet) put, or failed and not put again."""
+        return ProfilesOutOfTime({
+            "profiles_upserted": total - not_written,
+            "records_retried": retried,
+            "records_failed": 0,
+            "failures_by_code": {},
+            "profiles_not_written": not_written,
+        })
 
     def upsert_segment_definitions(self, wanted: dict[str, dict[str, Any]]) -> dict[str, int]:
         counts = {"created": 0, "replaced": 0, "unchanged": 0}
@@ -325,18 +377,24 @@ def export(
     settings: CustomerProfilesSettings,
     retry: RetryPolicy,
     record_retry_rounds: int = 2,
+    clock: Callable[[], float] = time.monotonic,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
-    """Upsert every customer's profile attributes and the segment definitions; counts or DestinationError.
+    """Upsert the segment definitions and every customer's profile attributes; counts or DestinationError.
+
+    With a ``deadline`` (``clock()`` time, see :class:`CustomerProfilesExport`) the puts stop there
+    and the destination fails with how many profiles were written.
 
     Returns
     -------
     dict
         ``customers``, ``profiles_upserted``, ``records_retried``, ``records_failed``,
-        ``failures_by_code``, ``object_type`` (created/updated/unchanged) and ``segment_definitions``
-        (created/replaced/unchanged); with contact mapping on, ``customers_without_contact`` too.
+        ``failures_by_code``, ``profiles_not_written`` (left when the deadline came), ``object_type``
+        (created/updated/unchanged) and ``segment_definitions`` (created/replaced/unchanged); with
+        contact mapping on, ``customers_without_contact`` too.
     """
     definitions = segment_definitions(segments)  # checked before anything is written
-    run = CustomerProfilesExport(client, settings, retry, record_retry_rounds)
+    run = CustomerProfilesExport(client, settings, retry, record_retry_rounds, clock, deadline)
     run.check_domain()
     counts: dict[str, Any] = {"customers": len(segments), "object_type": run.ensure_object_type()}
     if settings.map_contacts:
@@ -345,8 +403,21 @@ def export(
             segments[contacts].notna().any(axis=1) if contacts else pd.Series(False, index=segments.index)
         )
         counts["customers_without_contact"] = int((~has_contact).sum())
-    counts.update(run.put_objects(profile_objects(segments, settings)))
-    counts["segment_definitions"] = run.upsert_segment_definitions(definitions)
+    counts["segment_definitions"] = run.upsert_segment_definitions(definitions)  # a few calls: before the puts
+    try:
+        counts.update(run.put_objects(profile_objects(segments, settings)))
+    except ProfilesOutOfTime as stopped:
+        counts.update(stopped.counts)
+        logger.warning("Customer Profiles export stopped at the deadline", extra={"customer_profiles": counts})
+        raise DestinationError(
+            f"stopped at the deadline so that the Lambda function can finish before its timeout: "
+            f"{counts['profiles_upserted']} of {counts['customers']} customer profiles were written, "
+            f"{counts['profiles_not_written']} were not",
+            _WHERE,
+            "Re-run the export: it is idempotent (PutProfileObject upserts, written profiles are not duplicated). "
+            "For audiences this large raise the function's timeout, or use the s3 destination",
+            counts,
+        ) from None
     logger.info("Exported to Customer Profiles", extra={"customer_profiles": counts})
     if counts["records_failed"]:
         by_code = ", ".join(f"{code}: {n}" for code, n in sorted(counts["failures_by_code"].items()))

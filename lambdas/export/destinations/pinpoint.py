@@ -26,8 +26,9 @@ What it does, as in the AWS RFM guidance
    import segment piles up per run) on that folder, then ``GetImportJob`` until ``COMPLETED`` or
    ``FAILED``. Endpoints the job reports as failed (their ids appear in ``Failures``; when they
    cannot all be identified, the whole attempt) are imported again, up to ``record_retry_rounds``
-   more times. With a ``deadline`` (the Lambda's remaining time less a margin), waiting stops there:
-   the destination fails naming the job still running (it carries on; a re-run is safe).
+   more times. With a ``deadline`` (the Lambda's remaining time less a margin), waiting stops there
+   (the polls' retry waits too: a retry that would wait past it is not made): the destination fails
+   naming the job still running (it carries on; a re-run is safe).
 
 Every call goes through :class:`~lambdas.export.retry.RetryPolicy` (throttling and 5xx). The
 destination raises :class:`~lambdas.export.destinations.DestinationError` with counts when endpoints
@@ -55,7 +56,7 @@ from botocore.exceptions import ClientError
 from lambdas.export.config import PinpointSettings
 from lambdas.export.destinations import DestinationError
 from lambdas.export.names import cluster_display_name, cluster_segment_names, segment_display_name, unique_names
-from lambdas.export.retry import RetryPolicy, error_code
+from lambdas.export.retry import OutOfTime, RetryPolicy, error_code
 from lambdas.export.storage import Storage, is_s3, join
 from steps.columns import (
     ADDRESS,
@@ -446,6 +447,7 @@ class PinpointExport:
         self.clock = clock
         self.sleep = sleep or retry.sleep
         self.deadline = math.inf if deadline is None else deadline
+        self.polling = retry.until(deadline, clock)  # its waits between GetImportJob retries stop at the deadline too
 
     def check_project(self) -> None:
         """Fail early, with a clear message, when the project does not exist."""
@@ -497,9 +499,12 @@ class PinpointExport:
                     "Check it with `aws pinpoint get-import-job`, or raise PINPOINT_IMPORT_TIMEOUT_SECONDS",
                 )
             self.sleep(min(self.settings.poll_seconds, self.deadline - now))
-            job = self.retry.call(self.client.get_import_job, ApplicationId=app, JobId=job["Id"])[
-                "ImportJobResponse"
-            ]
+            try:
+                job = self.polling.call(self.client.get_import_job, ApplicationId=app, JobId=job["Id"])[
+                    "ImportJobResponse"
+                ]
+            except OutOfTime:
+                raise _StillRunning(job) from None
         logger.info(
             "Pinpoint import job finished",
             extra={
