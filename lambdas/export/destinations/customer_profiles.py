@@ -251,9 +251,7 @@ class CustomerProfilesExport:
         self.settings = settings
         self.retry = retry
         self.record_retry_rounds = record_retry_rounds
-        self.clock = clock
-        self.deadline = math.inf if deadline is None else deadline
-        self.puts = retry.until(deadline, clock)
+        self.puts = retry.until(deadline, clock)  # holds the deadline (inf without one) and its clock
         self.out_of_time = False  # set by _put when a retry would have waited past the deadline
 
     def check_domain(self) -> None:
@@ -285,7 +283,7 @@ class CustomerProfilesExport:
 
     def _put(self, item: tuple[str, str]) -> str | None:
         """Put one object; None on success, else the error code (after the policy's retries)."""
-        if self.clock() >= self.deadline:
+        if self.puts.clock() >= self.puts.deadline:
             self.out_of_time = True
             return _OUT_OF_TIME
         try:
