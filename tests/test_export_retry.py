@@ -93,7 +93,7 @@ def test_sdk_retries_are_off_so_the_policy_owns_them() -> None:
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "ten"])
 def test_non_finite_or_bad_numbers_in_the_environment_are_clear_errors(value: str) -> None:
-    from lambdas.export.config import env_number
+    from steps.environment import env_number
     from steps.errors import PipelineError
 
     with pytest.raises(PipelineError, match="PINPOINT_POLL_SECONDS"):

@@ -6,11 +6,11 @@ the destinations with a ``"destinations"`` key (``"s3,pinpoint"`` or a list).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from steps.environment import env_number
 from steps.errors import PipelineError
 
 S3 = "s3"
@@ -47,28 +47,6 @@ def parse_destinations(value: str | Iterable[str] | None) -> tuple[str, ...]:
             f"Use a comma-separated subset of {', '.join(DESTINATIONS)}",
         )
     return tuple(name for name in DESTINATIONS if name in chosen) or DEFAULT_DESTINATIONS
-
-
-def env_number(
-    environ: Mapping[str, str], name: str, default: float, kind: type = float, minimum: float = 1e-9,
-    where: str = _WHERE,
-) -> Any:
-    """``environ[name]`` as a finite ``kind`` (at least ``minimum``); ``default`` when unset; PipelineError if bad."""
-    text = environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = kind(text)
-    except ValueError:
-        noun = "an integer" if kind is int else "a number"
-        raise PipelineError(f"{name}={text!r} is not {noun}", where, "Fix or unset it") from None
-    if not math.isfinite(value) or value < minimum:
-        raise PipelineError(
-            f"{name} must be at least {minimum if kind is float else int(minimum)}, got {text} (finite numbers only)",
-            where,
-            "Fix or unset it",
-        )
-    return value
 
 
 @dataclass(frozen=True)

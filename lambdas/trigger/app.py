@@ -63,7 +63,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from lambdas.export.config import env_number
+from steps.environment import env_number
 from steps.errors import PipelineError
 
 logger = Logger(service="rfm-trigger")
