@@ -305,6 +305,7 @@ def compute_features(
     quality = quality_report(
         con, files=[s.name for s in sources], skipped_files=skipped_files or {}, fmt=fmt, as_of=as_of,
         malformed_lines=malformed,
+        rows_in_files=sum(s.rows for s in sources) if all(s.kind == "parquet" for s in sources) else None,
     )
     features_sql = _scored_features_sql(con, contacts)
     clock.lap(f"scored {customers} customers")

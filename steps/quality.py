@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import duckdb
 
 from steps.aggregate import CUSTOMER_ROWS
+from steps.errors import RFMError
 from steps.formats import InputFormat
 from steps.transactions import (
     CUST,
@@ -32,6 +33,7 @@ def quality_report(
     fmt: InputFormat,
     as_of: dt.date,
     malformed_lines: int,
+    rows_in_files: int | None = None,
 ) -> dict:
     """The accounting of every input row, from ``customer_rows``.
 
@@ -44,12 +46,20 @@ def quality_report(
         customer's spend), ``customers``, ``customers_with_only_returns``
         (their rows are quarantined as ``return_without_purchase``), and
         what was read: files, format, column mapping, as-of date.
+
+    Raises
+    ------
+    RFMError
+        When the rows read (counted apart: every row the reader returned, every
+        line it rejected, and ``rows_in_files`` when the files say it, as
+        Parquet metadata does) are not the rows used plus the rows quarantined.
     """
     by_code = dict(
         con.execute(
             f"SELECT {REASON}, sum(n_rows) FROM {CUSTOMER_ROWS} WHERE {REASON} > 0 GROUP BY 1"
         ).fetchall()
     )
+    returned = int(con.execute(f"SELECT coalesce(sum(n_rows), 0) FROM {CUSTOMER_ROWS}").fetchall()[0][0])
     duplicates, only_return_rows, used, netted, customers, only_returns = (
         int(v or 0)
         for v in con.execute(f"""
@@ -66,12 +76,18 @@ def quality_report(
     by_reason[DUPLICATE_ROW] = duplicates
     by_reason[RETURN_WITHOUT_PURCHASE] = only_return_rows
     quarantined = sum(by_reason.values())
+    rows_read = returned + malformed_lines
+    if rows_read != used + quarantined or rows_in_files not in (None, rows_read):
+        raise RFMError(
+            f"{rows_read} rows read ({rows_in_files} in the files' metadata) but {used} used and "
+            f"{quarantined} quarantined", ", ".join(files), "Report this as a bug, with the input if you can",
+        )
     report = {
         "input_files": list(files),
         "input_format": fmt.name,
         "column_mapping": dict(fmt.columns),
         "as_of_date": as_of.isoformat(),
-        "rows_read": used + quarantined,
+        "rows_read": rows_read,
         "rows_used": used,
         "rows_quarantined": quarantined,
         "quarantined_by_reason": {r: by_reason[r] for r in QUARANTINE_REASONS if by_reason.get(r)},
