@@ -403,25 +403,24 @@ def write_features(
     quarantine = quarantine_output or output / paths.QUARANTINE_DIR
     con = result.con
     clock = _Clock()
-    # Sorting the unscored table and writing it in table order is cheaper than sorting in the COPY.
-    con.execute("SET preserve_insertion_order=true")
-    try:
-        con.execute(f"COPY ({result.scored_sql}) TO {literal(str(output / paths.RFM_FILE))} (FORMAT parquet)")
-    finally:
-        con.execute("SET preserve_insertion_order=false")
-    clock.lap(f"wrote {paths.RFM_FILE}")
-    written = write_quarantine(con, result.flagged_tables, quarantine)
+    written = write_quarantine(con, result.flagged_tables, quarantine)  # first: a mismatch leaves no features
     clock.lap(f"wrote {quarantine}")
     expected = result.quality["quarantined_by_reason"]
     if written != expected:  # the two reads disagree: a bug; never report rows that are not there
         raise RFMError(f"quarantine files hold {written} rows but quality.json counts {expected}",
                        str(quarantine), "report this as a bug, with the input if you can")
+    # customer_features is sorted by customer id: writing in table order is cheaper than sorting again.
+    con.execute("SET preserve_insertion_order=true")
+    try:
+        con.execute(f"COPY ({result.scored_sql}) TO {literal(str(output / paths.RFM_FILE))} (FORMAT parquet)")
+        clock.lap(f"wrote {paths.RFM_FILE}")
+        if transform_output is not None:
+            target = literal(str(transform_output / paths.TRANSFORM_INPUT_FILE))
+            con.execute(f"COPY (SELECT {', '.join(c.TRANSFORM_INPUT_COLUMNS)} FROM ({result.scored_sql})) "
+                        f"TO {target} (FORMAT csv, HEADER)")
+    finally:
+        con.execute("SET preserve_insertion_order=false")
     (output / paths.QUALITY_FILE).write_text(json.dumps(result.quality, indent=2, sort_keys=True) + "\n")
-    if transform_output is not None:
-        columns = ", ".join(c.TRANSFORM_INPUT_COLUMNS)
-        target = literal(str(transform_output / paths.TRANSFORM_INPUT_FILE))
-        con.execute(f"COPY (SELECT {columns} FROM ({result.features_sql}) ORDER BY {c.CUSTOMER_ID}) "
-                    f"TO {target} (FORMAT csv, HEADER)")
 
 
 def _check_outputs(output: Path, transform_output: Path | None, quarantine_output: Path | None) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import duckdb
 
+# Days before this are typos or placeholders (0001-01-01), never purchases: unparseable.
+EARLIEST_DAY = "1900-01-01"
 # Money is carried as integer ten-thousandths (exact sums, exact halving).
 AMOUNT_SCALE = 10_000
 

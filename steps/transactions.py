@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from steps import columns as c
 from steps.formats import CDNOW_COLUMNS, InputFormat
 from steps.parsing import (
+    EARLIEST_DAY,
     amount_units_expr,
     blank_expr,
     day_expr,
@@ -187,7 +188,7 @@ def canonical_select(
         ("malformed_line", "__rfm_fields <> 4" if fmt.headerless else None),
         ("missing_customer_id", blank_expr("__rfm_cust", dtype(c.CUSTOMER_ID))),
         ("not_a_purchase_event", "NOT __rfm_is_purchase" if fmt.purchase_event else None),
-        ("unparseable_date", "__rfm_day IS NULL"),
+        ("unparseable_date", f"__rfm_day IS NULL OR __rfm_day < DATE {literal(EARLIEST_DAY)}"),
         ("unparseable_amount", "__rfm_units IS NULL"),
         ("zero_quantity", "__rfm_quantity = 0" if quantity else None),
         ("date_after_as_of", f"__rfm_day > DATE {literal(as_of.isoformat())}" if as_of else None),

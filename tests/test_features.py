@@ -241,6 +241,13 @@ def test_duplicates_across_files_and_skipped_empty_files(tmp_path: Path) -> None
     assert rows[[c.SOURCE_FILE, c.SOURCE_ROW]].values.tolist() == [[str(tmp_path / "in" / "2024-02.csv"), 1]]
 
 
+def test_placeholder_dates_before_1900_are_unparseable(tmp_path: Path) -> None:
+    text = HEADER + "a,1,0001-01-01,10\na,2,1899-12-31,5\na,3,1900-01-01,7\n"
+    result = run(str(write(tmp_path / "tx.csv", text)), tmp_path / "out")
+    assert result.quality["quarantined_by_reason"] == {"unparseable_date": 2}
+    assert result.to_pandas().loc[0, c.FIRST_PURCHASE] == dt.date(1900, 1, 1)
+
+
 def test_as_of_date_quarantines_later_rows(tmp_path: Path) -> None:
     text = HEADER + "a,1,2024-01-01,10\na,2,2024-01-10,5\nb,3,2024-01-11,7\n"
     result = run(str(write(tmp_path / "tx.csv", text)), tmp_path / "out", as_of=dt.date(2024, 1, 10))
