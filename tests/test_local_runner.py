@@ -196,3 +196,14 @@ def test_a_raising_lambda_is_a_failed_step(tmp_path: Path, monkeypatch: pytest.M
     env.store = type("Store", (), {"event_uri": staticmethod(lambda uri: uri)})()
     with pytest.raises(PipelineError, match="raised ValueError: boom"):
         step_types.run_lambda("ExportSegments", {"FunctionArn": "arn:x:function:rfm-export"}, {}, env)
+
+
+def test_a_cached_definition_keeps_its_pipeline_name(tmp_path: Path) -> None:
+    from pipeline.local.run_local import PUBLISH_PIPELINE, build_definition
+    from pipeline.naming import MAIN_PIPELINE_NAME, publish_pipeline_name
+
+    built = build_definition(cache_dir=tmp_path, builder=PUBLISH_PIPELINE)
+    cached = build_definition(cache_dir=tmp_path, builder=PUBLISH_PIPELINE)
+    assert (built["_cached"], cached["_cached"]) == (False, True)
+    assert built["_name"] == cached["_name"] == publish_pipeline_name(MAIN_PIPELINE_NAME)
+    assert {k: v for k, v in built.items() if k != "_cached"} == {k: v for k, v in cached.items() if k != "_cached"}

@@ -42,8 +42,8 @@ LOCAL_KWARGS = {
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Everything the definition JSON is built from (a change invalidates the cached definition).
 DEFINITION_SOURCES = ("pipeline/definition.py", "pipeline/publish_definition.py", "pipeline/session.py",
-                      "pipeline/naming.py", "pipeline/parameters.py", "steps/paths.py",
-                      "steps/package_metadata.py")
+                      "pipeline/naming.py", "pipeline/parameters.py", "pipeline/local/run_local.py",
+                      "steps/paths.py", "steps/package_metadata.py")
 MAIN_PIPELINE = "pipeline.definition:get_pipeline"
 PUBLISH_PIPELINE = "pipeline.publish_definition:get_publish_pipeline"
 # Latest-run artifacts: (step, property holding the S3 URI, folder under --output).
@@ -86,12 +86,15 @@ def build_definition(cache_dir: Path | None = None, builder: str = MAIN_PIPELINE
     """The definition JSON ``builder`` (``module:function``) gives for local execution.
 
     Building it imports the SageMaker SDK and takes several seconds; with
-    ``cache_dir`` the JSON is kept there, keyed on everything it depends on.
+    ``cache_dir`` the JSON and the pipeline's name are kept there, keyed on
+    everything they depend on. ``definition["_cached"]`` tells whether it came
+    from there.
     """
     kwargs = {**LOCAL_KWARGS, **overrides}
     cached = cache_dir / f"definition-{_definition_key(builder, kwargs)}.json" if cache_dir else None
     if cached is not None and cached.is_file():
-        return load_definition(cached.read_text(), str(kwargs["pipeline_name"]))
+        entry = json.loads(cached.read_text())
+        return {**load_definition(entry["definition"], entry["name"]), "_cached": True}
     module, _, function = builder.partition(":")
     quiet = ("sagemaker", "sagemaker.config", "botocore", "botocore.credentials", "boto3")
     with offline_aws(), warnings.catch_warnings():
@@ -105,8 +108,8 @@ def build_definition(cache_dir: Path | None = None, builder: str = MAIN_PIPELINE
         text = pipeline.definition()
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        cached.write_text(text)
-    return load_definition(text, pipeline.name if cached is None else str(kwargs["pipeline_name"]))
+        cached.write_text(json.dumps({"name": pipeline.name, "definition": text}))
+    return {**load_definition(text, pipeline.name), "_cached": False}
 
 
 @contextlib.contextmanager
@@ -159,10 +162,9 @@ def timed_build(cache_dir: Path, builder: str, on_step=None) -> dict:
     if on_step:
         on_step(run)
     started = time.perf_counter()
-    cached_before = cache_dir.is_dir() and any(cache_dir.iterdir())
     definition = build_definition(cache_dir=cache_dir, builder=builder)
     run.status, run.seconds = "Succeeded", time.perf_counter() - started
-    run.detail = "cached" if cached_before and run.seconds < 1 else "built and cached"
+    run.detail = "cached" if definition["_cached"] else "built and cached"
     if on_step:
         on_step(run)
     return definition
