@@ -284,6 +284,16 @@ def test_malformed_assignments_are_reported(base, line, message) -> None:
         export_segments(request, storage)
 
 
+@pytest.mark.parametrize("valid_json", [True, False])
+def test_assignments_that_are_not_utf8_name_the_file(base, valid_json: bool) -> None:
+    root, storage = base
+    request = setup_inputs(root, storage, features(["7"]), [])
+    line = b'{"customer_id": "7\xff", "cluster": 0, "cluster_name": "C", "rfm_segment": "Loyal"}'
+    write(storage, join(root, "transform", "customers.csv.out"), line if valid_json else line + b" {")
+    with pytest.raises(PipelineError, match=r"customers.csv.out: not UTF-8 text \(byte \d+\)"):
+        export_segments(request, storage)
+
+
 @pytest.mark.parametrize("glue", ["", " ", ","])
 def test_concatenated_and_array_lines_are_split(base, glue) -> None:
     root, storage = base

@@ -176,10 +176,10 @@ def _fast_assignments(data: bytes) -> pa.Table | None:
     return None if any(column.null_count for column in table.columns) else table
 
 
-def _careful_assignments(data: bytes, file: str) -> pa.Table:
+def _careful_assignments(text: str, file: str) -> pa.Table:
     rows = [
         _assignment(record, f"{file} line {number}")
-        for number, line in enumerate(data.decode("utf-8").splitlines(), start=1)
+        for number, line in enumerate(text.splitlines(), start=1)
         for record in _json_values(line, f"{file} line {number}")
     ]
     return pa.Table.from_pylist(rows, schema=_ASSIGNMENT_SCHEMA)
@@ -197,9 +197,13 @@ def read_assignments(storage: Storage, uri: str) -> pd.DataFrame:
     tables = []
     for file in files:
         data = storage.read_bytes(file)
-        tables.append(_fast_assignments(data) if data.strip() else _ASSIGNMENT_SCHEMA.empty_table())
+        try:
+            text = data.decode("utf-8")  # Arrow would take bad bytes and fail later, without the file's name
+        except UnicodeDecodeError as error:
+            raise PipelineError(f"not UTF-8 text (byte {error.start})", file, _FIX_ASSIGN) from None
+        tables.append(_fast_assignments(data) if text.strip() else _ASSIGNMENT_SCHEMA.empty_table())
         if tables[-1] is None:
-            tables[-1] = _careful_assignments(data, file)
+            tables[-1] = _careful_assignments(text, file)
     frame = pa.concat_tables(tables).to_pandas()
     return frame.astype({CUSTOMER_ID: "str", CLUSTER: "int64", CLUSTER_NAME: "str", RFM_SEGMENT: "str"})
 
