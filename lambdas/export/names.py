@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from steps.errors import PipelineError
+from steps.segments import SEGMENT_NAMES
 
 SEGMENT_PREFIX = "RFM"
 _WHERE = "export Lambda"
@@ -106,3 +107,12 @@ def cluster_segment_names(labels: Mapping[int, str], limit: int) -> dict[int, st
     {0: 'RFM cluster: Recent frequent high spenders', 1: 'RFM cluster: Lapsed one-time low spenders'}
     """
     return unique_names({key: f"{SEGMENT_PREFIX} cluster: {label}" for key, label in labels.items()}, limit)
+
+
+def segment_names(present: Iterable[str]) -> list[str]:
+    """The grid's segment names, then any other name ``present`` in the data (sorted): every segment to export.
+
+    >>> segment_names(["Loyal", "VIP"])[-2:]
+    ['Hibernating', 'VIP']
+    """
+    return [*SEGMENT_NAMES, *sorted(set(present) - set(SEGMENT_NAMES))]

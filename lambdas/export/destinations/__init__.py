@@ -17,3 +17,17 @@ class DestinationError(PipelineError):
     def __init__(self, what: str, where: str, fix: str, counts: dict[str, Any]) -> None:
         super().__init__(what, where, fix)
         self.counts = counts
+
+
+def same_as_sent(current: Any, wanted: Any) -> bool:
+    """Whether what a service returns equals what we would send, ignoring the empty members it drops."""
+    return _compact(current) == _compact(wanted)
+
+
+def _compact(value: Any) -> Any:
+    if isinstance(value, dict):
+        items = {k: _compact(v) for k, v in value.items()}
+        return {k: v for k, v in items.items() if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return value

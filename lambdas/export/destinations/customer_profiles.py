@@ -57,8 +57,8 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas.export.config import CustomerProfilesSettings
-from lambdas.export.destinations import DestinationError
-from lambdas.export.names import cluster_display_name, segment_display_name, segment_slugs
+from lambdas.export.destinations import DestinationError, same_as_sent
+from lambdas.export.names import cluster_display_name, segment_display_name, segment_names, segment_slugs
 from lambdas.export.retry import OutOfTime, RetryPolicy, error_code
 from steps.columns import (
     CLUSTER,
@@ -75,7 +75,6 @@ from steps.columns import (
     RFM_SEGMENT,
 )
 from steps.errors import PipelineError
-from steps.segments import SEGMENT_NAMES
 
 logger = Logger(service="rfm-export", child=True)
 
@@ -170,8 +169,7 @@ def segment_definitions(segments: pd.DataFrame) -> dict[str, dict[str, Any]]:
         When two segment names share a slug (as for the S3 folders), or a segment's definition name
         is a cluster's (``rfm-cluster-<n>``): one definition would silently stand for both.
     """
-    present = set(segments[RFM_SEGMENT].astype(str))
-    names = [*SEGMENT_NAMES, *sorted(present - set(SEGMENT_NAMES))]
+    names = segment_names(segments[RFM_SEGMENT].astype(str))
     slugs = segment_slugs(names, MAX_DEFINITION_NAME - len(DEFINITION_PREFIX))
     segment_of = {f"{DEFINITION_PREFIX}{slugs[name]}": name for name in names}
     wanted = {
@@ -212,15 +210,6 @@ def _definition(display_name: str, description: str, attribute: str, value: str)
     }
 
 
-def _compact(value: Any) -> Any:
-    if isinstance(value, dict):
-        items = {k: _compact(v) for k, v in value.items()}
-        return {k: v for k, v in items.items() if v not in (None, {}, [])}
-    if isinstance(value, list):
-        return [_compact(v) for v in value]
-    return value
-
-
 class CustomerProfilesExport:
     """One export run against one Customer Profiles domain.
 
@@ -252,7 +241,6 @@ class CustomerProfilesExport:
         self.retry = retry
         self.record_retry_rounds = record_retry_rounds
         self.puts = retry.until(deadline, clock)  # holds the deadline (inf without one) and its clock
-        self.out_of_time = False  # set by _put when a retry would have waited past the deadline
 
     def check_domain(self) -> None:
         try:
@@ -276,7 +264,7 @@ class CustomerProfilesExport:
             if error_code(error) != "ResourceNotFoundException":
                 raise
             current = None
-        if current is not None and all(_compact(current.get(k)) == _compact(v) for k, v in wanted.items()):
+        if current is not None and all(same_as_sent(current.get(k), v) for k, v in wanted.items()):
             return "unchanged"
         self.retry.call(self.client.put_profile_object_type, **names, **wanted)
         return "created" if current is None else "updated"
@@ -284,7 +272,6 @@ class CustomerProfilesExport:
     def _put(self, item: tuple[str, str]) -> str | None:
         """Put one object; None on success, else the error code (after the policy's retries)."""
         if self.puts.clock() >= self.puts.deadline:
-            self.out_of_time = True
             return _OUT_OF_TIME
         try:
             self.puts.call(
@@ -296,7 +283,6 @@ class CustomerProfilesExport:
         except (ClientError, BotoCoreError) as error:
             return error_code(error)
         except OutOfTime:
-            self.out_of_time = True
             return _OUT_OF_TIME
         return None
 
@@ -314,7 +300,7 @@ class CustomerProfilesExport:
             for round_number in range(self.record_retry_rounds + 1):
                 results = list(pool.map(self._put, pending))
                 failures = {item[0]: code for item, code in zip(pending, results, strict=True) if code}
-                if self.out_of_time:
+                if _OUT_OF_TIME in failures.values():
                     raise self._stopped(len(objects), len(failures), retried)
                 if not failures:
                     break
@@ -359,7 +345,7 @@ class CustomerProfilesExport:
                     raise
                 current = None
             if current is not None:
-                if all(_compact(current.get(k)) == _compact(v) for k, v in definition.items()):
+                if all(same_as_sent(current.get(k), v) for k, v in definition.items()):
                     counts["unchanged"] += 1
                     continue
                 self.retry.call(self.client.delete_segment_definition, **names)

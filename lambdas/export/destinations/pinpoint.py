@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -54,8 +53,14 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from lambdas.export.config import PinpointSettings
-from lambdas.export.destinations import DestinationError
-from lambdas.export.names import cluster_display_name, cluster_segment_names, segment_display_name, unique_names
+from lambdas.export.destinations import DestinationError, same_as_sent
+from lambdas.export.names import (
+    cluster_display_name,
+    cluster_segment_names,
+    segment_display_name,
+    segment_names,
+    unique_names,
+)
 from lambdas.export.retry import OutOfTime, RetryPolicy, error_code
 from lambdas.export.storage import Storage, is_s3, join
 from steps.columns import (
@@ -75,7 +80,6 @@ from steps.columns import (
     RFM_SEGMENT,
 )
 from steps.errors import PipelineError
-from steps.segments import SEGMENT_NAMES
 
 logger = Logger(service="rfm-export", child=True)
 
@@ -337,8 +341,7 @@ def desired_segments(
     """Segment name -> dimensions: every RFM segment of the grid (and any other present), and every
     cluster, named ``RFM cluster: <cluster name>`` and selecting that ``ClusterName`` (``labels``:
     :func:`cluster_labels` of ``segments``, when already known)."""
-    present = set(segments[RFM_SEGMENT].astype(str))
-    names = [*SEGMENT_NAMES, *sorted(present - set(SEGMENT_NAMES))]
+    names = segment_names(segments[RFM_SEGMENT].astype(str))
     wanted = {segment_display_name(name): segment_dimensions(SEGMENT_ATTRIBUTE, name) for name in names}
     labels = labels or cluster_labels(segments)
     for cluster, name in cluster_segment_names(labels, MAX_SEGMENT_NAME).items():
@@ -395,16 +398,6 @@ class _StillRunning(Exception):
         self.job = job
 
 
-def _compact(value: Any) -> Any:
-    """Dimensions without empty members, for comparing what the service returns with what we send."""
-    if isinstance(value, dict):
-        items = {k: _compact(v) for k, v in value.items()}
-        return {k: v for k, v in items.items() if v not in (None, {}, [])}
-    if isinstance(value, list):
-        return [_compact(v) for v in value]
-    return value
-
-
 class PinpointExport:
     """One export run against one Pinpoint project.
 
@@ -446,8 +439,7 @@ class PinpointExport:
         self.record_retry_rounds = record_retry_rounds
         self.clock = clock
         self.sleep = sleep or retry.sleep
-        self.deadline = math.inf if deadline is None else deadline
-        self.polling = retry.until(deadline, clock)  # its waits between GetImportJob retries stop at the deadline too
+        self.polling = retry.until(deadline, clock)  # holds the deadline (inf without one); its retries stop there
 
     def check_project(self) -> None:
         """Fail early, with a clear message, when the project does not exist."""
@@ -489,7 +481,7 @@ class PinpointExport:
         give_up = self.clock() + self.settings.timeout_seconds
         while job["JobStatus"] not in ("COMPLETED", "FAILED"):
             now = self.clock()
-            if now >= self.deadline:
+            if now >= self.polling.deadline:
                 raise _StillRunning(job)
             if now > give_up:
                 raise PipelineError(
@@ -498,7 +490,7 @@ class PinpointExport:
                     _WHERE,
                     "Check it with `aws pinpoint get-import-job`, or raise PINPOINT_IMPORT_TIMEOUT_SECONDS",
                 )
-            self.sleep(min(self.settings.poll_seconds, self.deadline - now))
+            self.sleep(min(self.settings.poll_seconds, self.polling.deadline - now))
             try:
                 job = self.polling.call(self.client.get_import_job, ApplicationId=app, JobId=job["Id"])[
                     "ImportJobResponse"
@@ -527,7 +519,7 @@ class PinpointExport:
         self.storage.delete(self.storage.list(folder))  # each job imports everything under its folder
         pending, jobs, files, retried = rows, [], 0, 0
         for attempt in range(1, self.record_retry_rounds + 2):
-            if self.clock() >= self.deadline:
+            if self.clock() >= self.polling.deadline:
                 raise self._no_time_to_start(attempt, pending.num_rows, jobs, files, retried)
             attempt_folder = join(folder, f"attempt-{attempt}")
             files += len(
@@ -621,7 +613,7 @@ class PinpointExport:
             if not same_name:
                 self.retry.call(self.client.create_segment, ApplicationId=app, WriteSegmentRequest=request)
                 counts["created"] += 1
-            elif renaming or _compact(same_name[0].get("Dimensions", {})) != _compact(dimensions):
+            elif renaming or not same_as_sent(same_name[0].get("Dimensions", {}), dimensions):
                 self.retry.call(
                     self.client.update_segment,
                     ApplicationId=app,
