@@ -616,7 +616,6 @@ def test_the_deadline_is_the_remaining_time_less_a_margin() -> None:
     assert app.deadline_of(None) is None  # local runs: no deadline, only PINPOINT_IMPORT_TIMEOUT_SECONDS
     context = FakeContext(remaining_ms=100_000)
     assert app.deadline_of(context, clock=lambda: 1000.0) == pytest.approx(1000.0 + 100.0 - 30.0, abs=0.05)
-    assert app.DEADLINE_MARGIN_SECONDS == 30.0
 
 
 def test_the_handler_stops_waiting_for_pinpoint_before_the_function_times_out(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
@@ -87,8 +89,27 @@ def test_gives_up_after_max_attempts() -> None:
 
 
 def test_sdk_retries_are_off_so_the_policy_owns_them() -> None:
-    assert NO_SDK_RETRIES.retries["total_max_attempts"] == 1
-    assert error_code(client_error("X", 400)) == "X" and error_code(ValueError()) == "ValueError"
+    """A client made with NO_SDK_RETRIES sends a throttled request once; the RetryPolicy decides the rest."""
+    import boto3
+    from botocore.awsrequest import AWSResponse
+
+    class Body:
+        def stream(self, **_: Any) -> Any:
+            return iter([b"<Error><Code>SlowDown</Code><Message>slow</Message></Error>"])
+
+    sent = []
+
+    def throttle(request: Any, **_: Any) -> AWSResponse:
+        sent.append(request.url)
+        return AWSResponse(request.url, 503, {}, Body())
+
+    client = boto3.client("s3", region_name="us-east-1", config=NO_SDK_RETRIES,
+                          aws_access_key_id="x", aws_secret_access_key="x")
+    client.meta.events.register("before-send.s3", throttle)
+    with pytest.raises(ClientError) as caught:
+        client.list_buckets()
+    assert len(sent) == 1 and error_code(caught.value) == "SlowDown"
+    assert error_code(ValueError()) == "ValueError"
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "ten"])
