@@ -3,7 +3,7 @@
 It speaks the service's REST-JSON protocol as botocore sends it (paths, methods and error shapes
 from botocore's ``customer-profiles/2020-08-15`` model), reached through
 ``AWS_ENDPOINT_URL_CUSTOMER_PROFILES``. Operations: CreateDomain, GetDomain, PutProfileObjectType,
-GetProfileObjectType, ListProfileObjectTypes, PutProfileObject, CreateProfile, UpdateProfile,
+GetProfileObjectType, PutProfileObject, CreateProfile,
 SearchProfiles, CreateSegmentDefinition, GetSegmentDefinition, ListSegmentDefinitions,
 DeleteSegmentDefinition.
 
@@ -104,12 +104,10 @@ class CustomerProfilesFake(FakeService):
     routes = (
         ("/domains/<domain>", "POST", "CreateDomain"),
         ("/domains/<domain>", "GET", "GetDomain"),
-        ("/domains/<domain>/object-types", "GET", "ListProfileObjectTypes"),
         ("/domains/<domain>/object-types/<object_type>", "PUT", "PutProfileObjectType"),
         ("/domains/<domain>/object-types/<object_type>", "GET", "GetProfileObjectType"),
         ("/domains/<domain>/profiles/objects", "PUT", "PutProfileObject"),
         ("/domains/<domain>/profiles", "POST", "CreateProfile"),
-        ("/domains/<domain>/profiles", "PUT", "UpdateProfile"),
         ("/domains/<domain>/profiles/search", "POST", "SearchProfiles"),
         ("/domains/<domain>/segment-definitions", "GET", "ListSegmentDefinitions"),
         ("/domains/<domain>/segment-definitions/<name>", "POST", "CreateSegmentDefinition"),
@@ -228,15 +226,6 @@ class CustomerProfilesFake(FakeService):
     ) -> tuple[int, Any]:
         return 200, self._object_type(domain, object_type)
 
-    def op_ListProfileObjectTypes(self, body: Any, query: Any, domain: str) -> tuple[int, Any]:
-        self._domain(domain)
-        return 200, {
-            "Items": [
-                {k: t[k] for k in ("ObjectTypeName", "Description", "CreatedAt", "LastUpdatedAt")}
-                for t in self.object_types[domain].values()
-            ]
-        }
-
     # -- profile objects -----------------------------------------------------------------------
     def op_PutProfileObject(self, body: dict[str, Any], query: Any, domain: str) -> tuple[int, Any]:
         definition = self._object_type(domain, str(body.get("ObjectTypeName", "")))
@@ -338,26 +327,6 @@ class CustomerProfilesFake(FakeService):
             self.profiles[domain][profile_id] = profile
             self._index_standard_keys(domain, profile)
             self.profiles_changed += 1
-        return 200, {"ProfileId": profile_id}
-
-    def op_UpdateProfile(self, body: dict[str, Any], query: Any, domain: str) -> tuple[int, Any]:
-        self._domain(domain)
-        profile_id = str(body.get("ProfileId", ""))
-        require(profile_id in self.profiles[domain], f"Profile {profile_id} not found", self.not_found)
-        with self.lock:
-            profile = self.profiles[domain][profile_id]
-            before = json.dumps(profile, sort_keys=True)
-            for name, value in body.items():
-                if name == "Attributes":
-                    for attribute, text in value.items():
-                        if text == "":
-                            profile["Attributes"].pop(attribute, None)
-                        else:
-                            profile["Attributes"][attribute] = text
-                elif name != "ProfileId":
-                    profile[name] = value
-            self._index_standard_keys(domain, profile)
-            self.profiles_changed += json.dumps(profile, sort_keys=True) != before
         return 200, {"ProfileId": profile_id}
 
     def op_SearchProfiles(self, body: dict[str, Any], query: Any, domain: str) -> tuple[int, Any]:

@@ -3,8 +3,7 @@
 It speaks Pinpoint's REST-JSON protocol as botocore sends it (paths, methods, status codes and
 error shapes from botocore's ``pinpoint/2016-12-01`` service model), so a boto3 client reaches it
 through ``AWS_ENDPOINT_URL_PINPOINT``. Operations: CreateApp, GetApp, CreateImportJob,
-GetImportJob, GetImportJobs, GetEndpoint, GetSegments, GetSegment, CreateSegment, UpdateSegment,
-DeleteSegment.
+GetImportJob, GetImportJobs, GetEndpoint, GetSegments, GetSegment, CreateSegment, UpdateSegment.
 
 Import jobs run in a background thread, reading the files under ``S3Url`` from the injected S3
 (:mod:`lambdas.fakes.s3_source`) and checking them as the service documents:
@@ -92,7 +91,6 @@ class PinpointFake(FakeService):
         ("/v1/apps/<app>/segments", "POST", "CreateSegment"),
         ("/v1/apps/<app>/segments/<segment>", "GET", "GetSegment"),
         ("/v1/apps/<app>/segments/<segment>", "PUT", "UpdateSegment"),
-        ("/v1/apps/<app>/segments/<segment>", "DELETE", "DeleteSegment"),
     )
 
     def __init__(
@@ -406,12 +404,6 @@ class PinpointFake(FakeService):
             }
             self.segments[app][segment] = updated
         return 200, updated
-
-    def op_DeleteSegment(self, body: Any, query: Any, app: str, segment: str) -> tuple[int, Any]:
-        current = self._segment(app, segment)
-        with self.lock:
-            del self.segments[app][segment]
-        return 200, current
 
     def segment_size(self, app: str, segment: dict[str, Any]) -> int | None:
         """Endpoints a dimensional segment selects (INCLUSIVE/EXCLUSIVE attribute dimensions only)."""
