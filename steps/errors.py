@@ -38,3 +38,13 @@ class EmptyInputError(InputDataError):
     Fatal for a single file; inside a folder or prefix such files are skipped
     and listed in ``quality.json``.
     """
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type when empty), at most 300 characters.
+
+    >>> first_line(ValueError("bad value\\nmore detail")), first_line(KeyError())
+    ('bad value', 'KeyError')
+    """
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]

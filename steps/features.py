@@ -27,7 +27,7 @@ import duckdb
 from steps import columns as c
 from steps import paths
 from steps.aggregate import CUSTOMER_ROWS, aggregate_customers, recount_customers
-from steps.errors import EmptyInputError, InputDataError, RFMError
+from steps.errors import EmptyInputError, InputDataError, RFMError, first_line
 from steps.formats import InputFormat, resolve_format
 from steps.parsing import DEFAULT_TEXT_PARSERS, literal, order_date_parsers, quote, slashed_dates
 from steps.quality import quality_report
@@ -43,7 +43,7 @@ from steps.quarantine import (
 )
 from steps.scoring import SCORED_FEATURES, score_cuts_from_counts, score_sql
 from steps.segments import SCORE_LEVELS, SEGMENT_GRID
-from steps.sources import Source, first_line, list_input_files, sniff
+from steps.sources import Source, list_input_files, sniff
 from steps.transactions import CONTACT_PREFIX, CUST, REASON, ROW_REASONS, CanonicalSource, canonical_select
 
 if TYPE_CHECKING:
@@ -98,17 +98,13 @@ def parse_as_of(text: str | None) -> dt.date | None:
         ) from None
 
 
-def connect(
-    memory_limit: str | None = None, temp_directory: str | None = None, threads: int | None = None
-) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection in UTC that spills to ``temp_directory`` past ``memory_limit``."""
+def connect(temp_directory: str | None = None, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection in UTC that spills to ``temp_directory`` (past :func:`set_memory_limit`)."""
     con = duckdb.connect()
     con.execute("SET TimeZone='UTC'")
     con.execute("SET enable_progress_bar=false")  # no progress bars in processing logs
     # Results are ordered explicitly where it matters; keeping insertion order costs memory.
     con.execute("SET preserve_insertion_order=false")
-    if memory_limit:
-        set_memory_limit(con, memory_limit)
     if temp_directory:
         con.execute(f"SET temp_directory={literal(temp_directory)}")
     if threads is not None:
@@ -448,7 +444,7 @@ def run(
     """Read ``location``, compute the features and write every artifact (see :func:`write_features`)."""
     _check_outputs(output, transform_output, quarantine_output)
     with tempfile.TemporaryDirectory(prefix="rfm-features-") as workdir:
-        con = connect(None, os.path.join(workdir, "spill"), threads)  # sniffing needs little memory
+        con = connect(os.path.join(workdir, "spill"), threads)  # sniffing needs little memory
         sources, skipped = open_sources(location, Path(workdir), encoding, con)
         if not memory_limit or memory_limit == "auto":
             memory_limit = auto_memory_limit(sources)

@@ -58,13 +58,13 @@ def run_from_args(args: argparse.Namespace) -> int:
         args.input,
         Path(args.output),
         transform_output=Path(args.transform_output) if args.transform_output else None,
-        quarantine_output=Path(args.quarantine_output) if getattr(args, "quarantine_output", None) else None,
+        quarantine_output=Path(args.quarantine_output) if args.quarantine_output else None,
         input_format=args.format,
         mapping=mapping,
         as_of=parse_as_of(args.as_of),
-        encoding=getattr(args, "encoding", None),
-        memory_limit=getattr(args, "memory_limit", DEFAULT_MEMORY_LIMIT),
-        threads=getattr(args, "threads", None),
+        encoding=args.encoding,
+        memory_limit=args.memory_limit,
+        threads=args.threads,
     )
     quality = result.quality
     log.info(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from steps import columns as c
-from steps.errors import InputDataError
+from steps.errors import InputDataError, first_line
 
 FORMAT_NAMES = ("guidance", "online-retail", "cdnow", "generic")
 ENCODINGS = ("utf-8", "utf-16", "latin-1")  # what DuckDB's CSV reader decodes
@@ -266,9 +266,8 @@ def load_mapping_file(path: str | Path) -> dict[str, str]:
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise InputDataError(
-            f"cannot read the mapping file: {reason}", str(path), "Check the --mapping path"
+            f"cannot read the mapping file: {first_line(error)}", str(path), "Check the --mapping path"
         ) from None
     if not isinstance(data, dict) or not data or not all(isinstance(v, str) for v in data.values()):
         raise InputDataError(

@@ -23,15 +23,9 @@ import pandas as pd
 from steps import columns as c
 from steps import paths
 from steps.errors import ModelError
-from steps.segments import SEGMENT_GRID, SEGMENT_NAMES
+from steps.segments import SEGMENT_NAME_ARRAY, segment_codes
 
 FORMAT_VERSION = 1
-
-
-# SEGMENT_CODES[r_score, f_score] = index of the cell's segment in SEGMENT_NAMES (scores 1..5).
-SEGMENT_CODES = np.zeros((6, 6), dtype=np.int64)
-for (_r, _f), _name in SEGMENT_GRID.items():
-    SEGMENT_CODES[_r, _f] = SEGMENT_NAMES.index(_name)
 
 
 def log_transform(values: np.ndarray) -> np.ndarray:
@@ -108,13 +102,12 @@ class SegmentModel:
         """
         clusters = self.clusters(frame[list(c.MODEL_FEATURES)].to_numpy(dtype=float))
         names = np.asarray(self.meta["names"], dtype=object)
-        codes = SEGMENT_CODES[frame[c.R_SCORE].to_numpy(dtype=int), frame[c.F_SCORE].to_numpy(dtype=int)]
         return pd.DataFrame(
             {
                 c.CUSTOMER_ID: frame[c.CUSTOMER_ID].to_numpy(),
                 c.CLUSTER: clusters.astype(int),
                 c.CLUSTER_NAME: names[clusters],
-                c.RFM_SEGMENT: np.asarray(SEGMENT_NAMES, dtype=object)[codes],
+                c.RFM_SEGMENT: SEGMENT_NAME_ARRAY[segment_codes(frame[c.R_SCORE], frame[c.F_SCORE])],
             }
         )
 

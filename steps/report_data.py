@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from steps import columns as c
-from steps.model_io import SEGMENT_CODES, SegmentModel
+from steps.model_io import SegmentModel
 from steps.segmenter import feature_matrix
-from steps.segments import SCORE_LEVELS, SEGMENT_NAMES
+from steps.segments import SCORE_LEVELS, SEGMENT_NAME_ARRAY, SEGMENT_NAMES, segment_codes
 from steps.svg_charts import compact
 
 TABLE_COLUMNS: tuple[str, ...] = ("customers", "share", "revenue_share", c.RECENCY_DAYS, c.FREQUENCY, c.MONETARY)
@@ -38,8 +38,8 @@ def segments(features: pd.DataFrame) -> pd.Series:
     """``rfm_segment`` of each customer; derived from the R and F scores when the column is absent."""
     if c.RFM_SEGMENT in features:
         return features[c.RFM_SEGMENT].astype(str)
-    codes = SEGMENT_CODES[features[c.R_SCORE].to_numpy(int), features[c.F_SCORE].to_numpy(int)]
-    return pd.Series(np.asarray(SEGMENT_NAMES, dtype=object)[codes], index=features.index, dtype=str)
+    codes = segment_codes(features[c.R_SCORE], features[c.F_SCORE])
+    return pd.Series(SEGMENT_NAME_ARRAY[codes], index=features.index, dtype=str)
 
 
 def clusters(features: pd.DataFrame, model_meta: dict) -> np.ndarray:

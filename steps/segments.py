@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+
 SCORE_LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 # (segment, recency scores, frequency scores); see DESIGN.md / README.
@@ -38,6 +40,11 @@ def _build_grid() -> dict[tuple[int, int], str]:
 
 
 SEGMENT_GRID: dict[tuple[int, int], str] = _build_grid()
+# SEGMENT_CODES[r_score, f_score] = index of the cell's segment in SEGMENT_NAMES (scores 1..5).
+SEGMENT_CODES = np.zeros((len(SCORE_LEVELS) + 1,) * 2, dtype=np.int64)
+for (_r, _f), _name in SEGMENT_GRID.items():
+    SEGMENT_CODES[_r, _f] = SEGMENT_NAMES.index(_name)
+SEGMENT_NAME_ARRAY = np.asarray(SEGMENT_NAMES, dtype=object)  # codes -> names
 
 
 def segment_of(r_score: int, f_score: int) -> str:
@@ -53,6 +60,15 @@ def segment_of(r_score: int, f_score: int) -> str:
     return SEGMENT_GRID[(int(r_score), int(f_score))]
 
 
+def segment_codes(r_scores: Iterable[int], f_scores: Iterable[int]) -> np.ndarray:
+    """Each (r_score, f_score) cell's index in :data:`SEGMENT_NAMES`, vectorised."""
+    return SEGMENT_CODES[np.asarray(r_scores, dtype=int), np.asarray(f_scores, dtype=int)]
+
+
 def segments_of(r_scores: Iterable[int], f_scores: Iterable[int]) -> list[str]:
-    """Vectorised :func:`segment_of` over two equally long sequences."""
-    return [SEGMENT_GRID[(int(r), int(f))] for r, f in zip(r_scores, f_scores, strict=True)]
+    """Vectorised :func:`segment_of` over two equally long sequences.
+
+    >>> segments_of([5, 3], [1, 3])
+    ['New Customers', 'Need Attention']
+    """
+    return SEGMENT_NAME_ARRAY[segment_codes(r_scores, f_scores)].tolist()

@@ -28,8 +28,9 @@ from flask import Flask, Response, request
 
 from steps import columns as c
 from steps import paths
-from steps.model_io import SEGMENT_CODES, SegmentModel, load_model
-from steps.segments import SEGMENT_NAMES
+from steps.errors import first_line
+from steps.model_io import SegmentModel, load_model
+from steps.segments import SEGMENT_NAME_ARRAY, SEGMENT_NAMES, segment_codes
 
 MAX_PAYLOAD_MB = 6
 MAX_REQUEST_MB = 100
@@ -60,7 +61,7 @@ def parse_csv(body: bytes) -> pa.Table:
     try:
         return pacsv.read_csv(io.BytesIO(body), read_options=options, convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        raise PayloadError(f"unreadable CSV: {str(error).splitlines()[0]}") from None
+        raise PayloadError(f"unreadable CSV: {first_line(error)}") from None
 
 
 def parse_jsonlines(body: bytes) -> pa.Table:
@@ -70,7 +71,7 @@ def parse_jsonlines(body: bytes) -> pa.Table:
     try:
         return pajson.read_json(io.BytesIO(body), parse_options=options)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        raise PayloadError(f"unreadable JSON Lines: {str(error).splitlines()[0]}") from None
+        raise PayloadError(f"unreadable JSON Lines: {first_line(error)}") from None
 
 
 @dataclass(frozen=True)
@@ -128,13 +129,13 @@ def validate(table: pa.Table) -> Records:
 
 def render(records: Records, clusters: np.ndarray, model: SegmentModel, accept: str) -> tuple[bytes, str]:
     """Records as JSON Lines or headerless CSV (what batch transform assembles by line)."""
-    segments = SEGMENT_CODES[records.r_scores, records.f_scores]
+    segments = segment_codes(records.r_scores, records.f_scores)
     if accept in CSV_TYPES:
         table = pa.table({
             c.CUSTOMER_ID: records.ids,
             c.CLUSTER: pa.array(clusters, pa.int64()),
             c.CLUSTER_NAME: pa.array(np.asarray(model.names, dtype=object)[clusters], pa.string()),
-            c.RFM_SEGMENT: pa.array(np.asarray(SEGMENT_NAMES, dtype=object)[segments], pa.string()),
+            c.RFM_SEGMENT: pa.array(SEGMENT_NAME_ARRAY[segments], pa.string()),
         })
         sink = io.BytesIO()
         pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(include_header=False))

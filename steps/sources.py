@@ -21,7 +21,7 @@ from pathlib import Path
 
 import duckdb
 
-from steps.errors import EmptyInputError, InputDataError
+from steps.errors import EmptyInputError, InputDataError, first_line
 from steps.formats import CDNOW_COLUMNS, CDNOW_LINE
 from steps.parsing import literal
 
@@ -338,9 +338,3 @@ def _sniff_parquet(path: Path, where: str, con: duckdb.DuckDBPyConnection | None
     source = Source(path, "parquet", [], "", origin=where)
     types = describe(source, con)
     return Source(path, "parquet", list(types), "", types=types, origin=where, rows=int(rows[0][0]))
-
-
-def first_line(error: Exception) -> str:
-    """The first line of an exception's message, at most 300 characters."""
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:300]
