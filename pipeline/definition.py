@@ -554,18 +554,12 @@ def get_pipeline(
         The pipeline; ``pipeline.definition()`` is its JSON definition.
     """
     del sagemaker_project_arn  # accepted for the MLOps template's kwargs; tags are run-pipeline's job
-    role = _resolve_role(role, region, sagemaker_session)
-    partition, account = account_from_role(role)
-    if default_bucket is None:
-        default_bucket = (
-            sagemaker_session.default_bucket() if sagemaker_session else f"sagemaker-{region}-{account}"
-        )
-    session = sagemaker_session or make_session(region, default_bucket)
+    role, default_bucket, session, export_function_arn = resolve_defaults(
+        region, role, default_bucket, sagemaker_session, export_function_arn
+    )
+    _, account = account_from_role(role)
     dns_suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     image_uri = image_uri or f"{account}.dkr.ecr.{region}.{dns_suffix}/rfm-segmentation:latest"
-    export_function_arn = (
-        export_function_arn or f"arn:{partition}:lambda:{region}:{account}:function:rfm-export"
-    )
 
     params = make_parameters(default_bucket, base_job_prefix)
     ctx = Context(
@@ -590,6 +584,29 @@ def get_pipeline(
         steps=[compute_rfm, train, evaluate, check],
         sagemaker_session=session,
     )
+
+
+def resolve_defaults(
+    region: str,
+    role: str | None,
+    default_bucket: str | None,
+    sagemaker_session: Session | None,
+    export_function_arn: str | None,
+) -> tuple[str, str, Session, str]:
+    """``(role, default_bucket, session, export_function_arn)`` with the defaults both pipelines share.
+
+    The bucket is the session's default bucket, else ``sagemaker-{region}-{account}``; the export
+    Lambda ``rfm-export`` in the role's account.
+    """
+    role = _resolve_role(role, region, sagemaker_session)
+    partition, account = account_from_role(role)
+    if default_bucket is None:
+        default_bucket = (
+            sagemaker_session.default_bucket() if sagemaker_session else f"sagemaker-{region}-{account}"
+        )
+    session = sagemaker_session or make_session(region, default_bucket)
+    export_function_arn = export_function_arn or f"arn:{partition}:lambda:{region}:{account}:function:rfm-export"
+    return role, default_bucket, session, export_function_arn
 
 
 def get_publish_pipeline(**kwargs: object) -> Pipeline:

@@ -20,12 +20,12 @@ from pipeline.definition import (
     CACHE_EXPIRY,
     DEFAULT_INSTANCE_TYPE,
     Context,
-    account_from_role,
     assign_segments_step,
     export_segments_step,
+    resolve_defaults,
 )
 from pipeline.naming import MAIN_PIPELINE_NAME, publish_pipeline_name
-from pipeline.session import make_session, no_role_validation
+from pipeline.session import no_role_validation
 
 # Pipeline parameter names the approval handler fills in.
 MODEL_NAME = "ModelName"
@@ -63,10 +63,9 @@ def get_publish_pipeline(
         ``ModelPackageArn``, ``FeaturesUrl``, ``TransformInputUrl`` and
         ``TransformInstanceType``.
     """
-    partition, account = account_from_role(role)
-    default_bucket = default_bucket or f"sagemaker-{region}-{account}"
-    session = sagemaker_session or make_session(region, default_bucket)
-    export_function_arn = export_function_arn or f"arn:{partition}:lambda:{region}:{account}:function:rfm-export"
+    role, default_bucket, session, export_function_arn = resolve_defaults(
+        region, role, default_bucket, sagemaker_session, export_function_arn
+    )
     model_name = ParameterString(MODEL_NAME, "")
     package_arn = ParameterString(MODEL_PACKAGE_ARN, "")
     features_url = ParameterString(FEATURES_URL, "")

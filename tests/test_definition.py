@@ -831,3 +831,16 @@ def test_wait_polls_until_terminal_and_times_out() -> None:
             sleep=lambda _: None,
             clock=lambda: next(now),
         )
+
+
+def test_both_pipelines_take_the_sessions_bucket(offline: Offline) -> None:
+    """The publish pipeline resolves its defaults like the main one (same session -> same bucket)."""
+    from pipeline.definition import get_pipeline
+    from pipeline.publish_definition import get_publish_pipeline
+    from pipeline.session import make_session
+
+    session = make_session(REGION, "team-bucket")
+    kwargs = {"region": REGION, "role": ROLE, "sagemaker_session": session}
+    for build in (get_pipeline, get_publish_pipeline):
+        text = build(**kwargs).definition()
+        assert "s3://team-bucket/rfm/executions" in text and "sagemaker-us-east-1" not in text, build.__name__
