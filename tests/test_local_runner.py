@@ -207,3 +207,27 @@ def test_a_cached_definition_keeps_its_pipeline_name(tmp_path: Path) -> None:
     assert (built["_cached"], cached["_cached"]) == (False, True)
     assert built["_name"] == cached["_name"] == publish_pipeline_name(MAIN_PIPELINE_NAME)
     assert {k: v for k, v in built.items() if k != "_cached"} == {k: v for k, v in cached.items() if k != "_cached"}
+
+
+def test_lambda_logs_go_to_the_log_file_whatever_stdout_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler bound to the current sys.stdout (a capture, a wrapper) is swapped too, and no loggers are made."""
+    import io
+    import logging
+
+    from pipeline.local.step_types import capture_lambda_logs
+
+    console = io.StringIO()
+    monkeypatch.setattr("sys.stdout", console)
+    logger = logging.getLogger("rfm-test-lambda")
+    handler = logging.StreamHandler(console)  # bound to stdout as it is when the Lambda module is imported
+    logger.addHandler(handler)
+    logging.getLogger("rfm-test-parent.child")  # makes the placeholder "rfm-test-parent"
+    try:
+        with capture_lambda_logs(tmp_path / "logs" / "step.log"):
+            logger.warning("from the lambda")
+            print("printed")
+    finally:
+        logger.removeHandler(handler)
+    assert console.getvalue() == ""
+    assert (tmp_path / "logs" / "step.log").read_text() == "from the lambda\nprinted\n"
+    assert isinstance(logging.Logger.manager.loggerDict["rfm-test-parent"], logging.PlaceHolder)

@@ -165,12 +165,14 @@ def lambda_handler(function_arn: str) -> Callable[[dict, Any], Any]:
 def capture_lambda_logs(log_file: Path) -> Iterator[None]:
     """Send what in-process Lambda code logs to stdout (Powertools' JSON lines) to ``log_file``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict))]
+    known = list(logging.Logger.manager.loggerDict.values())  # placeholders are not loggers: none created
+    loggers = [logging.getLogger(), *(logger for logger in known if isinstance(logger, logging.Logger))]
+    stdout = (sys.stdout, sys.__stdout__)  # before the redirect below replaces sys.stdout
     swapped = []
     with log_file.open("a") as sink, contextlib.redirect_stdout(sink):
         for logger in loggers:
-            for handler in getattr(logger, "handlers", []):
-                if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
+            for handler in logger.handlers:
+                if isinstance(handler, logging.StreamHandler) and handler.stream in stdout:
                     swapped.append((handler, handler.setStream(sink)))
         try:
             yield
