@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipeline.naming import MODEL_PACKAGE_GROUP_NAME
 from steps.cli_support import guarded, setup_logging
+from steps.errors import PipelineError, first_line
 
 EPILOG = """examples:
   rfm sample --customers 5000 --seed 42 --output transactions.csv.gz
@@ -67,11 +68,22 @@ def _cmd_approve(args: argparse.Namespace) -> int:
     status = "Rejected" if args.reject else "Approved"
     if args.sagemaker:
         import boto3
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
         from pipeline.local.approval import approve_sagemaker
 
-        client = boto3.client("sagemaker", region_name=args.region) if args.region else boto3.client("sagemaker")
-        arn = approve_sagemaker(client, args.package, args.group, status)
+        try:
+            client = boto3.client("sagemaker", region_name=args.region) if args.region else boto3.client("sagemaker")
+            arn = approve_sagemaker(client, args.package, args.group, status)
+        except NoRegionError:
+            raise PipelineError("no AWS region", "rfm approve --sagemaker",
+                                "Pass --region, or set AWS_REGION / a profile's region") from None
+        except NoCredentialsError:
+            raise PipelineError("no AWS credentials", "rfm approve --sagemaker",
+                                "Configure credentials (aws configure, AWS_PROFILE, or an instance role)") from None
+        except (BotoCoreError, ClientError) as error:
+            raise PipelineError(f"SageMaker refused: {first_line(error)}", "rfm approve --sagemaker",
+                                "Check the package ARN, --group, --region and your permissions") from None
         print(f"{arn} is {status} in SageMaker's model registry.")
         if status == "Approved":
             print("The approval rule starts the publish pipeline; follow it in Studio (Pipelines).")

@@ -109,3 +109,27 @@ def test_plain_reporter_writes_finished_steps_only() -> None:
     reporter(run)
     assert stream.getvalue() == describe_step(run) + "\n"
     assert "ComputeRFM" in stream.getvalue() and "1.2 s" in stream.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        ({}, [], "no AWS region. Pass --region"),
+        ({"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}, ["--region", "us-east-1"], "no AWS credentials"),
+    ],
+)
+def test_approve_in_sagemaker_without_region_or_credentials_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict, args: list, message: str
+) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                 "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:model-package/rfm-segmenter/1"
+    assert main(["approve", "--sagemaker", *args, arn]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
