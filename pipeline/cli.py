@@ -82,7 +82,7 @@ def _cmd_approve(args: argparse.Namespace) -> int:
             raise PipelineError("no AWS credentials", "rfm approve --sagemaker",
                                 "Configure credentials (aws configure, AWS_PROFILE, or an instance role)") from None
         except (BotoCoreError, ClientError) as error:
-            raise PipelineError(f"SageMaker refused: {first_line(error)}", "rfm approve --sagemaker",
+            raise PipelineError(f"the SageMaker call failed: {first_line(error)}", "rfm approve --sagemaker",
                                 "Check the package ARN, --group, --region and your permissions") from None
         print(f"{arn} is {status} in SageMaker's model registry.")
         if status == "Approved":
