@@ -374,8 +374,8 @@ def run_export(request: ExportRequest, storage: Storage, settings: ExportSetting
             results[name] = {**error.counts, "error": error.what}
             errors[name] = f"{error.what}. {error.fix}" if error.fix else error.what
         except Exception as error:  # one destination failing must not stop the others; reported below
-            results[name] = {"error": _safe_reason(error)}
             errors[name] = _safe_reason(error)
+            results[name] = {"error": errors[name]}
         results[name]["seconds"] = round(clock() - started, 2)
     by_destination = {name: results[name] for name in settings.destinations}
     failed = [f"{name}: {errors[name]}" for name in settings.destinations if name in errors]

@@ -14,14 +14,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from pipeline.local.registry import LocalRegistry
+from pipeline.local.registry import LOCAL_ACCOUNT, LOCAL_REGION, LOCAL_ROLE, LocalRegistry
 from pipeline.local.runner import ExecutionResult, StepRun
 from pipeline.local.step_types import capture_lambda_logs
 from pipeline.naming import MODEL_PACKAGE_GROUP_NAME, publish_pipeline_name
 from steps import paths
 from steps.errors import PipelineError, RFMError
-
-LOCAL_ROLE = "arn:aws:iam::000000000000:role/rfm-local"
 
 
 class LocalSageMaker:
@@ -30,29 +28,24 @@ class LocalSageMaker:
     def __init__(self, registry: LocalRegistry, run_publish: Callable[[dict[str, str]], ExecutionResult]) -> None:
         self.registry = registry
         self.run_publish = run_publish
-        self.executions: list[ExecutionResult] = []
 
     def describe_model_package(self, ModelPackageName: str) -> dict[str, Any]:  # noqa: N803 (boto3 names)
         return self.registry.get(ModelPackageName)
 
     def create_model(self, ModelName: str, ExecutionRoleArn: str, Containers: list[dict]) -> dict:  # noqa: N803
-        if ModelName in self.registry.models():
-            raise ClientError({"Error": {"Code": "ValidationException",
-                                         "Message": f"Model {ModelName} already exists"}}, "CreateModel")
         try:
             self.registry.create_model(ModelName, Containers[0]["ModelPackageName"])
         except RFMError as error:
             raise ClientError({"Error": {"Code": "ValidationException", "Message": str(error)}},
                               "CreateModel") from None
-        return {"ModelArn": f"arn:aws:sagemaker:local:000000000000:model/{ModelName.lower()}"}
+        return {"ModelArn": f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:model/{ModelName.lower()}"}
 
     def start_pipeline_execution(self, PipelineName: str, PipelineParameters: list[dict],  # noqa: N803
                                  **_options: Any) -> dict[str, str]:
         result = self.run_publish({p["Name"]: p["Value"] for p in PipelineParameters})
-        self.executions.append(result)
         if result.status != "Succeeded":
             raise PipelineError(f"publishing failed: {result.failure}", PipelineName)
-        return {"PipelineExecutionArn": f"arn:aws:sagemaker:local:000000000000:pipeline/"
+        return {"PipelineExecutionArn": f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:pipeline/"
                                         f"{PipelineName.lower()}/execution/{result.execution_id}"}
 
 

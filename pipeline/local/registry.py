@@ -15,8 +15,10 @@ from typing import Any
 from pipeline.parameters import APPROVAL_STATUSES
 from steps.errors import PipelineError
 
+# The account, region and role local ARNs name (SageMaker's own shapes, nothing in AWS).
 LOCAL_ACCOUNT = "000000000000"
 LOCAL_REGION = "local"
+LOCAL_ROLE = f"arn:aws:iam::{LOCAL_ACCOUNT}:role/rfm-local"
 
 
 def _now() -> str:
@@ -96,12 +98,14 @@ class LocalRegistry:
     def create_model(self, name: str, package_arn: str) -> dict[str, Any]:
         """A model from a package, as ``CreateModel(Containers=[{ModelPackageName}])``: Approved only."""
         package = self.get(package_arn)
+        data = self._load()
+        if name in data.get("Models", {}):
+            raise PipelineError(f"model {name} already exists", package_arn, "a model name is used once")
         if package["ModelApprovalStatus"] != "Approved":
             raise PipelineError(
                 f"model package is {package['ModelApprovalStatus']}, and only Approved packages can be deployed",
                 package_arn, f"approve it: rfm approve {package_arn}",
             )
-        data = self._load()
         model = {"ModelName": name, "ModelPackageName": package_arn,
                  "ModelDataUrl": package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"],
                  "CreationTime": _now()}

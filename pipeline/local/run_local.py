@@ -21,19 +21,18 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.local.registry import LocalRegistry
+from pipeline.local.registry import LOCAL_ROLE, LocalRegistry
 from pipeline.local.runner import ExecutionResult, LocalRunner, StepRun, load_definition
 from pipeline.local.store import S3Store, make_store
 from pipeline.naming import MAIN_PIPELINE_NAME, MODEL_PACKAGE_GROUP_NAME
 from steps import paths
 from steps.errors import PipelineError
 
-LOCAL_REGION = "us-east-1"
-LOCAL_ACCOUNT = "000000000000"
+BUILD_REGION = "us-east-1"  # the definition is built offline as for this region
 LOCAL_BUCKET = "rfm-local"
 LOCAL_KWARGS = {
-    "region": LOCAL_REGION,
-    "role": f"arn:aws:iam::{LOCAL_ACCOUNT}:role/rfm-local",
+    "region": BUILD_REGION,
+    "role": LOCAL_ROLE,
     "default_bucket": LOCAL_BUCKET,
     "pipeline_name": MAIN_PIPELINE_NAME,
     "model_package_group_name": MODEL_PACKAGE_GROUP_NAME,
@@ -59,7 +58,7 @@ PUBLISHED = (
 @contextlib.contextmanager
 def offline_aws() -> Iterator[None]:
     """Fake credentials and region while building the definition (nothing calls AWS)."""
-    fake = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": LOCAL_REGION}
+    fake = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": BUILD_REGION}
     saved = {k: os.environ.get(k) for k in fake}
     for key, value in fake.items():
         os.environ.setdefault(key, value)

@@ -17,12 +17,12 @@ from typing import Any
 
 from pipeline.local import step_types as handlers
 from pipeline.local.expressions import Context, evaluate_condition, resolve, step_references
-from pipeline.local.registry import LocalRegistry
+from pipeline.local.registry import LOCAL_ACCOUNT, LOCAL_REGION, LocalRegistry
 from pipeline.local.store import FolderStore, S3Store
 from pipeline.parameters import parameter_values
 from steps.errors import PipelineError, RFMError
 
-LOCAL_EXECUTION_ARN_PREFIX = "arn:aws:sagemaker:local:000000000000:pipeline/local/execution/"
+LOCAL_EXECUTION_ARN_PREFIX = f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:pipeline/local/execution/"
 
 
 @dataclass
