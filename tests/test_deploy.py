@@ -288,18 +288,23 @@ def test_buildspec_uses_the_cli_flags_and_kwargs_that_exist(buildspec: dict[str,
     parsers = {"run-pipeline": run_pipeline._build_parser(),
                "get-pipeline-definition": get_pipeline_definition._build_parser()}
     accepted = set(inspect.signature(get_pipeline).parameters)
+    [kwargs_text] = [re.match(r'KWARGS="(.*)"$', c.strip()).group(1)
+                     for c in _commands(buildspec) if c.strip().startswith("KWARGS=")]
+    plain = re.sub(r"\$\{[A-Z_]+(:-[^}]*)?\}", "x", kwargs_text.replace('\\"', '"'))
+    kwargs = json.loads(plain)
+    assert set(kwargs) <= accepted
+    assert {"region", "role", "default_bucket", "pipeline_name", "model_package_group_name",
+            "base_job_prefix", "image_uri"} <= set(kwargs)
+    used = 0
     for command in _commands(buildspec):
         for script, parser in parsers.items():
             if not command.lstrip().startswith(script):
                 continue
             options = {o for action in parser._actions for o in action.option_strings}
             assert _flags(script, command) <= options, script
-            kwargs_text = re.search(r'--kwargs "(.*)"', command).group(1)
-            plain = re.sub(r"\$\{[A-Z_]+(:-[^}]*)?\}", "x", kwargs_text.replace('\\"', '"'))
-            kwargs = json.loads(plain)
-            assert set(kwargs) <= accepted, script
-            assert {"region", "role", "default_bucket", "pipeline_name", "model_package_group_name",
-                    "base_job_prefix", "image_uri"} <= set(kwargs)
+            assert '--kwargs "$KWARGS"' in command, script  # the one set of kwargs
+            used += 1
+    assert used == 2
 
 
 def test_buildspec_tags_are_the_mlops_template_ones() -> None:
