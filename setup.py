@@ -37,10 +37,10 @@ setup(
             "rfm=pipeline.cli:main",
             "run-pipeline=pipeline.run_pipeline:main",
             "get-pipeline-definition=pipeline.get_pipeline_definition:main",
-            "rfm-features=steps.features_job:main",
-            "rfm-train=steps.train:main",
-            "rfm-evaluate=steps.evaluate:main",
-            "rfm-serve=steps.serve:main",
+            "rfm-features=steps.features.job:main",
+            "rfm-train=steps.model.train:main",
+            "rfm-evaluate=steps.model.evaluate:main",
+            "rfm-serve=steps.model.serve:main",
         ]
     },
 )

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from steps import columns as c
-from steps.scoring import RFMScorer
+from steps.features.scoring import RFMScorer
 from steps.segments import segments_of
 
 

@@ -156,7 +156,7 @@ def run_measured(tool: str, command: list[str]) -> Measure:
 def command_for(tool: str, source: Path, out: Path, ours_args: list[str]) -> list[str]:
     if tool == "ours":
         script = Path(sys.executable).parent / "rfm-features"
-        entry = [str(script)] if script.exists() else [sys.executable, "-m", "steps.features_job"]
+        entry = [str(script)] if script.exists() else [sys.executable, "-m", "steps.features.job"]
         return [*entry, "--input", str(source), "--output", str(out / "ours"), *ours_args]
     return [sys.executable, "-c", PLAIN[tool], str(source), str(out / f"{tool}.parquet")]
 

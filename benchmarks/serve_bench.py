@@ -28,10 +28,10 @@ from benchmarks.common import customer_features, print_table  # noqa: E402
 from pipeline.local.transform import mini_batches, serving, transform_file  # noqa: E402
 from steps import columns as c  # noqa: E402
 from steps import paths  # noqa: E402
-from steps.model_io import load_model  # noqa: E402
+from steps.model.model_io import load_model  # noqa: E402
+from steps.model.serve import predict  # noqa: E402
+from steps.model.train import train  # noqa: E402
 from steps.segments import SEGMENT_GRID  # noqa: E402
-from steps.serve import predict  # noqa: E402
-from steps.train import train  # noqa: E402
 
 
 def hand_written_handler(model_dir: Path, names: list[str], body: bytes) -> bytes:

@@ -25,7 +25,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from benchmarks.common import customer_features, print_table  # noqa: E402
 from steps import columns as c  # noqa: E402
-from steps.train import train  # noqa: E402
+from steps.model.train import train  # noqa: E402
 
 
 def main() -> None:

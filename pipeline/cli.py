@@ -25,7 +25,7 @@ EPILOG = """examples:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from steps.sample import write_sample
+    from steps.sample.generate import write_sample
 
     started = time.perf_counter()
     rows = write_sample(args.output, args.customers, args.seed)
@@ -35,7 +35,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from steps.features_job import run_from_args
+    from steps.features.job import run_from_args
 
     return run_from_args(args)
 
@@ -123,7 +123,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from steps.features_job import add_arguments as add_feature_arguments
+    from steps.features.job import add_arguments as add_feature_arguments
 
     parser = argparse.ArgumentParser(
         prog="rfm", description="RFM customer segmentation: the SageMaker pipeline, runnable on this machine.",

@@ -16,7 +16,9 @@ from sagemaker.core.workflow.pipeline_context import PipelineSession
 from sagemaker.mlops.workflow.pipeline import Pipeline
 from sagemaker.mlops.workflow.steps import CacheConfig
 
-from pipeline.definition import (
+from pipeline.naming import MAIN_PIPELINE_NAME, publish_pipeline_name
+from pipeline.session import no_role_validation
+from pipeline.step_builders import (
     CACHE_EXPIRY,
     DEFAULT_INSTANCE_TYPE,
     Context,
@@ -24,8 +26,6 @@ from pipeline.definition import (
     export_segments_step,
     resolve_defaults,
 )
-from pipeline.naming import MAIN_PIPELINE_NAME, publish_pipeline_name
-from pipeline.session import no_role_validation
 
 # Pipeline parameter names the approval handler fills in.
 MODEL_NAME = "ModelName"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from steps import columns as c
-from steps.scoring import RFMScorer
+from steps.features.scoring import RFMScorer
 from steps.segments import segments_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def features_frame() -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, features_frame: pd.DataFrame) -> Path:
-    from steps.train import train
+    from steps.model.train import train
 
     folder = tmp_path_factory.mktemp("model")
     train(features_frame, folder, num_clusters=3, random_state=0)

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from steps import columns as c
 from steps import paths
 from steps.errors import EmptyInputError, InputDataError
-from steps.features import compute_features, connect, open_sources, parse_as_of, run
-from steps.features_job import main as features_main
+from steps.features.compute import compute_features, connect, open_sources, parse_as_of, run
+from steps.features.job import main as features_main
 from steps.segments import SEGMENT_GRID
 from tests.conftest import SAMPLE
 
@@ -151,7 +151,7 @@ def test_cli_process_has_no_traceback(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "steps.features_job",
+            "steps.features.job",
             "--input",
             str(BAD / "latin1.csv"),
             "--output",
@@ -479,11 +479,11 @@ def test_duckdb_reject_tables_are_per_file(tmp_path: Path) -> None:
     rows = quarantine(tmp_path / "out")
     found = sorted(zip(rows[c.SOURCE_FILE].map(lambda f: Path(f).name), rows[c.SOURCE_ROW], strict=True))
     assert found == [("a.csv", 2), ("b.csv", 2)]
-    assert duckdb.__version__  # the reject tables are DuckDB's; see steps.quarantine
+    assert duckdb.__version__  # the reject tables are DuckDB's; see steps.features.quarantine
 
 
 def test_a_far_future_date_is_quarantined_not_the_as_of_date(tmp_path: Path) -> None:
-    from steps.features import run as run_features
+    from steps.features.compute import run as run_features
 
     source = tmp_path / "tx.csv"
     source.write_text("customer_id,timestamp,amount\nA,2024-01-01,10\nB,2024-01-05,20\nB,2999-01-01,30\n")
@@ -495,7 +495,7 @@ def test_a_far_future_date_is_quarantined_not_the_as_of_date(tmp_path: Path) -> 
 def test_one_purchase_day_is_one_order_with_or_without_an_order_id_column(tmp_path: Path) -> None:
     import pandas as pd
 
-    from steps.features import run as run_features
+    from steps.features.compute import run as run_features
 
     folder = tmp_path / "in"
     folder.mkdir()

@@ -16,8 +16,8 @@ import pytest
 
 from steps import columns as c
 from steps.errors import InputDataError
-from steps.features import compute_features, open_sources
-from steps.formats import detect_format, load_mapping_file, parse_column_options, resolve_format
+from steps.features.compute import compute_features, open_sources
+from steps.features.formats import detect_format, load_mapping_file, parse_column_options, resolve_format
 
 D = dt.date
 

@@ -40,7 +40,8 @@ ROLE_CODE: dict[str, list[str]] = {
     # buildspec.yml runs run-pipeline / get-pipeline-definition in CodeBuild.
     "BuildRole": [
         "pipeline/run_pipeline.py", "pipeline/get_pipeline_definition.py", "pipeline/driver.py",
-        "pipeline/definition.py", "pipeline/publish_definition.py", "pipeline/session.py", "pipeline/naming.py",
+        "pipeline/definition.py", "pipeline/publish_definition.py", "pipeline/step_builders.py", "pipeline/session.py",
+        "pipeline/naming.py",
         "pipeline/parameters.py",
     ],
     # People who approve models: `rfm approve --sagemaker`.

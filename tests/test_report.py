@@ -17,12 +17,12 @@ import pytest
 
 from steps import columns as c
 from steps import paths
-from steps import report_data as data
-from steps import svg_charts as svg
-from steps.evaluate import evaluate, execution_id_from_job_config
-from steps.evaluate import main as evaluate_main
-from steps.model_io import SegmentModel, load_model
-from steps.report import CHART_IDS, TABLE_IDS, render_report, write_report
+from steps.model.evaluate import evaluate, execution_id_from_job_config
+from steps.model.evaluate import main as evaluate_main
+from steps.model.model_io import SegmentModel, load_model
+from steps.report import data
+from steps.report import svg_charts as svg
+from steps.report.render import CHART_IDS, TABLE_IDS, render_report, write_report
 from steps.segments import SEGMENT_GRID, SEGMENT_NAMES, segments_of
 from tests.conftest import synthetic_features
 
@@ -205,7 +205,7 @@ def test_deterministic(features_frame: pd.DataFrame, model_meta: dict, evaluatio
 
 
 def test_tiny_input_with_two_clusters(tmp_path: Path) -> None:
-    from steps.train import train
+    from steps.model.train import train
 
     frame = synthetic_features(customers=3, seed=1)
     meta = train(frame, tmp_path / "model", num_clusters=2, random_state=0)

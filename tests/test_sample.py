@@ -1,4 +1,4 @@
-"""Tests of the sample data generator (steps/sample.py) and the bundled sample file."""
+"""Tests of the sample data generator (steps/sample/generate.py) and the bundled sample file."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steps.sample import GROUPS, MESSY_RATES, generate_transactions, write_sample
-from steps.sample_catalog import BAD_DATES, BAD_PRICES, COLUMNS, PRODUCTS
+from steps.sample.catalog import BAD_DATES, BAD_PRICES, COLUMNS, PRODUCTS
+from steps.sample.generate import GROUPS, MESSY_RATES, generate_transactions, write_sample
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "sample" / "transactions.csv.gz"
 BUNDLED_CUSTOMERS, BUNDLED_SEED = 3750, 42
@@ -195,11 +195,11 @@ def test_small_and_custom_runs() -> None:
 
 
 def test_bundled_sample_matches_the_generator(csv_path: Path) -> None:
-    assert BUNDLED.exists(), "run: python -m steps.sample data/sample/transactions.csv.gz --customers 3750"
+    assert BUNDLED.exists(), "run: python -m steps.sample.generate data/sample/transactions.csv.gz --customers 3750"
     assert BUNDLED.stat().st_size < 3_000_000
     bundled = gzip.decompress(BUNDLED.read_bytes())
     assert 45_000 <= bundled.count(b"\n") - 1 <= 55_000
     assert bundled == gzip.decompress(csv_path.read_bytes()), (
         "data/sample/transactions.csv.gz is stale; regenerate it with "
-        "python -m steps.sample data/sample/transactions.csv.gz --customers 3750 --seed 42")
+        "python -m steps.sample.generate data/sample/transactions.csv.gz --customers 3750 --seed 42")
     assert re.match(rb"EventName,ProductCode,", bundled)

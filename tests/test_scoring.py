@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from steps import columns as c
-from steps.scoring import RFMScorer, apply_cuts, score_cuts, score_cuts_from_counts, score_sql
+from steps.features.scoring import RFMScorer, apply_cuts, score_cuts, score_cuts_from_counts, score_sql
 from steps.segments import SCORE_LEVELS, SEGMENT_GRID, SEGMENT_NAMES, SEGMENT_RULES, segment_of, segments_of
 
 # Heavy ties are the normal case: few distinct values, many repeats.

@@ -12,9 +12,9 @@ import pytest
 
 from steps import columns as c
 from steps.errors import ModelError
-from steps.model_io import load_model
-from steps.segmenter import Segmenter
-from steps.train import read_hyperparameters, train
+from steps.model.model_io import load_model
+from steps.model.segmenter import Segmenter
+from steps.model.train import read_hyperparameters, train
 
 
 def planted(k: int, per_group: int = 400, seed: int = 0) -> pd.DataFrame:

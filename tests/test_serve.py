@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.local.transform import serving
 from steps import columns as c
-from steps.model_io import load_model
+from steps.model.model_io import load_model
 
 
 @pytest.fixture(scope="module")

@@ -40,9 +40,9 @@ LOCAL_KWARGS = {
 }
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Everything the definition JSON is built from (a change invalidates the cached definition).
-DEFINITION_SOURCES = ("pipeline/definition.py", "pipeline/publish_definition.py", "pipeline/session.py",
-                      "pipeline/naming.py", "pipeline/parameters.py", "pipeline/local/run_local.py",
-                      "steps/paths.py", "steps/package_metadata.py")
+DEFINITION_SOURCES = ("pipeline/definition.py", "pipeline/publish_definition.py", "pipeline/step_builders.py",
+                      "pipeline/session.py", "pipeline/naming.py", "pipeline/parameters.py",
+                      "pipeline/local/run_local.py", "steps/paths.py", "steps/package_metadata.py")
 MAIN_PIPELINE = "pipeline.definition:get_pipeline"
 PUBLISH_PIPELINE = "pipeline.publish_definition:get_publish_pipeline"
 # Latest-run artifacts: (step, property holding the S3 URI, folder under --output).

@@ -9,8 +9,9 @@ import pandas as pd
 
 from pipeline.local.runner import ExecutionResult
 from steps import columns as c
-from steps import paths, report_data
+from steps import paths
 from steps.errors import RFMError
+from steps.report import data as report_data
 
 
 def segments_path(output: Path) -> Path:

@@ -26,9 +26,9 @@ from sklearn.metrics import (
 from steps import columns as c
 from steps import paths
 from steps.cli_support import guarded, setup_logging
-from steps.model_io import SegmentModel, load_model
-from steps.segmenter import feature_matrix
-from steps.train import read_features
+from steps.model.model_io import SegmentModel, load_model
+from steps.model.segmenter import feature_matrix
+from steps.model.train import read_features
 
 log = logging.getLogger("rfm.evaluate")
 
@@ -113,7 +113,7 @@ def execution_id_from_job_config(job_config: Path | None) -> str:
 def _write_html_report(output: Path, features: pd.DataFrame, model: SegmentModel, evaluation: dict,
                        features_location: Path, execution_id: str, labels: np.ndarray) -> Path:
     """``report.html`` next to ``evaluation.json``, with ``quality.json`` from the features folder if present."""
-    from steps.report import read_quality, write_report
+    from steps.report.render import read_quality, write_report
 
     quality = read_quality(features_location)
     run_info = {

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import duckdb
 
-from steps.transactions import AMOUNT, CONTACT_PREFIX, CUST, DAY, IS_RETURN, ORDER, REASON, ROW_HASH
+from steps.features.transactions import AMOUNT, CONTACT_PREFIX, CUST, DAY, IS_RETURN, ORDER, REASON, ROW_HASH
 
 CUSTOMER_ROWS = "customer_rows"
 

@@ -1,7 +1,7 @@
 """``quality.json``: where every input row went.
 
 ``rows_read = rows_used + rows_quarantined`` always holds, with the
-quarantined rows counted by reason (``steps.transactions.QUARANTINE_REASONS``).
+quarantined rows counted by reason (``steps.features.transactions.QUARANTINE_REASONS``).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import duckdb
 
-from steps.aggregate import CUSTOMER_ROWS
 from steps.errors import RFMError
-from steps.formats import InputFormat
-from steps.transactions import (
+from steps.features.aggregate import CUSTOMER_ROWS
+from steps.features.formats import InputFormat
+from steps.features.transactions import (
     CUST,
     DUPLICATE_ROW,
     MALFORMED_LINE,

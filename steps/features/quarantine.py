@@ -1,7 +1,7 @@
 """Rows that were not used, with their reason: found in a second, filtered read.
 
 The aggregation pass only counts rows. When some are quarantined (or some
-customers need an exact recount, see ``steps.aggregate``), :func:`read_flagged_rows`
+customers need an exact recount, see ``steps.features.aggregate``), :func:`read_flagged_rows`
 reads the inputs again and keeps the file's own columns of just those rows
 and of the flagged customers' rows. :func:`write_quarantine` then names each
 quarantined row's reason and writes ``quarantine/rows.parquet`` (the file's own
@@ -22,9 +22,9 @@ from pathlib import Path
 import duckdb
 
 from steps import columns as c
-from steps.aggregate import CUSTOMER_ROWS, union_sql
-from steps.parsing import literal
-from steps.transactions import (
+from steps.features.aggregate import CUSTOMER_ROWS, union_sql
+from steps.features.parsing import literal
+from steps.features.transactions import (
     CUST,
     DUPLICATE_ROW,
     FILE_NO,

@@ -3,7 +3,7 @@
 The functional core of ``ComputeRFM``. :func:`compute_features` reads every
 input file once with DuckDB, classifies each row (usable, or the reason it is
 quarantined), aggregates per order and per customer, and scores R, F and M
-from histograms (``steps.scoring``); a second, filtered read happens only
+from histograms (``steps.features.scoring``); a second, filtered read happens only
 when some rows are quarantined (to keep their own columns) or some customers
 need an exact duplicate recount. :func:`write_features` writes
 ``rfm.parquet``, ``quality.json``, ``quarantine/`` and the batch-transform
@@ -26,12 +26,12 @@ import duckdb
 
 from steps import columns as c
 from steps import paths
-from steps.aggregate import CUSTOMER_ROWS, aggregate_customers, recount_customers
 from steps.errors import EmptyInputError, InputDataError, RFMError, first_line
-from steps.formats import InputFormat, resolve_format
-from steps.parsing import DEFAULT_TEXT_PARSERS, literal, order_date_parsers, quote, slashed_dates
-from steps.quality import quality_report
-from steps.quarantine import (
+from steps.features.aggregate import CUSTOMER_ROWS, aggregate_customers, recount_customers
+from steps.features.formats import InputFormat, resolve_format
+from steps.features.parsing import DEFAULT_TEXT_PARSERS, literal, order_date_parsers, quote, slashed_dates
+from steps.features.quality import quality_report
+from steps.features.quarantine import (
     FLAGGED_CUSTOMERS,
     REJECTED_LINES,
     canonical_rows,
@@ -41,10 +41,10 @@ from steps.quarantine import (
     register_files,
     write_quarantine,
 )
-from steps.scoring import SCORED_FEATURES, score_cuts_from_counts, score_sql
+from steps.features.scoring import SCORED_FEATURES, score_cuts_from_counts, score_sql
+from steps.features.sources import Source, list_input_files, sniff
+from steps.features.transactions import CONTACT_PREFIX, CUST, REASON, ROW_REASONS, CanonicalSource, canonical_select
 from steps.segments import SCORE_LEVELS, SEGMENT_GRID
-from steps.sources import Source, list_input_files, sniff
-from steps.transactions import CONTACT_PREFIX, CUST, REASON, ROW_REASONS, CanonicalSource, canonical_select
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -239,7 +239,7 @@ def compute_features(
     sources : list of Source
         Input files (see :func:`open_sources`); all must share one format.
     input_format : str
-        ``auto`` or one of ``steps.formats.FORMAT_NAMES``.
+        ``auto`` or one of ``steps.features.formats.FORMAT_NAMES``.
     mapping : dict, optional
         Canonical column -> source column overrides.
     as_of : date, optional

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from steps import paths
 from steps.cli_support import guarded, setup_logging
-from steps.formats import ENCODINGS, FORMAT_NAMES, load_mapping_file, parse_column_options
+from steps.features.formats import ENCODINGS, FORMAT_NAMES, load_mapping_file, parse_column_options
 
 DEFAULT_MEMORY_LIMIT = "auto"
 
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from steps.features import parse_as_of, run
+    from steps.features.compute import parse_as_of, run
 
     mapping = load_mapping_file(args.mapping) if args.mapping else {}
     mapping.update(parse_column_options(args.column))

@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from steps import columns as c
-from steps.model_io import log_transform
+from steps.model.model_io import log_transform
 
 K_RANGE = range(2, 11)
 SELECTION_SAMPLE = 20_000

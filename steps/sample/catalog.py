@@ -1,4 +1,4 @@
-"""Lookup tables and text columns for the sample data generator (:mod:`steps.sample`).
+"""Lookup tables and text columns for the sample data generator (:mod:`steps.sample.generate`).
 
 A product catalogue of 50 items of a fictional home-and-lifestyle web shop,
 customer locations with their UTC offsets, name parts for usernames, and the

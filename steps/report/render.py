@@ -1,7 +1,7 @@
 """``report.html``: one self-contained page about a run's segments, model and data.
 
 No external assets and no JavaScript: inline CSS and inline SVG charts
-(:mod:`steps.svg_charts`) built from aggregates (:mod:`steps.report_data`), so
+(:mod:`steps.report.svg_charts`) built from aggregates (:mod:`steps.report.data`), so
 the file opens offline and never embeds a customer's row. Every piece of text
 is escaped; the same inputs give the same bytes (no clock is read).
 """
@@ -20,9 +20,9 @@ import pandas as pd
 
 from steps import columns as c
 from steps import paths
-from steps import report_data as data
-from steps import svg_charts as svg
-from steps.segmenter import SILHOUETTE_TOLERANCE
+from steps.model.segmenter import SILHOUETTE_TOLERANCE
+from steps.report import data
+from steps.report import svg_charts as svg
 from steps.segments import SCORE_LEVELS, SEGMENT_GRID, SEGMENT_NAMES
 
 # The id of every chart, in page order: each is a <figure class="chart" id=...>.

@@ -22,8 +22,8 @@ from pathlib import Path
 import duckdb
 
 from steps.errors import EmptyInputError, InputDataError, first_line
-from steps.formats import CDNOW_COLUMNS, CDNOW_LINE
-from steps.parsing import literal
+from steps.features.formats import CDNOW_COLUMNS, CDNOW_LINE
+from steps.features.parsing import literal
 
 SUFFIXES = (".csv", ".csv.gz", ".txt", ".txt.gz", ".parquet", ".tsv", ".tsv.gz")
 PARQUET_MAGIC = b"PAR1"

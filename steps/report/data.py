@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from steps import columns as c
-from steps.model_io import SegmentModel
-from steps.segmenter import feature_matrix
+from steps.model.model_io import SegmentModel
+from steps.model.segmenter import feature_matrix
+from steps.report.svg_charts import compact
 from steps.segments import SCORE_LEVELS, SEGMENT_NAME_ARRAY, SEGMENT_NAMES, segment_codes
-from steps.svg_charts import compact
 
 TABLE_COLUMNS: tuple[str, ...] = ("customers", "share", "revenue_share", c.RECENCY_DAYS, c.FREQUENCY, c.MONETARY)
 HISTOGRAM_BINS = 24

@@ -69,8 +69,8 @@ def feature_stats(frame: pd.DataFrame) -> dict:
 
 def train(features: pd.DataFrame, model_dir: Path, num_clusters: int, random_state: int) -> dict:
     """Fit the segmenter on ``features`` and save it to ``model_dir``; return the model metadata."""
-    from steps.model_io import save_model
-    from steps.segmenter import Segmenter
+    from steps.model.model_io import save_model
+    from steps.model.segmenter import Segmenter
 
     segmenter = Segmenter(n_clusters=num_clusters, random_state=random_state).fit(features)
     hyperparameters = {"num_clusters": num_clusters, "random_state": random_state}

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from steps.errors import RFMError
-from steps.sample_catalog import COLUMNS, DAY, FIRST_NAMES, LAST_NAMES, LOCATIONS, PRODUCTS, to_frame
+from steps.sample.catalog import COLUMNS, DAY, FIRST_NAMES, LAST_NAMES, LOCATIONS, PRODUCTS, to_frame
 
 
 class Group(NamedTuple):
@@ -136,7 +136,7 @@ def generate_transactions(customers: int, seed: int = 0,
     Returns
     -------
     pandas.DataFrame
-        :data:`~steps.sample_catalog.COLUMNS` in order, rows sorted by time; ``Quantity`` is
+        :data:`~steps.sample.catalog.COLUMNS` in order, rows sorted by time; ``Quantity`` is
         int64, every other column is a string column (``UnitPrice`` can hold non-numeric junk).
     """
     if customers < 1:
@@ -232,7 +232,7 @@ def write_sample(path: str | Path, customers: int, seed: int = 0) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m steps.sample PATH [--customers N] [--seed S]``."""
+    """Command line: ``python -m steps.sample.generate PATH [--customers N] [--seed S]``."""
     parser = argparse.ArgumentParser(description="Write synthetic transactions (AWS RFM guidance format).")
     parser.add_argument("path", help="output .csv or .csv.gz")
     parser.add_argument("--customers", type=int, default=3750, help="number of customers (default 3750)")

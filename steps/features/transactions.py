@@ -29,8 +29,8 @@ import datetime as dt
 from dataclasses import dataclass
 
 from steps import columns as c
-from steps.formats import CDNOW_COLUMNS, InputFormat
-from steps.parsing import (
+from steps.features.formats import CDNOW_COLUMNS, InputFormat
+from steps.features.parsing import (
     EARLIEST_DAY,
     amount_units_expr,
     blank_expr,
@@ -40,7 +40,7 @@ from steps.parsing import (
     quote,
     text_expr,
 )
-from steps.sources import Source
+from steps.features.sources import Source
 
 # Row-level reasons, in the order they are checked; the code of a reason is its index + 1.
 ROW_REASONS = (
@@ -91,7 +91,7 @@ class CanonicalSource:
     file_no : int
         Its position among the inputs (quarantine rows are ordered by it).
     date_parsers : tuple of str
-        Text date parsers in the order to try them (see ``steps.parsing``).
+        Text date parsers in the order to try them (see ``steps.features.parsing``).
     """
 
     source: Source

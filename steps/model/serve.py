@@ -29,7 +29,7 @@ from flask import Flask, Response, request
 from steps import columns as c
 from steps import paths
 from steps.errors import first_line
-from steps.model_io import SegmentModel, load_model
+from steps.model.model_io import SegmentModel, load_model
 from steps.segments import SEGMENT_NAME_ARRAY, SEGMENT_NAMES, segment_codes
 
 MAX_PAYLOAD_MB = 6

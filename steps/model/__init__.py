@@ -1,0 +1,6 @@
+"""The segmentation model: k-means on the RFM features, its artifact, evaluation and batch-transform serving.
+
+``train`` (rfm-train / ``train``), ``evaluate`` (rfm-evaluate), ``serve`` (rfm-serve / ``serve``).
+It reads ``rfm.parquet`` as a table and never imports ``features/``' readers; the evaluation job hands
+its results to ``report/`` to render, and nothing here imports ``sample/``.
+"""
