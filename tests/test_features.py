@@ -57,7 +57,7 @@ def quarantine(output: Path, folder: Path | None = None) -> pd.DataFrame:
         ("header_only.csv", EmptyInputError, "the file has a header but no rows"),
         ("blank_lines.csv", EmptyInputError, "the file holds only blank lines"),
         ("binary.csv", InputDataError, "the file is binary, not CSV text"),
-        ("latin1.csv", InputDataError, r"not utf-8 text \(byte 32.*pass --encoding latin-1"),
+        ("latin1.csv", InputDataError, r"not utf-8 text \(line 2: byte.*pass --encoding latin-1"),
         ("caret_delimited.csv", InputDataError, "the header is a single column: is the file delimited"),
         (
             "no_customer_column.csv",
@@ -235,7 +235,8 @@ def test_duplicates_across_files_and_skipped_empty_files(tmp_path: Path) -> None
     result = run(str(tmp_path / "in"), tmp_path / "out")
     assert result.quality["quarantined_by_reason"] == {"duplicate_row": 1}
     assert result.quality["skipped_files"] == {
-        str(tmp_path / "in" / "2024-03.csv"): "the file has a header but no rows"
+        str(tmp_path / "in" / "2024-03.csv"): "the file has a header but no rows",
+        str(tmp_path / "in" / "_SUCCESS"): "not a data file",
     }
     rows = quarantine(tmp_path / "out")
     assert rows[[c.SOURCE_FILE, c.SOURCE_ROW]].values.tolist() == [[str(tmp_path / "in" / "2024-02.csv"), 1]]
