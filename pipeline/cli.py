@@ -69,6 +69,7 @@ def _feature_params(args: argparse.Namespace) -> dict[str, str]:
     """``--column`` / ``--mapping`` / ``--timezone`` of run-local as the ColumnMapping and Timezone parameters."""
     import json
 
+    from pipeline.local.run_local import parse_params
     from steps.features.formats import load_mapping_file, parse_column_options, parse_mapping_json
 
     params: dict[str, str] = {}

@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 
 from steps import columns as c
+from steps.errors import InputDataError
 from steps.features.aggregate import CUSTOMER_ROWS, union_sql
 from steps.features.parsing import literal
 from steps.features.transactions import (
@@ -86,7 +87,28 @@ def collect_rejected_lines(con: duckdb.DuckDBPyConnection) -> int:
         CREATE OR REPLACE TEMP TABLE {REJECTED_LINES} AS
         SELECT *, row_no - row_number() OVER (PARTITION BY file_no ORDER BY row_no) AS rows_before
         FROM ({errors})""")
+    _refuse_runaway_quotes(con)
     return int(con.execute(f"SELECT count(*) FROM {REJECTED_LINES}").fetchall()[0][0])
+
+
+def _refuse_runaway_quotes(con: duckdb.DuckDBPyConnection) -> None:
+    """A quote that never closes swallows every later line into one value: stop, naming its line.
+
+    Quarantining that one rejected "line" would lose all the lines after it
+    silently; an unclosed quote on the last line is an ordinary malformed line.
+    """
+    found = con.execute(f"""
+        SELECT f.name, r.row_no + f.header_lines, left(split_part(r.text, chr(10), 1), 60)
+        FROM {REJECTED_LINES} r JOIN {INPUT_FILES} f USING (file_no)
+        WHERE r.error ILIKE '%unterminated quote%' AND contains(rtrim(r.text, chr(10) || chr(13)), chr(10))
+        ORDER BY r.file_no, r.row_no LIMIT 1""").fetchall()
+    if found:
+        name, line, text = found[0]
+        raise InputDataError(
+            f"line {line} opens a quote that never closes ({text!r}), so every later line would be read as "
+            "part of one value", name,
+            'Fix that quote (a quote inside a quoted field is written twice: "") and run again',
+        )
 
 
 def flag_customers(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
