@@ -1,27 +1,22 @@
-"""Per-customer totals of classified transactions: distinct rows, then customers.
+"""Per-customer totals of classified transactions, in one pass over the input.
 
 :func:`aggregate_customers` builds the table ``customer_rows``: one row per
 (reason, customer) for usable rows (``reason = 0``) and one row per reason for
-the others (customer NULL). It is two plain hash aggregations, the plan a
-hand-written ``SELECT DISTINCT`` followed by ``GROUP BY customer`` gets, so its
-cost depends on the number of rows and customers, not on how many lines an
-order has:
+the others (customer NULL). It is one hash aggregation by customer with two
+distinct counts, the plan DuckDB gives a hand-written ``count(DISTINCT ...)``:
+distinct orders with a purchase row (``frequency``) and distinct rows (a
+64-bit hash of every column but the customer id). Its cost depends on the
+number of rows, orders and customers, not on how many lines an order has.
 
-1. usable rows by (customer, row hash): one group per distinct row, with its
-   number of copies. The row hash covers every column but the customer id
-   (the order id included), so two rows of one customer fall in one group
-   exactly when they are identical (a false match needs a 64-bit collision
-   between two rows of one customer).
-2. distinct rows by customer: rows, spend, first and last purchase day,
-   returns, and ``count(DISTINCT order)`` of the purchase rows.
+A customer whose rows are fewer than distinct is one with identical rows.
+Identical rows are exact duplicates only when the rows carry an order id
+(``dedupe``): those customers (few) are recounted exactly by
+:func:`recount_customers` from their rows, which the quarantine read collects
+anyway. Without an order id nothing tells identical rows apart from two equal
+purchases: every copy counts, and ``identical_rows`` says how many repeated.
 
-Identical rows are exact duplicates (quarantined, counted once) only when the
-rows carry an order id (``dedupe``); without one nothing tells them apart from
-two equal purchases, so every copy counts and ``identical_rows`` says how many
-repeated.
-
-The function can be called on any subset of the input files (one S3 object at
-a time, say): the schema of ``customer_rows`` does not depend on the input.
+Both functions can be called on any subset of the input files (one S3 object
+at a time, say): the schema of ``customer_rows`` does not depend on the input.
 """
 
 from __future__ import annotations
@@ -59,6 +54,11 @@ def _latest(column: str) -> str:
     return f"max({{'day': {DAY}, 'value': {column}}}) FILTER (WHERE {column} IS NOT NULL) AS {column}"
 
 
+def _usable(aggregate: str) -> str:
+    """Per-customer totals exist for usable rows only (0 for the rows of a reason)."""
+    return f"CASE WHEN {REASON} = 0 THEN {aggregate} ELSE 0 END"
+
+
 def aggregate_customers(
     con: duckdb.DuckDBPyConnection, selects: Sequence[str], contacts: Sequence[str], *, dedupe: bool = True
 ) -> None:
@@ -74,8 +74,8 @@ def aggregate_customers(
         Contact column names (each becomes a ``contact_<name>`` struct ``{day, value}``).
     dedupe : bool
         The rows carry an order id: identical rows are duplicates, counted
-        once (``duplicate_rows``). Otherwise every copy counts
-        (``identical_rows``).
+        once (``duplicate_rows``; such customers need :func:`recount_customers`).
+        Otherwise every copy counts (``identical_rows``).
 
     Notes
     -----
@@ -85,38 +85,70 @@ def aggregate_customers(
     ``first_purchase``, ``last_purchase``, ``last_day`` (last day of any
     row), ``frequency`` (distinct orders with a purchase row),
     ``float_id_rows`` (rows whose id was written as a float, ``17850.0``),
-    then the contact structs.
+    then the contact structs. Until recounted, a customer with duplicates has
+    its copies in ``amount`` and ``return_rows``.
     """
-    contact_cols = _contact_names(contacts)
-    any_contacts = "".join(f", any_value({name}) AS {name}" for name in contact_cols)
-    latest = "".join(f", {_latest(name)}" for name in contact_cols)
-    no_contacts = "".join(f", NULL AS {name}" for name in contact_cols)
-    counted = "1" if dedupe else "copies"  # how many of a group's copies are used
+    latest = "".join(f", {_latest(name)}" for name in _contact_names(contacts))
+    repeated = f"count(*) - count(DISTINCT {ROW_HASH})"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {CUSTOMER_ROWS} AS
-        WITH tx AS ({union_sql(selects)}),
-        distinct_rows AS (
-            SELECT {CUST}, count(*) AS copies, count(*) FILTER (WHERE {FLOAT_ID}) AS float_ids,
-                   any_value({ORDER}) AS {ORDER}, any_value({DAY}) AS {DAY},
-                   any_value({AMOUNT}) AS {AMOUNT}, any_value({IS_RETURN}) AS {IS_RETURN} {any_contacts}
-            FROM tx WHERE {REASON} = 0 GROUP BY {CUST}, {ROW_HASH}
-        ),
-        others AS (
-            SELECT {REASON}, count(*) AS n_rows, sum({AMOUNT}) AS amount, max({DAY}) AS last_day
-            FROM tx WHERE {REASON} > 0 GROUP BY 1
-        )
-        SELECT CAST(0 AS UTINYINT) AS {REASON}, {CUST},
-               CAST(sum(copies) AS BIGINT) AS n_rows,
-               CAST({'sum(copies - 1)' if dedupe else '0'} AS BIGINT) AS duplicate_rows,
-               CAST({'0' if dedupe else 'sum(copies - 1)'} AS BIGINT) AS identical_rows,
-               CAST(sum({AMOUNT} * {counted}) AS HUGEINT) AS amount,
-               CAST(coalesce(sum({counted}) FILTER (WHERE {IS_RETURN}), 0) AS BIGINT) AS return_rows,
+        SELECT {REASON}, CASE WHEN {REASON} = 0 THEN {CUST} END AS {CUST},
+               count(*) AS n_rows,
+               CAST({_usable(repeated) if dedupe else '0'} AS BIGINT) AS duplicate_rows,
+               CAST({'0' if dedupe else _usable(repeated)} AS BIGINT) AS identical_rows,
+               CAST({_usable(f'sum({AMOUNT})')} AS HUGEINT) AS amount,
+               CAST({_usable(f'count(*) FILTER (WHERE {IS_RETURN})')} AS BIGINT) AS return_rows,
                min({DAY}) FILTER (WHERE NOT {IS_RETURN}) AS first_purchase,
                max({DAY}) FILTER (WHERE NOT {IS_RETURN}) AS last_purchase,
                max({DAY}) AS last_day,
-               count(DISTINCT {ORDER}) FILTER (WHERE NOT {IS_RETURN}) AS frequency,
+               CAST({_usable(f'count(DISTINCT {ORDER}) FILTER (WHERE NOT {IS_RETURN})')} AS BIGINT) AS frequency,
+               CAST({_usable(f'count(*) FILTER (WHERE {FLOAT_ID})')} AS BIGINT) AS float_id_rows {latest}
+        FROM ({union_sql(selects)})
+        GROUP BY {REASON}, 2""")
+
+
+def recount_customers(con: duckdb.DuckDBPyConnection, rows: str, contacts: Sequence[str]) -> int:
+    """Recount the customers with duplicate rows exactly, from ``rows``; return how many.
+
+    Parameters
+    ----------
+    rows : str
+        A relation with the canonical columns holding (at least) every usable
+        row of the customers whose ``duplicate_rows`` is above 0.
+
+    Each set of identical rows (same customer and row hash) counts once; the
+    copies stay in ``n_rows`` and ``duplicate_rows``.
+    """
+    wanted = f"SELECT {CUST} FROM {CUSTOMER_ROWS} WHERE {REASON} = 0 AND duplicate_rows > 0"
+    count = int(con.execute(f"SELECT count(*) FROM ({wanted})").fetchall()[0][0])
+    if not count:
+        return 0
+    latest = "".join(f", {_latest(name)}" for name in _contact_names(contacts))
+    once = "".join(f", any_value({name}) AS {name}" for name in _contact_names(contacts))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE recount_targets AS {wanted}")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE recounted AS
+        WITH distinct_rows AS (
+            SELECT {CUST}, {ROW_HASH}, count(*) AS copies, any_value({ORDER}) AS {ORDER},
+                   any_value({DAY}) AS {DAY}, any_value({AMOUNT}) AS {AMOUNT},
+                   any_value({IS_RETURN}) AS {IS_RETURN}, count(*) FILTER (WHERE {FLOAT_ID}) AS float_ids {once}
+            FROM {rows}
+            WHERE {REASON} = 0 AND {CUST} IN (SELECT {CUST} FROM recount_targets)
+            GROUP BY {CUST}, {ROW_HASH}
+        )
+        SELECT CAST(0 AS UTINYINT) AS {REASON}, {CUST}, CAST(sum(copies) AS BIGINT) AS n_rows,
+               CAST(sum(copies - 1) AS BIGINT) AS duplicate_rows, CAST(0 AS BIGINT) AS identical_rows,
+               CAST(sum({AMOUNT}) AS HUGEINT) AS amount,
+               CAST(count(*) FILTER (WHERE {IS_RETURN}) AS BIGINT) AS return_rows,
+               min({DAY}) FILTER (WHERE NOT {IS_RETURN}) AS first_purchase,
+               max({DAY}) FILTER (WHERE NOT {IS_RETURN}) AS last_purchase,
+               max({DAY}) AS last_day,
+               CAST(count(DISTINCT {ORDER}) FILTER (WHERE NOT {IS_RETURN}) AS BIGINT) AS frequency,
                CAST(sum(float_ids) AS BIGINT) AS float_id_rows {latest}
-        FROM distinct_rows GROUP BY {CUST}
-        UNION ALL
-        SELECT {REASON}, NULL, n_rows, 0, 0, CAST(amount AS HUGEINT), 0, NULL, NULL, last_day, 0, 0 {no_contacts}
-        FROM others""")
+        FROM distinct_rows GROUP BY {CUST}""")
+    con.execute(f"""
+        DELETE FROM {CUSTOMER_ROWS} WHERE {REASON} = 0 AND {CUST} IN (SELECT {CUST} FROM recount_targets)""")
+    con.execute(f"INSERT INTO {CUSTOMER_ROWS} BY NAME SELECT * FROM recounted")
+    con.execute("DROP TABLE recounted")
+    con.execute("DROP TABLE recount_targets")
+    return count

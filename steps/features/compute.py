@@ -2,10 +2,10 @@
 
 The functional core of ``ComputeRFM``. :func:`compute_features` reads every
 input file once with DuckDB, classifies each row (usable, or the reason it is
-quarantined, or excluded as not a purchase), aggregates distinct rows per
-customer, and scores R, F and M from histograms (``steps.features.scoring``);
-a second, filtered read happens only when some rows are quarantined (to keep
-their own columns). :func:`write_features` writes
+quarantined, or excluded as not a purchase), aggregates per customer, and
+scores R, F and M from histograms (``steps.features.scoring``); a second,
+filtered read happens only when some rows are quarantined (to keep their own
+columns and to recount the customers with exact duplicates). :func:`write_features` writes
 ``rfm.parquet``, ``quality.json``, ``quarantine/`` and the batch-transform
 input. Nothing here loads all customers into Python.
 """
@@ -27,12 +27,13 @@ import duckdb
 from steps import columns as c
 from steps import paths
 from steps.errors import EmptyInputError, InputDataError, RFMError, first_line
-from steps.features.aggregate import CUSTOMER_ROWS, aggregate_customers
+from steps.features.aggregate import CUSTOMER_ROWS, aggregate_customers, recount_customers
 from steps.features.formats import InputFormat, resolve_format
 from steps.features.parsing import DEFAULT_TEXT_PARSERS, literal, order_date_parsers, quote, slashed_dates
 from steps.features.quality import quality_report
 from steps.features.quarantine import (
     REJECTED_LINES,
+    canonical_rows,
     collect_rejected_lines,
     flag_customers,
     read_flagged_rows,
@@ -289,6 +290,9 @@ def compute_features(
         if bad_rows or flagged:
             tables = read_flagged_rows(con, planned, as_of=cutoff, contacts=contacts, timezone=timezone)
         clock.lap(f"read the rows to quarantine ({len(tables)} tables)")
+        if dedupe and tables:
+            recounted = recount_customers(con, canonical_rows(tables), contacts)
+            clock.lap(f"recounted {recounted} customers with duplicate rows exactly")
     except duckdb.OutOfMemoryException:
         raise  # not a problem of the data: the caller knows the limit
     except duckdb.Error as error:
