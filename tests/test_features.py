@@ -601,8 +601,8 @@ def test_files_that_are_not_what_they_claim(tmp_path: Path) -> None:
 
 
 def test_common_column_names_and_the_column_mapping_parameter(tmp_path: Path) -> None:
-    from pipeline.cli import build_parser
     from pipeline.cli import _feature_params as feature_params
+    from pipeline.cli import build_parser
     from pipeline.parameters import parameter_values
     from steps.errors import PipelineError
 

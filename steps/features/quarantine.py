@@ -203,7 +203,8 @@ def write_quarantine(con: duckdb.DuckDBPyConnection, tables: Sequence[str], fold
             JOIN {INPUT_FILES} f ON f.file_no = q.{FILE_NO}
             LEFT JOIN {DUPLICATE_COPIES} d ON d.{FILE_NO} = q.{FILE_NO} AND d.{ROW_NO} = q.{ROW_NO}
             LEFT JOIN {CUSTOMER_ROWS} k ON k.{REASON} = 0 AND k.{CUST} = q.{CUST}
-            WHERE {quarantined_sql(f'q.{REASON}')} OR (q.{REASON} = 0 AND (d.{ROW_NO} IS NOT NULL OR k.frequency = 0))"""
+            WHERE {quarantined_sql(f'q.{REASON}')}
+               OR (q.{REASON} = 0 AND (d.{ROW_NO} IS NOT NULL OR k.frequency = 0))"""
             for table in tables]
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE quarantined AS
