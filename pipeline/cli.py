@@ -46,6 +46,7 @@ def _cmd_run_local(args: argparse.Namespace) -> int:
     from pipeline.local.summary import print_summary
 
     params = parse_params(args.param)
+    params.update(_feature_params(args))
     print(f"running the pipeline locally on {args.input} -> {args.output}", flush=True)
     started = time.perf_counter()
     reporter = StepReporter()
@@ -62,6 +63,24 @@ def _cmd_run_local(args: argparse.Namespace) -> int:
     print(f"execution {result.execution_id} succeeded in {elapsed:.1f} s")
     print_summary(Path(args.output), result)
     return 0
+
+
+def _feature_params(args: argparse.Namespace) -> dict[str, str]:
+    """``--column`` / ``--mapping`` / ``--timezone`` of run-local as the ColumnMapping and Timezone parameters."""
+    import json
+
+    from pipeline.local.run_local import parse_params
+    from steps.features.formats import load_mapping_file, parse_column_options, parse_mapping_json
+
+    params: dict[str, str] = {}
+    if args.mapping or args.column:
+        mapping = parse_mapping_json(parse_params(args.param).get("ColumnMapping"), "--param ColumnMapping")
+        mapping.update(load_mapping_file(args.mapping) if args.mapping else {})
+        mapping.update(parse_column_options(args.column))
+        params["ColumnMapping"] = json.dumps(mapping, sort_keys=True)
+    if args.timezone:
+        params["Timezone"] = args.timezone
+    return params
 
 
 def _cmd_approve(args: argparse.Namespace) -> int:
@@ -159,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where ExportSegments publishes: s3 (files), pinpoint, customer-profiles, or a "
                           "comma-separated mix; pinpoint and customer-profiles go to local stand-ins of "
                           "those APIs, whose contents land in OUTPUT/destinations/")
+    run.add_argument("--column", action="append", default=[], metavar="CANONICAL=SOURCE",
+                     help="map a canonical column to the file's column (the ColumnMapping parameter); repeatable")
+    run.add_argument("--mapping", default=None, help="YAML file of canonical: source column names")
+    run.add_argument("--timezone", default="", metavar="ZONE",
+                     help="IANA time zone whose calendar days count (the Timezone parameter; default UTC)")
     run.set_defaults(handler=_cmd_run_local)
 
     approve = commands.add_parser(

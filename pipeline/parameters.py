@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from steps.errors import PipelineError
+from steps.errors import InputDataError, PipelineError
 
 # The values SageMaker accepts for a model package's approval status (ModelApprovalStatus).
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
@@ -37,7 +37,22 @@ def parameter_values(declared: list[dict], overrides: dict[str, Any], where: str
         if allowed and value not in allowed:
             raise PipelineError(f"parameter {name}={value!r} is not one of {', '.join(map(str, allowed))}", where)
         values[name] = value
+    _check_feature_parameters(values, where)
     return values
+
+
+def _check_feature_parameters(values: dict[str, Any], where: str) -> None:
+    """ColumnMapping (JSON) and Timezone (an IANA name) are checked before any step runs."""
+    from steps.features.compute import parse_timezone
+    from steps.features.formats import parse_mapping_json
+
+    try:
+        if "ColumnMapping" in values:
+            parse_mapping_json(values["ColumnMapping"], "ColumnMapping")
+        if "Timezone" in values:
+            parse_timezone(values["Timezone"])
+    except InputDataError as error:
+        raise PipelineError(f"parameter {error.what}", where, error.fix) from None
 
 
 def _typed(name: str, kind: str, raw: Any, where: str) -> Any:

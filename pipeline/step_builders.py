@@ -74,6 +74,8 @@ class Parameters:
     input_data_url: ParameterString
     input_format: ParameterString
     as_of_date: ParameterString
+    column_mapping: ParameterString
+    timezone: ParameterString
     model_approval_status: ParameterString
     processing_instance_type: ParameterString
     training_instance_type: ParameterString
@@ -94,6 +96,8 @@ def make_parameters(default_bucket: str, base_job_prefix: str) -> Parameters:
         input_data_url=ParameterString("InputDataUrl", f"s3://{default_bucket}/{base_job_prefix}/input/"),
         input_format=ParameterString("InputFormat", "auto"),
         as_of_date=ParameterString("AsOfDate", ""),
+        column_mapping=ParameterString("ColumnMapping", ""),
+        timezone=ParameterString("Timezone", ""),
         model_approval_status=ParameterString(
             "ModelApprovalStatus", "PendingManualApproval", enum_values=list(APPROVAL_STATUSES)
         ),
@@ -178,6 +182,8 @@ def compute_rfm_step(ctx: Context, params: Parameters) -> ProcessingStep:
             "--quarantine-output", paths.PROCESSING_QUARANTINE_OUT,
             Join(on="", values=["--format=", params.input_format]),
             Join(on="", values=["--as-of=", params.as_of_date]),
+            Join(on="", values=["--column-mapping=", params.column_mapping]),
+            Join(on="", values=["--timezone=", params.timezone]),
         ],
     )  # fmt: skip
     return ProcessingStep(

@@ -458,3 +458,12 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, features_frame: pd.
     for chart_id in CHART_IDS:
         assert page.figures[chart_id] & {"svg", "table", "p"}, f"{chart_id} is empty in the DOM"
     assert dom.stdout.count("<svg") >= 8
+
+
+def test_excluded_rows_and_quality_warnings_are_shown(features_frame: pd.DataFrame, model_meta: dict) -> None:
+    quality = dict(QUALITY, rows_read=1200, rows_excluded=200, excluded_by_reason={"not_a_purchase_event": 200},
+                   warnings=["the as-of date 2030-01-01 is 2188 days after the last transaction"])
+    page = render_report(features_frame, model_meta, {}, quality, RUN_INFO)
+    assert "Rows excluded (not purchases)" in page and "not_a_purchase_event" in page
+    assert "Every row is accounted for: read = used + excluded + quarantined" in page
+    assert "2188 days after the last transaction" in page
