@@ -130,7 +130,7 @@ def _row(customer: str = "A", recency: str = "1", frequency: str = "1", monetary
         (HEADER + b"\n" + _row(recency="-1") + b"\n", "text/csv", "recency_days=-1 is negative"),
         (HEADER + b"\n" + _row(frequency="-2") + b"\n", "text/csv", "frequency=-2 is negative"),
         (HEADER + b"\n" + _row(recency="inf") + b"\n", "text/csv", "recency_days=inf is not valid"),
-        (HEADER + b"\n" + _row(monetary="nan") + b"\n", "text/csv", "monetary=nan is not valid"),
+        (HEADER + b"\n" + _row(monetary="nan") + b"\n", "text/csv", "record 1: monetary is missing"),
         (HEADER + b"\n" + _row() + b"\n" + _row(customer="  ") + b"\n", "text/csv",
          "record 2 has an empty customer_id"),
         (b'{"customer_id": "", "recency_days": 1, "frequency": 1, "monetary": 2, "r_score": 3, "f_score": 3}\n',

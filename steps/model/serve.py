@@ -84,7 +84,8 @@ def parse_csv(body: bytes) -> pa.Table:
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         raise PayloadError(f"unreadable CSV: {first_line(error)}") from None
     if c.CUSTOMER_ID in table.column_names:
-        repeated = pc.index(table[c.CUSTOMER_ID], c.CUSTOMER_ID).as_py()
+        ids = table.column(table.column_names.index(c.CUSTOMER_ID))  # the first, if the header repeats it
+        repeated = pc.index(ids, c.CUSTOMER_ID).as_py()
         if repeated >= 0:
             raise PayloadError(
                 f"record {repeated + 1} is a header line; a header may only be the first line of a request"
@@ -161,8 +162,11 @@ def validate(table: pa.Table) -> Records:
             bad |= (column < 1) | (column > 5) | (column != np.round(column))
         if bad.any():
             row = int(bad.argmax())
+            value = table[name][row].as_py()
+            if value is None:  # empty, or a CSV null such as NaN
+                raise PayloadError(f"record {row + 1}: {name} is missing")
             expected = "a whole number 1-5" if name in (c.R_SCORE, c.F_SCORE) else "a finite number"
-            raise PayloadError(f"record {row + 1}: {name}={table[name][row].as_py()!r} is not valid ({expected})")
+            raise PayloadError(f"record {row + 1}: {name}={value!r} is not valid ({expected})")
         if name in NEVER_NEGATIVE and (column < 0).any():
             row = int((column < 0).argmax())
             raise PayloadError(f"record {row + 1}: {name}={table[name][row].as_py()!r} is negative")
