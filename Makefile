@@ -8,15 +8,25 @@ STAMP := $(VENV)/.installed
 SAMPLE := data/sample/transactions.csv.gz
 OUTPUT ?= output
 
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+
 .PHONY: setup run test lint bench definition clean image \
-	build-TriggerFunction build-ApprovalFunction build-ExportFunction
+	build-TriggerFunction build-ApprovalFunction build-ExportFunction build-PandasLayer
 
 $(STAMP): constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-setup: $(STAMP)
+# checkov (tests/test_deploy.py) pins its own boto3, which clashes with the lock file's: it gets a
+# virtualenv of its own, pinned by containers/checkov-requirements.txt.
+$(CHECKOV_STAMP): containers/checkov-requirements.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r containers/checkov-requirements.txt
+	touch $(CHECKOV_STAMP)
+
+setup: $(STAMP) $(CHECKOV_STAMP)
 
 run: setup
 	$(BIN)/rfm run-local --input $(SAMPLE) --output $(OUTPUT) --param ModelApprovalStatus=Approved
@@ -35,15 +45,20 @@ definition: setup
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
+# Tagged with the hash of what the image is built from (containers/source_hash.py), as buildspec.yml does.
 image:
-	docker build -f containers/Dockerfile -t rfm-segmentation:$(or $(IMAGE_TAG),latest) .
+	docker build -f containers/Dockerfile -t rfm-segmentation:$(or $(IMAGE_TAG),src-$(shell $(PYTHON) containers/source_hash.py)) .
 
 # `sam build` (template.yaml: BuildMethod makefile) calls build-<LogicalId> with ARTIFACTS_DIR set. Each Lambda
 # zip holds the lambdas/<name>/ and steps/ packages plus lambdas/<name>/requirements.txt, pinned by
-# constraints.txt and fetched as manylinux wheels for the python3.11 x86_64 runtime (no compiler needed).
-LAMBDA_PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check --no-compile --upgrade \
-	--platform manylinux2014_x86_64 --implementation cp --python-version 3.11 --only-binary=:all: \
-	-c constraints.txt --target "$(ARTIFACTS_DIR)"
+# constraints.txt and fetched as manylinux wheels for the Lambda runtime (no compiler needed). The runtime is
+# python3.12 (Amazon Linux 2023, glibc 2.34): the lock file's pyarrow and numpy ship manylinux_2_28 wheels
+# only, which python3.11's Amazon Linux 2 (glibc 2.26) cannot load.
+LAMBDA_PYTHON := 3.12
+LAMBDA_WHEELS = $(PYTHON) -m pip install --quiet --disable-pip-version-check --no-compile --upgrade \
+	--platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --implementation cp \
+	--python-version $(LAMBDA_PYTHON) --only-binary=:all: -c constraints.txt
+LAMBDA_PIP = $(LAMBDA_WHEELS) --target "$(ARTIFACTS_DIR)"
 
 define lambda_package
 	$(LAMBDA_PIP) -r lambdas/$(1)/requirements.txt
@@ -63,5 +78,14 @@ build-ApprovalFunction:
 build-ExportFunction:
 	$(call lambda_package,export)
 
+# The export Lambda's pandas layer: the constraints.txt versions, without tests, headers, Cython sources
+# and pyarrow's Flight and Substrait libraries (unused, and the layer must fit Lambda's 250 MB unzipped).
+LAYER_PACKAGES := pandas pyarrow numpy
+build-PandasLayer:
+	$(LAMBDA_WHEELS) --target "$(ARTIFACTS_DIR)/python" $(LAYER_PACKAGES)
+	cd "$(ARTIFACTS_DIR)/python" && rm -rf pandas/tests pyarrow/tests pyarrow/include numpy/*/tests numpy/_core/tests \
+	  pyarrow/libarrow_flight.* pyarrow/_flight.* pyarrow/libarrow_substrait.* pyarrow/_substrait.* \
+	  && find . \( -name '*.pxd' -o -name '*.pyx' -o -name '*.h' \) -delete
+
 clean:
-	rm -rf $(OUTPUT) .pytest_cache .ruff_cache build *.egg-info .aws-sam
+	rm -rf $(OUTPUT) .pytest_cache .ruff_cache build *.egg-info .aws-sam $(CHECKOV_VENV)

@@ -29,13 +29,13 @@ from pipeline.session import no_role_validation
 from pipeline.step_builders import (
     CACHE_EXPIRY,
     Context,
-    account_from_role,
     compute_rfm_step,
     evaluate_step,
     make_parameters,
     publish_step,
     quality_gate_step,
     register_step,
+    require_image_uri,
     resolve_defaults,
     train_step,
 )
@@ -73,8 +73,10 @@ def get_pipeline(
         S3 key prefix and job name prefix.
     sagemaker_project_arn : str, optional
         SageMaker project ARN; used by ``run-pipeline`` for the project tags.
-    image_uri : str, optional
-        The project's image; default ``{account}.dkr.ecr.{region}.amazonaws.com/rfm-segmentation:latest``.
+    image_uri : str
+        The project's image as the build pushed it (tagged with its source hash; buildspec.yml writes
+        the URI to the SSM parameter ``/<pipeline_name>/image-uri``). There is no default: the image
+        repository's tags are immutable and nothing pushes ``latest``.
     export_function_arn : str, optional
         The export Lambda; default ``arn:aws:lambda:{region}:{account}:function:rfm-export``.
     enable_caching : bool
@@ -86,14 +88,17 @@ def get_pipeline(
     -------
     Pipeline
         The pipeline; ``pipeline.definition()`` is its JSON definition.
+
+    Raises
+    ------
+    PipelineError
+        Without ``image_uri`` (one line naming what to pass), or with a role that is not a role ARN.
     """
     del sagemaker_project_arn  # accepted for the MLOps template's kwargs; tags are run-pipeline's job
     role, default_bucket, session, export_function_arn = resolve_defaults(
         region, role, default_bucket, sagemaker_session, export_function_arn
     )
-    _, account = account_from_role(role)
-    dns_suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    image_uri = image_uri or f"{account}.dkr.ecr.{region}.{dns_suffix}/rfm-segmentation:latest"
+    image_uri = require_image_uri(image_uri, pipeline_name)
 
     params = make_parameters(default_bucket, base_job_prefix)
     ctx = Context(
@@ -117,4 +122,7 @@ def get_pipeline(
         parameters=params.as_list(),
         steps=[compute_rfm, train, evaluate, check],
         sagemaker_session=session,
+        # No experiment and trial per run: SageMaker would create them with the pipeline role, which
+        # is granted no sagemaker:*Experiment*/*Trial* actions (the SDK adds the config by default).
+        pipeline_experiment_config=None,
     )

@@ -87,4 +87,5 @@ def get_publish_pipeline(
         parameters=[model_name, package_arn, features_url, transform_input_url, instance_type],
         steps=[assign, export],
         sagemaker_session=session,
+        pipeline_experiment_config=None,  # as the main pipeline: no experiments, no trials
     )

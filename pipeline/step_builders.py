@@ -118,13 +118,18 @@ class Context:
     session: Session
     role: str
     image_uri: str
-    data_prefix: str  # s3://bucket/prefix: executions/ and quarantine/ are under it
+    data_prefix: str  # s3://bucket/prefix: executions/, model/ and quarantine/ are under it
     base_job_prefix: str
     cache: CacheConfig
 
     def execution_uri(self, *parts: str) -> Join:
         """``s3://.../executions/{PipelineExecutionId}/<parts>`` for this execution."""
         prefix = f"{self.data_prefix}/{paths.EXECUTIONS_DIR}"
+        return Join(on="/", values=[prefix, ExecutionVariables.PIPELINE_EXECUTION_ID, *parts])
+
+    def package_uri(self, *parts: str) -> Join:
+        """``s3://.../model/{PipelineExecutionId}/<parts>``: what a model package refers to, kept while it exists."""
+        prefix = f"{self.data_prefix}/{paths.PACKAGE_DIR}"
         return Join(on="/", values=[prefix, ExecutionVariables.PIPELINE_EXECUTION_ID, *parts])
 
     def quarantine_uri(self) -> Join:
@@ -171,8 +176,8 @@ def compute_rfm_step(ctx: Context, params: Parameters) -> ProcessingStep:
     step_args = _processor(ctx, params, "rfm-features", "features").run(
         inputs=[_processing_input("transactions", params.input_data_url, paths.PROCESSING_TRANSACTIONS)],
         outputs=[
-            _processing_output("features", paths.PROCESSING_FEATURES_OUT, ctx.execution_uri("features")),
-            _processing_output("transform", paths.PROCESSING_TRANSFORM_OUT, ctx.execution_uri("transform")),
+            _processing_output("features", paths.PROCESSING_FEATURES_OUT, ctx.package_uri("features")),
+            _processing_output("transform", paths.PROCESSING_TRANSFORM_OUT, ctx.package_uri("transform")),
             _processing_output("quarantine", paths.PROCESSING_QUARANTINE_OUT, ctx.quarantine_uri()),
         ],
         arguments=[
@@ -205,7 +210,7 @@ def train_step(ctx: Context, params: Parameters, compute_rfm: ProcessingStep) ->
         role=ctx.role,
         base_job_name=f"{ctx.base_job_prefix}-train",
         compute=Compute(instance_type=params.training_instance_type, instance_count=1),
-        output_data_config=OutputDataConfig(s3_output_path=ctx.execution_uri("model")),
+        output_data_config=OutputDataConfig(s3_output_path=ctx.package_uri("model")),
         hyperparameters={
             "num_clusters": params.num_clusters.to_string(),
             "random_state": params.random_seed.to_string(),
@@ -238,7 +243,7 @@ def evaluate_step(
     """
     report = PropertyFile(name=EVALUATION_REPORT, output_name="evaluation", path=paths.EVALUATION_FILE)
     model_artifacts = train.properties.ModelArtifacts.S3ModelArtifacts
-    evaluation = ctx.execution_uri("evaluation")
+    evaluation = ctx.package_uri("evaluation")
     step_args = _processor(ctx, params, "rfm-evaluate", "evaluate").run(
         inputs=[
             _processing_input("model", model_artifacts, paths.PROCESSING_MODEL_IN),
@@ -483,6 +488,29 @@ def account_from_role(role: str) -> tuple[str, str]:
             f"role {role!r} is not an IAM role ARN", fix="Pass role=arn:aws:iam::ACCOUNT:role/NAME"
         )
     return match.group(1), match.group(2)
+
+
+def image_parameter_name(pipeline_name: str) -> str:
+    """The SSM parameter buildspec.yml writes the pushed image URI to: ``/<pipeline name>/image-uri``."""
+    return f"/{pipeline_name}/image-uri"
+
+
+def require_image_uri(image_uri: str | None, pipeline_name: str) -> str:
+    """``image_uri``, or a one-line error saying what to pass (there is no ``latest`` to fall back on).
+
+    Raises
+    ------
+    PipelineError
+        When ``image_uri`` is empty.
+    """
+    if image_uri:
+        return image_uri
+    parameter = image_parameter_name(pipeline_name)
+    raise PipelineError(
+        "no image_uri given (the image repository is immutable and nothing pushes 'latest')",
+        fix=(f'Pass --kwargs \'{{"image_uri": "ACCOUNT.dkr.ecr.REGION.amazonaws.com/rfm-segmentation:TAG"}}\'; '
+             f"the build writes the URI it pushed to SSM: aws ssm get-parameter --name {parameter}"),
+    )
 
 
 def _resolve_role(role: str | None, region: str, session: Session | None) -> str:

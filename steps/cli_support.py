@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+from steps import paths
 from steps.errors import RFMError
 
 EXIT_USER_ERROR = 2
@@ -43,5 +45,30 @@ def guarded(main: Callable[[], int | None], debug: bool, user_error_status: int 
     except Exception as error:  # the CLI boundary: one line instead of a traceback
         if debug:
             raise
-        print(f"error: {one_line(error)}", file=sys.stderr)
+        message = f"error: {one_line(error)}"
+        print(message, file=sys.stderr)
+        record_failure(message)
         return user_error_status if isinstance(error, RFMError) else 1
+
+
+def record_failure(message: str) -> list[Path]:
+    """Write ``message`` where SageMaker shows why a job failed; return the files written.
+
+    Training jobs report ``<job output>/failure`` as ``FailureReason``, processing jobs
+    ``<job output>/message`` as ``ExitMessage`` (the first 1 KB of each). Both are written, inside a
+    container only: when the job output folder or its parent (``/opt/ml``) exists. Elsewhere
+    (a workstation, the rfm CLI) nothing is written.
+    """
+    folder = paths.job_output_dir()
+    if not folder.parent.is_dir():
+        return []
+    text = message.encode("utf-8")[:1024].decode("utf-8", errors="ignore")
+    written = []
+    try:
+        folder.mkdir(exist_ok=True)
+        for name in (paths.FAILURE_FILE, paths.MESSAGE_FILE):
+            (folder / name).write_text(text + "\n", encoding="utf-8")
+            written.append(folder / name)
+    except OSError as error:  # the message is on stderr already; a read-only folder must not hide it
+        print(f"note: could not write the failure reason to {folder} ({error.strerror})", file=sys.stderr)
+    return written

@@ -21,8 +21,12 @@ EVALUATION_FILE = "evaluation.json"
 REPORT_FILE = "report.html"
 SEGMENTS_FILE = "segments.parquet"
 REGISTRY_FILE = "registry.json"
-# Every pipeline execution writes under s3://<bucket>/<prefix>/executions/<execution id>/.
+# Every pipeline execution writes under s3://<bucket>/<prefix>/executions/<execution id>/ (expires after
+# ExecutionRetentionDays), except what a registered model package refers to: its model.tar.gz, evaluation
+# and the features and transform input that publishing it reads, under <prefix>/model/<execution id>/,
+# which does not expire (a package can be approved or redeployed at any time).
 EXECUTIONS_DIR = "executions"
+PACKAGE_DIR = "model"
 
 # Processing container paths (LocalPath of inputs and outputs).
 PROCESSING_ROOT = "/opt/ml/processing"
@@ -38,8 +42,13 @@ PROCESSING_JOB_CONFIG = "/opt/ml/config/processingjobconfig.json"
 
 # Training container paths.
 TRAINING_CHANNEL = "features"
+# A failed job's one-line reason: training jobs show FAILURE_FILE as FailureReason, processing jobs
+# MESSAGE_FILE as ExitMessage (the first 1 KB of each, UTF-8), both in the job output folder.
+FAILURE_FILE = "failure"
+MESSAGE_FILE = "message"
 _DEFAULTS = {
     "SM_MODEL_DIR": "/opt/ml/model",
+    "SM_OUTPUT_DIR": "/opt/ml/output",
     "SM_OUTPUT_DATA_DIR": "/opt/ml/output/data",
     "SM_INPUT_CONFIG_DIR": "/opt/ml/input/config",
     f"SM_CHANNEL_{TRAINING_CHANNEL.upper()}": f"/opt/ml/input/data/{TRAINING_CHANNEL}",
@@ -89,3 +98,8 @@ def hyperparameters_file() -> Path:
 
 def output_data_dir() -> Path:
     return sm_path("SM_OUTPUT_DATA_DIR")
+
+
+def job_output_dir() -> Path:
+    """The job output folder (``/opt/ml/output``) where SageMaker reads the failure reason."""
+    return sm_path("SM_OUTPUT_DIR")

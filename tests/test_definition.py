@@ -25,8 +25,10 @@ import pytest
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 REGION = "us-east-1"
 BUCKET = "rfm-test-bucket"
-KWARGS = {"region": REGION, "role": ROLE, "default_bucket": BUCKET}
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/rfm-segmentation:src-0a1b2c3d4e5f6a7b"
+KWARGS = {"region": REGION, "role": ROLE, "default_bucket": BUCKET, "image_uri": IMAGE}
 EXECUTION_PREFIX = f"s3://{BUCKET}/rfm/executions"
+PACKAGE_PREFIX = f"s3://{BUCKET}/rfm/model"
 EXECUTION_ID = {"Get": "Execution.PipelineExecutionId"}
 REPO = Path(__file__).resolve().parents[1]
 
@@ -197,6 +199,10 @@ def execution_uri(suffix: str) -> dict[str, Any]:
     return join(EXECUTION_PREFIX, EXECUTION_ID, suffix, on="/")
 
 
+def package_uri(suffix: str) -> dict[str, Any]:
+    return join(PACKAGE_PREFIX, EXECUTION_ID, suffix, on="/")
+
+
 def output_uri(step: str, output: str) -> dict[str, str]:
     return {"Get": f"Steps.{step}.ProcessingOutputConfig.Outputs['{output}'].S3Output.S3Uri"}
 
@@ -302,7 +308,7 @@ def test_property_file_on_evaluate(steps: dict[str, dict[str, Any]]) -> None:
 def test_compute_rfm_arguments(steps: dict[str, dict[str, Any]]) -> None:
     arguments = steps["ComputeRFM"]["Arguments"]
     app = arguments["AppSpecification"]
-    assert app["ImageUri"] == "123456789012.dkr.ecr.us-east-1.amazonaws.com/rfm-segmentation:latest"
+    assert app["ImageUri"] == IMAGE
     assert app["ContainerEntrypoint"] == ["rfm-features"]
     assert app["ContainerArguments"] == [
         "--input", "/opt/ml/processing/input/transactions",
@@ -320,9 +326,9 @@ def test_compute_rfm_arguments(steps: dict[str, dict[str, Any]]) -> None:
     assert transactions["S3Input"]["LocalPath"] == "/opt/ml/processing/input/transactions"
     outputs = {o["OutputName"]: o["S3Output"] for o in arguments["ProcessingOutputConfig"]["Outputs"]}
     assert outputs["features"]["LocalPath"] == "/opt/ml/processing/output/features"
-    assert outputs["features"]["S3Uri"] == execution_uri("features")
+    assert outputs["features"]["S3Uri"] == package_uri("features")
     assert outputs["transform"]["LocalPath"] == "/opt/ml/processing/output/transform"
-    assert outputs["transform"]["S3Uri"] == execution_uri("transform")
+    assert outputs["transform"]["S3Uri"] == package_uri("transform")
     # Apart from the features, so the template's shorter quarantine lifecycle rule (a key prefix) applies.
     assert outputs["quarantine"]["LocalPath"] == "/opt/ml/processing/output/quarantine"
     assert outputs["quarantine"]["S3Uri"] == join(f"s3://{BUCKET}/rfm/quarantine", EXECUTION_ID, on="/")
@@ -351,13 +357,13 @@ def test_evaluate_arguments(steps: dict[str, dict[str, Any]]) -> None:
     [evaluation] = arguments["ProcessingOutputConfig"]["Outputs"]
     assert evaluation["OutputName"] == "evaluation"
     assert evaluation["S3Output"]["LocalPath"] == "/opt/ml/processing/output/evaluation"
-    assert evaluation["S3Output"]["S3Uri"] == execution_uri("evaluation")
+    assert evaluation["S3Output"]["S3Uri"] == package_uri("evaluation")
 
 
 def test_training_arguments(steps: dict[str, dict[str, Any]]) -> None:
     arguments = steps["TrainSegmenter"]["Arguments"]
     assert arguments["AlgorithmSpecification"] == {
-        "TrainingImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/rfm-segmentation:latest",
+        "TrainingImage": IMAGE,
         "TrainingInputMode": "File",
     }
     assert arguments["HyperParameters"] == {
@@ -367,7 +373,7 @@ def test_training_arguments(steps: dict[str, dict[str, Any]]) -> None:
     [channel] = arguments["InputDataConfig"]
     assert channel["ChannelName"] == "features"
     assert channel["DataSource"]["S3DataSource"]["S3Uri"] == output_uri("ComputeRFM", "features")
-    assert arguments["OutputDataConfig"]["S3OutputPath"] == execution_uri("model")
+    assert arguments["OutputDataConfig"]["S3OutputPath"] == package_uri("model")
     assert arguments["ResourceConfig"]["InstanceType"] == {"Get": "Parameters.TrainingInstanceType"}
     assert arguments["RoleArn"] == ROLE
 
@@ -429,7 +435,7 @@ def test_register_model(steps: dict[str, dict[str, Any]]) -> None:
     assert arguments["ModelApprovalStatus"] == {"Get": "Parameters.ModelApprovalStatus"}
     spec = arguments["InferenceSpecification"]
     [container] = spec["Containers"]
-    assert container["Image"] == "123456789012.dkr.ecr.us-east-1.amazonaws.com/rfm-segmentation:latest"
+    assert container["Image"] == IMAGE
     assert container["ModelDataUrl"] == {"Get": "Steps.TrainSegmenter.ModelArtifacts.S3ModelArtifacts"}
     assert container["Environment"] == {}  # no script-mode variables: the image serves by itself
     assert spec["SupportedContentTypes"] == ["text/csv", "application/jsonlines"]
@@ -495,7 +501,7 @@ def test_export_lambda(steps: dict[str, dict[str, Any]]) -> None:
 def test_every_output_is_under_the_execution_or_quarantine_prefix(definition: dict[str, Any]) -> None:
     text = json.dumps(definition)
     s3_literals = set(re.findall(r'"(s3://[^"]*)"', text))
-    assert s3_literals == {EXECUTION_PREFIX, f"s3://{BUCKET}/rfm/quarantine", f"s3://{BUCKET}/rfm/input/"}
+    assert s3_literals == {EXECUTION_PREFIX, PACKAGE_PREFIX, f"s3://{BUCKET}/rfm/quarantine", f"s3://{BUCKET}/rfm/input/"}
 
 
 # --------------------------------------------------------------------------- offline and stable
@@ -515,12 +521,27 @@ def test_same_json_on_every_build_and_no_network(pipeline: Any, offline: Offline
 def test_defaults_follow_the_role_account(offline: Offline) -> None:
     from pipeline.definition import get_pipeline
 
-    pipeline = get_pipeline("eu-west-1", role="arn:aws:iam::210987654321:role/x", enable_caching=False)
+    image = "210987654321.dkr.ecr.eu-west-1.amazonaws.com/rfm-segmentation:src-1"
+    pipeline = get_pipeline("eu-west-1", role="arn:aws:iam::210987654321:role/x", image_uri=image,
+                            enable_caching=False)
     text = pipeline.definition()
-    assert "210987654321.dkr.ecr.eu-west-1.amazonaws.com/rfm-segmentation:latest" in text
+    assert image in text and ":latest" not in text
     assert "arn:aws:lambda:eu-west-1:210987654321:function:rfm-export" in text
     assert "s3://sagemaker-eu-west-1-210987654321/rfm/executions" in text
     assert '"Enabled": false' in text
+    assert offline.connections == []
+
+
+def test_no_image_is_a_one_line_error_naming_what_to_pass(offline: Offline) -> None:
+    """No ``:latest`` fallback: the repository is immutable and nothing pushes that tag."""
+    from pipeline.definition import get_pipeline
+    from steps.errors import PipelineError
+
+    with pytest.raises(PipelineError) as raised:
+        get_pipeline(REGION, role=ROLE, default_bucket=BUCKET)
+    message = str(raised.value)
+    assert len(message.splitlines()) == 1
+    assert "image_uri" in message and "aws ssm get-parameter --name /rfm-segmentation/image-uri" in message
     assert offline.connections == []
 
 
@@ -666,7 +687,7 @@ PROJECT_ARN = "arn:aws:sagemaker:us-east-1:123456789012:project/rfm-seg"
 
 
 def _run_args(**extra: Any) -> list[str]:
-    kwargs = {"region": REGION, "default_bucket": BUCKET, **extra}
+    kwargs = {"region": REGION, "default_bucket": BUCKET, "image_uri": IMAGE, **extra}
     return [
         "--module-name", "pipeline.definition",
         "--role-arn", "arn:aws:iam::123456789012:role/PipelineRole",
@@ -844,7 +865,7 @@ def test_both_pipelines_take_the_sessions_bucket(offline: Offline) -> None:
     from pipeline.session import make_session
 
     session = make_session(REGION, "team-bucket")
-    kwargs = {"region": REGION, "role": ROLE, "sagemaker_session": session}
+    kwargs = {"region": REGION, "role": ROLE, "sagemaker_session": session, "image_uri": IMAGE}
     for build in (get_pipeline, get_publish_pipeline):
         text = build(**kwargs).definition()
         assert "s3://team-bucket/rfm/executions" in text and "sagemaker-us-east-1" not in text, build.__name__

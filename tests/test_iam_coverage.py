@@ -26,6 +26,7 @@ from tests.deploy_support.template import (
     PARTITION,
     REGION,
     ROOT,
+    STACK,
     Resolver,
     load_template,
     parameter_values,
@@ -79,6 +80,14 @@ LIBRARY_CALLS: dict[str, list[tuple[str, str, tuple[str, ...], str]]] = {
          ("ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
           "ecr:CompleteLayerUpload", "ecr:PutImage"),
          "docker push to the image repository"),
+        ("buildspec.yml", "aws ssm put-parameter", ("ssm:PutParameter",), "records the image URI it pushed"),
+        ("buildspec.yml", "sam deploy",
+         ("cloudformation:CreateChangeSet", "cloudformation:DescribeChangeSet", "cloudformation:ExecuteChangeSet",
+          "cloudformation:DescribeStacks", "cloudformation:DescribeStackEvents", "cloudformation:GetTemplateSummary",
+          "s3:ListBucket", "s3:GetObject", "s3:PutObject"),
+         "sam deploy: uploads the packages, then creates and executes a change set of the stack"),
+        ("buildspec.yml", "aws cloudformation describe-stacks", ("cloudformation:DescribeStacks",),
+         "reads the stack's outputs (pipeline role, bucket, export function)"),
     ],
 }
 
@@ -88,6 +97,7 @@ IMPLIED: dict[str, tuple[str, ...]] = {
     "sagemaker:CreatePipeline": ("iam:PassRole",),  # RoleArn
     "sagemaker:UpdatePipeline": ("iam:PassRole",),
     "mobiletargeting:CreateImportJob": ("iam:PassRole",),  # RoleArn Pinpoint reads the files with
+    "cloudformation:ExecuteChangeSet": ("iam:PassRole",),  # sam deploy --role-arn: the stack's service role
 }
 
 
@@ -121,6 +131,9 @@ def example_resources(stack: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
     p, bucket, prefix = stack["parameters"], stack["bucket"], stack["prefix"]
     pipeline, group, resolver = stack["pipeline"], stack["group"], stack["resolver"]
     execution = f"arn:{PARTITION}:s3:::{bucket}/{prefix}/executions/abc123def456"
+    package_folder = f"arn:{PARTITION}:s3:::{bucket}/{prefix}/model/abc123def456"
+    source = resolver.physical_name("BuildSourceBucket")
+    stack_arn = f"arn:{PARTITION}:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/0a1b2c3d-4e5f"
     app = f"arn:{PARTITION}:mobiletargeting:{REGION}:{ACCOUNT}:apps/{p['PinpointApplicationId']}"
     domain = f"arn:{PARTITION}:profile:{REGION}:{ACCOUNT}:domains/{p['CustomerProfilesDomain']}"
     package = _sm(f"model-package/{group}/3")
@@ -137,7 +150,7 @@ def example_resources(stack: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
         },
         "ExportRole": {
             "s3:ListBucket": [f"arn:{PARTITION}:s3:::{bucket}"],
-            "s3:GetObject": [f"{execution}/assignments/transform.csv.out", f"{execution}/features/rfm.parquet"],
+            "s3:GetObject": [f"{execution}/assignments/transform.csv.out", f"{package_folder}/features/rfm.parquet"],
             "s3:PutObject": [f"{execution}/segments/segments.parquet",
                              f"{execution}/segments/pinpoint-import/champions.csv"],
             "s3:DeleteObject": [f"{execution}/segments/pinpoint-import/champions.csv"],
@@ -161,14 +174,21 @@ def example_resources(stack: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
             "iam:PassRole": [stack["pipeline_role"]],
         },
         "BuildRole": {
-            "sagemaker:DescribeProject": [_sm("project/customer-segments")],
+            "sagemaker:DescribeProject": [_sm(f"project/{p['SageMakerProjectName']}")],
+            "ssm:PutParameter": [f"arn:{PARTITION}:ssm:{REGION}:{ACCOUNT}:parameter/{pipeline}/image-uri"],
+            **{f"cloudformation:{op}": [stack_arn] for op in (
+                "CreateChangeSet", "DescribeChangeSet", "ExecuteChangeSet", "DescribeStacks", "DescribeStackEvents",
+                "GetTemplateSummary")},
+            "s3:ListBucket": [f"arn:{PARTITION}:s3:::{source}"],
+            **{action: [f"arn:{PARTITION}:s3:::{source}/sam/0a1b2c3d.template"] for action in ("s3:GetObject",
+                                                                                          "s3:PutObject")},
             **{f"sagemaker:{op}": [main_pipeline, publish_pipeline]
                for op in ("CreatePipeline", "UpdatePipeline", "ListTags", "AddTags")},
             "sagemaker:StartPipelineExecution": [main_pipeline],
             "sagemaker:DescribePipelineExecution": [f"{main_pipeline}/execution/abc123def456"],
             "sagemaker:ListPipelineExecutionSteps": [f"{main_pipeline}/execution/abc123def456"],
-            **{action: [stack["pipeline_role"]] for action in ("iam:PassRole", "iam:GetRole",
-                                                               "iam:SimulatePrincipalPolicy")},
+            **{action: [stack["pipeline_role"]] for action in ("iam:GetRole", "iam:SimulatePrincipalPolicy")},
+            "iam:PassRole": [stack["pipeline_role"], p["CloudFormationRoleArn"]],
             "ecr:GetAuthorizationToken": ["*"],
             **push,
         },
@@ -259,7 +279,8 @@ def test_code_calls_are_allowed_to_the_role_that_runs_them(role: str, stack: dic
 
 # ------------------------------------------------------------------------------ the pipeline execution role
 
-# What SageMaker Pipelines does with the pipeline role for each step type, and on what.
+# What SageMaker Pipelines does with the pipeline role for each step type, and on what: it creates,
+# follows, stops and tags the step's resource.
 STEP_ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "Processing": (("sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob",
                     "sagemaker:StopProcessingJob", "sagemaker:AddTags"),
@@ -268,11 +289,37 @@ STEP_ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
                   "sagemaker:AddTags"), "training-job/pipelines-a1b2c3-trainsegmenter-d4"),
     "Transform": (("sagemaker:CreateTransformJob", "sagemaker:DescribeTransformJob", "sagemaker:StopTransformJob",
                    "sagemaker:AddTags"), "transform-job/pipelines-a1b2c3-assignsegments-d4"),
-    "Model": (("sagemaker:CreateModel", "sagemaker:AddTags"), "model/pipelines-a1b2c3-createmodel-d4"),
-    "RegisterModel": (("sagemaker:CreateModelPackage", "sagemaker:AddTags"), "model-package/{group}/3"),
+    "Model": (("sagemaker:CreateModel", "sagemaker:DescribeModel", "sagemaker:AddTags"),
+              "model/pipelines-a1b2c3-createmodel-d4"),
+    "RegisterModel": (("sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage", "sagemaker:AddTags"),
+                      "model-package/{group}/3"),
     "Lambda": (("lambda:InvokeFunction",), "{function}"),
     "Condition": ((), ""),
     "Fail": ((), ""),
+}
+
+# What the job a step starts does with the same role (the service, not our code): SageMaker creates the
+# job's log group and streams, writes the logs, publishes the job's metrics, and (RegisterModel) checks
+# the model package group.
+JOB_ACTIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    kind: (("logs:CreateLogGroup", "{log_group}"), ("logs:CreateLogStream", "{stream}"),
+           ("logs:DescribeLogStreams", "{stream}"), ("logs:PutLogEvents", "{stream}"),
+           ("cloudwatch:PutMetricData", "*"))
+    for kind in ("Processing", "Training", "Transform")
+}
+JOB_ACTIONS["RegisterModel"] = (("sagemaker:DescribeModelPackageGroup", "model-package-group/{group}"),)
+
+# Pipeline-level settings of a definition that make SageMaker act with the pipeline role: with
+# PipelineExperimentConfig it creates an experiment and a trial per execution and adds each job to it.
+PIPELINE_CONFIG_ACTIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "PipelineExperimentConfig": (
+        ("sagemaker:CreateExperiment", "experiment/{pipeline}"),
+        ("sagemaker:DescribeExperiment", "experiment/{pipeline}"),
+        ("sagemaker:CreateTrial", "experiment-trial/a1b2c3"), ("sagemaker:DescribeTrial", "experiment-trial/a1b2c3"),
+        ("sagemaker:AssociateTrialComponent", "experiment-trial-component/pipelines-a1b2c3-computerfm"),
+    ),
+    "MlflowConfig": (("sagemaker-mlflow:CreateExperiment", "mlflow-tracking-server/x"),
+                     ("sagemaker-mlflow:CreateRun", "mlflow-tracking-server/x")),
 }
 
 
@@ -322,7 +369,18 @@ def pipeline_role_needs(stack: dict[str, Any], definitions: list[dict[str, Any]]
     key = stack["resolver"].get_att("DataKey", "Arn")
     log_group = f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker"
     for definition in definitions:
+        for setting, needs in PIPELINE_CONFIG_ACTIONS.items():
+            if definition.get(setting):
+                for action, resource in needs:
+                    yield action, _sm(resource.format(pipeline=stack["pipeline"])), f"the definition's {setting}"
         for step in _steps(definition["Steps"]):
+            for action, resource in JOB_ACTIONS.get(step["Type"], ()):
+                kind = {"Processing": "ProcessingJobs", "Training": "TrainingJobs", "Transform": "TransformJobs"}
+                group_arn = f"{log_group}/{kind.get(step['Type'], '')}"
+                target = resource.format(log_group=group_arn, stream=f"{group_arn}:log-stream:pipelines-a1b2c3/algo-1",
+                                         group=group)
+                yield action, target if target.startswith("arn:") or target == "*" else _sm(target), \
+                    f"{step['Name']} ({step['Type']} job)"
             actions, resource = STEP_ACTIONS[step["Type"]]
             arguments = step.get("Arguments", {})
             function = step.get("FunctionArn", "")
@@ -347,13 +405,13 @@ def pipeline_role_needs(stack: dict[str, Any], definitions: list[dict[str, Any]]
             assert bucket_name == bucket, uri
             obj = f"arn:{PARTITION}:s3:::{bucket}/{key_prefix.rstrip('/')}/abc123def456/part-0"
             yield "s3:GetObject", obj, f"a job reads {uri}"
-            if "/executions" in key_prefix:
+            if "/executions" in key_prefix or "/model" in key_prefix:
                 yield "s3:PutObject", obj, f"a job writes {uri}"
             yield "s3:ListBucket", f"arn:{PARTITION}:s3:::{bucket}", f"a job lists {uri}"
             yield "kms:GenerateDataKey", key, "SSE-KMS writes"
             yield "kms:Decrypt", key, "SSE-KMS reads"
         if any(step.get("PropertyFiles") for step in _steps(definition["Steps"])):
-            report = f"arn:{PARTITION}:s3:::{bucket}/{stack['prefix']}/executions/x/evaluation/evaluation.json"
+            report = f"arn:{PARTITION}:s3:::{bucket}/{stack['prefix']}/model/x/evaluation/evaluation.json"
             yield "s3:GetObject", report, "Pipelines reads the property file (JsonGet)"
     # The approval Lambda's models run with this role (MODEL_EXECUTION_ROLE_ARN) in the publish pipeline.
     yield "sagemaker:CreateModel", _sm(f"model/{stack['parameters']['ModelNamePrefix']}-x"), "approval models"
@@ -400,6 +458,7 @@ def test_no_statement_grants_every_action_or_a_whole_service(stack: dict[str, An
 # Deny statements may name a whole service: there a wildcard takes access away, it grants nothing.
 WHOLE_SERVICE_DENIES = {
     ("DataBucketPolicy", "DenyInsecureTransport"),
+    ("BuildSourceBucketPolicy", "DenyInsecureTransport"),
     ("DeadLetterQueuePolicy", "DenyInsecureTransport"),
 }
 
@@ -480,3 +539,58 @@ def test_module_paths_exist() -> None:
             assert (ROOT / unit.split("::")[0]).exists(), unit
     for prefix in NOT_DEPLOYED:
         assert (ROOT / prefix).exists() or Path(ROOT / prefix).with_suffix(".py").exists(), prefix
+
+
+# ------------------------------------------------------------------------------ tightened grants
+
+
+def test_every_list_bucket_grant_is_limited_to_prefixes(stack: dict[str, Any]) -> None:
+    """An s3:ListBucket Allow without an s3:prefix condition would list every key of the bucket."""
+    unlimited = []
+    for where, document in policy_documents(stack["resources"]):
+        for statement in document.get("Statement", []):
+            actions = statement.get("Action", [])
+            actions = [actions] if isinstance(actions, str) else actions
+            if statement["Effect"] == "Allow" and "s3:ListBucket" in actions:
+                prefixes = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+                if not prefixes:
+                    unlimited.append(f"{where} {statement.get('Sid', '')}")
+    assert unlimited == []
+
+
+def test_pinpoint_reads_only_the_import_files(stack: dict[str, Any]) -> None:
+    resolver = stack["resolver"]
+    statements = role_statements(stack["resources"], "PinpointImportRole", resolver.physical_name("PinpointImportRole"))
+    run = f"arn:{PARTITION}:s3:::{stack['bucket']}/{stack['prefix']}/executions/abc123"
+    assert allowed(statements, "s3:GetObject", f"{run}/segments/pinpoint-import/run-1/champions.csv")
+    for other in (f"{run}/segments/segments.parquet", f"{run}/assignments/customers.csv.out",
+                  f"arn:{PARTITION}:s3:::{stack['bucket']}/{stack['prefix']}/model/abc123/features/rfm.parquet"):
+        assert not allowed(statements, "s3:GetObject", other), other
+
+
+def test_only_people_write_the_build_source(stack: dict[str, Any]) -> None:
+    """The source bucket is apart from the data: no role of the stack can change the code the build runs."""
+    resolver, resources = stack["resolver"], stack["resources"]
+    source = resolver.physical_name("BuildSourceBucket")
+    key = f"arn:{PARTITION}:s3:::{source}/{stack['parameters']['BuildSourceKey']}"
+    assert resources["BuildProject"]["Properties"]["Source"]["Location"].startswith(f"{source}/")
+    assert source != stack["bucket"]
+    for logical_id, resource in resources.items():
+        if resource["Type"] in ("AWS::IAM::Role", "AWS::IAM::ManagedPolicy"):
+            statements = role_statements(resources, logical_id, resolver.physical_name(logical_id))
+            assert not allowed(statements, "s3:PutObject", key), logical_id
+
+
+def test_describe_project_names_this_stacks_project(stack: dict[str, Any]) -> None:
+    resolver = stack["resolver"]
+    statements = role_statements(stack["resources"], "BuildRole", resolver.physical_name("BuildRole"))
+    project = stack["parameters"]["SageMakerProjectName"]
+    assert allowed(statements, "sagemaker:DescribeProject", _sm(f"project/{project}"))
+    assert not allowed(statements, "sagemaker:DescribeProject", _sm("project/someone-elses"))
+
+
+def test_definitions_carry_no_pipeline_level_config_the_role_lacks(definitions: list[dict[str, Any]]) -> None:
+    """No experiments and trials (the SDK adds PipelineExperimentConfig by default in most regions)."""
+    for definition in definitions:
+        assert not definition.get("PipelineExperimentConfig")
+        assert not definition.get("MlflowConfig")

@@ -115,3 +115,70 @@ def test_a_six_megabyte_mini_batch_is_accepted(port, features_frame) -> None:
     status, _, answer = call(port, "POST", "/invocations", payload, {"Content-Type": "text/csv"})
     assert status == 200
     assert len(answer.decode().splitlines()) == payload.count(b"\n")
+
+
+HEADER = ",".join(c.TRANSFORM_INPUT_COLUMNS).encode()
+
+
+def _row(customer: str = "A", recency: str = "1", frequency: str = "1", monetary: str = "2") -> bytes:
+    return f"{customer},{recency},{frequency},{monetary},3,3,3".encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (HEADER + b"\n" + _row(recency="-1") + b"\n", "text/csv", "recency_days=-1 is negative"),
+        (HEADER + b"\n" + _row(frequency="-2") + b"\n", "text/csv", "frequency=-2 is negative"),
+        (HEADER + b"\n" + _row(recency="inf") + b"\n", "text/csv", "recency_days=inf is not valid"),
+        (HEADER + b"\n" + _row(monetary="nan") + b"\n", "text/csv", "record 1: monetary is missing"),
+        (HEADER + b"\n" + _row() + b"\n" + _row(customer="  ") + b"\n", "text/csv",
+         "record 2 has an empty customer_id"),
+        (b'{"customer_id": "", "recency_days": 1, "frequency": 1, "monetary": 2, "r_score": 3, "f_score": 3}\n',
+         "application/jsonlines", "record 1 has an empty customer_id"),
+        (b'{"customer_id": "A", "recency_days": true, "frequency": 1, "monetary": 2, "r_score": 3, "f_score": 3}\n',
+         "application/jsonlines", "recency_days=True is not a JSON number"),
+        (b'{"customer_id": "A", "recency_days": 1, "frequency": "4", "monetary": 2, "r_score": 3, "f_score": 3}\n',
+         "application/jsonlines", "frequency='4' is not a JSON number"),
+        # The header in the wrong place, or none and the wrong number of fields: said plainly.
+        (_row() + b"\n" + HEADER + b"\n" + _row() + b"\n", "text/csv",
+         "record 2 is a header line; a header may only be the first line"),
+        (b"A,1,1,2\nB,1,1,2\n", "text/csv", "no header line (the first line names no column) and it has 4 field(s)"),
+    ],
+)
+def test_invalid_records_get_a_400_saying_what_is_wrong(port, body, content_type, message) -> None:
+    status, _, answer = call(port, "POST", "/invocations", body, {"Content-Type": content_type})
+    assert status == 400, answer
+    assert message in json.loads(answer)["error"]
+
+
+def test_header_in_any_column_order_is_read_by_name(port, features_frame) -> None:
+    frame = features_frame.iloc[:5]
+    columns = list(reversed(c.TRANSFORM_INPUT_COLUMNS))
+    status, _, answer = call(port, "POST", "/invocations", frame[columns].to_csv(index=False).encode(),
+                             {"Content-Type": "text/csv"})
+    assert status == 200, answer
+    assert [json.loads(line)[c.CUSTOMER_ID] for line in answer.decode().splitlines()] == list(frame[c.CUSTOMER_ID])
+
+
+def test_ping_answers_while_clients_stall(model_dir: Path, tmp_path: Path) -> None:
+    """One worker; clients that stop half-way through a request, or send nothing, do not block /ping."""
+    import socket
+    import time
+
+    with serving(model_dir, tmp_path / "serve.log", workers=1) as serve_port:
+        stalled = []
+        for partial in (b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nA,1,",
+                        b"GET /ping HTTP/1.1\r\nHost:", b""):
+            sock = socket.create_connection(("127.0.0.1", serve_port), timeout=5)
+            if partial:
+                sock.sendall(partial)
+            stalled.append(sock)
+        try:
+            started = time.monotonic()
+            connection = http.client.HTTPConnection("127.0.0.1", serve_port, timeout=5)
+            connection.request("GET", "/ping")
+            assert connection.getresponse().status == 200
+            assert time.monotonic() - started < 5
+        finally:
+            for sock in stalled:
+                sock.close()

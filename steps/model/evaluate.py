@@ -88,7 +88,7 @@ def evaluate(model: SegmentModel, features: pd.DataFrame, random_state: int = 0,
 
 
 def execution_id_from_job_config(job_config: Path | None) -> str:
-    """The pipeline execution id in this job's output URIs (``.../executions/<id>/...``), else ``""``.
+    """The pipeline execution id in this job's output URIs (``.../model/<id>/...`` or ``executions/<id>``), or ``""``.
 
     SageMaker Processing writes the job's CreateProcessingJob request to
     ``processingjobconfig.json``. Output URIs are not part of a processing step's
@@ -105,8 +105,9 @@ def execution_id_from_job_config(job_config: Path | None) -> str:
     outputs = request.get("ProcessingOutputConfig", {}).get("Outputs", []) if isinstance(request, dict) else []
     for output in outputs:
         parts = str(output.get("S3Output", {}).get("S3Uri", "")).split("/")
-        if paths.EXECUTIONS_DIR in parts[:-1]:
-            return parts[parts.index(paths.EXECUTIONS_DIR) + 1]
+        for folder in (paths.PACKAGE_DIR, paths.EXECUTIONS_DIR):
+            if folder in parts[3:-1]:  # after "s3:", "" and the bucket
+                return parts[parts.index(folder, 3) + 1]
     return ""
 
 

@@ -37,6 +37,11 @@ MAX_REQUEST_MB = 100
 CSV_TYPES = {"text/csv", "application/csv"}
 JSONL_TYPES = {"application/jsonlines", "application/x-jsonlines", "application/json-lines", "application/jsonl"}
 NEEDED = (c.CUSTOMER_ID, *c.MODEL_FEATURES, c.R_SCORE, c.F_SCORE)
+NUMERIC = (*c.MODEL_FEATURES, c.R_SCORE, c.F_SCORE)
+KNOWN_COLUMNS = frozenset((*c.TRANSFORM_INPUT_COLUMNS, *NEEDED))
+NEVER_NEGATIVE = (c.RECENCY_DAYS, c.FREQUENCY)  # days since the last purchase, orders: monetary may be < 0
+# Worker threads per gunicorn worker: /ping is answered while other threads wait on slow clients.
+DEFAULT_THREADS = 8
 
 
 class PayloadError(ValueError):
@@ -51,17 +56,41 @@ def _media_type(header: str | None, default: str) -> str:
     return (header or default).split(";")[0].strip().lower() or default
 
 
+def _fields(line: bytes) -> list[str]:
+    return [field.strip().strip('"') for field in line.decode("utf-8", "replace").split(",")]
+
+
 def parse_csv(body: bytes) -> pa.Table:
-    """CSV records, with the header line or in ``TRANSFORM_INPUT_COLUMNS`` order."""
+    """CSV records, with a header line first or in ``TRANSFORM_INPUT_COLUMNS`` order.
+
+    A first line that names any known column is the header (columns in any order). Without one,
+    every line must have the columns in ``TRANSFORM_INPUT_COLUMNS`` order; a line that looks like a
+    header anywhere else is refused as such, rather than as a number that does not parse.
+    """
     first = body.split(b"\n", 1)[0].strip().lstrip(b"\xef\xbb\xbf")
-    has_header = first.split(b",")[0].strip(b'"') == c.CUSTOMER_ID.encode()
+    fields = _fields(first)
+    has_header = any(field in KNOWN_COLUMNS for field in fields)
+    if not has_header and first and len(fields) != len(c.TRANSFORM_INPUT_COLUMNS):
+        raise PayloadError(
+            f"no header line (the first line names no column) and it has {len(fields)} field(s); send a header "
+            f"line first, or exactly these {len(c.TRANSFORM_INPUT_COLUMNS)} in this order: "
+            f"{','.join(c.TRANSFORM_INPUT_COLUMNS)}"
+        )
     names = None if has_header else list(c.TRANSFORM_INPUT_COLUMNS)
     options = pacsv.ReadOptions(column_names=names, autogenerate_column_names=False)
     convert = pacsv.ConvertOptions(column_types={c.CUSTOMER_ID: pa.string()}, strings_can_be_null=False)
     try:
-        return pacsv.read_csv(io.BytesIO(body), read_options=options, convert_options=convert)
+        table = pacsv.read_csv(io.BytesIO(body), read_options=options, convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         raise PayloadError(f"unreadable CSV: {first_line(error)}") from None
+    if c.CUSTOMER_ID in table.column_names:
+        ids = table.column(table.column_names.index(c.CUSTOMER_ID))  # the first, if the header repeats it
+        repeated = pc.index(ids, c.CUSTOMER_ID).as_py()
+        if repeated >= 0:
+            raise PayloadError(
+                f"record {repeated + 1} is a header line; a header may only be the first line of a request"
+            )
+    return table
 
 
 def parse_jsonlines(body: bytes) -> pa.Table:
@@ -69,9 +98,17 @@ def parse_jsonlines(body: bytes) -> pa.Table:
     schema = pa.schema([(c.CUSTOMER_ID, pa.string())])
     options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
     try:
-        return pajson.read_json(io.BytesIO(body), parse_options=options)
+        table = pajson.read_json(io.BytesIO(body), parse_options=options)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         raise PayloadError(f"unreadable JSON Lines: {first_line(error)}") from None
+    for name in NUMERIC:  # JSON says what a number is: "12" or true is not one
+        if name in table.column_names:
+            column = table[name]
+            if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+                    or pa.types.is_null(column.type)):
+                row = next(i for i, v in enumerate(column.to_pylist()) if v is not None)
+                raise PayloadError(f"record {row + 1}: {name}={column[row].as_py()!r} is not a JSON number")
+    return table
 
 
 @dataclass(frozen=True)
@@ -115,14 +152,24 @@ def validate(table: pa.Table) -> Records:
     ids = table[c.CUSTOMER_ID]
     if ids.null_count:
         raise PayloadError(f"record {ids.to_pylist().index(None) + 1} has no customer_id")
-    values = {name: _floats(table, name) for name in (*c.MODEL_FEATURES, c.R_SCORE, c.F_SCORE)}
+    blank = pc.equal(pc.utf8_trim_whitespace(ids), "")
+    if pc.any(blank).as_py():
+        raise PayloadError(f"record {pc.index(blank, True).as_py() + 1} has an empty customer_id")
+    values = {name: _floats(table, name) for name in NUMERIC}
     for name, column in values.items():
         bad = ~np.isfinite(column)
         if name in (c.R_SCORE, c.F_SCORE):
             bad |= (column < 1) | (column > 5) | (column != np.round(column))
         if bad.any():
             row = int(bad.argmax())
-            raise PayloadError(f"record {row + 1}: {name}={table[name][row].as_py()!r} is not valid")
+            value = table[name][row].as_py()
+            if value is None:  # empty, or a CSV null such as NaN
+                raise PayloadError(f"record {row + 1}: {name} is missing")
+            expected = "a whole number 1-5" if name in (c.R_SCORE, c.F_SCORE) else "a finite number"
+            raise PayloadError(f"record {row + 1}: {name}={value!r} is not valid ({expected})")
+        if name in NEVER_NEGATIVE and (column < 0).any():
+            row = int((column < 0).argmax())
+            raise PayloadError(f"record {row + 1}: {name}={table[name][row].as_py()!r} is negative")
     features = np.column_stack([values[name] for name in c.MODEL_FEATURES])
     return Records(ids.combine_chunks(), features, values[c.R_SCORE].astype(int), values[c.F_SCORE].astype(int))
 
@@ -235,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", 8080)))
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("RFM_SERVE_THREADS", DEFAULT_THREADS)),
+                        help=f"threads per worker (default {DEFAULT_THREADS}, or RFM_SERVE_THREADS)")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
 
@@ -246,7 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", args.workers or workers())
+            # Threads, not one blocking request per worker: a client that stalls half-way through a
+            # request holds one thread, and one that sends nothing waits in the poller, so /ping answers.
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", args.threads)
             self.cfg.set("timeout", int(os.environ.get("SAGEMAKER_MODEL_SERVER_TIMEOUT", 600)))
+            self.cfg.set("keepalive", 5)
             self.cfg.set("accesslog", None)
 
         def load(self) -> Flask:

@@ -69,9 +69,10 @@ def policy_documents(resources: Mapping[str, Mapping[str, Any]]) -> Iterator[tup
 def role_statements(resources: Mapping[str, Mapping[str, Any]], name: str, physical_name: str) -> list[Statement]:
     """Identity statements that apply to the role (or managed policy) with logical id ``name``.
 
-    A role's inline ``Policies`` and the ``AWS::IAM::RolePolicy``/``AWS::IAM::Policy`` resources that
-    name it (by its ``physical_name``, what ``!Ref`` of the role resolves to); for an
-    ``AWS::IAM::ManagedPolicy``, its document. (The template attaches no managed policies to roles.)
+    A role's inline ``Policies``, the ``AWS::IAM::RolePolicy``/``AWS::IAM::Policy`` resources that
+    name it (by its ``physical_name``, what ``!Ref`` of the role resolves to) and the stack's
+    ``AWS::IAM::ManagedPolicy`` resources in its ``ManagedPolicyArns`` (policies from outside the
+    stack are not known here); for an ``AWS::IAM::ManagedPolicy``, its document.
     """
     resource = resources[name]
     props = resource.get("Properties", {})
@@ -79,6 +80,12 @@ def role_statements(resources: Mapping[str, Mapping[str, Any]], name: str, physi
         return statements_of(props["PolicyDocument"], name)
     found = [s for policy in props.get("Policies", [])
              for s in statements_of(policy["PolicyDocument"], f"{name}/{policy['PolicyName']}")]
+    attached = set(props.get("ManagedPolicyArns", []))
+    for logical_id, other in resources.items():
+        if other["Type"] == "AWS::IAM::ManagedPolicy" and any(arn.endswith(f":policy/{physical}")
+                                                             for arn in attached
+                                                             for physical in (logical_id, _policy_name(logical_id))):
+            found += statements_of(other["Properties"]["PolicyDocument"], logical_id)
     for logical_id, other in resources.items():
         other_props = other.get("Properties", {})
         if other["Type"] == "AWS::IAM::RolePolicy" and other_props.get("RoleName") == physical_name:
@@ -86,6 +93,13 @@ def role_statements(resources: Mapping[str, Mapping[str, Any]], name: str, physi
         if other["Type"] == "AWS::IAM::Policy" and physical_name in other_props.get("Roles", []):
             found += statements_of(other_props["PolicyDocument"], logical_id)
     return found
+
+
+def _policy_name(logical_id: str) -> str:
+    """The physical name tests/deploy_support/template.py gives an unnamed resource."""
+    from tests.deploy_support.template import STACK
+
+    return f"{STACK}-{logical_id}-0ABC1DEF2GHI"
 
 
 def allowed(statements: Iterable[Statement], action: str, resource: str) -> bool:

@@ -24,11 +24,14 @@ PARTITION = "aws"
 STACK = "rfm"
 
 # Every optional destination switched on, so that every conditional statement is evaluated.
+# The stack in a SageMaker project, with a CloudFormation service role for the build's deploys.
 TEST_PARAMETERS = {
-    "PandasLayerArn": f"arn:aws:lambda:{REGION}:336392948345:layer:AWSSDKPandas-Python311:20",
     "PinpointApplicationId": "0123456789abcdef0123456789abcdef",
     "CustomerProfilesDomain": "rfm-customers",
-    "ExportDestinations": "s3,pinpoint,customer-profiles",
+    "ExportDestinations": "customer-profiles,s3,pinpoint",
+    "SageMakerProjectName": "customer-segments",
+    "SageMakerProjectId": "p-abc123def456",
+    "CloudFormationRoleArn": f"arn:aws:iam::{ACCOUNT}:role/rfm-cloudformation",
 }
 
 PSEUDO = {
@@ -69,7 +72,7 @@ def parameter_values(template: Mapping[str, Any], overrides: Mapping[str, str] =
 
 def _physical_name(logical_id: str, props: Mapping[str, Any]) -> str:
     for key in ("BucketName", "FunctionName", "LogGroupName", "RepositoryName", "ModelPackageGroupName",
-                "TableName", "RoleName", "QueueName"):
+                "TableName", "RoleName", "QueueName", "LayerName"):
         if isinstance(props.get(key), str):
             return props[key]
     return f"{STACK}-{logical_id}-0ABC1DEF2GHI"
@@ -225,6 +228,8 @@ def sam_transform(template: Mapping[str, Any], parameters: Mapping[str, str]) ->
     for resource in fragment["Resources"].values():
         if resource["Type"] == "AWS::Serverless::Function":
             resource["Properties"]["CodeUri"] = "s3://deployment-bucket/code.zip"
+        if resource["Type"] == "AWS::Serverless::LayerVersion":
+            resource["Properties"]["ContentUri"] = "s3://deployment-bucket/layer.zip"
     translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=REGION))
     values = {**parameters, **PSEUDO}
     return translator.translate(fragment, parameter_values=values, get_managed_policy_map=lambda: {})
