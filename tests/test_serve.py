@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from pipeline.local.transform import serving
 from steps import columns as c
 from steps.model.model_io import load_model
+from steps.model.serve import PayloadError, validate
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +117,50 @@ def test_a_six_megabyte_mini_batch_is_accepted(port, features_frame) -> None:
     status, _, answer = call(port, "POST", "/invocations", payload, {"Content-Type": "text/csv"})
     assert status == 200
     assert len(answer.decode().splitlines()) == payload.count(b"\n")
+
+
+def one_record(**values: object) -> dict[str, object]:
+    return {c.CUSTOMER_ID: "A", c.RECENCY_DAYS: 10, c.FREQUENCY: 2, c.MONETARY: 50.0,
+            c.R_SCORE: 3, c.F_SCORE: 3, c.M_SCORE: 3, **values}
+
+
+def table(*records: dict[str, object]) -> pa.Table:
+    """Records as the parsers give them: ids as text, numbers as float64 columns."""
+    return pa.table({name: pa.array([r[name] for r in records], pa.string() if name == c.CUSTOMER_ID
+                                    else pa.float64()) for name in records[0]})
+
+
+BAD_SCORES = [0, 6, 9, -1, 2.5, 4.0001, float("nan"), float("inf")]
+
+
+@pytest.mark.parametrize("name", [c.R_SCORE, c.F_SCORE])
+@pytest.mark.parametrize("value", BAD_SCORES)
+def test_scores_outside_1_to_5_or_not_whole_are_refused(name: str, value: float) -> None:
+    """Both scores the segment grid reads must be whole numbers in 1..5; anything else is the client's error."""
+    with pytest.raises(PayloadError, match=f"record 1: {name}=.* is not valid"):
+        validate(table(one_record(**{name: value})))
+
+
+@pytest.mark.parametrize("name", [c.R_SCORE, c.F_SCORE])
+def test_whole_scores_given_as_decimals_are_accepted(name: str) -> None:
+    records = validate(table(one_record(**{name: 5.0}), one_record(**{name: 1})))
+    assert getattr(records, name.replace("score", "scores")).tolist() == [5, 1]
+
+
+@pytest.mark.parametrize("name", [c.RECENCY_DAYS, c.FREQUENCY, c.MONETARY])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_features_must_be_finite(name: str, value: float) -> None:
+    with pytest.raises(PayloadError, match=f"record 1: {name}="):
+        validate(table(one_record(**{name: value})))
+
+
+def test_the_bad_record_is_named_by_its_position() -> None:
+    with pytest.raises(PayloadError, match="record 3: f_score=7.0 is not valid"):
+        validate(table(one_record(), one_record(), one_record(**{c.F_SCORE: 7})))
+
+
+def test_a_bad_f_score_over_http_is_a_json_400(port) -> None:
+    body = (json.dumps(one_record(**{c.F_SCORE: 9})) + "\n").encode()
+    status, content_type, answer = call(port, "POST", "/invocations", body, {"Content-Type": "application/jsonlines"})
+    assert status == 400 and content_type.startswith("application/json")
+    assert "f_score=9" in json.loads(answer)["error"]
