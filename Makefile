@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SAMPLE := data/sample/transactions.csv.gz
 OUTPUT ?= output
 
-.PHONY: setup run test lint bench definition clean image \
+.PHONY: setup run test lint bench mutation definition clean image \
 	build-TriggerFunction build-ApprovalFunction build-ExportFunction
 
 $(STAMP): constraints.txt setup.py
@@ -34,6 +34,25 @@ definition: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+	RFM_EXPORT_SCALE_CUSTOMERS=1000000 $(BIN)/pytest -q -s -p no:cacheprovider tests/test_export_scale.py
+
+# Mutation testing of the core rules (docs/testing.md): not part of `make test` (tens of minutes).
+# MUTANTS narrows the run, e.g. make mutation MUTANTS='steps.features.scoring.*'.
+MUTATION_STAMP := $(VENV)/.installed-mutation
+MUTANTS ?= steps.features.scoring.* \
+	steps.model.segmenter.xǁSegmenterǁ_order_clusters__mutmut_* steps.model.segmenter.xǁSegmenterǁ_choose_k__mutmut_* \
+	steps.model.serve.x_validate__mutmut_* steps.model.serve.x__floats__mutmut_* steps.model.serve.x__not_a_number__mutmut_* \
+	lambdas.trigger.app.x_ignore_reason__mutmut_* lambdas.trigger.app.x_client_request_token__mutmut_* \
+	lambdas.approval.app.x_ignore_reason__mutmut_* lambdas.approval.app.x__create_model__mutmut_* \
+	lambdas.approval.app.x_model_name_for__mutmut_*
+
+$(MUTATION_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,mutation]"
+	touch $(MUTATION_STAMP)
+
+mutation: $(MUTATION_STAMP)
+	$(BIN)/mutmut run --max-children $(or $(MUTATION_JOBS),2) $(MUTANTS)
+	$(BIN)/python -m tests.mutation_summary $(MUTANTS)
 
 image:
 	docker build -f containers/Dockerfile -t rfm-segmentation:$(or $(IMAGE_TAG),latest) .
@@ -64,4 +83,4 @@ build-ExportFunction:
 	$(call lambda_package,export)
 
 clean:
-	rm -rf $(OUTPUT) .pytest_cache .ruff_cache build *.egg-info .aws-sam
+	rm -rf $(OUTPUT) .pytest_cache .ruff_cache build *.egg-info .aws-sam mutants
