@@ -16,7 +16,7 @@ import pytest
 from pipeline.local.transform import serving
 from steps import columns as c
 from steps.model.model_io import load_model
-from steps.model.serve import PayloadError, validate
+from steps.model.serve import PayloadError, create_app, validate
 
 
 @pytest.fixture(scope="module")
@@ -86,27 +86,49 @@ def test_ids_needing_json_escapes_round_trip(port, features_frame) -> None:
     assert [json.loads(line)[c.CUSTOMER_ID] for line in answer.decode().splitlines()] == list(frame[c.CUSTOMER_ID])
 
 
+HEADER = b"customer_id,recency_days,frequency,monetary,r_score,f_score,m_score\n"
+
+
+@pytest.fixture(scope="module")
+def client(model_dir: Path):
+    """The same app in this process (Flask's test client), so that every check is seen by coverage and mutmut."""
+    return create_app(load_model(model_dir)).test_client()
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "message"),
     [
-        (b"customer_id,recency_days\n1,2\n", "text/csv", 400, "lack field"),
-        (b"customer_id,recency_days,frequency,monetary,r_score,f_score,m_score\nA,x,1,2,3,3,3\n",
-         "text/csv", 400, "recency_days"),
-        (b"customer_id,recency_days,frequency,monetary,r_score,f_score,m_score\nA,1,1,2,9,3,3\n",
-         "text/csv", 400, "r_score"),
-        (b'{"customer_id": "A", "recency_days": 1\n', "application/jsonlines", 400, "JSON"),
-        (b"", "text/csv", 400, "CSV"),
-        (b"hello", "application/x-npy", 415, "not supported"),
+        (b"customer_id,recency_days\n1,2\n", "text/csv", 400,
+         "records lack field(s) frequency, monetary, r_score, f_score; "
+         "send customer_id, recency_days, frequency, monetary, r_score, f_score"),
+        (HEADER + b"A,x,1,2,3,3,3\n", "text/csv", 400, "record 1: recency_days='x' is not a number"),
+        (HEADER + b"A,1,1,2,3,3,3\nB,1,1,2,9,3,3\n", "text/csv", 400, "record 2: r_score=9 is not valid"),
+        (HEADER + b"A,1,1,2,3,3,3\nB,1,1,2,3,0,3\n", "text/csv", 400, "record 2: f_score=0 is not valid"),
+        (HEADER + b"A,1,1,2,3,2.5,3\n", "text/csv", 400, "record 1: f_score=2.5 is not valid"),
+        (HEADER + b",1,1,2,3,3,3\n", "text/csv", 200, None),  # an empty id is an id (CSV has no null text)
+        (b'{"customer_id": null, "recency_days": 1, "frequency": 1, "monetary": 2, "r_score": 3, "f_score": 3}\n',
+         "application/jsonlines", 400, "record 1 has no customer_id"),
+        (b'{"customer_id": "A", "recency_days": 1\n', "application/jsonlines", 400, "unreadable JSON Lines"),
+        (b"", "text/csv", 400, "unreadable CSV"),
+        (b"hello", "application/x-npy", 415, "content type 'application/x-npy' is not supported"),
         (b'{"customer_id": "A", "recency_days": " 5", "frequency": 1, "monetary": 2, "r_score": 3, "f_score": 3}\n',
-         "application/jsonlines", 400, "recency_days"),
+         "application/jsonlines", 400, "record 1: recency_days=' 5' is not a number"),
         (b"customer_id,customer_id,recency_days,frequency,monetary,r_score,f_score,m_score\nA,B,1,1,2,3,3,3\n",
-         "text/csv", 400, "more than once"),
+         "text/csv", 400, "field(s) customer_id appear more than once"),
     ],
 )
-def test_bad_payloads_get_a_clear_4xx(port, body, content_type, status, message) -> None:
-    answer_status, _, answer = call(port, "POST", "/invocations", body, {"Content-Type": content_type})
-    assert answer_status == status
-    assert message in json.loads(answer)["error"]
+def test_bad_payloads_get_a_clear_4xx(client, body, content_type, status, message) -> None:
+    answer = client.post("/invocations", data=body, headers={"Content-Type": content_type})
+    assert answer.status_code == status, answer.get_data()
+    if message is not None:
+        assert answer.content_type == "application/json"
+        assert json.loads(answer.get_data())["error"].startswith(message)
+
+
+def test_an_unanswerable_accept_is_a_406(client) -> None:
+    answer = client.post("/invocations", data=HEADER + b"A,1,1,2,3,3,3\n",
+                         headers={"Content-Type": "text/csv", "Accept": "image/png"})
+    assert answer.status_code == 406 and "image/png" in json.loads(answer.get_data())["error"]
 
 
 def test_a_six_megabyte_mini_batch_is_accepted(port, features_frame) -> None:
