@@ -76,6 +76,7 @@ def test_approving_a_pending_package_starts_the_publish_pipeline(sagemaker) -> N
                       "TransformInputUrl": "s3://b/rfm/executions/e1/transform"}
     model = sagemaker.describe_model(ModelName=result["model_name"])
     assert model["ExecutionRoleArn"] == ROLE
+    assert [c["ModelPackageName"] for c in model["Containers"]] == [arn]  # the model serves the approved package
 
 
 def test_a_repeated_event_reuses_the_model(sagemaker) -> None:
@@ -189,6 +190,19 @@ def test_another_create_model_failure_is_a_clear_error(sagemaker) -> None:
     with pytest.raises(PipelineError, match="cannot create a model from the package"):
         publish_approved(detail(arn), Refusing(sagemaker), SETTINGS)
     assert sagemaker.list_pipeline_executions(PipelineName=PUBLISH)["PipelineExecutionSummaries"] == []
+
+
+def test_a_create_model_failure_without_a_message_is_still_one_line(sagemaker) -> None:
+    arn = register(sagemaker)
+    approve(sagemaker, arn)
+
+    class Refusing(SageMakerRefusingDuplicates):
+        def create_model(self, **kwargs):
+            raise ClientError({"Error": {"Code": "InternalFailure"}}, "CreateModel")
+
+    with pytest.raises(PipelineError) as caught:
+        publish_approved(detail(arn), Refusing(sagemaker), SETTINGS)
+    assert (caught.value.what, caught.value.where) == ("cannot create a model from the package ()", arn)
 
 
 def test_a_package_registered_approved_and_approved_again_later_is_published(sagemaker) -> None:
