@@ -125,6 +125,16 @@ def test_bad_payloads_get_a_clear_4xx(client, body, content_type, status, messag
         assert json.loads(answer.get_data())["error"].startswith(message)
 
 
+def test_in_process_answers_match_the_model(client, features_frame, model_dir) -> None:
+    frame = features_frame.iloc[:60]
+    answer = client.post("/invocations", data=csv_payload(frame, header=True), headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 200, answer.get_data()
+    records = [json.loads(line) for line in answer.get_data(as_text=True).splitlines()]
+    expected = load_model(model_dir).assign(frame)
+    assert [r[c.CLUSTER] for r in records] == expected[c.CLUSTER].tolist()
+    assert [r[c.RFM_SEGMENT] for r in records] == list(frame[c.RFM_SEGMENT])
+
+
 def test_an_unanswerable_accept_is_a_406(client) -> None:
     answer = client.post("/invocations", data=HEADER + b"A,1,1,2,3,3,3\n",
                          headers={"Content-Type": "text/csv", "Accept": "image/png"})

@@ -421,13 +421,14 @@ def test_handler_end_to_end(table, monkeypatch, sagemaker, store) -> None:
         monkeypatch.delenv("IDEMPOTENCY_TABLE", raising=False)
     app._runtime.cache_clear()
     stream = io.StringIO()
-    previous = app.logger.registered_handler.setStream(stream)
+    # Swapped, not setStream(): that flushes the old stream, which a capture may have closed already.
+    previous, app.logger.registered_handler.stream = app.logger.registered_handler.stream, stream
     try:
         first = app.handler(s3_event("rfm/input/orders.csv"), FakeContext())
         again = app.handler(s3_event("rfm/input/orders.csv"), FakeContext())
     finally:
         app._runtime.cache_clear()
-        app.logger.registered_handler.setStream(previous)
+        app.logger.registered_handler.stream = previous
 
     assert len(first["started"]) == 1
     logs = [json.loads(line) for line in stream.getvalue().splitlines()]
@@ -450,11 +451,12 @@ def test_s3_test_event_is_ignored_with_a_log_line(sagemaker, settings) -> None:
         "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB",
     }
     stream = io.StringIO()
-    previous = app.logger.registered_handler.setStream(stream)
+    # Swapped, not setStream(): that flushes the old stream, which a capture may have closed already.
+    previous, app.logger.registered_handler.stream = app.logger.registered_handler.stream, stream
     try:
         summary = trigger(parse_event(event), settings, PipelineStarter(settings, sagemaker))
     finally:
-        app.logger.registered_handler.setStream(previous)
+        app.logger.registered_handler.stream = previous
 
     assert summary["started"] == [] and "s3:TestEvent" in summary["ignored"][0]["reason"]
     assert executions(sagemaker) == []
@@ -520,7 +522,8 @@ def test_logs_name_the_object_but_hold_no_event_details(monkeypatch, sagemaker, 
     monkeypatch.setenv("IDEMPOTENCY_TABLE", TABLE)
     app._runtime.cache_clear()
     stream = io.StringIO()
-    previous = app.logger.registered_handler.setStream(stream)
+    # Swapped, not setStream(): that flushes the old stream, which a capture may have closed already.
+    previous, app.logger.registered_handler.stream = app.logger.registered_handler.stream, stream
     event = s3_event("rfm/input/orders.csv")
     event["Records"][0]["userIdentity"]["principalId"] = "AWS:AIDAEXAMPLEUSER"
     event["Records"][0]["requestParameters"]["sourceIPAddress"] = "203.0.113.77"
@@ -528,7 +531,7 @@ def test_logs_name_the_object_but_hold_no_event_details(monkeypatch, sagemaker, 
         app.handler(event, FakeContext())
     finally:
         app._runtime.cache_clear()
-        app.logger.registered_handler.setStream(previous)
+        app.logger.registered_handler.stream = previous
 
     logs = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert logs and all(entry["level"] in {"INFO", "WARNING"} for entry in logs)
