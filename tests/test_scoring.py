@@ -98,6 +98,7 @@ def test_histogram_cuts_are_the_boundaries_nearest_to_equal_fifths(counts: list[
     ([11, 9, 10, 10, 10, 10, 10, 10, 10, 10], [1, 3, 5, 7]),  # 0.11 / 0.2 / 0.29: nearest is the upper one
     ([19, 5, 6, 10, 10, 10, 10, 10, 10, 10], [0, 3, 5, 7]),  # 0.19 / 0.2 / 0.24: the first cut snaps lower
     ([50, 10, 10, 10, 10, 10], [0, 1, 2, 3]),  # half the customers tie at the lowest value: one group
+    ([2, 5, 6, 4, 2, 5, 5, 1], [1, 2, 3, 5]),  # 17/30 and 19/30 are equally near 3/5: the lower boundary wins
 ])
 def test_cut_examples(counts: list[int], cuts: list[int]) -> None:
     distinct = np.arange(len(counts)) * 10
