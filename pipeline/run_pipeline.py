@@ -23,14 +23,15 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from importlib import import_module
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from pipeline.driver import (
     add_common_arguments,
+    ensure_default_region,
     get_pipeline_driver,
+    import_module,
     parse_args,
     parse_json,
     parse_kwargs,
@@ -108,6 +109,22 @@ def check_parameters(pipeline: Any, parameters: dict[str, Any]) -> None:
         PendingManualApproval, Approved or Rejected.
     """
     parameter_values([p.to_request() for p in pipeline.parameters], parameters, "--parameters")
+
+
+def check_parameters_before_building(module_name: str, kwargs: dict[str, Any], parameters: dict[str, Any]) -> None:
+    """Refuse bad ``--parameters`` before any pipeline is built (each build takes seconds).
+
+    Modules that declare their parameters with ``make_parameters(default_bucket, base_job_prefix)``
+    (``pipeline.definition`` does) are checked here; others only by :func:`check_parameters` once built.
+    """
+    if not parameters:
+        return
+    ensure_default_region(kwargs.get("region"))  # importing the SDK makes a client
+    declare = getattr(import_module(module_name), "make_parameters", None)
+    if not callable(declare):
+        return
+    declared = declare(kwargs.get("default_bucket") or "default-bucket", kwargs.get("base_job_prefix") or "rfm")
+    parameter_values([p.to_request() for p in declared.as_list()], parameters, "--parameters")
 
 
 def wait_for_execution(
@@ -269,6 +286,7 @@ def _upsert_and_run(args: argparse.Namespace) -> int:
     kwargs = parse_kwargs(args.kwargs)
     tags = parse_tags(args.tags)
     parameters = parse_parameters(args.parameters)
+    check_parameters_before_building(args.module_name, kwargs, parameters)
     pipeline = get_pipeline_driver(args.module_name, kwargs, defaults={"role": args.role_arn})
     check_parameters(pipeline, parameters)
     if kwargs.get("sagemaker_project_arn"):

@@ -1,8 +1,15 @@
-"""Shared fixtures: a trained model, the bundled sample, fake AWS credentials."""
+"""Shared fixtures: a trained model, the bundled sample, fake AWS credentials, one local pipeline run.
+
+Building a pipeline definition imports the SageMaker SDK and takes seconds, and a whole local run
+takes tens of seconds: the session fixtures below do each once, and the tests that only read them share them.
+"""
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,3 +65,38 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def local_definition() -> dict[str, Any]:
+    """The main pipeline's definition as ``rfm run-local`` builds it (once per session; nothing cached on disk)."""
+    from pipeline.local.run_local import build_definition
+
+    return build_definition()
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    """A finished local run whose package waits for approval: where it is and what the runner returned."""
+
+    output: Path
+    result: Any  # pipeline.local.runner.ExecutionResult
+
+    def copy_to(self, folder: Path) -> Path:
+        """A private copy of the run's output, for a test that changes it (e.g. approves the package)."""
+        shutil.copytree(self.output, folder)
+        return folder
+
+
+@pytest.fixture(scope="session")
+def pending_run(tmp_path_factory: pytest.TempPathFactory, local_definition: dict[str, Any]) -> PendingRun:
+    """One run on the bundled sample with the default ModelApprovalStatus (registered, not published), k=4.
+
+    Read-only: a test that changes the run works on ``pending_run.copy_to(tmp_path / ...)``.
+    """
+    from pipeline.local.run_local import run_local
+
+    output = tmp_path_factory.mktemp("pending")
+    result = run_local(str(SAMPLE), output, {"NumClusters": "4"}, definition=local_definition)
+    assert result.status == "Succeeded", result.failure
+    return PendingRun(output, result)

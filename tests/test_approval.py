@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
 import pandas as pd
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from lambdas.approval.app import Settings, model_name_for, publish_approved
+from lambdas.approval import app as approval_app
+from lambdas.approval.app import Settings, ignore_reason, model_name_for, publish_approved
 from pipeline.local.approval import approve_local, approve_sagemaker
 from pipeline.local.registry import LocalRegistry
-from pipeline.local.run_local import run_local
 from pipeline.naming import MODEL_PACKAGE_GROUP_NAME, publish_pipeline_name
 from steps import columns as c
 from steps import package_metadata, paths
 from steps.errors import PipelineError
-from tests.conftest import SAMPLE
 
 ROLE = "arn:aws:iam::123456789012:role/rfm"
 GROUP = MODEL_PACKAGE_GROUP_NAME
 PUBLISH = publish_pipeline_name()
 SETTINGS = Settings(GROUP, PUBLISH, ROLE)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -73,6 +76,7 @@ def test_approving_a_pending_package_starts_the_publish_pipeline(sagemaker) -> N
                       "TransformInputUrl": "s3://b/rfm/executions/e1/transform"}
     model = sagemaker.describe_model(ModelName=result["model_name"])
     assert model["ExecutionRoleArn"] == ROLE
+    assert [c["ModelPackageName"] for c in model["Containers"]] == [arn]  # the model serves the approved package
 
 
 def test_a_repeated_event_reuses_the_model(sagemaker) -> None:
@@ -125,25 +129,158 @@ def test_missing_configuration_is_a_clear_error() -> None:
         Settings.from_env({})
 
 
-@pytest.fixture(scope="module")
-def pending_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    output = tmp_path_factory.mktemp("pending")
-    result = run_local(str(SAMPLE), output, {})
-    assert result.status == "Succeeded", result.failure
-    return output
-
-
-def test_local_approval_publishes_the_pending_package(pending_run: Path) -> None:
-    registry = LocalRegistry(pending_run / paths.REGISTRY_FILE)
+def test_local_approval_publishes_the_pending_package(pending_run, tmp_path: Path) -> None:
+    run = pending_run.copy_to(tmp_path / "run")
+    registry = LocalRegistry(run / paths.REGISTRY_FILE)
     arn = registry.packages()[-1]["ModelPackageArn"]
     with pytest.raises(PipelineError, match="only Approved"):
         registry.create_model("too-early", arn)
-    assert not (pending_run / "segments" / paths.SEGMENTS_FILE).exists()
-    result = approve_local(pending_run, None)
+    assert not (run / "segments" / paths.SEGMENTS_FILE).exists()
+    result = approve_local(run, None)
     assert result["status"] == "started" and result["model_package_arn"] == arn
-    segments = pd.read_parquet(pending_run / "segments" / paths.SEGMENTS_FILE)
-    features = pd.read_parquet(pending_run / "features" / paths.RFM_FILE)
+    segments = pd.read_parquet(run / "segments" / paths.SEGMENTS_FILE)
+    features = pd.read_parquet(run / "features" / paths.RFM_FILE)
     assert set(segments[c.CUSTOMER_ID]) == set(features[c.CUSTOMER_ID])
     assert registry.get(arn)["ModelApprovalStatus"] == "Approved"
     with pytest.raises(PipelineError, match="waiting for approval"):
-        approve_local(pending_run, None)
+        approve_local(run, None)
+
+
+class SageMakerRefusingDuplicates:
+    """The moto client, but CreateModel refuses an existing name as SageMaker does (moto accepts it)."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+        self.create_model_calls = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+    def create_model(self, **kwargs):
+        self.create_model_calls += 1
+        try:
+            self._client.describe_model(ModelName=kwargs["ModelName"])
+        except ClientError:
+            return self._client.create_model(**kwargs)
+        raise ClientError({"Error": {"Code": "ValidationException", "Message":
+                                     f'Cannot create already existing model "{kwargs["ModelName"]}".'}},
+                          "CreateModel")
+
+
+def test_a_repeated_event_reuses_the_model_sagemaker_refuses_to_create_twice(sagemaker) -> None:
+    arn = register(sagemaker)
+    approve(sagemaker, arn)
+    refusing = SageMakerRefusingDuplicates(sagemaker)
+    first = publish_approved(detail(arn), refusing, SETTINGS)
+    second = publish_approved(detail(arn), refusing, SETTINGS)
+    assert first["status"] == second["status"] == "started"
+    assert first["model_name"] == second["model_name"] and refusing.create_model_calls == 2
+    assert len(sagemaker.list_models()["Models"]) == 1
+
+
+def test_another_create_model_failure_is_a_clear_error(sagemaker) -> None:
+    arn = register(sagemaker)
+    approve(sagemaker, arn)
+
+    class Refusing(SageMakerRefusingDuplicates):
+        def create_model(self, **kwargs):
+            raise ClientError({"Error": {"Code": "ValidationException",
+                                         "Message": "Model package is not Approved"}}, "CreateModel")
+
+    with pytest.raises(PipelineError, match="cannot create a model from the package"):
+        publish_approved(detail(arn), Refusing(sagemaker), SETTINGS)
+    assert sagemaker.list_pipeline_executions(PipelineName=PUBLISH)["PipelineExecutionSummaries"] == []
+
+
+def test_a_create_model_failure_without_a_message_is_still_one_line(sagemaker) -> None:
+    arn = register(sagemaker)
+    approve(sagemaker, arn)
+
+    class Refusing(SageMakerRefusingDuplicates):
+        def create_model(self, **kwargs):
+            raise ClientError({"Error": {"Code": "InternalFailure"}}, "CreateModel")
+
+    with pytest.raises(PipelineError) as caught:
+        publish_approved(detail(arn), Refusing(sagemaker), SETTINGS)
+    assert (caught.value.what, caught.value.where) == ("cannot create a model from the package ()", arn)
+
+
+def test_a_package_registered_approved_and_approved_again_later_is_published(sagemaker) -> None:
+    """Registered Approved, later Rejected and re-approved: the re-approval publishes."""
+    arn = register(sagemaker, status="Approved")
+    for status in ("Rejected", "Approved"):  # SageMaker keeps the metadata; moto needs it passed again
+        sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status,
+                                       CustomerMetadataProperties=metadata("Approved"))
+    result = publish_approved(detail(arn), sagemaker, SETTINGS)
+    assert result["status"] == "started"
+    assert sagemaker.list_pipeline_executions(PipelineName=PUBLISH)["PipelineExecutionSummaries"]
+
+
+@pytest.mark.parametrize(("registered", "created", "modified", "ignored"), [
+    ("Approved", T0, None, True),  # the creation event of a package registered Approved
+    ("Approved", T0, T0, True),  # SageMaker reports the creation time as the last change
+    ("Approved", T0, T0 + timedelta(minutes=5), False),  # changed after registration: a new approval
+    ("PendingManualApproval", T0, T0 + timedelta(minutes=5), False),
+    ("PendingManualApproval", T0, None, False),
+])
+def test_which_approved_packages_publish(registered, created, modified, ignored) -> None:
+    package = {"ModelApprovalStatus": "Approved", "CustomerMetadataProperties": metadata(registered),
+               "CreationTime": created, "LastModifiedTime": modified}
+    reason = ignore_reason(detail("arn:x"), package, SETTINGS)
+    assert (reason is not None) == ignored
+    if ignored:
+        assert "registered Approved" in reason
+
+
+def test_an_approved_package_of_another_group_or_status_is_ignored_before_reading_it() -> None:
+    class NoCalls:
+        def __getattr__(self, name: str):
+            raise AssertionError(f"unexpected call {name}")
+
+    for event in (detail("arn:x", status="Rejected"), detail("arn:x", group="Other")):
+        assert publish_approved(event, NoCalls(), SETTINGS)["status"] == "ignored"
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "rfm-approval"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:rfm-approval"
+    aws_request_id: str = "00000000-0000-0000-0000-000000000002"
+
+
+def state_change_event(arn: str) -> dict:
+    return {"version": "0", "id": "e1", "detail-type": "SageMaker Model Package State Change",
+            "source": "aws.sagemaker", "account": "123456789012", "time": "2024-01-01T00:00:00Z",
+            "region": "us-east-1", "resources": [arn], "detail": detail(arn)}
+
+
+@pytest.fixture
+def lambda_environment(sagemaker, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"MODEL_PACKAGE_GROUP": GROUP, "PUBLISH_PIPELINE_NAME": PUBLISH,
+                        "MODEL_EXECUTION_ROLE_ARN": ROLE, "MODEL_NAME_PREFIX": "seg"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(approval_app, "_runtime", None)  # a cold container
+
+
+def test_handler_publishes_an_approved_package_from_the_eventbridge_event(sagemaker, lambda_environment) -> None:
+    arn = register(sagemaker)
+    approve(sagemaker, arn)
+    result = approval_app.handler(state_change_event(arn), LambdaContext())
+    assert result["status"] == "started" and result["model_name"].startswith("seg-")
+    [execution] = sagemaker.list_pipeline_executions(PipelineName=PUBLISH)["PipelineExecutionSummaries"]
+    assert execution["PipelineExecutionArn"] == result["execution_arn"]
+
+
+@pytest.mark.parametrize("event", [{}, {"detail": "not an object"}, ["not", "an", "event"]])
+def test_handler_refuses_what_is_not_an_eventbridge_event(lambda_environment, event) -> None:
+    with pytest.raises(PipelineError, match="not an EventBridge event"):
+        approval_app.handler(event, LambdaContext())
+
+
+def test_handler_without_configuration_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MODEL_PACKAGE_GROUP", "PUBLISH_PIPELINE_NAME", "MODEL_EXECUTION_ROLE_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(approval_app, "_runtime", None)
+    with pytest.raises(PipelineError, match="MODEL_PACKAGE_GROUP, PUBLISH_PIPELINE_NAME, MODEL_EXECUTION_ROLE_ARN"):
+        approval_app.handler(state_change_event("arn:x"), LambdaContext())

@@ -45,21 +45,34 @@ EXPECTED_TYPES = {
     "QualityGateFailed": "Fail",
 }
 
-EXPECTED_PARAMETERS = [
-    ("InputDataUrl", "String", f"s3://{BUCKET}/rfm/input/"),
-    ("InputFormat", "String", "auto"),
-    ("AsOfDate", "String", ""),
-    ("ColumnMapping", "String", ""),
-    ("Timezone", "String", ""),
-    ("ModelApprovalStatus", "String", "PendingManualApproval"),
-    ("ProcessingInstanceType", "String", "ml.m5.xlarge"),
-    ("TrainingInstanceType", "String", "ml.m5.xlarge"),
-    ("TransformInstanceType", "String", "ml.m5.xlarge"),
-    ("NumClusters", "Integer", 0),
-    ("RandomSeed", "Integer", 0),
-    ("MinSilhouette", "Float", 0.25),
-    ("MinClusterShare", "Float", 0.01),
-]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def documented_parameters() -> list[tuple[str, str, Any]]:
+    """``(name, type, default)`` of each row of the user docs' pipeline-parameter table, in order.
+
+    The table is the one whose header starts ``| Parameter | Type | Default |`` (README or docs/);
+    a row may name several parameters (``A / B``); ``<bucket>`` and ``<prefix>`` stand for this
+    build's bucket and the default job prefix.
+    """
+    for page in DOCS:
+        lines = page.read_text(encoding="utf-8").splitlines()
+        header = re.compile(r"^\|\s*Parameter\s*\|\s*Type\s*\|\s*Default\s*\|")
+        starts = [i for i, line in enumerate(lines) if header.match(line)]
+        if not starts:
+            continue
+        rows: list[tuple[str, str, Any]] = []
+        for line in lines[starts[0] + 2:]:
+            if not line.startswith("|"):
+                break
+            names, kind, default = (cell.strip() for cell in line.strip("|").split("|")[:3])
+            text = default.strip("`").replace("<bucket>", BUCKET).replace("<prefix>", "rfm")
+            text = "" if text == '""' else text
+            value = {"Integer": int, "Float": float}.get(kind, str)(text)
+            rows += [(name.strip(), kind, value) for name in names.split("/")]
+        return rows
+    raise AssertionError(f"no '| Parameter | Type | Default |' table in {', '.join(p.name for p in DOCS)}")
+
 
 # Steps each step reads from (property references, JsonGet, DependsOn).
 EXPECTED_UPSTREAM = {
@@ -236,9 +249,9 @@ def test_every_step_reads_well_in_studio(steps: dict[str, dict[str, Any]]) -> No
         assert len(step.get("Description", "")) > 20, name
 
 
-def test_parameters_and_defaults(definition: dict[str, Any]) -> None:
+def test_parameters_and_defaults_are_the_documented_ones(definition: dict[str, Any]) -> None:
     declared = [(p["Name"], p["Type"], p["DefaultValue"]) for p in definition["Parameters"]]
-    assert declared == EXPECTED_PARAMETERS
+    assert declared == documented_parameters()
 
 
 def test_model_approval_status_declares_its_allowed_values(definition: dict[str, Any]) -> None:
@@ -715,7 +728,7 @@ def test_run_pipeline_upserts_tags_starts_and_reports(
     described = client.describe_pipeline(PipelineName="rfm-segmentation")
     assert described["RoleArn"] == "arn:aws:iam::123456789012:role/PipelineRole"
     stored = json.loads(described["PipelineDefinition"])
-    assert [p["Name"] for p in stored["Parameters"]] == [name for name, _, _ in EXPECTED_PARAMETERS]
+    assert [p["Name"] for p in stored["Parameters"]] == [name for name, _, _ in documented_parameters()]
     assert names(stored["Steps"]) == ["ComputeRFM", "TrainSegmenter", "EvaluateSegmenter", "CheckQuality"]
     # Without "role" in --kwargs the jobs run with --role-arn.
     assert stored["Steps"][0]["Arguments"]["RoleArn"] == "arn:aws:iam::123456789012:role/PipelineRole"
@@ -749,12 +762,21 @@ def test_run_pipeline_starts_with_the_given_parameters(moto_sagemaker: dict[str,
         ('["ModelApprovalStatus"]', "error: --parameters must be a JSON object, got list"),
     ],
 )
-def test_run_pipeline_rejects_bad_parameters_before_upserting(
-    moto_sagemaker: dict[str, Any], capsys: pytest.CaptureFixture[str], parameters: str, message: str
+def test_run_pipeline_rejects_bad_parameters_before_building(
+    moto_sagemaker: dict[str, Any], capsys: pytest.CaptureFixture[str], parameters: str, message: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Checked against the declared parameters before either pipeline is built (each build takes seconds)."""
     import boto3
 
+    import pipeline.definition
     from pipeline.run_pipeline import main
+
+    def no_build(**kwargs: Any) -> None:
+        raise AssertionError("a pipeline was built before the parameters were checked")
+
+    monkeypatch.setattr(pipeline.definition, "get_pipeline", no_build)
+    monkeypatch.setattr(pipeline.definition, "get_publish_pipeline", no_build)
 
     assert main([*_run_args(), "--parameters", parameters]) == 1
     captured = capsys.readouterr()

@@ -277,7 +277,7 @@ def test_the_fake_rejects_what_the_service_rejects(env: Env) -> None:
             Description="d",
             Fields={"a": {"Source": "_source.a", "Target": "_profile.Nope"}},
         )
-    with pytest.raises(ClientError, match="invalid segment definition name"):
+    with pytest.raises(ClientError, match="'segmentDefinitionName' failed to satisfy constraint: .* pattern"):
         env.client.create_segment_definition(
             DomainName=DOMAIN,
             SegmentDefinitionName="has space",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,18 @@ def test_a_lambda_imports_only_what_its_zip_holds(name: str) -> None:
     assert outside == set()
 
 
-def test_the_makefile_packages_the_lambda_and_steps() -> None:
-    recipe = (ROOT / "Makefile").read_text()
-    assert 'cp -R lambdas/$(1) "$(ARTIFACTS_DIR)/lambdas/"' in recipe
-    assert 'cp -R steps "$(ARTIFACTS_DIR)/"' in recipe
+@pytest.mark.parametrize(("target", "name"), [
+    ("build-TriggerFunction", "trigger"), ("build-ApprovalFunction", "approval"), ("build-ExportFunction", "export")])
+def test_sam_build_target_packages_the_lambda_and_steps(tmp_path: Path, target: str, name: str) -> None:
+    """``make build-<Function>`` (what ``sam build`` calls) lays out exactly the Lambda, ``steps`` and its wheels."""
+    artifacts = tmp_path / "artifacts"
+    result = subprocess.run(  # LAMBDA_PIP=true: the wheels come from the registry; the layout is what is checked
+        ["make", "--no-print-directory", "-C", str(ROOT), target, f"ARTIFACTS_DIR={artifacts}", "LAMBDA_PIP=true"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in artifacts.iterdir()) == ["lambdas", "steps"]
+    assert sorted(p.name for p in (artifacts / "lambdas").iterdir()) == ["__init__.py", name]
+    packaged = {p.relative_to(artifacts / "steps") for p in (artifacts / "steps").rglob("*.py")}
+    assert packaged == {p.relative_to(ROOT / "steps") for p in (ROOT / "steps").rglob("*.py")}
+    assert (artifacts / "lambdas" / name / "app.py").is_file()
+    assert not list(artifacts.rglob("__pycache__"))

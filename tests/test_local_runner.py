@@ -20,8 +20,8 @@ from tests.conftest import SAMPLE
 
 
 @pytest.fixture(scope="module")
-def definition() -> dict:
-    return build_definition()
+def definition(local_definition: dict) -> dict:
+    return local_definition
 
 
 def test_join_and_parameters_resolve() -> None:
@@ -125,14 +125,12 @@ def test_approved_run_registers_an_approved_package(approved_run) -> None:
     assert statuses["ExportSegments"] == "Succeeded"
 
 
-def test_pending_run_registers_and_stops_before_export(tmp_path: Path, definition: dict) -> None:
-    result = run_local(str(SAMPLE), tmp_path, {"NumClusters": "4"}, definition=definition)
-    assert result.status == "Succeeded", result.failure
-    statuses = {run.name: run.status for run in result.steps}
+def test_pending_run_registers_and_stops_before_export(pending_run) -> None:
+    statuses = {run.name: run.status for run in pending_run.result.steps}
     assert statuses["RegisterSegmenter"] == "Succeeded"
     assert statuses["AssignSegments"] == statuses["ExportSegments"] == "Skipped"
-    assert not (tmp_path / "segments" / paths.SEGMENTS_FILE).exists()
-    package = LocalRegistry(tmp_path / paths.REGISTRY_FILE).packages()[0]
+    assert not (pending_run.output / "segments" / paths.SEGMENTS_FILE).exists()
+    package = LocalRegistry(pending_run.output / paths.REGISTRY_FILE).packages()[0]
     assert package["ModelApprovalStatus"] == "PendingManualApproval"
 
 
@@ -199,7 +197,7 @@ def test_a_raising_lambda_is_a_failed_step(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_a_cached_definition_keeps_its_pipeline_name(tmp_path: Path) -> None:
-    from pipeline.local.run_local import PUBLISH_PIPELINE, build_definition
+    from pipeline.local.run_local import PUBLISH_PIPELINE
     from pipeline.naming import MAIN_PIPELINE_NAME, publish_pipeline_name
 
     built = build_definition(cache_dir=tmp_path, builder=PUBLISH_PIPELINE)

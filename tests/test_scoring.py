@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -47,14 +49,61 @@ def test_scores_are_monotone_tie_equal_and_in_range(values: np.ndarray) -> None:
         assert scores.min() == 1 and scores.max() == 5
 
 
-@settings(max_examples=100, deadline=None)
-@given(values=VALUES)
-def test_cuts_from_a_histogram_equal_cuts_from_values(values: np.ndarray) -> None:
-    distinct, counts = np.unique(values, return_counts=True)
-    thresholds, scores = score_cuts_from_counts(distinct, counts)
-    expected_thresholds, expected_scores = score_cuts(values)
-    np.testing.assert_array_equal(thresholds, expected_thresholds)
-    np.testing.assert_array_equal(scores, expected_scores)
+# With fewer than five distinct values, the groups present spread over 1..5 (lowest 1, highest 5).
+SPREAD = {1: [1], 2: [1, 5], 3: [1, 3, 5], 4: [1, 2, 4, 5], 5: [1, 2, 3, 4, 5]}
+
+
+def nearest_cuts(counts: list[int]) -> list[set[int]]:
+    """For each of the four cuts, the indices of the distinct values it may fall after, in exact arithmetic.
+
+    Cut k is the boundary whose share of customers at or below it is nearest to k/5, among the boundaries
+    that leave at least one distinct value for every group (so all five scores are used); a boundary
+    within 1e-9 of the nearest is accepted too (the code works in floating point).
+    """
+    total = sum(counts)
+    through = [Fraction(sum(counts[: i + 1]), total) for i in range(len(counts))]
+    allowed_by_cut: list[set[int]] = []
+    previous = -1
+    for k in range(1, 5):
+        target = Fraction(k, 5)
+        candidates = range(previous + 1, len(counts) - (5 - k))
+        best = min(abs(through[j] - target) for j in candidates)
+        allowed = {j for j in candidates if abs(through[j] - target) - best <= Fraction(1, 10**9)}
+        allowed_by_cut.append(allowed)
+        previous = min(allowed)  # the code takes the lower of two equally near boundaries
+    return allowed_by_cut
+
+
+HISTOGRAMS = st.lists(st.integers(1, 400), min_size=1, max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(counts=HISTOGRAMS, offset=st.floats(-1e6, 1e6, allow_nan=False))
+def test_histogram_cuts_are_the_boundaries_nearest_to_equal_fifths(counts: list[int], offset: float) -> None:
+    distinct = offset + np.arange(len(counts), dtype=float) * 1.5
+    thresholds, scores = score_cuts_from_counts(distinct, np.array(counts))
+    if len(counts) <= 5:
+        assert scores.tolist() == SPREAD[len(counts)]
+        np.testing.assert_array_equal(thresholds, distinct[:-1])
+        return
+    assert scores.tolist() == [1, 2, 3, 4, 5]
+    chosen = np.searchsorted(distinct, thresholds).tolist()
+    for k, (index, allowed) in enumerate(zip(chosen, nearest_cuts(counts), strict=True), start=1):
+        assert index in allowed, f"cut {k} after value #{index}, nearest to {k}/5 are {sorted(allowed)}"
+
+
+@pytest.mark.parametrize(("counts", "cuts"), [
+    ([1] * 10, [1, 3, 5, 7]),  # exact fifths
+    ([30, 1, 1, 1, 1, 1, 1, 64], [0, 4, 5, 6]),  # a heavy tail: the cuts crowd below it, every group keeps a value
+    ([11, 9, 10, 10, 10, 10, 10, 10, 10, 10], [1, 3, 5, 7]),  # 0.11 / 0.2 / 0.29: nearest is the upper one
+    ([19, 5, 6, 10, 10, 10, 10, 10, 10, 10], [0, 3, 5, 7]),  # 0.19 / 0.2 / 0.24: the first cut snaps lower
+    ([50, 10, 10, 10, 10, 10], [0, 1, 2, 3]),  # half the customers tie at the lowest value: one group
+    ([2, 5, 6, 4, 2, 5, 5, 1], [1, 2, 3, 5]),  # 17/30 and 19/30 are equally near 3/5: the lower boundary wins
+])
+def test_cut_examples(counts: list[int], cuts: list[int]) -> None:
+    distinct = np.arange(len(counts)) * 10
+    thresholds, _ = score_cuts_from_counts(distinct, np.array(counts))
+    assert (thresholds // 10).tolist() == cuts
 
 
 @settings(max_examples=60, deadline=None)

@@ -13,7 +13,7 @@ import pytest
 from steps import columns as c
 from steps.errors import ModelError
 from steps.model.model_io import load_model
-from steps.model.segmenter import Segmenter
+from steps.model.segmenter import SILHOUETTE_TOLERANCE, Segmenter
 from steps.model.train import read_hyperparameters, train
 
 
@@ -99,3 +99,39 @@ def test_bad_hyperparameters_are_clear_errors(tmp_path: Path, raw: dict) -> None
     path.write_text(json.dumps(raw))
     with pytest.raises(ModelError, match="num_clusters"):
         read_hyperparameters(path)
+
+
+def two_groups_differing_in(feature: str, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Two groups of 200 that differ only in ``feature`` (the better group first); the others are shared noise."""
+    rng = np.random.default_rng(seed)
+    logs = rng.normal([3.0, 1.0, 4.0], 0.3, (400, 3))
+    column = list(c.MODEL_FEATURES).index(feature)
+    better_is_lower = feature == c.RECENCY_DAYS
+    gap = -2.5 if better_is_lower else 2.5
+    logs[:200, column] += gap  # rows 0..199 are the better group
+    frame = pd.DataFrame(np.expm1(np.clip(logs, 0, None)), columns=list(c.MODEL_FEATURES))
+    better = np.arange(400) < 200
+    return frame, better
+
+
+@pytest.mark.parametrize("feature", list(c.MODEL_FEATURES))
+def test_cluster_zero_is_the_more_recent_frequent_or_higher_spending_group(feature: str) -> None:
+    """Cluster ids are ordered by value: more recent (fewer days), more orders, more spend come first."""
+    frame, better = two_groups_differing_in(feature)
+    segmenter = Segmenter(n_clusters=2, random_state=0).fit(frame)
+    labels = segmenter.kmeans_.labels_
+    assert set(labels[better]) == {0} and set(labels[~better]) == {1}
+    np.testing.assert_array_equal(segmenter.predict(frame), labels)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_of_equally_good_k_the_largest_wins(seed: int) -> None:
+    """Silhouettes within SILHOUETTE_TOLERANCE of the best count as equal; more segments are more actionable."""
+    rng = np.random.default_rng(seed)
+    no_structure = pd.DataFrame(np.expm1(rng.uniform([0.5, 0.0, 2.0], [6.5, 3.0, 8.0], (600, 3))),
+                                columns=list(c.MODEL_FEATURES))
+    segmenter = Segmenter(n_clusters=0, random_state=0).fit(no_structure)
+    silhouettes = {row["k"]: row["silhouette"] for row in segmenter.k_selection_}
+    near_best = [k for k, s in silhouettes.items() if s >= max(silhouettes.values()) - SILHOUETTE_TOLERANCE]
+    assert len(near_best) > 1  # the rule matters for this data
+    assert segmenter.k_ == max(near_best) == len(segmenter.names_)

@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from pipeline.local.transform import serving
 from steps import columns as c
 from steps.model.model_io import load_model
+from steps.model.serve import PayloadError, create_app, validate
 
 
 @pytest.fixture(scope="module")
@@ -84,27 +86,59 @@ def test_ids_needing_json_escapes_round_trip(port, features_frame) -> None:
     assert [json.loads(line)[c.CUSTOMER_ID] for line in answer.decode().splitlines()] == list(frame[c.CUSTOMER_ID])
 
 
+HEADER = b"customer_id,recency_days,frequency,monetary,r_score,f_score,m_score\n"
+
+
+@pytest.fixture(scope="module")
+def client(model_dir: Path):
+    """The same app in this process (Flask's test client), so that every check is seen by coverage and mutmut."""
+    return create_app(load_model(model_dir)).test_client()
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "message"),
     [
-        (b"customer_id,recency_days\n1,2\n", "text/csv", 400, "lack field"),
-        (b"customer_id,recency_days,frequency,monetary,r_score,f_score,m_score\nA,x,1,2,3,3,3\n",
-         "text/csv", 400, "recency_days"),
-        (b"customer_id,recency_days,frequency,monetary,r_score,f_score,m_score\nA,1,1,2,9,3,3\n",
-         "text/csv", 400, "r_score"),
-        (b'{"customer_id": "A", "recency_days": 1\n', "application/jsonlines", 400, "JSON"),
-        (b"", "text/csv", 400, "CSV"),
-        (b"hello", "application/x-npy", 415, "not supported"),
+        (b"customer_id,recency_days\n1,2\n", "text/csv", 400,
+         "records lack field(s) frequency, monetary, r_score, f_score; "
+         "send customer_id, recency_days, frequency, monetary, r_score, f_score"),
+        (HEADER + b"A,x,1,2,3,3,3\n", "text/csv", 400, "record 1: recency_days='x' is not a number"),
+        (HEADER + b"A,1,1,2,3,3,3\nB,1,1,2,9,3,3\n", "text/csv", 400, "record 2: r_score=9 is not valid"),
+        (HEADER + b"A,1,1,2,3,3,3\nB,1,1,2,3,0,3\n", "text/csv", 400, "record 2: f_score=0 is not valid"),
+        (HEADER + b"A,1,1,2,3,2.5,3\n", "text/csv", 400, "record 1: f_score=2.5 is not valid"),
+        (HEADER + b",1,1,2,3,3,3\n", "text/csv", 200, None),  # an empty id is an id (CSV has no null text)
+        (b'{"customer_id": null, "recency_days": 1, "frequency": 1, "monetary": 2, "r_score": 3, "f_score": 3}\n',
+         "application/jsonlines", 400, "record 1 has no customer_id"),
+        (b'{"customer_id": "A", "recency_days": 1\n', "application/jsonlines", 400, "unreadable JSON Lines"),
+        (b"", "text/csv", 400, "unreadable CSV"),
+        (b"hello", "application/x-npy", 415, "content type 'application/x-npy' is not supported"),
         (b'{"customer_id": "A", "recency_days": " 5", "frequency": 1, "monetary": 2, "r_score": 3, "f_score": 3}\n',
-         "application/jsonlines", 400, "recency_days"),
+         "application/jsonlines", 400, "record 1: recency_days=' 5' is not a number"),
         (b"customer_id,customer_id,recency_days,frequency,monetary,r_score,f_score,m_score\nA,B,1,1,2,3,3,3\n",
-         "text/csv", 400, "more than once"),
+         "text/csv", 400, "field(s) customer_id appear more than once"),
     ],
 )
-def test_bad_payloads_get_a_clear_4xx(port, body, content_type, status, message) -> None:
-    answer_status, _, answer = call(port, "POST", "/invocations", body, {"Content-Type": content_type})
-    assert answer_status == status
-    assert message in json.loads(answer)["error"]
+def test_bad_payloads_get_a_clear_4xx(client, body, content_type, status, message) -> None:
+    answer = client.post("/invocations", data=body, headers={"Content-Type": content_type})
+    assert answer.status_code == status, answer.get_data()
+    if message is not None:
+        assert answer.content_type == "application/json"
+        assert json.loads(answer.get_data())["error"].startswith(message)
+
+
+def test_in_process_answers_match_the_model(client, features_frame, model_dir) -> None:
+    frame = features_frame.iloc[:60]
+    answer = client.post("/invocations", data=csv_payload(frame, header=True), headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 200, answer.get_data()
+    records = [json.loads(line) for line in answer.get_data(as_text=True).splitlines()]
+    expected = load_model(model_dir).assign(frame)
+    assert [r[c.CLUSTER] for r in records] == expected[c.CLUSTER].tolist()
+    assert [r[c.RFM_SEGMENT] for r in records] == list(frame[c.RFM_SEGMENT])
+
+
+def test_an_unanswerable_accept_is_a_406(client) -> None:
+    answer = client.post("/invocations", data=HEADER + b"A,1,1,2,3,3,3\n",
+                         headers={"Content-Type": "text/csv", "Accept": "image/png"})
+    assert answer.status_code == 406 and "image/png" in json.loads(answer.get_data())["error"]
 
 
 def test_a_six_megabyte_mini_batch_is_accepted(port, features_frame) -> None:
@@ -182,3 +216,50 @@ def test_ping_answers_while_clients_stall(model_dir: Path, tmp_path: Path) -> No
         finally:
             for sock in stalled:
                 sock.close()
+
+
+def one_record(**values: object) -> dict[str, object]:
+    return {c.CUSTOMER_ID: "A", c.RECENCY_DAYS: 10, c.FREQUENCY: 2, c.MONETARY: 50.0,
+            c.R_SCORE: 3, c.F_SCORE: 3, c.M_SCORE: 3, **values}
+
+
+def table(*records: dict[str, object]) -> pa.Table:
+    """Records as the parsers give them: ids as text, numbers as float64 columns."""
+    return pa.table({name: pa.array([r[name] for r in records], pa.string() if name == c.CUSTOMER_ID
+                                    else pa.float64()) for name in records[0]})
+
+
+BAD_SCORES = [0, 6, 9, -1, 2.5, 4.0001, float("nan"), float("inf")]
+
+
+@pytest.mark.parametrize("name", [c.R_SCORE, c.F_SCORE])
+@pytest.mark.parametrize("value", BAD_SCORES)
+def test_scores_outside_1_to_5_or_not_whole_are_refused(name: str, value: float) -> None:
+    """Both scores the segment grid reads must be whole numbers in 1..5; anything else is the client's error."""
+    with pytest.raises(PayloadError, match=f"record 1: {name}=.* is not valid"):
+        validate(table(one_record(**{name: value})))
+
+
+@pytest.mark.parametrize("name", [c.R_SCORE, c.F_SCORE])
+def test_whole_scores_given_as_decimals_are_accepted(name: str) -> None:
+    records = validate(table(one_record(**{name: 5.0}), one_record(**{name: 1})))
+    assert getattr(records, name.replace("score", "scores")).tolist() == [5, 1]
+
+
+@pytest.mark.parametrize("name", [c.RECENCY_DAYS, c.FREQUENCY, c.MONETARY])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_features_must_be_finite(name: str, value: float) -> None:
+    with pytest.raises(PayloadError, match=f"record 1: {name}="):
+        validate(table(one_record(**{name: value})))
+
+
+def test_the_bad_record_is_named_by_its_position() -> None:
+    with pytest.raises(PayloadError, match="record 3: f_score=7.0 is not valid"):
+        validate(table(one_record(), one_record(), one_record(**{c.F_SCORE: 7})))
+
+
+def test_a_bad_f_score_over_http_is_a_json_400(port) -> None:
+    body = (json.dumps(one_record(**{c.F_SCORE: 9})) + "\n").encode()
+    status, content_type, answer = call(port, "POST", "/invocations", body, {"Content-Type": "application/jsonlines"})
+    assert status == 400 and content_type.startswith("application/json")
+    assert "f_score=9" in json.loads(answer)["error"]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import re
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import botocore.retries.standard
 import pytest
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from botocore.exceptions import ClientError
@@ -417,13 +421,14 @@ def test_handler_end_to_end(table, monkeypatch, sagemaker, store) -> None:
         monkeypatch.delenv("IDEMPOTENCY_TABLE", raising=False)
     app._runtime.cache_clear()
     stream = io.StringIO()
-    previous = app.logger.registered_handler.setStream(stream)
+    # Swapped, not setStream(): that flushes the old stream, which a capture may have closed already.
+    previous, app.logger.registered_handler.stream = app.logger.registered_handler.stream, stream
     try:
         first = app.handler(s3_event("rfm/input/orders.csv"), FakeContext())
         again = app.handler(s3_event("rfm/input/orders.csv"), FakeContext())
     finally:
         app._runtime.cache_clear()
-        app.logger.registered_handler.setStream(previous)
+        app.logger.registered_handler.stream = previous
 
     assert len(first["started"]) == 1
     logs = [json.loads(line) for line in stream.getvalue().splitlines()]
@@ -446,11 +451,12 @@ def test_s3_test_event_is_ignored_with_a_log_line(sagemaker, settings) -> None:
         "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB",
     }
     stream = io.StringIO()
-    previous = app.logger.registered_handler.setStream(stream)
+    # Swapped, not setStream(): that flushes the old stream, which a capture may have closed already.
+    previous, app.logger.registered_handler.stream = app.logger.registered_handler.stream, stream
     try:
         summary = trigger(parse_event(event), settings, PipelineStarter(settings, sagemaker))
     finally:
-        app.logger.registered_handler.setStream(previous)
+        app.logger.registered_handler.stream = previous
 
     assert summary["started"] == [] and "s3:TestEvent" in summary["ignored"][0]["reason"]
     assert executions(sagemaker) == []
@@ -516,7 +522,8 @@ def test_logs_name_the_object_but_hold_no_event_details(monkeypatch, sagemaker, 
     monkeypatch.setenv("IDEMPOTENCY_TABLE", TABLE)
     app._runtime.cache_clear()
     stream = io.StringIO()
-    previous = app.logger.registered_handler.setStream(stream)
+    # Swapped, not setStream(): that flushes the old stream, which a capture may have closed already.
+    previous, app.logger.registered_handler.stream = app.logger.registered_handler.stream, stream
     event = s3_event("rfm/input/orders.csv")
     event["Records"][0]["userIdentity"]["principalId"] = "AWS:AIDAEXAMPLEUSER"
     event["Records"][0]["requestParameters"]["sourceIPAddress"] = "203.0.113.77"
@@ -524,7 +531,7 @@ def test_logs_name_the_object_but_hold_no_event_details(monkeypatch, sagemaker, 
         app.handler(event, FakeContext())
     finally:
         app._runtime.cache_clear()
-        app.logger.registered_handler.setStream(previous)
+        app.logger.registered_handler.stream = previous
 
     logs = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert logs and all(entry["level"] in {"INFO", "WARNING"} for entry in logs)
@@ -532,10 +539,70 @@ def test_logs_name_the_object_but_hold_no_event_details(monkeypatch, sagemaker, 
     assert {entry.get("s3_key") for entry in logs if "s3_key" in entry} == {"rfm/input/orders.csv"}
 
 
-def test_sagemaker_client_retries_throttling_with_backoff() -> None:
-    client = boto3.client("sagemaker", region_name="us-east-1", config=app.SAGEMAKER_CONFIG)
-    retries = client.meta.config.retries
-    assert retries["mode"] == "standard" and retries["total_max_attempts"] == 9  # 8 retries after the 1st
+class ThrottlingSageMaker(http.server.BaseHTTPRequestHandler):
+    """Loopback SageMaker (JSON protocol): throttles the first ``throttles`` calls, then starts executions."""
+
+    throttles = 0
+    calls: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).calls.append(self.headers["X-Amz-Target"])
+        if len(type(self).calls) <= type(self).throttles:
+            status, body = 400, {"__type": "ThrottlingException", "message": "Rate exceeded"}
+        else:
+            status, body = 200, {"PipelineExecutionArn": f"{ROLE}:execution/{len(type(self).calls)}"}
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def throttling_sagemaker(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[type[ThrottlingSageMaker]]:
+    # No waiting between attempts: what is checked is how many attempts the client makes.
+    monkeypatch.setattr(botocore.retries.standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)
+    handler = type("Handler", (ThrottlingSageMaker,), {"calls": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    handler.url = f"http://127.0.0.1:{server.server_port}"
+    yield handler
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(("throttles", "started"), [(1, True), (8, True), (9, False)])
+def test_throttled_starts_are_retried_eight_times(throttling_sagemaker, settings, throttles, started) -> None:
+    """StartPipelineExecution is throttled per account; the trigger's client retries it 8 times, then fails."""
+    throttling_sagemaker.throttles = throttles
+    client = boto3.client("sagemaker", endpoint_url=throttling_sagemaker.url, config=app.SAGEMAKER_CONFIG)
+    starter = PipelineStarter(settings, client)
+    event = parse_event(s3_event("rfm/input/a.csv"))
+    if started:
+        assert len(trigger(event, settings, starter)["started"]) == 1
+    else:
+        with pytest.raises(ClientError, match="ThrottlingException"):
+            trigger(event, settings, starter)
+    assert len(throttling_sagemaker.calls) == min(throttles + 1, 9)
+
+
+@pytest.mark.parametrize("change", [{"etag": "etag-2"}, {"key": "rfm/input/b.csv"}, {"bucket": "other-data"},
+                                    {"version": "v2"}])
+def test_each_part_of_an_objects_identity_changes_its_token(change, sagemaker, settings) -> None:
+    """With versioning suspended every upload has version id "null": the ETag tells a re-upload apart."""
+    calls = capture_starts(sagemaker)
+    starter = PipelineStarter(settings, sagemaker, persistence_store=None)
+    first = {"key": "rfm/input/a.csv", "version": "null", "etag": "etag-1"}
+    for fields in (first, first, {**first, **change}):
+        trigger(parse_event(s3_event(**fields)), settings, starter)
+    tokens = [call["ClientRequestToken"] for call in calls]
+    assert len(tokens) == 3 and tokens[0] == tokens[1] != tokens[2]
 
 
 def test_a_bad_idempotency_expiry_is_a_clear_error() -> None:

@@ -24,6 +24,8 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from lambdas.fakes._model import first_violation, operation_model, request_params
+
 CONTROL_PREFIX = "/_fake/"
 
 
@@ -61,10 +63,13 @@ class FakeService:
     """Base of the fakes: routing, errors, faults, threading.
 
     Subclasses set the error codes, list their routes as ``(path, method, operation)`` and
-    implement ``op_<Operation>(body, query, **path_args) -> (status, payload)``.
+    implement ``op_<Operation>(body, query, **path_args) -> (status, payload)``. With ``model_name``
+    (a botocore service name) every request is first checked against the operation's input shape
+    (required members, lengths, ranges, patterns, enums) and refused with ``bad_request`` as the service does.
     """
 
     service = "fake"
+    model_name: str | None = None
     not_found = ("NotFoundException", 404)
     bad_request = ("BadRequestException", 400)
     throttle_error = ("TooManyRequestsException", 429)
@@ -175,6 +180,13 @@ class FakeService:
                 body = json.loads(request.get_data())
             except json.JSONDecodeError:
                 raise ServiceError(*self.bad_request, "The request body is not valid JSON") from None
+        if self.model_name is not None:
+            model = operation_model(self.model_name, operation)
+            raw_path = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.path
+            params = request_params(model, raw_path.split("?")[0], request.args, body)
+            problem = first_violation(model.input_shape, params)
+            if problem:
+                raise ServiceError(*self.bad_request, f"1 validation error detected: {problem}")
         return getattr(self, f"op_{operation}")(body, request.args, **path_args)
 
     def _control(self, request: Request) -> tuple[int, Any]:

@@ -29,6 +29,8 @@ from typing import Any
 
 from lambdas.fakes._server import FakeService, Faults, ServiceError, require
 
+# From botocore's model (customer-profiles/2020-08-15): PutProfileObject's Object is at most 256,000 characters,
+# profile attribute values at most 255 (string1To255); the fake's model check enforces the request members too.
 MAX_OBJECT = 256_000
 MAX_VALUE = 255
 PROFILE_FIELDS = frozenset(
@@ -84,6 +86,11 @@ _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _TYPE_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z_0-9-]{0,254}$")
 
 
+def _tags(body: dict[str, Any]) -> dict[str, Any]:
+    """The ``Tags`` member of an answer: absent without tags (the model's ``TagMap`` has at least one entry)."""
+    return {"Tags": body["Tags"]} if body.get("Tags") else {}
+
+
 class CustomerProfilesFake(FakeService):
     """Customer Profiles domains, object types, profiles and segment definitions, in memory.
 
@@ -98,6 +105,7 @@ class CustomerProfilesFake(FakeService):
     """
 
     service = "customer-profiles"
+    model_name = "customer-profiles"  # requests are checked against botocore's model of it
     not_found = ("ResourceNotFoundException", 404)
     throttle_error = ("ThrottlingException", 429)
     server_error = ("InternalServerException", 500)
@@ -151,7 +159,7 @@ class CustomerProfilesFake(FakeService):
                 "DefaultExpirationDays": body["DefaultExpirationDays"],
                 "CreatedAt": now,
                 "LastUpdatedAt": now,
-                "Tags": body.get("Tags", {}),
+                **_tags(body),
             }
             for store in (self.object_types, self.profiles, self.index, self.objects, self.definitions):
                 store[domain] = {}
@@ -208,7 +216,7 @@ class CustomerProfilesFake(FakeService):
                 "ObjectTypeName": object_type,
                 "CreatedAt": created,
                 "LastUpdatedAt": now,
-                "Tags": body.get("Tags", {}),
+                **_tags(body),
             }
             self.object_types[domain][object_type] = definition
             self.objects[domain].setdefault(object_type, {})
@@ -369,7 +377,7 @@ class CustomerProfilesFake(FakeService):
                 "SegmentDefinitionArn": arn,
                 "CreatedAt": time.time(),
                 "SegmentType": "CLASSIC",
-                "Tags": body.get("Tags", {}),
+                **_tags(body),
             }
             self.definitions[domain][name] = definition
         return 200, {

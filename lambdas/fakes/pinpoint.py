@@ -50,6 +50,8 @@ from lambdas.fakes.pinpoint_endpoints import (
 )
 from lambdas.fakes.s3_source import S3Source
 
+# From the docs, not the model: "Each import job can transfer up to 1 GB of data",
+# https://docs.aws.amazon.com/pinpoint/latest/developerguide/audience-define-import.html
 MAX_FILE_BYTES = 1_000_000_000
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
 
@@ -77,6 +79,7 @@ class PinpointFake(FakeService):
     """
 
     service = "pinpoint"
+    model_name = "pinpoint"  # requests are checked against botocore's model of it
     not_found = ("NotFoundException", 404)
     throttle_error = ("TooManyRequestsException", 429)
     server_error = ("InternalServerErrorException", 500)

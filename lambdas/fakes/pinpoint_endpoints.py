@@ -26,6 +26,9 @@ import pyarrow.csv as pa_csv
 
 from lambdas.fakes._server import ServiceError
 
+# From the docs, not the model (botocore's Pinpoint model has no lengths): custom attribute names of at most
+# 50 characters, values of at most 100, "Endpoint quotas" in
+# https://docs.aws.amazon.com/pinpoint/latest/developerguide/quotas.html
 MAX_NAME = 50
 MAX_VALUE = 100
 MAX_FAILURE_MESSAGES = 100
