@@ -9,29 +9,42 @@ Event contract
 {"customer_id", "cluster", "cluster_name", "rfm_segment"} object per line),
 "features_uri": prefix holding ``rfm.parquet`` (or the file itself),
 "output_uri": prefix to write to, "execution_id": str (optional), "model_package_arn": str (optional),
-"destinations": "s3,pinpoint" or a list (optional; overrides ``EXPORT_DESTINATIONS``)}``
+"destinations": "s3,pinpoint" or a list (optional; overrides ``EXPORT_DESTINATIONS``),
+"full_republish": true (optional; overrides ``EXPORT_FULL_REPUBLISH``),
+"published_uri": where the last published segments live (optional; default ``published/``
+beside ``executions/``, see :func:`lambdas.export.changes.published_uri`)}``
 
 What is written
 ---------------
 Always ``<output_uri>/segments.parquet``, one row per customer, columns
-``steps.columns.SEGMENT_COLUMNS`` then the contact columns present in ``rfm.parquet`` (email,
-phone, address, channel), sorted by ``customer_id``. Then each chosen destination, in the order
-s3, customer-profiles, pinpoint (see :mod:`lambdas.export.destinations` and ``docs/export.md``):
+``steps.columns.SEGMENT_COLUMNS``, the contact columns present in ``rfm.parquet`` (email,
+phone, address, channel), then ``previous_segment`` and ``previous_cluster_name`` (the customer's
+at the last publish; empty for new customers), sorted by ``customer_id``; and
+``<output_uri>/changes.parquet``, the customers who entered, left or moved since the last publish
+(:mod:`lambdas.export.changes`). Then each chosen destination, in the order s3, customer-profiles,
+pinpoint (see :mod:`lambdas.export.destinations` and ``docs/export.md``):
 
-- ``s3``: ``export/rfm_segment=<slug>/part.csv|.parquet`` and ``export/cluster=<n>/...``;
+- ``s3``: files people open (``export/segments/<slug>.csv``, ``export/clusters/<slug>.csv``,
+  ``export/changes.csv``, ``export/index.csv``) and Parquet partitions for machines
+  (``export/rfm_segment=<slug>/part.parquet``, ``export/cluster=<n>/part.parquet``), all replaced;
 - ``pinpoint``: endpoint import through S3 plus one dynamic segment per RFM segment and cluster;
 - ``customer-profiles``: profile attributes per customer plus one segment definition per segment.
 
-A destination that fails does not stop the others; the step then fails with every destination's
-counts. Running the same export twice changes nothing. In Lambda, putting Customer Profiles objects
-and waiting for Pinpoint import jobs stop :data:`DEADLINE_MARGIN_SECONDS` before the function's
-timeout (from ``context.get_remaining_time_in_millis()``), which is why pinpoint runs last (it then
-fails at once if no time is left); without a context (local runs) there is no deadline.
+The API destinations get only the customers whose segment, cluster or contacts changed since the
+last publish they received (delta; ``full_republish`` sends everyone), and the customers who left
+are taken out of their segments. A destination that fails does not stop the others; the step then
+fails with every destination's counts. Only when every destination succeeded does this publish
+become the last one (``published/``). Running the same export twice changes nothing. In Lambda,
+putting Customer Profiles objects and waiting for Pinpoint import jobs stop
+:data:`DEADLINE_MARGIN_SECONDS` before the function's timeout (from
+``context.get_remaining_time_in_millis()``), which is why pinpoint runs last (it then fails at once
+if no time is left); without a context (local runs) there is no deadline.
 
 Return value
 ------------
 ``{"customers": n, "segments": RFM segments with customers, "clusters": clusters with customers,
-"destinations": "s3,pinpoint", "files": [URIs written by the s3 destination and segments.parquet],
+"destinations": "s3,pinpoint", "files": [URIs written by the s3 destination, segments.parquet and
+changes.parquet], "changes": {"entered", "left", "moved", "customers_to_send", "compared_with"},
 "by_destination": {name: counts}}``. The scalar keys fit SageMaker ``LambdaOutput``
 (String/Integer) declarations.
 """
@@ -57,6 +70,16 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
+from lambdas.export.changes import (
+    Comparison,
+    Published,
+    changes_table,
+    compare,
+    published_uri,
+    read_published,
+    summary_counts,
+    write_published,
+)
 from lambdas.export.config import (
     CUSTOMER_PROFILES,
     PINPOINT,
@@ -74,11 +97,13 @@ from steps.columns import (
     CLUSTER_NAME,
     CONTACT_COLUMNS,
     CUSTOMER_ID,
+    PREVIOUS_CLUSTER_NAME,
+    PREVIOUS_SEGMENT,
     RFM_SEGMENT,
     SEGMENT_COLUMNS,
 )
 from steps.errors import PipelineError, RFMError
-from steps.paths import RFM_FILE, SEGMENTS_FILE
+from steps.paths import CHANGES_FILE, RFM_FILE, SEGMENTS_FILE
 
 __all__ = ["ExportRequest", "ExportFailed", "Clients", "export_segments", "resolve_settings", "run_export",
            "deadline_of", "handler", "slug"]
@@ -102,6 +127,8 @@ class ExportRequest:
     execution_id: str = ""
     model_package_arn: str = ""
     destinations: str = ""
+    full_republish: str = ""
+    published_uri: str = ""
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> ExportRequest:
@@ -112,6 +139,8 @@ class ExportRequest:
         values = {k: event.get(k) or "" for k in cls.__dataclass_fields__}
         if isinstance(values["destinations"], list | tuple):
             values["destinations"] = ",".join(map(str, values["destinations"]))
+        if values["full_republish"] is True:
+            values["full_republish"] = "true"
         return cls(**{k: str(v) for k, v in values.items()})
 
     @property
@@ -277,26 +306,46 @@ def _safe_reason(error: BaseException) -> str:
     return f"{type(error).__name__}"
 
 
-def _run_destination(name: str, segments: pd.DataFrame, table: pa.Table, request: ExportRequest,
+CHECKPOINTS_DIR = "checkpoints"  # under output_uri: where a destination saves how far it got
+
+
+def _run_destination(name: str, segments: pd.DataFrame, table: pa.Table, changes: pa.Table,
+                     comparison: Comparison, published: Published, request: ExportRequest,
                      storage: Storage, settings: ExportSettings, clients: Clients, retry: RetryPolicy,
                      clock: Callable[[], float], deadline: float | None) -> dict[str, Any]:
     if name == S3:
-        return s3_files.export(table, request.output_uri, storage)
+        return s3_files.export(table, request.output_uri, storage, changes)
+    delta = not settings.full_republish and published.reached(name)
+    send = comparison.send if delta else None
     if name == PINPOINT:
         if clients.pinpoint is None:
             raise ValueError("the pinpoint destination needs a Pinpoint client")
-        return pinpoint.export(segments, client=clients.pinpoint, storage=storage, settings=settings.pinpoint,
-                               output_uri=request.output_uri, run_id=request.execution_id or "manual",
-                               retry=retry, record_retry_rounds=settings.record_retry_rounds, clock=clock,
-                               deadline=deadline)
+        counts = pinpoint.export(segments, client=clients.pinpoint, storage=storage, settings=settings.pinpoint,
+                                 output_uri=request.output_uri, run_id=request.execution_id or "manual",
+                                 retry=retry, record_retry_rounds=settings.record_retry_rounds, clock=clock,
+                                 deadline=deadline, send=send, previous=published.segments)
+        return {"mode": "delta" if delta else "full", **counts}
     if name == CUSTOMER_PROFILES:
         if clients.customer_profiles is None:
             raise ValueError("the customer-profiles destination needs a Customer Profiles client")
-        return customer_profiles.export(segments, client=clients.customer_profiles,
-                                        settings=settings.customer_profiles, retry=retry,
-                                        record_retry_rounds=settings.record_retry_rounds, clock=clock,
-                                        deadline=deadline)
+        checkpoint = customer_profiles.Checkpoint(
+            storage, join(request.output_uri, CHECKPOINTS_DIR, f"{CUSTOMER_PROFILES}.json"))
+        counts = customer_profiles.export(
+            segments, client=clients.customer_profiles, settings=settings.customer_profiles, retry=retry,
+            record_retry_rounds=settings.record_retry_rounds, clock=clock, deadline=deadline, send=send,
+            left_ids=comparison.left[CUSTOMER_ID].astype(str).tolist(), checkpoint=checkpoint)
+        return {"mode": "delta" if delta else "full", **counts}
     raise ValueError(f"unknown destination {name}")
+
+
+def with_history(segments: pd.DataFrame, comparison: Comparison) -> pa.Table:
+    """``segments.parquet``'s table: the segments plus each customer's previous segment and cluster name."""
+    table = pa.Table.from_pandas(segments, preserve_index=False)
+    for column, values in ((PREVIOUS_SEGMENT, comparison.previous_segment),
+                           (PREVIOUS_CLUSTER_NAME, comparison.previous_cluster_name)):
+        array = pa.array(values.astype(object).where(values.notna(), None).to_numpy(dtype=object), pa.string())
+        table = table.append_column(column, array)
+    return table
 
 
 def resolve_settings(request: ExportRequest, settings: ExportSettings | None = None) -> ExportSettings:
@@ -304,7 +353,8 @@ def resolve_settings(request: ExportRequest, settings: ExportSettings | None = N
 
     Done once per invocation; what it returns is passed down as is.
     """
-    return (settings or ExportSettings()).for_event({"destinations": request.destinations})
+    return (settings or ExportSettings()).for_event({"destinations": request.destinations,
+                                                     "full_republish": request.full_republish})
 
 
 def export_segments(request: ExportRequest, storage: Storage, settings: ExportSettings | None = None,
@@ -359,17 +409,25 @@ def run_export(request: ExportRequest, storage: Storage, settings: ExportSetting
     assignments = read_assignments(storage, request.assignments_uri)
     features = read_features(storage, request.features_uri)
     segments = join_segments(features, assignments, request.assignments_uri)
-    table = pa.Table.from_pandas(segments, preserve_index=False)
+    del assignments, features
+    published_at = request.published_uri or published_uri(request.output_uri)
+    published = read_published(storage, published_at)
+    comparison = compare(published.segments, segments)
+    table = with_history(segments, comparison)
+    changes = changes_table(comparison.changes)
     segments_uri = join(request.output_uri, SEGMENTS_FILE)
-    storage.write_bytes(segments_uri, s3_files.to_parquet(table))
+    changes_uri = join(request.output_uri, CHANGES_FILE)
+    segments_file = s3_files.to_parquet(table)
+    storage.write_bytes(segments_uri, segments_file)
+    storage.write_bytes(changes_uri, s3_files.to_parquet(changes))
 
     results: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for name in [n for n in RUN_ORDER if n in settings.destinations]:
         started = clock()
         try:
-            results[name] = _run_destination(name, segments, table, request, storage, settings,
-                                             clients, retry, clock, deadline)
+            results[name] = _run_destination(name, segments, table, changes, comparison, published, request,
+                                             storage, settings, clients, retry, clock, deadline)
         except DestinationError as error:
             results[name] = {**error.counts, "error": error.what}
             errors[name] = f"{error.what}. {error.fix}" if error.fix else error.what
@@ -379,7 +437,7 @@ def run_export(request: ExportRequest, storage: Storage, settings: ExportSetting
         results[name]["seconds"] = round(clock() - started, 2)
     by_destination = {name: results[name] for name in settings.destinations}
     failed = [f"{name}: {errors[name]}" for name in settings.destinations if name in errors]
-    files = [segments_uri, *by_destination.get(S3, {}).get("files", [])]
+    files = [segments_uri, changes_uri, *by_destination.get(S3, {}).get("files", [])]
     if S3 in by_destination and "files" in by_destination[S3]:
         by_destination[S3]["files"] = len(by_destination[S3]["files"])
     summary = {
@@ -388,11 +446,15 @@ def run_export(request: ExportRequest, storage: Storage, settings: ExportSetting
         "clusters": int(segments[CLUSTER].nunique()),
         "destinations": ",".join(settings.destinations),
         "files": files,
+        "changes": summary_counts(comparison, published),
         "by_destination": by_destination,
     }
     log = logger.warning if failed else logger.info
     log("Export failed" if failed else "Segments exported",
         extra={"output_uri": request.output_uri, **{k: v for k, v in summary.items() if k != "files"}})
+    if not failed:  # only a publish that reached every destination is the one the next compares with
+        write_published(storage, published_at, segments_file, request.execution_id, request.model_package_arn,
+                        settings.destinations, len(segments))
     if failed:
         raise ExportFailed(f"{len(failed)} of {len(settings.destinations)} destination(s) failed: "
                            + "; ".join(failed), summary)
