@@ -411,7 +411,7 @@ def run_export(request: ExportRequest, storage: Storage, settings: ExportSetting
     segments = join_segments(features, assignments, request.assignments_uri)
     del assignments, features
     published_at = request.published_uri or published_uri(request.output_uri)
-    published = read_published(storage, published_at)
+    published = read_published(storage, published_at, request.execution_id)
     comparison = compare(published.segments, segments)
     table = with_history(segments, comparison)
     changes = changes_table(comparison.changes)

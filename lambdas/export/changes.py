@@ -104,40 +104,75 @@ class Published:
         return self.segments is not None and destination in self.destinations
 
 
-def read_published(storage: Storage, uri: str) -> Published:
+PREVIOUS_SEGMENTS = "previous-segments.parquet"  # the publish before the last: for re-runs of the last one
+
+
+def _read_segments(storage: Storage, uri: str) -> pd.DataFrame:
+    try:
+        table = pq.read_table(pa.BufferReader(storage.read_bytes(uri)))
+    except FileNotFoundError:
+        raise PipelineError(f"{uri.rsplit('/', 1)[-1]} is missing beside {PUBLISHED_MANIFEST}", uri, _FIX) from None
+    except (pa.ArrowInvalid, OSError):
+        raise PipelineError("not a Parquet file", uri, _FIX) from None
+    missing = [c for c in (CUSTOMER_ID, CLUSTER, CLUSTER_NAME, RFM_SEGMENT) if c not in table.column_names]
+    if missing:
+        raise PipelineError(f"columns missing: {', '.join(missing)}", uri, _FIX)
+    return table.to_pandas()
+
+
+def _manifest(storage: Storage, uri: str) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads(storage.read_bytes(join(uri, PUBLISHED_MANIFEST)))
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError):
+        raise PipelineError(f"{PUBLISHED_MANIFEST} is not JSON", join(uri, PUBLISHED_MANIFEST), _FIX) from None
+    if not isinstance(manifest, dict):
+        raise PipelineError(f"{PUBLISHED_MANIFEST} is not a JSON object", join(uri, PUBLISHED_MANIFEST), _FIX)
+    return manifest
+
+
+def read_published(storage: Storage, uri: str, execution_id: str = "") -> Published:
     """The last publish under ``uri`` (:func:`published_uri`); an empty :class:`Published` when none.
+
+    When the last publish is ``execution_id`` itself (the same export run again), the publish before
+    it is returned, so that a re-run compares with what the first run compared with.
 
     Raises
     ------
     PipelineError
         When the manifest or the segments file is there but cannot be read.
     """
-    manifest_uri, segments_uri = join(uri, PUBLISHED_MANIFEST), join(uri, SEGMENTS_FILE)
-    try:
-        manifest = json.loads(storage.read_bytes(manifest_uri))
-    except FileNotFoundError:
+    manifest = _manifest(storage, uri)
+    if manifest is None:
         return Published()
-    except (ValueError, UnicodeDecodeError):
-        raise PipelineError(f"{PUBLISHED_MANIFEST} is not JSON", manifest_uri, _FIX) from None
-    try:
-        table = pq.read_table(pa.BufferReader(storage.read_bytes(segments_uri)))
-    except FileNotFoundError:
-        raise PipelineError(f"{SEGMENTS_FILE} is missing beside {PUBLISHED_MANIFEST}", segments_uri, _FIX) from None
-    except (pa.ArrowInvalid, OSError):
-        raise PipelineError(f"{SEGMENTS_FILE} is not a Parquet file", segments_uri, _FIX) from None
-    missing = [c for c in (CUSTOMER_ID, CLUSTER, CLUSTER_NAME, RFM_SEGMENT) if c not in table.column_names]
-    if missing:
-        raise PipelineError(f"columns missing: {', '.join(missing)}", segments_uri, _FIX)
-    return Published(table.to_pandas(), tuple(manifest.get("destinations", ())), str(manifest.get("execution_id", "")))
+    if execution_id and manifest.get("execution_id") == execution_id:
+        before = manifest.get("previous")
+        if not isinstance(before, dict):
+            return Published()
+        return Published(_read_segments(storage, join(uri, PREVIOUS_SEGMENTS)),
+                         tuple(before.get("destinations", ())), str(before.get("execution_id", "")))
+    return Published(_read_segments(storage, join(uri, SEGMENTS_FILE)), tuple(manifest.get("destinations", ())),
+                     str(manifest.get("execution_id", "")))
 
 
 def write_published(storage: Storage, uri: str, segments_file: bytes, execution_id: str,
                     model_package_arn: str, destinations: tuple[str, ...], customers: int) -> None:
-    """Make this publish the last one: the segments first, then the manifest that points at them."""
+    """Make this publish the last one: the segments first, then the manifest that points at them.
+
+    The publish it replaces is kept as ``previous-segments.parquet`` (and ``previous`` in the
+    manifest), for re-runs of this one; a re-run of the last publish keeps the one before it.
+    """
+    current = _manifest(storage, uri)
+    previous = current.get("previous") if current and current.get("execution_id") == execution_id else current
+    if current is not None and previous is current:
+        storage.write_bytes(join(uri, PREVIOUS_SEGMENTS), storage.read_bytes(join(uri, SEGMENTS_FILE)))
     storage.write_bytes(join(uri, SEGMENTS_FILE), segments_file)
     manifest = {"execution_id": execution_id, "model_package_arn": model_package_arn,
                 "destinations": list(destinations), "customers": customers,
-                "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "previous": ({k: v for k, v in previous.items() if k != "previous"}
+                             if isinstance(previous, dict) else None)}
     storage.write_bytes(join(uri, PUBLISHED_MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode())
 
 

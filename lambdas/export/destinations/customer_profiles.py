@@ -588,8 +588,8 @@ def export(
         logger.warning("Customer Profiles export stopped at the deadline", extra={"customer_profiles": counts})
         raise DestinationError(
             f"stopped at the deadline so that the Lambda function can finish before its timeout: "
-            f"{done} of {len(objects)} customer profiles to send are written, "
-            f"{counts['profiles_not_written']} are not",
+            f"{done} of {len(objects)} customer profiles were written, "
+            f"{counts['profiles_not_written']} were not",
             _WHERE,
             "Re-run the export (retry the pipeline execution): it resumes where this one stopped "
             "(a checkpoint beside segments.parquet) and writes no profile twice",
