@@ -47,7 +47,8 @@ def main() -> int:
         lambda name: "Hibernating" if name != "Hibernating" else "Champions")
     endpoints_total = int(first["email"].notna().sum() + first["phone"].notna().sum())
 
-    with tempfile.TemporaryDirectory() as folder, patched_environ(CREDENTIALS), running_fakes(Path(folder, "s3")) as fakes:
+    with (tempfile.TemporaryDirectory() as folder, patched_environ(CREDENTIALS),
+          running_fakes(Path(folder, "s3")) as fakes):
         fakes.customer_profiles.create_domain("bench")
         settings = ExportSettings(
             destinations=("s3", "pinpoint", "customer-profiles"),

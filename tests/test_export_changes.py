@@ -155,7 +155,8 @@ def test_a_deleted_customer_leaves_the_segments_the_changes_and_every_destinatio
     settings = settings_for(app)
     publish(tmp_path, fakes, first, "e1", settings)
     gone = first.loc[1, "customer_id"]  # has an email and a phone: two endpoints to retire
-    assert fakes.customer_profiles.find_profile(DOMAIN, gone)["Attributes"]["rfm_segment"] == first.loc[1, "rfm_segment"]
+    profile = fakes.customer_profiles.find_profile(DOMAIN, gone)
+    assert profile["Attributes"]["rfm_segment"] == first.loc[1, "rfm_segment"]
 
     second = first.drop(index=1).reset_index(drop=True)
     request, summary = publish(tmp_path, fakes, second, "e2", settings)
