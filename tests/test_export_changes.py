@@ -37,10 +37,11 @@ def frame(**columns: list[Any]) -> pd.DataFrame:
 def test_first_publish_has_every_customer_entered_and_sends_everyone() -> None:
     current = segments_frame(5)
     result = compare(None, current)
-    assert result.changes["change"].tolist() == ["entered"] * 5
-    assert result.changes["previous_segment"].isna().all()
+    changes = result.changes.to_pandas()
+    assert changes["change"].tolist() == ["entered"] * 5
+    assert changes["previous_segment"].isna().all()
     assert result.send.all() and result.left.empty
-    assert tuple(result.changes.columns) == CHANGE_COLUMNS
+    assert tuple(changes.columns) == CHANGE_COLUMNS
 
 
 @pytest.mark.parametrize(
@@ -63,9 +64,10 @@ def test_what_counts_as_a_change_and_what_is_sent(change: dict[str, Any], kind: 
     for column, value in change.items():
         after.loc[0, column] = value
     result = compare(before, after)
-    assert result.changes["change"].tolist() == ([kind] if kind else [])
+    assert result.changes["change"].to_pylist() == ([kind] if kind else [])
     assert result.send.tolist() == [sent, False]
-    assert result.previous_segment.tolist() == ["Loyal", "Hibernating"]
+    assert result.previous_segment.to_pylist() == ["Loyal", "Hibernating"]
+    assert result.previous_changed["customer_id"].tolist() == (["a"] if sent else [])
 
 
 def test_departed_customers_are_left_with_their_previous_segment() -> None:
@@ -74,7 +76,7 @@ def test_departed_customers_are_left_with_their_previous_segment() -> None:
     after = frame(customer_id=["c", "d"], cluster=[1, 0], cluster_name=["Small", "Big"],
                   rfm_segment=["At Risk", "Promising"])
     result = compare(before, after)
-    rows = result.changes.fillna("").values.tolist()
+    rows = result.changes.to_pandas().fillna("").values.tolist()
     assert rows == [["a", "Loyal", "", "Big", "", "left"], ["b", "Champions", "", "Big", "", "left"],
                     ["d", "", "Promising", "", "Big", "entered"]]
     assert result.left["customer_id"].tolist() == ["a", "b"]

@@ -57,7 +57,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import boto3
@@ -214,8 +214,8 @@ def _careful_assignments(text: str, file: str) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=_ASSIGNMENT_SCHEMA)
 
 
-def read_assignments(storage: Storage, uri: str) -> pd.DataFrame:
-    """All assignments from the ``*.out`` files under ``uri``; customer ids stay strings.
+def read_assignment_table(storage: Storage, uri: str) -> pa.Table:
+    """All assignments from the ``*.out`` files under ``uri``, as Arrow; customer ids stay strings.
 
     Well-formed JSON Lines take a vectorised path; anything else (glued objects, arrays, floats
     such as ``1.0`` for a cluster, wrong types) the line-by-line parser, which names the bad line.
@@ -227,17 +227,22 @@ def read_assignments(storage: Storage, uri: str) -> pd.DataFrame:
     for file in files:
         data = storage.read_bytes(file)
         try:
-            text = data.decode("utf-8")  # Arrow would take bad bytes and fail later, without the file's name
+            blank = not data.decode("utf-8").strip()  # Arrow would take bad bytes and fail later, unnamed
         except UnicodeDecodeError as error:
             raise PipelineError(f"not UTF-8 text (byte {error.start})", file, _FIX_ASSIGN) from None
-        tables.append(_fast_assignments(data) if text.strip() else _ASSIGNMENT_SCHEMA.empty_table())
-        if tables[-1] is None:
-            tables[-1] = _careful_assignments(text, file)
-    frame = pa.concat_tables(tables).to_pandas()
+        table = _ASSIGNMENT_SCHEMA.empty_table() if blank else _fast_assignments(data)
+        tables.append(table if table is not None else _careful_assignments(data.decode("utf-8"), file))
+        del data
+    return pa.concat_tables(tables).combine_chunks()
+
+
+def read_assignments(storage: Storage, uri: str) -> pd.DataFrame:
+    """:func:`read_assignment_table` as a DataFrame."""
+    frame = read_assignment_table(storage, uri).to_pandas()
     return frame.astype({CUSTOMER_ID: "str", CLUSTER: "int64", CLUSTER_NAME: "str", RFM_SEGMENT: "str"})
 
 
-def read_features(storage: Storage, uri: str) -> pd.DataFrame:
+def read_feature_table(storage: Storage, uri: str) -> pa.Table:
     """``rfm.parquet`` under ``uri`` (or ``uri`` itself), with the columns segments.parquet needs.
 
     One read (one S3 GET); of the file only those columns are decoded.
@@ -259,11 +264,23 @@ def read_features(storage: Storage, uri: str) -> pd.DataFrame:
                             "Re-run ComputeRFM: customer ids must be kept as strings")
     contacts = [c for c in CONTACT_COLUMNS if c in schema.names]
     extra = [RFM_SEGMENT] if RFM_SEGMENT in schema.names else []
-    return parquet.read(columns=needed + contacts + extra).to_pandas()
+    return parquet.read(columns=needed + contacts + extra)
 
 
-def join_segments(features: pd.DataFrame, assignments: pd.DataFrame, where: str = "") -> pd.DataFrame:
-    """One row per customer: features joined with exactly one assignment each.
+def read_features(storage: Storage, uri: str) -> pd.DataFrame:
+    """:func:`read_feature_table` as a DataFrame."""
+    return read_feature_table(storage, uri).to_pandas()
+
+
+def _text_ids(table: pa.Table) -> pa.Array:
+    return table[CUSTOMER_ID].combine_chunks().cast(pa.string())
+
+
+def join_tables(features: pa.Table, assignments: pa.Table, where: str = "") -> pa.Table:
+    """One row per customer, sorted by ``customer_id``: features joined with exactly one assignment each.
+
+    Columns ``SEGMENT_COLUMNS`` then the contact columns present. Arrow throughout (a join and a
+    sort), so a large audience is held once, compactly.
 
     Raises
     ------
@@ -271,8 +288,7 @@ def join_segments(features: pd.DataFrame, assignments: pd.DataFrame, where: str 
         When some customer has no assignment, several, or an assignment names an unknown customer;
         the message gives the counts (never the ids).
     """
-    feature_ids = pa.array(features[CUSTOMER_ID].astype(str).to_numpy(dtype=object), pa.string())
-    assigned_ids = pa.array(assignments[CUSTOMER_ID].astype(str).to_numpy(dtype=object), pa.string())
+    feature_ids, assigned_ids = _text_ids(features), _text_ids(assignments)
     counts = pc.value_counts(assigned_ids)
     repeated_assignments = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
     known = pc.is_in(feature_ids, value_set=assigned_ids)
@@ -285,14 +301,25 @@ def join_segments(features: pd.DataFrame, assignments: pd.DataFrame, where: str 
             f"{len(features)} customers in {RFM_FILE} ({repeated} repeated ids) but {len(assignments)} "
             f"assignments: {missing} customers without one, {several} with more than one, "
             f"{unknown} for customers not in {RFM_FILE}", where or None, _FIX_ASSIGN)
-    joined = features.merge(assignments, on=CUSTOMER_ID, how="inner", suffixes=("_features", ""))
-    if f"{RFM_SEGMENT}_features" in joined:
-        differ = int((joined[f"{RFM_SEGMENT}_features"] != joined[RFM_SEGMENT]).sum())
+    del counts, repeated_assignments, known
+    features = features.set_column(features.schema.get_field_index(CUSTOMER_ID), CUSTOMER_ID, feature_ids)
+    assignments = assignments.set_column(assignments.schema.get_field_index(CUSTOMER_ID), CUSTOMER_ID, assigned_ids)
+    joined = features.join(assignments, keys=CUSTOMER_ID, join_type="inner", left_suffix="_features",
+                           right_suffix="", use_threads=False)
+    if f"{RFM_SEGMENT}_features" in joined.column_names:
+        differ = pc.sum(pc.not_equal(joined[f"{RFM_SEGMENT}_features"], joined[RFM_SEGMENT])).as_py() or 0
         if differ:
             logger.warning("rfm_segment differs between features and assignments; using the assignments'",
                            extra={"customers": differ})
-    contacts = [c for c in CONTACT_COLUMNS if c in joined]
-    return joined[[*SEGMENT_COLUMNS, *contacts]].sort_values(CUSTOMER_ID, ignore_index=True)
+    contacts = [c for c in CONTACT_COLUMNS if c in joined.column_names]
+    joined = joined.select([*SEGMENT_COLUMNS, *contacts])
+    return joined.take(pc.sort_indices(joined, [(CUSTOMER_ID, "ascending")])).combine_chunks()
+
+
+def join_segments(features: pd.DataFrame, assignments: pd.DataFrame, where: str = "") -> pd.DataFrame:
+    """:func:`join_tables` on DataFrames."""
+    return join_tables(pa.Table.from_pandas(features, preserve_index=False),
+                       pa.Table.from_pandas(assignments, preserve_index=False), where).to_pandas()
 
 
 def _safe_reason(error: BaseException) -> str:
@@ -309,7 +336,7 @@ def _safe_reason(error: BaseException) -> str:
 CHECKPOINTS_DIR = "checkpoints"  # under output_uri: where a destination saves how far it got
 
 
-def _run_destination(name: str, segments: pd.DataFrame, table: pa.Table, changes: pa.Table,
+def _run_destination(name: str, table: pa.Table, frame: Callable[[], pd.DataFrame], changes: pa.Table,
                      comparison: Comparison, published: Published, request: ExportRequest,
                      storage: Storage, settings: ExportSettings, clients: Clients, retry: RetryPolicy,
                      clock: Callable[[], float], deadline: float | None) -> dict[str, Any]:
@@ -320,10 +347,10 @@ def _run_destination(name: str, segments: pd.DataFrame, table: pa.Table, changes
     if name == PINPOINT:
         if clients.pinpoint is None:
             raise ValueError("the pinpoint destination needs a Pinpoint client")
-        counts = pinpoint.export(segments, client=clients.pinpoint, storage=storage, settings=settings.pinpoint,
+        counts = pinpoint.export(frame(), client=clients.pinpoint, storage=storage, settings=settings.pinpoint,
                                  output_uri=request.output_uri, run_id=request.execution_id or "manual",
                                  retry=retry, record_retry_rounds=settings.record_retry_rounds, clock=clock,
-                                 deadline=deadline, send=send, previous=published.segments)
+                                 deadline=deadline, send=send, previous=comparison.previous_changed)
         return {"mode": "delta" if delta else "full", **counts}
     if name == CUSTOMER_PROFILES:
         if clients.customer_profiles is None:
@@ -331,21 +358,17 @@ def _run_destination(name: str, segments: pd.DataFrame, table: pa.Table, changes
         checkpoint = customer_profiles.Checkpoint(
             storage, join(request.output_uri, CHECKPOINTS_DIR, f"{CUSTOMER_PROFILES}.json"))
         counts = customer_profiles.export(
-            segments, client=clients.customer_profiles, settings=settings.customer_profiles, retry=retry,
+            frame(), client=clients.customer_profiles, settings=settings.customer_profiles, retry=retry,
             record_retry_rounds=settings.record_retry_rounds, clock=clock, deadline=deadline, send=send,
             left_ids=comparison.left[CUSTOMER_ID].astype(str).tolist(), checkpoint=checkpoint)
         return {"mode": "delta" if delta else "full", **counts}
     raise ValueError(f"unknown destination {name}")
 
 
-def with_history(segments: pd.DataFrame, comparison: Comparison) -> pa.Table:
+def with_history(segments: pa.Table, comparison: Comparison) -> pa.Table:
     """``segments.parquet``'s table: the segments plus each customer's previous segment and cluster name."""
-    table = pa.Table.from_pandas(segments, preserve_index=False)
-    for column, values in ((PREVIOUS_SEGMENT, comparison.previous_segment),
-                           (PREVIOUS_CLUSTER_NAME, comparison.previous_cluster_name)):
-        array = pa.array(values.astype(object).where(values.notna(), None).to_numpy(dtype=object), pa.string())
-        table = table.append_column(column, array)
-    return table
+    return (segments.append_column(PREVIOUS_SEGMENT, comparison.previous_segment)
+            .append_column(PREVIOUS_CLUSTER_NAME, comparison.previous_cluster_name))
 
 
 def resolve_settings(request: ExportRequest, settings: ExportSettings | None = None) -> ExportSettings:
@@ -406,27 +429,26 @@ def run_export(request: ExportRequest, storage: Storage, settings: ExportSetting
     retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
     clients = clients or Clients()
 
-    assignments = read_assignments(storage, request.assignments_uri)
-    features = read_features(storage, request.features_uri)
-    segments = join_segments(features, assignments, request.assignments_uri)
-    del assignments, features
+    segments = join_tables(read_feature_table(storage, request.features_uri),
+                           read_assignment_table(storage, request.assignments_uri), request.assignments_uri)
     published_at = request.published_uri or published_uri(request.output_uri)
     published = read_published(storage, published_at, request.execution_id)
     comparison = compare(published.segments, segments)
+    published = replace(published, segments=None) if published.segments is not None else published
     table = with_history(segments, comparison)
     changes = changes_table(comparison.changes)
     segments_uri = join(request.output_uri, SEGMENTS_FILE)
     changes_uri = join(request.output_uri, CHANGES_FILE)
-    segments_file = s3_files.to_parquet(table)
-    storage.write_bytes(segments_uri, segments_file)
+    storage.write_bytes(segments_uri, s3_files.to_parquet(table))
     storage.write_bytes(changes_uri, s3_files.to_parquet(changes))
+    frame = functools.cache(segments.to_pandas)  # only the API destinations need a DataFrame
 
     results: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for name in [n for n in RUN_ORDER if n in settings.destinations]:
         started = clock()
         try:
-            results[name] = _run_destination(name, segments, table, changes, comparison, published, request,
+            results[name] = _run_destination(name, table, frame, changes, comparison, published, request,
                                              storage, settings, clients, retry, clock, deadline)
         except DestinationError as error:
             results[name] = {**error.counts, "error": error.what}
@@ -442,8 +464,8 @@ def run_export(request: ExportRequest, storage: Storage, settings: ExportSetting
         by_destination[S3]["files"] = len(by_destination[S3]["files"])
     summary = {
         "customers": len(segments),
-        "segments": int(segments[RFM_SEGMENT].nunique()),
-        "clusters": int(segments[CLUSTER].nunique()),
+        "segments": pc.count_distinct(segments[RFM_SEGMENT]).as_py(),
+        "clusters": pc.count_distinct(segments[CLUSTER]).as_py(),
         "destinations": ",".join(settings.destinations),
         "files": files,
         "changes": summary_counts(comparison, published),
@@ -453,8 +475,8 @@ def run_export(request: ExportRequest, storage: Storage, settings: ExportSetting
     log("Export failed" if failed else "Segments exported",
         extra={"output_uri": request.output_uri, **{k: v for k, v in summary.items() if k != "files"}})
     if not failed:  # only a publish that reached every destination is the one the next compares with
-        write_published(storage, published_at, segments_file, request.execution_id, request.model_package_arn,
-                        settings.destinations, len(segments))
+        write_published(storage, published_at, storage.read_bytes(segments_uri), request.execution_id,
+                        request.model_package_arn, settings.destinations, len(segments))
     if failed:
         raise ExportFailed(f"{len(failed)} of {len(settings.destinations)} destination(s) failed: "
                            + "; ".join(failed), summary)

@@ -26,8 +26,8 @@ Example
 >>> now = pd.DataFrame({"customer_id": ["a", "c", "d"], "cluster": [0, 1, 1],
 ...                     "cluster_name": ["Big", "Small", "Small"], "rfm_segment": ["At Risk", "At Risk", "Promising"]})
 >>> result = compare(before, now)
->>> result.changes[["customer_id", "change"]].values.tolist()
-[['a', 'moved'], ['b', 'left'], ['d', 'entered']]
+>>> result.changes.select(["customer_id", "change"]).to_pylist()
+[{'customer_id': 'b', 'change': 'left'}, {'customer_id': 'a', 'change': 'moved'}, {'customer_id': 'd', 'change': 'entered'}]
 >>> result.send.tolist()
 [True, False, True]
 """
@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lambdas.export.storage import Storage, is_s3, join
@@ -59,6 +60,7 @@ from steps.columns import (
     PREVIOUS_SEGMENT,
     RFM_SEGMENT,
     SEGMENT,
+    SEGMENT_COLUMNS,
 )
 from steps.errors import PipelineError
 from steps.paths import EXECUTIONS_DIR, PUBLISHED_DIR, PUBLISHED_MANIFEST, SEGMENTS_FILE
@@ -96,29 +98,31 @@ def published_uri(output_uri: str) -> str:
 class Published:
     """The last publish: its segments (None: nothing published yet) and the destinations it reached."""
 
-    segments: pd.DataFrame | None = None
+    segments: pa.Table | None = None
     destinations: tuple[str, ...] = ()
     execution_id: str = ""
 
     def reached(self, destination: str) -> bool:
         """Whether the last publish sent to ``destination`` (else this one sends every customer)."""
-        return self.segments is not None and destination in self.destinations
+        return destination in self.destinations
 
 
 PREVIOUS_SEGMENTS = "previous-segments.parquet"  # the publish before the last: for re-runs of the last one
 
 
-def _read_segments(storage: Storage, uri: str) -> pd.DataFrame:
+def _read_segments(storage: Storage, uri: str) -> pa.Table:
+    """The columns of a published ``segments.parquet`` that a comparison needs (not the history)."""
     try:
-        table = pq.read_table(pa.BufferReader(storage.read_bytes(uri)))
+        parquet = pq.ParquetFile(pa.BufferReader(storage.read_bytes(uri)))
     except FileNotFoundError:
         raise PipelineError(f"{uri.rsplit('/', 1)[-1]} is missing beside {PUBLISHED_MANIFEST}", uri, _FIX) from None
     except (pa.ArrowInvalid, OSError):
         raise PipelineError("not a Parquet file", uri, _FIX) from None
-    missing = [c for c in (CUSTOMER_ID, CLUSTER, CLUSTER_NAME, RFM_SEGMENT) if c not in table.column_names]
+    names = parquet.schema_arrow.names
+    missing = [c for c in (CUSTOMER_ID, CLUSTER, CLUSTER_NAME, RFM_SEGMENT) if c not in names]
     if missing:
         raise PipelineError(f"columns missing: {', '.join(missing)}", uri, _FIX)
-    return table.to_pandas()
+    return parquet.read(columns=[c for c in (*SEGMENT_COLUMNS, *CONTACT_COLUMNS) if c in names])
 
 
 def _manifest(storage: Storage, uri: str) -> dict[str, Any] | None:
@@ -179,103 +183,120 @@ def write_published(storage: Storage, uri: str, segments_file: bytes, execution_
 
 @dataclass(frozen=True)
 class Comparison:
-    """What :func:`compare` finds; see the module docstring."""
+    """What :func:`compare` finds; see the module docstring.
 
-    previous_segment: pd.Series
-    previous_cluster_name: pd.Series
-    changes: pd.DataFrame
-    send: pd.Series
+    ``previous_segment``, ``previous_cluster_name`` and ``send`` are aligned with the current
+    segments; ``left`` and ``previous_changed`` are small DataFrames: the previous rows of the
+    customers who left, and of every customer who left or whose segment, cluster or contacts changed.
+    """
+
+    previous_segment: pa.Array
+    previous_cluster_name: pa.Array
+    changes: pa.Table
+    send: np.ndarray
     left: pd.DataFrame
+    previous_changed: pd.DataFrame
 
     @property
     def counts(self) -> dict[str, int]:
         """Customers per kind of change, and how many the API destinations are sent."""
-        found = self.changes[CHANGE].value_counts()
-        return {**{kind: int(found.get(kind, 0)) for kind in (ENTERED, LEFT, MOVED)},
+        kinds = self.changes[CHANGE].to_pylist()
+        return {**{kind: kinds.count(kind) for kind in (ENTERED, LEFT, MOVED)},
                 "customers_to_send": int(self.send.sum())}
-
-
-_MISSING_HASH = pd.util.hash_array(np.array([None], dtype=object))[0]
-
-
-def _row_hashes(frame: pd.DataFrame, keys: tuple[str, ...]) -> np.ndarray:
-    """One 64-bit hash per row of the ``keys`` columns (absent columns count as missing values).
-
-    Hashes, not text copies: comparing 2M customers on eight columns this way takes 16 MB, where
-    the columns as Python strings would take gigabytes.
-    """
-    combined = np.zeros(len(frame), dtype=np.uint64)
-    for key in keys:
-        if key not in frame:
-            hashed = np.full(len(frame), _MISSING_HASH, dtype=np.uint64)
-        elif key == CLUSTER:
-            hashed = pd.util.hash_array(frame[key].to_numpy(dtype=np.int64))
-        else:
-            values = frame[key]
-            hashed = pd.util.hash_array(values.astype(object).where(values.notna(), None).to_numpy(dtype=object))
-        combined = combined * np.uint64(1_000_003) ^ hashed
-    return combined
 
 
 _KEYS = (CLUSTER, CLUSTER_NAME, RFM_SEGMENT, *CONTACT_COLUMNS)
 
 
-def compare(previous: pd.DataFrame | None, current: pd.DataFrame) -> Comparison:
+def _column(table: pa.Table, name: str, rows: pa.Array) -> pa.Array:
+    """``table[name]`` at ``rows``, as text (int64 for the cluster); nulls where the column is absent."""
+    kind = pa.int64() if name == CLUSTER else pa.string()
+    if name not in table.column_names:
+        return pa.nulls(len(rows), kind)
+    return table[name].take(rows).combine_chunks().cast(kind)
+
+
+def _differs(before: pa.Array, after: pa.Array) -> np.ndarray:
+    same = pc.or_kleene(pc.equal(before, after), pc.and_(pc.is_null(before), pc.is_null(after)))
+    return ~pc.fill_null(same, False).to_numpy(zero_copy_only=False)
+
+
+def compare(previous: pa.Table | pd.DataFrame | None, current: pa.Table | pd.DataFrame) -> Comparison:
     """Compare the current segments (one row per customer) with the last published ones (None: none).
+
+    Arrow throughout: the customers are matched by a join on ``customer_id`` and the columns compared
+    one at a time, so comparing millions of customers takes little more memory than their ids.
 
     Returns
     -------
     Comparison
-        ``previous_segment`` / ``previous_cluster_name`` aligned with ``current`` (None for new
+        ``previous_segment`` / ``previous_cluster_name`` aligned with ``current`` (null for new
         customers); ``changes`` sorted left, moved, entered, then by ``customer_id``; ``send`` a
-        boolean Series aligned with ``current``; ``left`` the previous rows of departed customers.
+        boolean array aligned with ``current``; ``left`` the previous rows of departed customers.
     """
+    if isinstance(current, pd.DataFrame):
+        current = pa.Table.from_pandas(current, preserve_index=False)
+    if isinstance(previous, pd.DataFrame):
+        previous = pa.Table.from_pandas(previous, preserve_index=False)
     if previous is None:
-        previous = current.iloc[0:0]
-    before = pd.DataFrame({CUSTOMER_ID: previous[CUSTOMER_ID].to_numpy(), "_hash": _row_hashes(previous, _KEYS),
-                           "_segment": previous[RFM_SEGMENT].to_numpy(), "_cluster": previous[CLUSTER_NAME].to_numpy(),
-                           "_known": True})
-    joined = pd.DataFrame({CUSTOMER_ID: current[CUSTOMER_ID].to_numpy()}).merge(
-        before, on=CUSTOMER_ID, how="left", sort=False, validate="one_to_one")
-    joined.index = current.index
-    known = joined["_known"].eq(True)
-    send = ~known | joined["_hash"].ne(pd.Series(_row_hashes(current, _KEYS), index=current.index))
-    moved = known & (joined["_segment"].ne(current[RFM_SEGMENT]) | joined["_cluster"].ne(current[CLUSTER_NAME]))
-    previous_segment = joined["_segment"].where(known, None)
-    previous_cluster = joined["_cluster"].where(known, None)
-    del joined, before
+        previous = pa.table({CUSTOMER_ID: pa.array([], pa.string()), CLUSTER: pa.array([], pa.int64()),
+                             CLUSTER_NAME: pa.array([], pa.string()), RFM_SEGMENT: pa.array([], pa.string())})
+    current_ids = current[CUSTOMER_ID].combine_chunks().cast(pa.string())
+    previous_ids = previous[CUSTOMER_ID].combine_chunks().cast(pa.string())
+    matched = pa.table({CUSTOMER_ID: current_ids, "_c": pa.array(np.arange(len(current_ids)))}).join(
+        pa.table({CUSTOMER_ID: previous_ids, "_p": pa.array(np.arange(len(previous_ids)))}),
+        keys=CUSTOMER_ID, join_type="left outer", use_threads=False).sort_by("_c")
+    position = matched["_p"].combine_chunks()  # previous row of each current customer; null for new ones
+    del matched
+    known = position.is_valid().to_numpy(zero_copy_only=False)
+    current_rows = pa.array(np.flatnonzero(known))
+    previous_rows = position.filter(position.is_valid())
+    differs = np.zeros(len(current_ids), dtype=bool)
+    moved = np.zeros(len(current_ids), dtype=bool)
+    for key in _KEYS:
+        change = _differs(_column(previous, key, previous_rows), _column(current, key, current_rows))
+        differs[known] |= change
+        if key in (RFM_SEGMENT, CLUSTER_NAME):
+            moved[known] |= change
+    send = ~known | differs
+    previous_segment = _column(previous, RFM_SEGMENT, position)
+    previous_cluster = _column(previous, CLUSTER_NAME, position)
 
-    gone = ~previous[CUSTOMER_ID].isin(current[CUSTOMER_ID])
-    left = previous[gone.to_numpy()]
-    listed = ~known | moved
-    rows = [
-        pd.DataFrame({
-            CUSTOMER_ID: current[CUSTOMER_ID][listed].astype(str).to_numpy(),
-            PREVIOUS_SEGMENT: previous_segment[listed].to_numpy(),
-            SEGMENT: current[RFM_SEGMENT][listed].astype(str).to_numpy(),
-            PREVIOUS_CLUSTER_NAME: previous_cluster[listed].to_numpy(),
-            CLUSTER_NAME: current[CLUSTER_NAME][listed].astype(str).to_numpy(),
-            CHANGE: known[listed].map({True: MOVED, False: ENTERED}).to_numpy(),
+    gone = pc.invert(pc.is_in(previous_ids, value_set=current_ids))
+    left = previous.filter(gone)
+    changed_rows = pa.concat_arrays([previous_rows.filter(pa.array(differs[known])).cast(pa.int64()),
+                                     pa.array(np.flatnonzero(gone.to_numpy(zero_copy_only=False)))])
+    listed = pa.array(np.flatnonzero(~known | moved))
+    left_rows = pa.array(np.arange(len(left)))
+    changes = pa.concat_tables([
+        pa.table({
+            CUSTOMER_ID: left[CUSTOMER_ID].combine_chunks().cast(pa.string()),
+            PREVIOUS_SEGMENT: _column(left, RFM_SEGMENT, left_rows),
+            SEGMENT: pa.nulls(len(left), pa.string()),
+            PREVIOUS_CLUSTER_NAME: _column(left, CLUSTER_NAME, left_rows),
+            CLUSTER_NAME: pa.nulls(len(left), pa.string()),
+            CHANGE: pa.array([LEFT] * len(left), pa.string()),
         }),
-        pd.DataFrame({
-            CUSTOMER_ID: left[CUSTOMER_ID].astype(str).to_numpy(),
-            PREVIOUS_SEGMENT: left[RFM_SEGMENT].astype(str).to_numpy(),
-            SEGMENT: None,
-            PREVIOUS_CLUSTER_NAME: left[CLUSTER_NAME].astype(str).to_numpy(),
-            CLUSTER_NAME: None,
-            CHANGE: LEFT,
+        pa.table({
+            CUSTOMER_ID: current_ids.take(listed),
+            PREVIOUS_SEGMENT: previous_segment.take(listed),
+            SEGMENT: _column(current, RFM_SEGMENT, listed),
+            PREVIOUS_CLUSTER_NAME: previous_cluster.take(listed),
+            CLUSTER_NAME: _column(current, CLUSTER_NAME, listed),
+            CHANGE: pa.array(np.where(known[listed.to_numpy()], MOVED, ENTERED).astype(object), pa.string()),
         }),
-    ]
-    changes = pd.concat([r for r in rows if len(r)] or [rows[0]], ignore_index=True)
-    order = changes[CHANGE].map({kind: i for i, kind in enumerate(CHANGE_ORDER)})
-    changes = changes.assign(_order=order).sort_values(["_order", CUSTOMER_ID]).drop(columns="_order")
-    return Comparison(previous_segment, previous_cluster, changes.reset_index(drop=True)[list(CHANGE_COLUMNS)],
-                      send, left.reset_index(drop=True))
+    ])
+    order = pc.index_in(changes[CHANGE], value_set=pa.array(CHANGE_ORDER))
+    changes = changes.append_column("_order", order).sort_by([("_order", "ascending"), (CUSTOMER_ID, "ascending")])
+    return Comparison(previous_segment, previous_cluster, changes.drop_columns(["_order"]).combine_chunks(), send,
+                      left.to_pandas(), previous.take(changed_rows).to_pandas())
 
 
-def changes_table(changes: pd.DataFrame) -> pa.Table:
+def changes_table(changes: pa.Table | pd.DataFrame) -> pa.Table:
     """``changes.parquet``'s table: :data:`~steps.columns.CHANGE_COLUMNS`, all text, empty where unknown."""
-    return pa.Table.from_pandas(changes, schema=_CHANGES_SCHEMA, preserve_index=False)
+    if isinstance(changes, pd.DataFrame):
+        return pa.Table.from_pandas(changes, schema=_CHANGES_SCHEMA, preserve_index=False)
+    return changes.select(list(CHANGE_COLUMNS)).cast(_CHANGES_SCHEMA)
 
 
 def describe(changes: pa.Table | pd.DataFrame, limit: int = 20) -> str:

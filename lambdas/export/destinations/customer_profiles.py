@@ -65,6 +65,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
@@ -521,7 +522,7 @@ def export(
     record_retry_rounds: int = 2,
     clock: Callable[[], float] = time.monotonic,
     deadline: float | None = None,
-    send: pd.Series | None = None,
+    send: pd.Series | np.ndarray | None = None,
     left_ids: list[str] | None = None,
     checkpoint: Checkpoint | None = None,
     checkpoint_every: int = CHECKPOINT_EVERY,
@@ -533,7 +534,7 @@ def export(
     ----------
     segments : DataFrame
         Every customer (the segment definitions and the id check cover them all).
-    send : Series of bool, optional
+    send : array of bool, optional
         Aligned with ``segments``: whose object to put (None: everyone).
     left_ids : list of str, optional
         Customers of the last publish who are gone: their ``rfm_*`` attributes are removed.
@@ -558,7 +559,7 @@ def export(
     too_long = long_ids_error(segments)
     if too_long is not None:
         raise too_long
-    chosen = segments if send is None else segments[send.to_numpy()]
+    chosen = segments if send is None else segments[np.asarray(send, dtype=bool)]
     objects = ProfileObjects(chosen, settings)
     left_ids = sorted(left_ids or [])
     run = CustomerProfilesExport(client, settings, retry, record_retry_rounds, clock, deadline)

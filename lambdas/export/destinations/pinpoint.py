@@ -655,13 +655,14 @@ def export(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Any] | None = None,
     deadline: float | None = None,
-    send: pd.Series | None = None,
+    send: pd.Series | np.ndarray | None = None,
     previous: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Upsert the segments and import the endpoints; the counts, or :class:`DestinationError`.
 
-    ``send`` (a boolean Series aligned with ``segments``; None: everyone) picks the customers whose
-    endpoints are imported; ``previous`` (the last publish's rows) gives the endpoints to retire.
+    ``send`` (booleans aligned with ``segments``; None: everyone) picks the customers whose
+    endpoints are imported; ``previous`` (the last publish's rows of the customers who left or
+    changed; more rows do no harm) gives the endpoints to retire.
 
     The segments come first (they select by attribute, so they need no finished import), the import
     last: with a ``deadline`` (``clock()`` time, see :class:`PinpointExport`) waiting for it is the only
@@ -715,14 +716,14 @@ def retired_endpoints(previous: pd.DataFrame, keep_ids: pa.Array) -> pa.Table:
 
 
 def _export(run: PinpointExport, segments: pd.DataFrame, output_uri: str, run_id: str, record_retry_rounds: int,
-            send: pd.Series | None, previous: pd.DataFrame | None) -> dict[str, Any]:
+            send: pd.Series | np.ndarray | None, previous: pd.DataFrame | None) -> dict[str, Any]:
     run.check_project()
     labels = cluster_labels(segments)
-    chosen = segments if send is None else segments[send.to_numpy()]
+    chosen = segments if send is None else segments[np.asarray(send, dtype=bool)]
     rows, counts = endpoints(chosen, labels)
     counts["customers_unchanged"] = len(segments) - len(chosen)
     if previous is not None and len(previous):
-        unchanged_ids = segments[CUSTOMER_ID].astype(str)[~send.to_numpy()] if send is not None else []
+        unchanged_ids = segments[CUSTOMER_ID].astype(str)[~np.asarray(send, dtype=bool)] if send is not None else []
         affected = previous[~previous[CUSTOMER_ID].astype(str).isin(set(unchanged_ids))]
         retired = retired_endpoints(affected, rows["Id"].combine_chunks())
         # one chunk, no empty ones: Arrow's CSV writer can write a zero-row chunk as NUL bytes
