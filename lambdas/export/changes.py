@@ -26,8 +26,8 @@ Example
 >>> now = pd.DataFrame({"customer_id": ["a", "c", "d"], "cluster": [0, 1, 1],
 ...                     "cluster_name": ["Big", "Small", "Small"], "rfm_segment": ["At Risk", "At Risk", "Promising"]})
 >>> result = compare(before, now)
->>> result.changes.select(["customer_id", "change"]).to_pylist()
-[{'customer_id': 'b', 'change': 'left'}, {'customer_id': 'a', 'change': 'moved'}, {'customer_id': 'd', 'change': 'entered'}]
+>>> list(zip(result.changes["customer_id"].to_pylist(), result.changes["change"].to_pylist()))
+[('b', 'left'), ('a', 'moved'), ('d', 'entered')]
 >>> result.send.tolist()
 [True, False, True]
 """
