@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lambdas.export.app import Clients, ExportFailed, ExportRequest, export_segments
-from lambdas.export.changes import compare, describe, published_uri
+from lambdas.export.changes import changes_table, compare, describe, published_uri
 from lambdas.export.config import CustomerProfilesSettings, ExportSettings, PinpointSettings
 from lambdas.export.destinations.customer_profiles import segment_definitions
 from lambdas.export.destinations.pinpoint import RETIRED_VALUE, desired_segments, endpoint_id
@@ -284,3 +284,30 @@ def test_delta_calls_stay_within_six_percent_when_five_percent_change(tmp_path: 
     assert profile_calls <= 0.06 * customers
     assert endpoints_sent <= 0.06 * all_endpoints
     assert sum(fakes.pinpoint.calls.values()) <= 0.06 * customers
+
+
+# -- rfm segments --changes ---------------------------------------------------------------------------
+
+
+def test_rfm_segments_changes_prints_the_changes_of_the_last_publish(tmp_path: Path, capsys) -> None:
+    from pipeline.cli import main
+
+    before = frame(customer_id=["a", "b", "c"], cluster=[0, 0, 1], cluster_name=["Big", "Big", "Small"],
+                   rfm_segment=["Loyal", "Loyal", "At Risk"])
+    after = frame(customer_id=["a", "c"], cluster=[0, 1], cluster_name=["Big", "Small"],
+                  rfm_segment=["At Risk", "At Risk"])
+    (tmp_path / "segments").mkdir()
+    pq.write_table(changes_table(compare(before, after).changes), tmp_path / "segments" / "changes.parquet")
+
+    assert main(["segments", "--changes", "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "2 customers changed since the last publish: 1 left, 1 moved, 0 entered"
+    assert "Loyal -> At Risk: 1" in out and "Loyal -> (none): 1" in out
+
+
+def test_rfm_segments_changes_before_any_publish_says_what_to_do(tmp_path: Path, capsys) -> None:
+    from pipeline.cli import main
+
+    assert main(["segments", "--changes", "--output", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "no changes.parquet: nothing was published yet" in err and len(err.strip().splitlines()) == 1
