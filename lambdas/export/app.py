@@ -51,6 +51,7 @@ changes.parquet], "changes": {"entered", "left", "moved", "customers_to_send", "
 
 from __future__ import annotations
 
+import codecs
 import functools
 import io
 import json
@@ -214,6 +215,19 @@ def _careful_assignments(text: str, file: str) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=_ASSIGNMENT_SCHEMA)
 
 
+def _checked_utf8_is_blank(data: bytes, file: str, chunk: int = 1 << 23) -> bool:
+    """Whether ``data`` is only white space; checked to be UTF-8 8 MB at a time (never one big copy)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    blank = True
+    for start in range(0, len(data), chunk):
+        try:
+            text = decoder.decode(data[start:start + chunk], final=start + chunk >= len(data))
+        except UnicodeDecodeError as error:
+            raise PipelineError(f"not UTF-8 text (byte {start + error.start})", file, _FIX_ASSIGN) from None
+        blank = blank and not text.strip()
+    return blank
+
+
 def read_assignment_table(storage: Storage, uri: str) -> pa.Table:
     """All assignments from the ``*.out`` files under ``uri``, as Arrow; customer ids stay strings.
 
@@ -226,10 +240,7 @@ def read_assignment_table(storage: Storage, uri: str) -> pa.Table:
     tables = []
     for file in files:
         data = storage.read_bytes(file)
-        try:
-            blank = not data.decode("utf-8").strip()  # Arrow would take bad bytes and fail later, unnamed
-        except UnicodeDecodeError as error:
-            raise PipelineError(f"not UTF-8 text (byte {error.start})", file, _FIX_ASSIGN) from None
+        blank = _checked_utf8_is_blank(data, file)  # Arrow would take bad bytes and fail later, unnamed
         table = _ASSIGNMENT_SCHEMA.empty_table() if blank else _fast_assignments(data)
         tables.append(table if table is not None else _careful_assignments(data.decode("utf-8"), file))
         del data
@@ -302,18 +313,30 @@ def join_tables(features: pa.Table, assignments: pa.Table, where: str = "") -> p
             f"assignments: {missing} customers without one, {several} with more than one, "
             f"{unknown} for customers not in {RFM_FILE}", where or None, _FIX_ASSIGN)
     del counts, repeated_assignments, known
-    features = features.set_column(features.schema.get_field_index(CUSTOMER_ID), CUSTOMER_ID, feature_ids)
-    assignments = assignments.set_column(assignments.schema.get_field_index(CUSTOMER_ID), CUSTOMER_ID, assigned_ids)
-    joined = features.join(assignments, keys=CUSTOMER_ID, join_type="inner", left_suffix="_features",
-                           right_suffix="", use_threads=False)
-    if f"{RFM_SEGMENT}_features" in joined.column_names:
-        differ = pc.sum(pc.not_equal(joined[f"{RFM_SEGMENT}_features"], joined[RFM_SEGMENT])).as_py() or 0
+    # Exactly one assignment per customer: both sorted by id line up row for row (no hash join needed).
+    # Each source column is let go once taken, so the inputs and the result are never both held whole.
+    feature_order = pc.sort_indices(feature_ids)
+    assigned_order = pc.sort_indices(assigned_ids)
+    from_features = {name: features.column(name) for name in features.column_names}
+    from_assignments = {name: assignments.column(name) for name in assignments.column_names}
+    del features, assignments, assigned_ids
+    columns = {CUSTOMER_ID: feature_ids.take(feature_order)}
+    del feature_ids
+    from_features.pop(CUSTOMER_ID)
+    for name in SEGMENT_COLUMNS[1:]:
+        source, order = ((from_assignments, assigned_order) if name in ASSIGNMENT_COLUMNS
+                         else (from_features, feature_order))
+        columns[name] = source.pop(name).take(order).combine_chunks()
+    if RFM_SEGMENT in from_features:
+        previous = from_features.pop(RFM_SEGMENT).take(feature_order)
+        differ = pc.sum(pc.not_equal(previous, columns[RFM_SEGMENT])).as_py() or 0
         if differ:
             logger.warning("rfm_segment differs between features and assignments; using the assignments'",
                            extra={"customers": differ})
-    contacts = [c for c in CONTACT_COLUMNS if c in joined.column_names]
-    joined = joined.select([*SEGMENT_COLUMNS, *contacts])
-    return joined.take(pc.sort_indices(joined, [(CUSTOMER_ID, "ascending")])).combine_chunks()
+    for name in CONTACT_COLUMNS:
+        if name in from_features:
+            columns[name] = from_features.pop(name).take(feature_order).combine_chunks()
+    return pa.table(columns)
 
 
 def join_segments(features: pd.DataFrame, assignments: pd.DataFrame, where: str = "") -> pd.DataFrame:
@@ -429,8 +452,9 @@ def run_export(request: ExportRequest, storage: Storage, settings: ExportSetting
     retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
     clients = clients or Clients()
 
-    segments = join_tables(read_feature_table(storage, request.features_uri),
-                           read_assignment_table(storage, request.assignments_uri), request.assignments_uri)
+    assignments = read_assignment_table(storage, request.assignments_uri)
+    segments = join_tables(read_feature_table(storage, request.features_uri), assignments, request.assignments_uri)
+    del assignments
     published_at = request.published_uri or published_uri(request.output_uri)
     published = read_published(storage, published_at, request.execution_id)
     comparison = compare(published.segments, segments)

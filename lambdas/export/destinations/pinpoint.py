@@ -148,6 +148,18 @@ def endpoint_id(customer_id: str, channel_type: str) -> str:
     return f"rfm-{digest}"
 
 
+def endpoint_ids(customer_ids: pa.Array, channel_types: pa.Array, chunk: int = 50_000) -> pa.Array:
+    """:func:`endpoint_id` of each (customer, channel type) pair, a chunk at a time (few Python strings
+    alive at once, for millions of endpoints)."""
+    parts = [
+        pa.array([endpoint_id(c, t) for c, t in zip(customer_ids.slice(start, chunk).to_pylist(),
+                                                    channel_types.slice(start, chunk).to_pylist(), strict=True)],
+                 pa.string())
+        for start in range(0, len(customer_ids), chunk)
+    ]
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+
+
 def cluster_labels(segments: pd.DataFrame) -> dict[int, str]:
     """Cluster -> its ``ClusterName`` attribute value: the cluster's name on one line, at most 100
     characters, unique (see :func:`~lambdas.export.names.unique_names`).
@@ -258,13 +270,12 @@ def endpoints(
 
     rows = kept["row"].to_numpy()
     chosen_ids = pc.take(customer_ids, rows)
-    channels = kept["channel_type"].to_pylist()
-    ids = [endpoint_id(c, t) for c, t in zip(chosen_ids.to_pylist(), channels, strict=True)]
+    ids = endpoint_ids(chosen_ids, kept["channel_type"].combine_chunks())
     cluster_names = pa.array(
         segments[CLUSTER].astype(int).map(labels or cluster_labels(segments)).to_numpy(dtype=object), pa.string()
     )
     columns: dict[str, Any] = {
-        "Id": pa.array(ids, pa.string()),
+        "Id": ids,
         "ChannelType": kept["channel_type"],
         "Address": kept["address"],
         "User.UserId": chosen_ids,
