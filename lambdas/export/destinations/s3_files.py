@@ -22,6 +22,7 @@ or local folders.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -96,22 +97,42 @@ def cluster_file_names(segments: pa.Table) -> dict[int, str]:
     return {cluster: name if taken.count(name) == 1 else f"{name}-{cluster}" for cluster, name in names.items()}
 
 
-def to_parquet(table: pa.Table) -> bytes:
+CHUNK_ROWS = 100_000  # rows converted at a time: a large segment's file never needs a second full copy
+
+
+def _chunks(table: pa.Table, rows: pa.Array | None = None) -> Iterator[pa.Table]:
+    """``table`` (at ``rows``, when given) a :data:`CHUNK_ROWS` slice at a time."""
+    count = table.num_rows if rows is None else len(rows)
+    for start in range(0, count, CHUNK_ROWS):
+        yield (table.slice(start, CHUNK_ROWS) if rows is None
+               else table.take(rows.slice(start, CHUNK_ROWS)))
+
+
+def to_parquet(table: pa.Table, rows: pa.Array | None = None) -> bytes:
+    """Parquet bytes of ``table`` (or of its ``rows``), written a chunk at a time."""
     buffer = io.BytesIO()
-    pq.write_table(table, buffer)
+    with pq.ParquetWriter(buffer, table.schema) as writer:
+        for chunk in _chunks(table, rows):
+            writer.write_table(chunk)
+        if (table.num_rows if rows is None else len(rows)) == 0:
+            writer.write_table(table.slice(0, 0))
     return buffer.getvalue()
 
 
-def to_csv(table: pa.Table) -> bytes:
+def to_csv(table: pa.Table, rows: pa.Array | None = None) -> bytes:
     """CSV with a header; text quoted (``"007"``) and neutralised (:func:`neutralise`), numbers bare,
-    nulls empty, ``\\n`` line ends."""
+    nulls empty, ``\\n`` line ends; ``rows``: only those rows. Written a chunk at a time."""
     buffer = io.BytesIO()
-    pa_csv.write_csv(safe_for_spreadsheets(table), buffer, pa_csv.WriteOptions(quoting_style="needed"))
+    with pa_csv.CSVWriter(buffer, table.schema, write_options=pa_csv.WriteOptions(quoting_style="needed")) as writer:
+        for chunk in _chunks(table, rows):
+            writer.write_table(safe_for_spreadsheets(chunk))
     return buffer.getvalue()
 
 
-def _revenue(rows: pa.Table) -> float:
-    return round(float(pc.sum(rows[MONETARY]).as_py() or 0.0), 2) if MONETARY in rows.column_names else 0.0
+def _revenue(segments: pa.Table, rows: pa.Array) -> float:
+    if MONETARY not in segments.column_names:
+        return 0.0
+    return round(float(pc.sum(segments[MONETARY].take(rows)).as_py() or 0.0), 2)
 
 
 def export(segments: pa.Table, output_uri: str, storage: Storage, changes: pa.Table | None = None) -> dict[str, Any]:
@@ -134,17 +155,19 @@ def export(segments: pa.Table, output_uri: str, storage: Storage, changes: pa.Ta
     names = sorted(pc.unique(segments[RFM_SEGMENT]).to_pylist())
     slugs = segment_slugs(names)
     for name in names:
-        rows = segments.filter(pc.equal(segments[RFM_SEGMENT], name))
-        index.append({"group": RFM_SEGMENT, "name": name, "customers": rows.num_rows, "revenue": _revenue(rows),
-                      "csv": write(f"{EXPORT_DIR}/segments/{slugs[name]}.csv", to_csv(rows)),
-                      "parquet": write(f"{EXPORT_DIR}/{RFM_SEGMENT}={slugs[name]}/part.parquet", to_parquet(rows))})
+        rows = pc.indices_nonzero(pc.equal(segments[RFM_SEGMENT], name))
+        index.append({"group": RFM_SEGMENT, "name": name, "customers": len(rows),
+                      "revenue": _revenue(segments, rows),
+                      "csv": write(f"{EXPORT_DIR}/segments/{slugs[name]}.csv", to_csv(segments, rows)),
+                      "parquet": write(f"{EXPORT_DIR}/{RFM_SEGMENT}={slugs[name]}/part.parquet",
+                                       to_parquet(segments, rows))})
     files = cluster_file_names(segments)
     for cluster, file_name in files.items():
-        rows = segments.filter(pc.equal(segments[CLUSTER], cluster))
-        index.append({"group": CLUSTER, "name": rows[CLUSTER_NAME][0].as_py(), "customers": rows.num_rows,
-                      "revenue": _revenue(rows),
-                      "csv": write(f"{EXPORT_DIR}/clusters/{file_name}.csv", to_csv(rows)),
-                      "parquet": write(f"{EXPORT_DIR}/{CLUSTER}={cluster}/part.parquet", to_parquet(rows))})
+        rows = pc.indices_nonzero(pc.equal(segments[CLUSTER], cluster))
+        index.append({"group": CLUSTER, "name": segments[CLUSTER_NAME].take(rows.slice(0, 1))[0].as_py(),
+                      "customers": len(rows), "revenue": _revenue(segments, rows),
+                      "csv": write(f"{EXPORT_DIR}/clusters/{file_name}.csv", to_csv(segments, rows)),
+                      "parquet": write(f"{EXPORT_DIR}/{CLUSTER}={cluster}/part.parquet", to_parquet(segments, rows))})
     if changes is not None:
         index.append({"group": "changes", "name": "since the last publish", "customers": changes.num_rows,
                       "revenue": None, "csv": write(f"{EXPORT_DIR}/{CHANGES_CSV}", to_csv(changes)), "parquet": None})
