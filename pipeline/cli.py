@@ -20,6 +20,7 @@ EPILOG = """examples:
   rfm run-local --input data/sample/transactions.csv.gz --param ModelApprovalStatus=Approved \\
       --destination pinpoint,customer-profiles   # export to local stand-ins of those APIs
   rfm segments                      # the segment table of the last local run
+  rfm segments --changes            # who entered, left or moved segment since the last publish
   rfm show 0000123                  # one customer's scores, segment and cluster
 """
 
@@ -128,6 +129,13 @@ def _cmd_approve(args: argparse.Namespace) -> int:
 
 
 def _cmd_segments(args: argparse.Namespace) -> int:
+    if args.changes:
+        from lambdas.export.changes import describe, read_changes
+        from lambdas.export.storage import Storage
+        from steps import paths
+
+        print(describe(read_changes(Storage(), str(Path(args.output) / "segments" / paths.CHANGES_FILE))))
+        return 0
     from pipeline.local.summary import print_segment_table
 
     print_segment_table(Path(args.output))
@@ -205,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     segments = commands.add_parser("segments", help="print the segment table of the last local run",
                                    epilog="example:\n  rfm segments --output output", formatter_class=raw)
     segments.add_argument("--output", default="output")
+    segments.add_argument("--changes", action="store_true",
+                          help="print who entered, left or moved segment since the last publish (changes.parquet)")
     segments.set_defaults(handler=_cmd_segments)
 
     show = commands.add_parser("show", help="print one customer's scores, segment and cluster",

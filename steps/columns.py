@@ -83,6 +83,16 @@ SEGMENT_COLUMNS: tuple[str, ...] = (
     MONETARY,
 )
 
+# Segments over time: segments.parquet also says where each customer was at the last publish, and
+# changes.parquet lists the customers whose segment or cluster changed since then.
+PREVIOUS_SEGMENT = "previous_segment"
+PREVIOUS_CLUSTER_NAME = "previous_cluster_name"
+SEGMENT = "segment"
+CHANGE = "change"
+HISTORY_COLUMNS: tuple[str, ...] = (PREVIOUS_SEGMENT, PREVIOUS_CLUSTER_NAME)
+CHANGE_COLUMNS: tuple[str, ...] = (CUSTOMER_ID, PREVIOUS_SEGMENT, SEGMENT, PREVIOUS_CLUSTER_NAME, CLUSTER_NAME, CHANGE)
+ENTERED, LEFT, MOVED = "entered", "left", "moved"  # the values of ``change``
+
 # Quarantine files carry the offending row plus these.
 QUARANTINE_REASON = "quarantine_reason"
 SOURCE_FILE = "source_file"

@@ -21,6 +21,10 @@ EVALUATION_FILE = "evaluation.json"
 REPORT_FILE = "report.html"
 SEGMENTS_FILE = "segments.parquet"
 REGISTRY_FILE = "registry.json"
+CHANGES_FILE = "changes.parquet"  # beside segments.parquet: who entered, left or moved since the last publish
+# The last published segments (what the next publish compares with), beside executions/: never expires.
+PUBLISHED_DIR = "published"
+PUBLISHED_MANIFEST = "published.json"
 # Every pipeline execution writes under s3://<bucket>/<prefix>/executions/<execution id>/ (expires after
 # ExecutionRetentionDays), except what a registered model package refers to: its model.tar.gz, evaluation
 # and the features and transform input that publishing it reads, under <prefix>/model/<execution id>/,

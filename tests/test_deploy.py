@@ -525,11 +525,11 @@ def test_build_writes_the_image_uri_where_get_pipeline_tells_users_to_look() -> 
 
 # ---------------------------------------------------------------------------------------------- template rules
 
-PIPELINE_FOLDERS = ("executions", "model", "quarantine", "state", "source")
+PIPELINE_FOLDERS = ("executions", "model", "published", "quarantine", "state", "source")
 
 
 @pytest.mark.parametrize("prefix", ["rfm/", "rfm/executions/", "rfm/model/", "rfm/model/abc/features/",
-                                    "rfm/quarantine/x/", "rfm/state/", "rfm/source/", "orders/", "rfm/input"])
+                                    "rfm/quarantine/x/", "rfm/state/", "rfm/source/", "rfm/published/", "orders/", "rfm/input"])
 def test_input_prefix_overlapping_the_pipelines_folders_is_rejected(template: dict[str, Any], prefix: str) -> None:
     assert re.fullmatch(template["Parameters"]["InputPrefix"]["AllowedPattern"], prefix) is None
 
@@ -543,7 +543,7 @@ def test_every_folder_the_pipeline_writes_is_excluded_from_runs(template: dict[s
     """Whatever InputPrefix is, the trigger ignores the pipeline's own folders (and the pattern rejects them)."""
     from steps import paths
 
-    written = {paths.EXECUTIONS_DIR, paths.PACKAGE_DIR, paths.QUARANTINE_DIR}
+    written = {paths.EXECUTIONS_DIR, paths.PACKAGE_DIR, paths.PUBLISHED_DIR, paths.QUARANTINE_DIR}
     assert written <= set(PIPELINE_FOLDERS)
     env = template["Resources"]["TriggerFunction"]["Properties"]["Environment"]["Variables"]
     ignored = {env["OUTPUT_PREFIX"]["Fn::Sub"]} | set(env["IGNORE_PREFIXES"]["Fn::Sub"].split(","))

@@ -30,7 +30,7 @@ from lambdas.export.destinations import customer_profiles, s3_files
 from lambdas.export.retry import NO_SDK_RETRIES, RetryPolicy
 from lambdas.export.storage import Storage, join
 from lambdas.fakes import running_fakes
-from steps.columns import CONTACT_COLUMNS, FEATURE_COLUMNS, SEGMENT_COLUMNS
+from steps.columns import CONTACT_COLUMNS, FEATURE_COLUMNS, HISTORY_COLUMNS, SEGMENT_COLUMNS
 from steps.errors import PipelineError
 from steps.segments import SEGMENT_NAMES, segment_of
 from tests.export_support import segments_frame
@@ -167,7 +167,8 @@ def test_segments_have_one_row_per_customer_with_exact_ids(base, contacts) -> No
 
     segments = read_parquet(storage, join(request.output_uri, "segments.parquet"))
     contact_columns = ["email", "phone"] if contacts else []
-    assert list(segments.columns) == [*SEGMENT_COLUMNS, *contact_columns]
+    assert list(segments.columns) == [*SEGMENT_COLUMNS, *contact_columns, *HISTORY_COLUMNS]
+    assert segments["previous_segment"].isna().all()  # the first publish: everyone is new
     assert segments["customer_id"].tolist() == sorted(IDS)
     expected = {
         json.loads(line)["customer_id"]: json.loads(line)["cluster"] for line in assignment_lines(table)
@@ -179,31 +180,34 @@ def test_segments_have_one_row_per_customer_with_exact_ids(base, contacts) -> No
     assert sorted(summary["files"]) == storage.list(request.output_uri)
     s3_counts = summary["by_destination"]["s3"]
     assert list(summary["by_destination"]) == ["s3"]
-    assert (s3_counts["customers"], s3_counts["files"]) == (len(IDS), len(summary["files"]) - 1)
+    assert (s3_counts["customers"], s3_counts["files"]) == (len(IDS), len(summary["files"]) - 2)
+    assert summary["changes"]["entered"] == len(IDS)
     json.dumps(summary)
 
 
 @pytest.mark.parametrize(("column", "prefix"), [("rfm_segment", "rfm_segment="), ("cluster", "cluster=")])
-def test_partitions_hold_every_customer_exactly_once(base, column, prefix) -> None:
+def test_partitions_and_named_files_hold_every_customer_exactly_once(base, column, prefix) -> None:
     root, storage = base
     request = setup_inputs(root, storage, features(IDS))
     export_segments(request, storage)
 
-    folders = sorted(
-        {
-            uri.split("/")[-2]
-            for uri in storage.list(join(request.output_uri, "export"))
-            if uri.split("/")[-2].startswith(prefix)
-        }
-    )
-    assert folders
+    index = read_csv(storage, join(request.output_uri, "export", "index.csv"))
+    listed = index[index["group"] == column]
+    assert len(listed) == len({uri.split("/")[-2] for uri in storage.list(join(request.output_uri, "export"))
+                               if uri.split("/")[-2].startswith(prefix)}) > 0
     from_parquet: list[str] = []
     from_csv: list[str] = []
-    for folder in folders:
-        rows = read_parquet(storage, join(request.output_uri, "export", folder, "part.parquet"))
-        csv_rows = read_csv(storage, join(request.output_uri, "export", folder, "part.csv"))
+    for row in listed.to_dict("records"):
+        folder = row["parquet"].split("/")[0]
+        rows = read_parquet(storage, join(request.output_uri, "export", *row["parquet"].split("/")))
+        csv_rows = read_csv(storage, join(request.output_uri, "export", *row["csv"].split("/")))
         values = {str(slug(v)) if column == "rfm_segment" else str(v) for v in rows[column]}
         assert values == {folder.removeprefix(prefix)}
+        assert row["csv"] == (f"segments/{slug(row['name'])}.csv" if column == "rfm_segment"
+                              else f"clusters/{slug(row['name'])}.csv")
+        assert set(rows["cluster_name" if column == "cluster" else column]) == {row["name"]}
+        assert int(row["customers"]) == len(rows) == len(csv_rows)
+        assert float(row["revenue"]) == pytest.approx(rows["monetary"].sum())
         assert csv_rows["customer_id"].tolist() == rows["customer_id"].tolist()
         from_parquet += rows["customer_id"].tolist()
         from_csv += csv_rows["customer_id"].tolist()
@@ -223,9 +227,33 @@ def test_csv_quotes_text_so_ids_stay_text(base) -> None:
     )
     export_segments(request, storage)
 
-    text = storage.read_bytes(join(request.output_uri, "export", "cluster=0", "part.csv")).decode()
+    text = storage.read_bytes(join(request.output_uri, "export", "clusters", "c.csv")).decode()
     assert text.splitlines()[1].startswith('"007",0,"C","Loyal",')
     assert text.splitlines()[2].startswith('"1e3",0,')
+
+
+@pytest.mark.parametrize("cell", ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd"])
+def test_csv_cells_that_start_like_a_formula_are_neutralised(base, cell: str) -> None:
+    root, storage = base
+    ids = [cell, "plain-id"]
+    table = features(ids, contacts=True).set_column(
+        FEATURE_COLUMNS.index("monetary"), "monetary", pa.array([-12.5, 3.0]))
+    lines = [json.dumps({"customer_id": i, "cluster": 0, "cluster_name": cell, "rfm_segment": "Loyal"}) for i in ids]
+    request = setup_inputs(root, storage, table, lines)
+    export_segments(request, storage)
+
+    index = read_csv(storage, join(request.output_uri, "export", "index.csv"))
+    for relative in index["csv"]:
+        rows = read_csv(storage, join(request.output_uri, "export", *relative.split("/")))
+        for value in rows.astype(str).to_numpy().ravel():
+            assert not value.startswith(("=", "+", "@", "\t", "\r")), (relative, value)
+            assert not value.startswith("-") or value == "-12.5", (relative, value)  # numbers stay numbers
+    cluster_file = read_csv(storage, join(request.output_uri, "export", "clusters", f"{slug(cell)}.csv"))
+    assert cluster_file["customer_id"].tolist() == sorted(["'" + cell, "plain-id"])
+    assert cluster_file["cluster_name"].tolist() == ["'" + cell] * 2
+    assert index[index["group"] == "cluster"]["name"].tolist() == ["'" + cell]
+    parquet = read_parquet(storage, join(request.output_uri, "export", "cluster=0", "part.parquet"))
+    assert sorted(parquet["customer_id"]) == sorted(ids)  # machines get the values as they are
 
 
 def test_rerun_gives_identical_files_and_removes_stale_ones(base) -> None:

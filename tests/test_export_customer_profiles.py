@@ -14,6 +14,7 @@ from lambdas.export.config import CustomerProfilesSettings
 from lambdas.export.destinations import DestinationError, customer_profiles
 from lambdas.export.destinations.customer_profiles import object_type_definition, profile_objects
 from lambdas.export.retry import RetryPolicy
+from lambdas.export.storage import Storage
 from lambdas.fakes import CustomerProfilesFake
 from steps.errors import PipelineError
 from steps.segments import SEGMENT_NAMES
@@ -326,7 +327,7 @@ def test_puts_stop_at_the_deadline_and_say_how_many_profiles_were_written(env: E
     assert counts["segment_definitions"]["created"] == len(SEGMENT_NAMES) + 3  # put before the objects
     message = str(caught.value)
     assert "stopped at the deadline" in message and f"{written} of 50 customer profiles were written" in message
-    assert "Re-run the export: it is idempotent" in message and "s3 destination" in message
+    assert "Re-run the export (retry the pipeline execution): it resumes where this one stopped" in message
 
     counts = env.export(frame)  # no deadline: everything, and nothing twice
     assert counts["profiles_upserted"] == 50 and counts["profiles_not_written"] == 0
@@ -344,3 +345,76 @@ def test_a_retry_that_would_wait_past_the_deadline_is_not_made(env: Env) -> None
         )
     assert sleeps == [] and env.fake.calls["PutProfileObject"] == 20  # one attempt each, no retry
     assert caught.value.counts["profiles_not_written"] == 20
+
+
+# -- at scale: a checkpoint to resume from, ids checked up front ------------------------------------
+
+
+def stop_after(env: Env, puts: int) -> dict[str, Any]:
+    """Deadline options that stop the puts after about ``puts`` calls (one clock second per put)."""
+    start = env.fake.calls.get("PutProfileObject", 0)
+    return {"clock": lambda: float(env.fake.calls.get("PutProfileObject", 0) - start), "deadline": float(puts)}
+
+
+@pytest.mark.parametrize("chunk", [7, 1000])
+def test_a_large_audience_completes_across_invocations_from_the_checkpoint(env: Env, tmp_path, chunk: int) -> None:
+    frame = segments_frame(60)
+    settings = CustomerProfilesSettings(domain=DOMAIN, concurrency=2)
+    checkpoint = customer_profiles.Checkpoint(Storage(), str(tmp_path / "checkpoints" / "customer-profiles.json"))
+    invocations = 0
+    while True:
+        invocations += 1
+        assert invocations < 20
+        try:
+            counts = customer_profiles.export(frame, client=env.client, settings=settings, retry=fast_retry()[0],
+                                              checkpoint=checkpoint, checkpoint_every=chunk, **stop_after(env, 15))
+            break
+        except DestinationError as stopped:
+            assert "resumes where this one stopped" in str(stopped)
+    assert invocations >= 4  # 60 customers, about 15 puts per invocation
+    assert len(env.fake.profiles[DOMAIN]) == 60
+    # every customer put once, plus only the puts in flight when a deadline came (at most 2 threads each)
+    assert env.fake.calls["PutProfileObject"] <= 60 + 2 * (invocations - 1)
+    assert counts["profiles_already_written"] + counts["profiles_upserted"] == 60
+    again = customer_profiles.export(frame, client=env.client, settings=settings, retry=fast_retry()[0],
+                                     checkpoint=checkpoint, checkpoint_every=chunk)
+    assert again["profiles_upserted"] == 0 and again["profiles_already_written"] == 60  # nothing left to do
+
+
+def test_a_checkpoint_of_other_work_is_not_resumed(env: Env, tmp_path) -> None:
+    checkpoint = customer_profiles.Checkpoint(Storage(), str(tmp_path / "checkpoint.json"))
+    settings = CustomerProfilesSettings(domain=DOMAIN, concurrency=2)
+    customer_profiles.export(segments_frame(30), client=env.client, settings=settings, retry=fast_retry()[0],
+                             checkpoint=checkpoint)
+    other = segments_frame(30, seed=5)  # same customers, other segments
+    counts = customer_profiles.export(other, client=env.client, settings=settings, retry=fast_retry()[0],
+                                      checkpoint=checkpoint)
+    assert counts["profiles_upserted"] == 30 and counts["profiles_already_written"] == 0
+
+
+def test_ids_too_long_for_a_profile_key_are_reported_before_anything_is_written(env: Env) -> None:
+    frame = segments_frame(10)
+    frame.loc[3, "customer_id"] = "x" * 256
+    frame.loc[7, "customer_id"] = "y" * 300
+    with pytest.raises(DestinationError, match=r"2 customer id\(s\) are longer than 255 characters \(the longest "
+                                               r"has 300, at row 8 of segments.parquet\)") as caught:
+        env.export(frame)
+    assert "\n" not in str(caught.value)
+    assert caught.value.counts["customer_ids_too_long"] == 2
+    assert "PutProfileObject" not in env.fake.calls and "PutProfileObjectType" not in env.fake.calls
+
+
+def test_departed_customers_lose_their_rfm_attributes_but_keep_their_profile(env: Env) -> None:
+    frame = segments_frame(20)
+    env.fake.op_CreateProfile({"AccountNumber": "other", "FirstName": "Kept"}, {}, DOMAIN)
+    env.export(frame)
+    gone = frame["customer_id"][:3].tolist()
+    counts = customer_profiles.export(
+        frame.iloc[3:], client=env.client, settings=CustomerProfilesSettings(domain=DOMAIN, concurrency=2),
+        retry=fast_retry()[0], send=pd.Series(False, index=frame.index[3:]), left_ids=[*gone, "never-exported"])
+    assert (counts["profiles_cleared"], counts["profiles_to_clear_not_found"], counts["profiles_upserted"]) == (3, 1, 0)
+    for customer in gone:
+        profile = env.fake.find_profile(DOMAIN, customer)
+        assert profile["AccountNumber"] == customer and not profile["Attributes"]
+    assert env.fake.find_profile(DOMAIN, frame["customer_id"][3])["Attributes"]["rfm_segment"]
+    assert env.fake.find_profile(DOMAIN, "other")["FirstName"] == "Kept"

@@ -649,3 +649,52 @@ def test_a_cluster_with_two_names_is_refused_before_anything_is_written(env: Env
     with pytest.raises(PipelineError, match=r"cluster\(s\) 0 have more than one cluster_name"):
         env.export(frame)
     assert env.fake.calls["CreateImportJob"] == 0 and not env.fake.segments[env.app]
+
+
+# -- end of support ---------------------------------------------------------------------------------
+
+
+def test_a_pinpoint_that_refuses_names_its_end_of_support_and_the_successor_in_one_line(env: Env) -> None:
+    env.fake.end_of_support = True
+    with pytest.raises(DestinationError) as caught:
+        env.export(segments_frame(5))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "Amazon Pinpoint refused GetApp (ForbiddenException, HTTP 403)" in message
+    assert "AWS ended support for Pinpoint's engagement features" in message and "2026-10-30" in message
+    assert "customer-profiles destination (Amazon Connect Customer Profiles" in message
+    assert "Amazon Connect outbound campaigns" in message
+    assert caught.value.counts == {"end_of_support": True}
+    assert sum(env.fake.calls.values()) == 1  # stops at the first refusal
+
+
+def test_an_unreachable_pinpoint_endpoint_is_reported_the_same_way(env: Env) -> None:
+    unreachable = client("pinpoint", "http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(DestinationError, match=r"Amazon Pinpoint's endpoint cannot be reached: AWS ended support"):
+        pinpoint.export(segments_frame(3), client=unreachable, storage=env.storage, settings=env.settings(),
+                        output_uri=f"s3://{env.bucket}/out", run_id="e", retry=fast_retry(1)[0])
+
+
+def test_endpoints_of_departed_customers_and_dropped_channels_are_retired(env: Env) -> None:
+    before = segments_frame(30)
+    env.export(before)
+    env.fake.wait_for_jobs()
+    after = before.drop(index=[1]).copy()  # customer 1 (an email and a phone) left
+    after.loc[2, "phone"] = None  # customer 2 dropped their phone: the SMS endpoint must stop matching
+    send = pd.Series(after.index == 2, index=after.index)
+    counts = pinpoint.export(after, client=env.client, storage=env.storage, settings=env.settings(),
+                             output_uri=f"s3://{env.bucket}/out", run_id="exec-2", retry=fast_retry()[0],
+                             sleep=poll_sleep, send=send, previous=before)
+    env.fake.wait_for_jobs()
+    assert (counts["customers"], counts["customers_unchanged"], counts["endpoints_retired"]) == (1, 28, 3)
+    for customer, channel in ((before.loc[1, "customer_id"], "EMAIL"), (before.loc[1, "customer_id"], "SMS"),
+                              (before.loc[2, "customer_id"], "SMS")):
+        endpoint = env.fake.store.get(env.app, pinpoint.endpoint_id(customer, channel))
+        assert endpoint["User.UserAttributes.RFMSegment"] == [pinpoint.RETIRED_VALUE], (customer, channel)
+    kept = env.fake.store.get(env.app, pinpoint.endpoint_id(before.loc[2, "customer_id"], "EMAIL"))
+    assert kept["User.UserAttributes.RFMSegment"] == [before.loc[2, "rfm_segment"]]
+    for name, dimensions in pinpoint.desired_segments(after).items():
+        if name.startswith("RFM segment: "):
+            members = after[after["rfm_segment"] == name.removeprefix("RFM segment: ")]
+            expected = int(members["email"].notna().sum() + members["phone"].notna().sum())
+            assert env.fake.store.segment_size(env.app, dimensions) == expected, name

@@ -150,9 +150,11 @@ def example_resources(stack: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
         },
         "ExportRole": {
             "s3:ListBucket": [f"arn:{PARTITION}:s3:::{bucket}"],
-            "s3:GetObject": [f"{execution}/assignments/transform.csv.out", f"{package_folder}/features/rfm.parquet"],
+            "s3:GetObject": [f"{execution}/assignments/transform.csv.out", f"{package_folder}/features/rfm.parquet",
+                             execution.split("/executions/")[0] + "/published/segments.parquet"],
             "s3:PutObject": [f"{execution}/segments/segments.parquet",
-                             f"{execution}/segments/pinpoint-import/champions.csv"],
+                             f"{execution}/segments/pinpoint-import/champions.csv",
+                             execution.split("/executions/")[0] + "/published/published.json"],
             "s3:DeleteObject": [f"{execution}/segments/pinpoint-import/champions.csv"],
             "mobiletargeting:GetApp": [app],
             "mobiletargeting:CreateImportJob": [f"{app}/jobs/import"],
@@ -162,6 +164,8 @@ def example_resources(stack: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
             "mobiletargeting:UpdateSegment": [f"{app}/segments/0a1b2c"],
             "iam:PassRole": [resolver.get_att("PinpointImportRole", "Arn")],
             "profile:GetDomain": [domain],
+            "profile:SearchProfiles": [domain],
+            "profile:UpdateProfile": [domain],
             **{f"profile:{op}": [f"{domain}/object-types/RFMSegmentAssignment"]
                for op in ("GetProfileObjectType", "PutProfileObjectType", "PutProfileObject")},
             **{f"profile:{op}": [f"{domain}/segment-definitions/rfm-champions"]

@@ -9,42 +9,56 @@ Event contract
 {"customer_id", "cluster", "cluster_name", "rfm_segment"} object per line),
 "features_uri": prefix holding ``rfm.parquet`` (or the file itself),
 "output_uri": prefix to write to, "execution_id": str (optional), "model_package_arn": str (optional),
-"destinations": "s3,pinpoint" or a list (optional; overrides ``EXPORT_DESTINATIONS``)}``
+"destinations": "s3,pinpoint" or a list (optional; overrides ``EXPORT_DESTINATIONS``),
+"full_republish": true (optional; overrides ``EXPORT_FULL_REPUBLISH``),
+"published_uri": where the last published segments live (optional; default ``published/``
+beside ``executions/``, see :func:`lambdas.export.changes.published_uri`)}``
 
 What is written
 ---------------
 Always ``<output_uri>/segments.parquet``, one row per customer, columns
-``steps.columns.SEGMENT_COLUMNS`` then the contact columns present in ``rfm.parquet`` (email,
-phone, address, channel), sorted by ``customer_id``. Then each chosen destination, in the order
-s3, customer-profiles, pinpoint (see :mod:`lambdas.export.destinations` and ``docs/export.md``):
+``steps.columns.SEGMENT_COLUMNS``, the contact columns present in ``rfm.parquet`` (email,
+phone, address, channel), then ``previous_segment`` and ``previous_cluster_name`` (the customer's
+at the last publish; empty for new customers), sorted by ``customer_id``; and
+``<output_uri>/changes.parquet``, the customers who entered, left or moved since the last publish
+(:mod:`lambdas.export.changes`). Then each chosen destination, in the order s3, customer-profiles,
+pinpoint (see :mod:`lambdas.export.destinations` and ``docs/export.md``):
 
-- ``s3``: ``export/rfm_segment=<slug>/part.csv|.parquet`` and ``export/cluster=<n>/...``;
+- ``s3``: files people open (``export/segments/<slug>.csv``, ``export/clusters/<slug>.csv``,
+  ``export/changes.csv``, ``export/index.csv``) and Parquet partitions for machines
+  (``export/rfm_segment=<slug>/part.parquet``, ``export/cluster=<n>/part.parquet``), all replaced;
 - ``pinpoint``: endpoint import through S3 plus one dynamic segment per RFM segment and cluster;
 - ``customer-profiles``: profile attributes per customer plus one segment definition per segment.
 
-A destination that fails does not stop the others; the step then fails with every destination's
-counts. Running the same export twice changes nothing. In Lambda, putting Customer Profiles objects
-and waiting for Pinpoint import jobs stop :data:`DEADLINE_MARGIN_SECONDS` before the function's
-timeout (from ``context.get_remaining_time_in_millis()``), which is why pinpoint runs last (it then
-fails at once if no time is left); without a context (local runs) there is no deadline.
+The API destinations get only the customers whose segment, cluster or contacts changed since the
+last publish they received (delta; ``full_republish`` sends everyone), and the customers who left
+are taken out of their segments. A destination that fails does not stop the others; the step then
+fails with every destination's counts. Only when every destination succeeded does this publish
+become the last one (``published/``). Running the same export twice changes nothing. In Lambda,
+putting Customer Profiles objects and waiting for Pinpoint import jobs stop
+:data:`DEADLINE_MARGIN_SECONDS` before the function's timeout (from
+``context.get_remaining_time_in_millis()``), which is why pinpoint runs last (it then fails at once
+if no time is left); without a context (local runs) there is no deadline.
 
 Return value
 ------------
 ``{"customers": n, "segments": RFM segments with customers, "clusters": clusters with customers,
-"destinations": "s3,pinpoint", "files": [URIs written by the s3 destination and segments.parquet],
+"destinations": "s3,pinpoint", "files": [URIs written by the s3 destination, segments.parquet and
+changes.parquet], "changes": {"entered", "left", "moved", "customers_to_send", "compared_with"},
 "by_destination": {name: counts}}``. The scalar keys fit SageMaker ``LambdaOutput``
 (String/Integer) declarations.
 """
 
 from __future__ import annotations
 
+import codecs
 import functools
 import io
 import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import boto3
@@ -57,6 +71,16 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
+from lambdas.export.changes import (
+    Comparison,
+    Published,
+    changes_table,
+    compare,
+    published_uri,
+    read_published,
+    summary_counts,
+    write_published,
+)
 from lambdas.export.config import (
     CUSTOMER_PROFILES,
     PINPOINT,
@@ -74,16 +98,24 @@ from steps.columns import (
     CLUSTER_NAME,
     CONTACT_COLUMNS,
     CUSTOMER_ID,
+    PREVIOUS_CLUSTER_NAME,
+    PREVIOUS_SEGMENT,
     RFM_SEGMENT,
     SEGMENT_COLUMNS,
 )
 from steps.errors import PipelineError, RFMError
-from steps.paths import RFM_FILE, SEGMENTS_FILE
+from steps.paths import CHANGES_FILE, RFM_FILE, SEGMENTS_FILE
 
 __all__ = ["ExportRequest", "ExportFailed", "Clients", "export_segments", "resolve_settings", "run_export",
            "deadline_of", "handler", "slug"]
 
 logger = Logger(service="rfm-export")
+
+if "jemalloc" in pa.supported_memory_backends() and not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+    # Give freed Arrow memory back at once: the export's phases (read, join, files, destinations)
+    # each allocate and free hundreds of MB at millions of customers, and the Lambda's memory is its peak.
+    pa.set_memory_pool(pa.jemalloc_memory_pool())
+    pa.jemalloc_set_decay_ms(0)
 
 ASSIGNMENT_SUFFIX = ".out"
 _FIX_ASSIGN = "Re-run AssignSegments (batch transform) on the features of the same execution"
@@ -102,6 +134,8 @@ class ExportRequest:
     execution_id: str = ""
     model_package_arn: str = ""
     destinations: str = ""
+    full_republish: str = ""
+    published_uri: str = ""
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> ExportRequest:
@@ -112,6 +146,8 @@ class ExportRequest:
         values = {k: event.get(k) or "" for k in cls.__dataclass_fields__}
         if isinstance(values["destinations"], list | tuple):
             values["destinations"] = ",".join(map(str, values["destinations"]))
+        if values["full_republish"] is True:
+            values["full_republish"] = "true"
         return cls(**{k: str(v) for k, v in values.items()})
 
     @property
@@ -185,8 +221,21 @@ def _careful_assignments(text: str, file: str) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=_ASSIGNMENT_SCHEMA)
 
 
-def read_assignments(storage: Storage, uri: str) -> pd.DataFrame:
-    """All assignments from the ``*.out`` files under ``uri``; customer ids stay strings.
+def _checked_utf8_is_blank(data: bytes, file: str, chunk: int = 1 << 23) -> bool:
+    """Whether ``data`` is only white space; checked to be UTF-8 8 MB at a time (never one big copy)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    blank = True
+    for start in range(0, len(data), chunk):
+        try:
+            text = decoder.decode(data[start:start + chunk], final=start + chunk >= len(data))
+        except UnicodeDecodeError as error:
+            raise PipelineError(f"not UTF-8 text (byte {start + error.start})", file, _FIX_ASSIGN) from None
+        blank = blank and not text.strip()
+    return blank
+
+
+def read_assignment_table(storage: Storage, uri: str) -> pa.Table:
+    """All assignments from the ``*.out`` files under ``uri``, as Arrow; customer ids stay strings.
 
     Well-formed JSON Lines take a vectorised path; anything else (glued objects, arrays, floats
     such as ``1.0`` for a cluster, wrong types) the line-by-line parser, which names the bad line.
@@ -197,18 +246,20 @@ def read_assignments(storage: Storage, uri: str) -> pd.DataFrame:
     tables = []
     for file in files:
         data = storage.read_bytes(file)
-        try:
-            text = data.decode("utf-8")  # Arrow would take bad bytes and fail later, without the file's name
-        except UnicodeDecodeError as error:
-            raise PipelineError(f"not UTF-8 text (byte {error.start})", file, _FIX_ASSIGN) from None
-        tables.append(_fast_assignments(data) if text.strip() else _ASSIGNMENT_SCHEMA.empty_table())
-        if tables[-1] is None:
-            tables[-1] = _careful_assignments(text, file)
-    frame = pa.concat_tables(tables).to_pandas()
+        blank = _checked_utf8_is_blank(data, file)  # Arrow would take bad bytes and fail later, unnamed
+        table = _ASSIGNMENT_SCHEMA.empty_table() if blank else _fast_assignments(data)
+        tables.append(table if table is not None else _careful_assignments(data.decode("utf-8"), file))
+        del data
+    return pa.concat_tables(tables).combine_chunks()
+
+
+def read_assignments(storage: Storage, uri: str) -> pd.DataFrame:
+    """:func:`read_assignment_table` as a DataFrame."""
+    frame = read_assignment_table(storage, uri).to_pandas()
     return frame.astype({CUSTOMER_ID: "str", CLUSTER: "int64", CLUSTER_NAME: "str", RFM_SEGMENT: "str"})
 
 
-def read_features(storage: Storage, uri: str) -> pd.DataFrame:
+def read_feature_table(storage: Storage, uri: str) -> pa.Table:
     """``rfm.parquet`` under ``uri`` (or ``uri`` itself), with the columns segments.parquet needs.
 
     One read (one S3 GET); of the file only those columns are decoded.
@@ -230,11 +281,23 @@ def read_features(storage: Storage, uri: str) -> pd.DataFrame:
                             "Re-run ComputeRFM: customer ids must be kept as strings")
     contacts = [c for c in CONTACT_COLUMNS if c in schema.names]
     extra = [RFM_SEGMENT] if RFM_SEGMENT in schema.names else []
-    return parquet.read(columns=needed + contacts + extra).to_pandas()
+    return parquet.read(columns=needed + contacts + extra)
 
 
-def join_segments(features: pd.DataFrame, assignments: pd.DataFrame, where: str = "") -> pd.DataFrame:
-    """One row per customer: features joined with exactly one assignment each.
+def read_features(storage: Storage, uri: str) -> pd.DataFrame:
+    """:func:`read_feature_table` as a DataFrame."""
+    return read_feature_table(storage, uri).to_pandas()
+
+
+def _text_ids(table: pa.Table) -> pa.Array:
+    return table[CUSTOMER_ID].combine_chunks().cast(pa.string())
+
+
+def join_tables(features: pa.Table, assignments: pa.Table, where: str = "") -> pa.Table:
+    """One row per customer, sorted by ``customer_id``: features joined with exactly one assignment each.
+
+    Columns ``SEGMENT_COLUMNS`` then the contact columns present. Arrow throughout (a join and a
+    sort), so a large audience is held once, compactly.
 
     Raises
     ------
@@ -242,8 +305,7 @@ def join_segments(features: pd.DataFrame, assignments: pd.DataFrame, where: str 
         When some customer has no assignment, several, or an assignment names an unknown customer;
         the message gives the counts (never the ids).
     """
-    feature_ids = pa.array(features[CUSTOMER_ID].astype(str).to_numpy(dtype=object), pa.string())
-    assigned_ids = pa.array(assignments[CUSTOMER_ID].astype(str).to_numpy(dtype=object), pa.string())
+    feature_ids, assigned_ids = _text_ids(features), _text_ids(assignments)
     counts = pc.value_counts(assigned_ids)
     repeated_assignments = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
     known = pc.is_in(feature_ids, value_set=assigned_ids)
@@ -256,14 +318,37 @@ def join_segments(features: pd.DataFrame, assignments: pd.DataFrame, where: str 
             f"{len(features)} customers in {RFM_FILE} ({repeated} repeated ids) but {len(assignments)} "
             f"assignments: {missing} customers without one, {several} with more than one, "
             f"{unknown} for customers not in {RFM_FILE}", where or None, _FIX_ASSIGN)
-    joined = features.merge(assignments, on=CUSTOMER_ID, how="inner", suffixes=("_features", ""))
-    if f"{RFM_SEGMENT}_features" in joined:
-        differ = int((joined[f"{RFM_SEGMENT}_features"] != joined[RFM_SEGMENT]).sum())
+    del counts, repeated_assignments, known
+    # Exactly one assignment per customer: both sorted by id line up row for row (no hash join needed).
+    # Each source column is let go once taken, so the inputs and the result are never both held whole.
+    feature_order = pc.sort_indices(feature_ids)
+    assigned_order = pc.sort_indices(assigned_ids)
+    from_features = {name: features.column(name) for name in features.column_names}
+    from_assignments = {name: assignments.column(name) for name in assignments.column_names}
+    del features, assignments, assigned_ids
+    columns = {CUSTOMER_ID: feature_ids.take(feature_order)}
+    del feature_ids
+    from_features.pop(CUSTOMER_ID)
+    for name in SEGMENT_COLUMNS[1:]:
+        source, order = ((from_assignments, assigned_order) if name in ASSIGNMENT_COLUMNS
+                         else (from_features, feature_order))
+        columns[name] = source.pop(name).take(order).combine_chunks()
+    if RFM_SEGMENT in from_features:
+        previous = from_features.pop(RFM_SEGMENT).take(feature_order)
+        differ = pc.sum(pc.not_equal(previous, columns[RFM_SEGMENT])).as_py() or 0
         if differ:
             logger.warning("rfm_segment differs between features and assignments; using the assignments'",
                            extra={"customers": differ})
-    contacts = [c for c in CONTACT_COLUMNS if c in joined]
-    return joined[[*SEGMENT_COLUMNS, *contacts]].sort_values(CUSTOMER_ID, ignore_index=True)
+    for name in CONTACT_COLUMNS:
+        if name in from_features:
+            columns[name] = from_features.pop(name).take(feature_order).combine_chunks()
+    return pa.table(columns)
+
+
+def join_segments(features: pd.DataFrame, assignments: pd.DataFrame, where: str = "") -> pd.DataFrame:
+    """:func:`join_tables` on DataFrames."""
+    return join_tables(pa.Table.from_pandas(features, preserve_index=False),
+                       pa.Table.from_pandas(assignments, preserve_index=False), where).to_pandas()
 
 
 def _safe_reason(error: BaseException) -> str:
@@ -277,26 +362,42 @@ def _safe_reason(error: BaseException) -> str:
     return f"{type(error).__name__}"
 
 
-def _run_destination(name: str, segments: pd.DataFrame, table: pa.Table, request: ExportRequest,
+CHECKPOINTS_DIR = "checkpoints"  # under output_uri: where a destination saves how far it got
+
+
+def _run_destination(name: str, table: pa.Table, frame: Callable[[], pd.DataFrame], changes: pa.Table,
+                     comparison: Comparison, published: Published, request: ExportRequest,
                      storage: Storage, settings: ExportSettings, clients: Clients, retry: RetryPolicy,
                      clock: Callable[[], float], deadline: float | None) -> dict[str, Any]:
     if name == S3:
-        return s3_files.export(table, request.output_uri, storage)
+        return s3_files.export(table, request.output_uri, storage, changes)
+    delta = not settings.full_republish and published.reached(name)
+    send = comparison.send if delta else None
     if name == PINPOINT:
         if clients.pinpoint is None:
             raise ValueError("the pinpoint destination needs a Pinpoint client")
-        return pinpoint.export(segments, client=clients.pinpoint, storage=storage, settings=settings.pinpoint,
-                               output_uri=request.output_uri, run_id=request.execution_id or "manual",
-                               retry=retry, record_retry_rounds=settings.record_retry_rounds, clock=clock,
-                               deadline=deadline)
+        counts = pinpoint.export(frame(), client=clients.pinpoint, storage=storage, settings=settings.pinpoint,
+                                 output_uri=request.output_uri, run_id=request.execution_id or "manual",
+                                 retry=retry, record_retry_rounds=settings.record_retry_rounds, clock=clock,
+                                 deadline=deadline, send=send, previous=comparison.previous_changed)
+        return {"mode": "delta" if delta else "full", **counts}
     if name == CUSTOMER_PROFILES:
         if clients.customer_profiles is None:
             raise ValueError("the customer-profiles destination needs a Customer Profiles client")
-        return customer_profiles.export(segments, client=clients.customer_profiles,
-                                        settings=settings.customer_profiles, retry=retry,
-                                        record_retry_rounds=settings.record_retry_rounds, clock=clock,
-                                        deadline=deadline)
+        checkpoint = customer_profiles.Checkpoint(
+            storage, join(request.output_uri, CHECKPOINTS_DIR, f"{CUSTOMER_PROFILES}.json"))
+        counts = customer_profiles.export(
+            frame(), client=clients.customer_profiles, settings=settings.customer_profiles, retry=retry,
+            record_retry_rounds=settings.record_retry_rounds, clock=clock, deadline=deadline, send=send,
+            left_ids=comparison.left[CUSTOMER_ID].astype(str).tolist(), checkpoint=checkpoint)
+        return {"mode": "delta" if delta else "full", **counts}
     raise ValueError(f"unknown destination {name}")
+
+
+def with_history(segments: pa.Table, comparison: Comparison) -> pa.Table:
+    """``segments.parquet``'s table: the segments plus each customer's previous segment and cluster name."""
+    return (segments.append_column(PREVIOUS_SEGMENT, comparison.previous_segment)
+            .append_column(PREVIOUS_CLUSTER_NAME, comparison.previous_cluster_name))
 
 
 def resolve_settings(request: ExportRequest, settings: ExportSettings | None = None) -> ExportSettings:
@@ -304,7 +405,8 @@ def resolve_settings(request: ExportRequest, settings: ExportSettings | None = N
 
     Done once per invocation; what it returns is passed down as is.
     """
-    return (settings or ExportSettings()).for_event({"destinations": request.destinations})
+    return (settings or ExportSettings()).for_event({"destinations": request.destinations,
+                                                     "full_republish": request.full_republish})
 
 
 def export_segments(request: ExportRequest, storage: Storage, settings: ExportSettings | None = None,
@@ -356,20 +458,28 @@ def run_export(request: ExportRequest, storage: Storage, settings: ExportSetting
     retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
     clients = clients or Clients()
 
-    assignments = read_assignments(storage, request.assignments_uri)
-    features = read_features(storage, request.features_uri)
-    segments = join_segments(features, assignments, request.assignments_uri)
-    table = pa.Table.from_pandas(segments, preserve_index=False)
+    assignments = read_assignment_table(storage, request.assignments_uri)
+    segments = join_tables(read_feature_table(storage, request.features_uri), assignments, request.assignments_uri)
+    del assignments
+    published_at = request.published_uri or published_uri(request.output_uri)
+    published = read_published(storage, published_at, request.execution_id)
+    comparison = compare(published.segments, segments)
+    published = replace(published, segments=None) if published.segments is not None else published
+    table = with_history(segments, comparison)
+    changes = changes_table(comparison.changes)
     segments_uri = join(request.output_uri, SEGMENTS_FILE)
+    changes_uri = join(request.output_uri, CHANGES_FILE)
     storage.write_bytes(segments_uri, s3_files.to_parquet(table))
+    storage.write_bytes(changes_uri, s3_files.to_parquet(changes))
+    frame = functools.cache(segments.to_pandas)  # only the API destinations need a DataFrame
 
     results: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for name in [n for n in RUN_ORDER if n in settings.destinations]:
         started = clock()
         try:
-            results[name] = _run_destination(name, segments, table, request, storage, settings,
-                                             clients, retry, clock, deadline)
+            results[name] = _run_destination(name, table, frame, changes, comparison, published, request,
+                                             storage, settings, clients, retry, clock, deadline)
         except DestinationError as error:
             results[name] = {**error.counts, "error": error.what}
             errors[name] = f"{error.what}. {error.fix}" if error.fix else error.what
@@ -379,20 +489,24 @@ def run_export(request: ExportRequest, storage: Storage, settings: ExportSetting
         results[name]["seconds"] = round(clock() - started, 2)
     by_destination = {name: results[name] for name in settings.destinations}
     failed = [f"{name}: {errors[name]}" for name in settings.destinations if name in errors]
-    files = [segments_uri, *by_destination.get(S3, {}).get("files", [])]
+    files = [segments_uri, changes_uri, *by_destination.get(S3, {}).get("files", [])]
     if S3 in by_destination and "files" in by_destination[S3]:
         by_destination[S3]["files"] = len(by_destination[S3]["files"])
     summary = {
         "customers": len(segments),
-        "segments": int(segments[RFM_SEGMENT].nunique()),
-        "clusters": int(segments[CLUSTER].nunique()),
+        "segments": pc.count_distinct(segments[RFM_SEGMENT]).as_py(),
+        "clusters": pc.count_distinct(segments[CLUSTER]).as_py(),
         "destinations": ",".join(settings.destinations),
         "files": files,
+        "changes": summary_counts(comparison, published),
         "by_destination": by_destination,
     }
     log = logger.warning if failed else logger.info
     log("Export failed" if failed else "Segments exported",
         extra={"output_uri": request.output_uri, **{k: v for k, v in summary.items() if k != "files"}})
+    if not failed:  # only a publish that reached every destination is the one the next compares with
+        write_published(storage, published_at, storage.read_bytes(segments_uri), request.execution_id,
+                        request.model_package_arn, settings.destinations, len(segments))
     if failed:
         raise ExportFailed(f"{len(failed)} of {len(settings.destinations)} destination(s) failed: "
                            + "; ".join(failed), summary)

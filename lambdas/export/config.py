@@ -27,6 +27,15 @@ DEFAULT_OBJECT_TYPE = "RFMSegmentAssignment"
 _WHERE = "export Lambda environment"
 
 
+def is_true(value: object) -> bool:
+    """``true``/``1``/``yes`` (any case) or a JSON ``true``.
+
+    >>> is_true("True"), is_true(""), is_true(False)
+    (True, False, False)
+    """
+    return value is True or str(value).strip().lower() in {"1", "true", "yes"}
+
+
 def parse_destinations(value: str | Iterable[str] | None) -> tuple[str, ...]:
     """Destination names from ``"s3, pinpoint"`` or a list, deduplicated, in :data:`DESTINATIONS` order.
 
@@ -118,8 +127,7 @@ class CustomerProfilesSettings:
             domain=environ.get("CUSTOMER_PROFILES_DOMAIN", "").strip(),
             object_type=environ.get("CUSTOMER_PROFILES_OBJECT_TYPE", "").strip() or DEFAULT_OBJECT_TYPE,
             concurrency=env_number(environ, "CUSTOMER_PROFILES_CONCURRENCY", 8, int, minimum=1),
-            map_contacts=environ.get("CUSTOMER_PROFILES_MAP_CONTACTS", "").strip().lower()
-            in {"1", "true", "yes"},
+            map_contacts=is_true(environ.get("CUSTOMER_PROFILES_MAP_CONTACTS", "")),
         )
 
     def check(self) -> None:
@@ -146,6 +154,7 @@ class ExportSettings:
     max_attempts: int = 8
     record_retry_rounds: int = 2
     local_s3_root: str | None = None
+    full_republish: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ExportSettings:
@@ -156,6 +165,7 @@ class ExportSettings:
             max_attempts=env_number(environ, "EXPORT_MAX_ATTEMPTS", 8, int, minimum=1),
             record_retry_rounds=env_number(environ, "EXPORT_RECORD_RETRY_ROUNDS", 2, int, minimum=0),
             local_s3_root=environ.get("EXPORT_LOCAL_S3_ROOT", "").strip() or None,
+            full_republish=is_true(environ.get("EXPORT_FULL_REPUBLISH", "")),
         )
 
     def for_event(self, event: Mapping[str, Any]) -> ExportSettings:
@@ -163,6 +173,8 @@ class ExportSettings:
         settings = self
         if event.get("destinations"):
             settings = replace(self, destinations=parse_destinations(event["destinations"]))
+        if is_true(event.get("full_republish", "")):
+            settings = replace(settings, full_republish=True)
         if PINPOINT in settings.destinations:
             settings.pinpoint.check()
         if CUSTOMER_PROFILES in settings.destinations:

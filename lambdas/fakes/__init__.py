@@ -201,6 +201,9 @@ def local_destination_env(
     environment: dict[str, str] = {"EXPORT_DESTINATIONS": ",".join(chosen)}
     if wants_pinpoint or wants_profiles:
         environment.update(_aws_defaults())
+        # The stand-ins start empty on every run, so a delta (only the changed customers) would leave
+        # them holding a handful: send everyone. The S3 files, changes.parquet and published/ are as on AWS.
+        environment["EXPORT_FULL_REPUBLISH"] = "true"
     with running_fakes(
         s3_root_or_client if wants_pinpoint else None,
         pinpoint=wants_pinpoint,

@@ -3,7 +3,7 @@
 It speaks the service's REST-JSON protocol as botocore sends it (paths, methods and error shapes
 from botocore's ``customer-profiles/2020-08-15`` model), reached through
 ``AWS_ENDPOINT_URL_CUSTOMER_PROFILES``. Operations: CreateDomain, GetDomain, PutProfileObjectType,
-GetProfileObjectType, PutProfileObject, CreateProfile,
+GetProfileObjectType, PutProfileObject, CreateProfile, UpdateProfile,
 SearchProfiles, CreateSegmentDefinition, GetSegmentDefinition, ListSegmentDefinitions,
 DeleteSegmentDefinition.
 
@@ -116,6 +116,7 @@ class CustomerProfilesFake(FakeService):
         ("/domains/<domain>/object-types/<object_type>", "GET", "GetProfileObjectType"),
         ("/domains/<domain>/profiles/objects", "PUT", "PutProfileObject"),
         ("/domains/<domain>/profiles", "POST", "CreateProfile"),
+        ("/domains/<domain>/profiles", "PUT", "UpdateProfile"),
         ("/domains/<domain>/profiles/search", "POST", "SearchProfiles"),
         ("/domains/<domain>/segment-definitions", "GET", "ListSegmentDefinitions"),
         ("/domains/<domain>/segment-definitions/<name>", "POST", "CreateSegmentDefinition"),
@@ -335,6 +336,31 @@ class CustomerProfilesFake(FakeService):
             self.profiles[domain][profile_id] = profile
             self._index_standard_keys(domain, profile)
             self.profiles_changed += 1
+        return 200, {"ProfileId": profile_id}
+
+    def op_UpdateProfile(self, body: dict[str, Any], query: Any, domain: str) -> tuple[int, Any]:
+        """As the service documents: an empty string removes a value, a missing one keeps it."""
+        self._domain(domain)
+        profile_id = str(body.get("ProfileId", ""))
+        updates = {k: v for k, v in body.items() if k != "ProfileId"}
+        unknown = set(updates) - PROFILE_FIELDS - {"Attributes"}
+        require(not unknown, f"unknown profile fields {sorted(unknown)}")
+        with self.lock:
+            profile = self.profiles[domain].get(profile_id)
+            if profile is None:
+                raise ServiceError(*self.not_found, f"Profile {profile_id} not found")
+            before = json.dumps(profile, sort_keys=True)
+            for name, value in updates.items():
+                target, values = (profile["Attributes"], value) if name == "Attributes" else (profile, {name: value})
+                for key, text in values.items():
+                    require(isinstance(text, str) and len(text) <= MAX_VALUE,
+                            f"{key} must be 0..{MAX_VALUE} characters")
+                    if text:
+                        target[key] = text
+                    else:
+                        target.pop(key, None)
+            self._index_standard_keys(domain, profile)
+            self.profiles_changed += json.dumps(profile, sort_keys=True) != before
         return 200, {"ProfileId": profile_id}
 
     def op_SearchProfiles(self, body: dict[str, Any], query: Any, domain: str) -> tuple[int, Any]:

@@ -74,6 +74,9 @@ class PinpointFake(FakeService):
         ``GetImportJob`` calls answered ``PROCESSING`` before the final status.
     faults : Faults, optional
         Faults to start with (``inject`` adds more).
+    end_of_support : bool
+        Answer every call as an account whose Pinpoint engagement features are gone (AWS ended
+        them on 2026-10-30): 403 ``ForbiddenException``. Settable later (``fake.end_of_support = True``).
     region, account : str
         For ARNs.
     """
@@ -103,10 +106,12 @@ class PinpointFake(FakeService):
         max_file_bytes: int = MAX_FILE_BYTES,
         polls_until_done: int = 1,
         faults: Faults | None = None,
+        end_of_support: bool = False,
         region: str = "us-east-1",
         account: str = "123456789012",
     ) -> None:
         super().__init__(faults)
+        self.end_of_support = end_of_support
         self.s3 = s3
         self.max_file_bytes = max_file_bytes
         self.polls_until_done = polls_until_done
@@ -119,6 +124,12 @@ class PinpointFake(FakeService):
         self._workers: list[threading.Thread] = []
         self.endpoints_changed = 0  # endpoints created or changed by imports (0 for a repeated import)
         self.store = EndpointStore()
+
+    def _request_fault(self, operation: str) -> ServiceError | None:
+        if self.end_of_support:
+            return ServiceError("ForbiddenException", 403, "Amazon Pinpoint engagement features are no longer "
+                                "available to this account (end of support, 2026-10-30)")
+        return super()._request_fault(operation)
 
     # -- applications --------------------------------------------------------------------------
     def create_app(self, name: str) -> str:

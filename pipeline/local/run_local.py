@@ -209,8 +209,9 @@ def publish(result: ExecutionResult, store, output: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         store.download(segments_uri, staging)
         (output / "segments").mkdir(parents=True, exist_ok=True)
-        if (staging / paths.SEGMENTS_FILE).is_file():
-            shutil.move(staging / paths.SEGMENTS_FILE, output / "segments" / paths.SEGMENTS_FILE)
+        for name in (paths.SEGMENTS_FILE, paths.CHANGES_FILE):
+            if (staging / name).is_file():
+                shutil.move(staging / name, output / "segments" / name)
         if (staging / "export").is_dir():
             shutil.move(staging / "export", output / "export")
         shutil.rmtree(staging, ignore_errors=True)

@@ -40,18 +40,32 @@ With a ``deadline`` (the Lambda's remaining time less a margin) every put first 
 clock, and a retry that would wait past the deadline is not made. When it comes, no more objects
 are put and the destination fails with how many profiles were written (the segment definitions
 are put first, so they are there).
+
+Delta and departures: with ``send`` only the customers whose segment, cluster or contacts changed
+since the last publish are put; customers who left (``left_ids``) are found with ``SearchProfiles``
+on ``_account`` and their ``rfm_*`` attributes removed with ``UpdateProfile`` (an empty string
+removes a value), so no segment definition selects them any more.
+
+At scale: the puts run in chunks of ``checkpoint_every`` and, with a :class:`Checkpoint`, after each
+chunk the position is saved (with the customers still to put again). A later invocation of the same
+export (same objects: a fingerprint of them is saved too) resumes there, so a large audience
+completes across invocations instead of restarting from its first customer. Customer ids longer
+than 255 characters (the service's limit for a key) are found before anything is written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
@@ -60,6 +74,7 @@ from lambdas.export.config import CustomerProfilesSettings
 from lambdas.export.destinations import DestinationError, same_as_sent
 from lambdas.export.names import cluster_display_name, segment_display_name, segment_names, segment_slugs
 from lambdas.export.retry import OutOfTime, RetryPolicy, error_code
+from lambdas.export.storage import Storage
 from steps.columns import (
     CLUSTER,
     CLUSTER_NAME,
@@ -101,6 +116,56 @@ CONTACT_FIELDS: dict[str, tuple[str, str]] = {
 }
 _WHERE = "export to Amazon Connect Customer Profiles"
 _OUT_OF_TIME = "DeadlineReached"  # what _put returns when a retry would have waited past the deadline
+MAX_KEY = 255  # a profile key value (the customer id): at most 255 characters
+CHECKPOINT_EVERY = 5_000  # puts between two checkpoints
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where an export stopped: ``fingerprint`` of its objects, ``next`` object to put, ids to put again."""
+
+    fingerprint: str = ""
+    next: int = 0
+    again: tuple[str, ...] = ()
+    cleared: bool = False
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A JSON file (``uri``, through ``storage``) holding one export's :class:`Progress`."""
+
+    storage: Storage
+    uri: str
+
+    def load(self, fingerprint: str) -> Progress:
+        """The saved progress of the export with ``fingerprint``; a fresh start for any other."""
+        try:
+            saved = json.loads(self.storage.read_bytes(self.uri))
+        except (FileNotFoundError, ValueError):
+            return Progress(fingerprint)
+        if saved.get("fingerprint") != fingerprint:
+            return Progress(fingerprint)
+        return Progress(fingerprint, int(saved.get("next", 0)), tuple(saved.get("again", ())),
+                        bool(saved.get("cleared")))
+
+    def save(self, progress: Progress) -> None:
+        self.storage.write_bytes(self.uri, json.dumps({
+            "fingerprint": progress.fingerprint, "next": progress.next, "again": list(progress.again),
+            "cleared": progress.cleared}).encode())
+
+
+def fingerprint(objects: ProfileObjects, left_ids: Iterable[str]) -> str:
+    """A digest of everything one export puts and clears: a checkpoint applies only to the same work."""
+    digest = hashlib.blake2b(digest_size=16)
+    for chunk in objects.chunks(CHECKPOINT_EVERY):
+        for _customer, body in chunk:
+            digest.update(body.encode())
+            digest.update(b"\n")
+    digest.update(b"\x00left")
+    for customer in left_ids:
+        digest.update(customer.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
 
 
 class ProfilesOutOfTime(Exception):
@@ -158,6 +223,40 @@ def profile_objects(segments: pd.DataFrame, settings: CustomerProfilesSettings) 
         body[CUSTOMER_ID] = str(record[CUSTOMER_ID])  # exactly as in the input, never stripped
         objects.append((body[CUSTOMER_ID], json.dumps({k: v for k, v in body.items() if v is not None})))
     return objects
+
+
+class ProfileObjects:
+    """:func:`profile_objects` of a table, made a slice at a time: a large audience's JSON is never
+    all in memory at once.
+
+    Example
+    -------
+    >>> frame = pd.DataFrame({"customer_id": ["a", "b"], "rfm_segment": ["Loyal", "At Risk"], "cluster": [0, 1],
+    ...                       "cluster_name": ["x", "y"], "r_score": [3, 1], "f_score": [4, 3], "m_score": [2, 2],
+    ...                       "recency_days": [5, 90], "frequency": [7, 3], "monetary": [70.5, 12.0]})
+    >>> objects = ProfileObjects(frame, CustomerProfilesSettings(domain="d"))
+    >>> len(objects), objects.slice(1, 2)[0][0]
+    (2, 'b')
+    """
+
+    def __init__(self, segments: pd.DataFrame, settings: CustomerProfilesSettings) -> None:
+        self.segments = segments.reset_index(drop=True)
+        self.settings = settings
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def slice(self, start: int, stop: int) -> list[tuple[str, str]]:
+        return profile_objects(self.segments.iloc[start:stop], self.settings)
+
+    def among(self, customer_ids: Iterable[str], stop: int) -> list[tuple[str, str]]:
+        """The objects of ``customer_ids`` among the first ``stop``."""
+        head = self.segments.iloc[:stop]
+        return profile_objects(head[head[CUSTOMER_ID].astype(str).isin(set(customer_ids))], self.settings)
+
+    def chunks(self, size: int) -> Iterable[list[tuple[str, str]]]:
+        for start in range(0, len(self), size):
+            yield self.slice(start, start + size)
 
 
 def segment_definitions(segments: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -286,53 +385,98 @@ class CustomerProfilesExport:
             return _OUT_OF_TIME
         return None
 
-    def put_objects(self, objects: list[tuple[str, str]]) -> dict[str, Any]:
-        """Put every object; re-put the failed ones; counts, with failures by error code.
+    def _put_round(self, pool: ThreadPoolExecutor, items: list[tuple[str, str]]) -> tuple[dict[str, str], int]:
+        """Put ``items``, then the failed ones again up to ``record_retry_rounds`` times: (failures, retried)."""
+        pending, retried, failures = items, 0, {}
+        for round_number in range(self.record_retry_rounds + 1):
+            results = list(pool.map(self._put, pending))
+            failures = {item[0]: code for item, code in zip(pending, results, strict=True) if code}
+            if not failures or _OUT_OF_TIME in failures.values():
+                break
+            logger.warning("Profile objects failed", extra={
+                "round": round_number, "failed": len(failures), "by_code": dict(Counter(failures.values()))})
+            pending = [item for item in pending if item[0] in failures]
+            if round_number < self.record_retry_rounds:
+                retried += len(pending)
+        return failures, retried
+
+    def put_objects(self, objects: ProfileObjects, checkpoint: Checkpoint | None = None,
+                    progress: Progress | None = None, checkpoint_every: int = CHECKPOINT_EVERY) -> dict[str, Any]:
+        """Put every object (from ``progress`` on), in chunks; re-put the failed ones; counts.
+
+        After each chunk the progress is saved to ``checkpoint`` (when given): the next object, and
+        the customers whose object failed or was not reached, to put again first on a re-run.
 
         Raises
         ------
         ProfilesOutOfTime
             When the deadline came before every object was put (or a retry would have waited past it).
         """
-        pending, retried = objects, 0
+        progress = progress or Progress()
+        first = objects.among(progress.again, progress.next) if progress.again else []
+        starts = range(progress.next, len(objects), checkpoint_every)
+        chunks = ([lambda: first] if first else []) + [
+            (lambda start=start: objects.slice(start, start + checkpoint_every)) for start in starts]
+        already = progress.next - len(first)
+        written, retried = 0, 0
         failures: dict[str, str] = {}
+        position = progress.next
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
-            for round_number in range(self.record_retry_rounds + 1):
-                results = list(pool.map(self._put, pending))
-                failures = {item[0]: code for item, code in zip(pending, results, strict=True) if code}
-                if _OUT_OF_TIME in failures.values():
-                    raise self._stopped(len(objects), len(failures), retried)
-                if not failures:
-                    break
-                logger.warning(
-                    "Profile objects failed",
-                    extra={
-                        "round": round_number,
-                        "failed": len(failures),
-                        "by_code": dict(Counter(failures.values())),
-                    },
-                )
-                pending = [item for item in pending if item[0] in failures]
-                if round_number < self.record_retry_rounds:
-                    retried += len(pending)
+            for number, make_chunk in enumerate(chunks):
+                chunk = make_chunk()
+                chunk_failures, chunk_retried = self._put_round(pool, chunk)
+                retried += chunk_retried
+                written += len(chunk) - len(chunk_failures)
+                if not (first and number == 0):
+                    position += len(chunk)
+                out_of_time = _OUT_OF_TIME in chunk_failures.values()
+                failures.update(chunk_failures)
+                for item in chunk:
+                    if item[0] not in chunk_failures:
+                        failures.pop(item[0], None)
+                if checkpoint is not None:
+                    checkpoint.save(Progress(progress.fingerprint, position, tuple(sorted(failures)), True))
+                if out_of_time:
+                    not_written = len(objects) - already - written
+                    raise ProfilesOutOfTime(self._counts(written, already, retried, {}, not_written))
+        return self._counts(written, already, retried, failures, 0)
+
+    @staticmethod
+    def _counts(written: int, already: int, retried: int, failures: dict[str, str], not_written: int) -> dict[str, Any]:
         return {
-            "profiles_upserted": len(objects) - len(failures),
+            "profiles_upserted": written,
+            "profiles_already_written": already,
             "records_retried": retried,
             "records_failed": len(failures),
             "failures_by_code": dict(Counter(failures.values())),
-            "profiles_not_written": 0,
+            "profiles_not_written": not_written,
         }
 
-    @staticmethod
-    def _stopped(total: int, not_written: int, retried: int) -> ProfilesOutOfTime:
-        """The deadline came with ``not_written`` objects not (yet) put, or failed and not put again."""
-        return ProfilesOutOfTime({
-            "profiles_upserted": total - not_written,
-            "records_retried": retried,
-            "records_failed": 0,
-            "failures_by_code": {},
-            "profiles_not_written": not_written,
-        })
+    def _clear(self, customer_id: str) -> str | None:
+        """Remove one departed customer's ``rfm_*`` attributes; None, ``not_found``, or the error code."""
+        try:
+            found = self.puts.call(self.client.search_profiles, DomainName=self.settings.domain,
+                                   KeyName=PROFILE_KEY, Values=[customer_id])
+            profiles = found.get("Items", [])
+            for profile in profiles:
+                self.puts.call(self.client.update_profile, DomainName=self.settings.domain,
+                               ProfileId=profile["ProfileId"],
+                               Attributes={attribute: "" for attribute in ATTRIBUTE_FIELDS.values()})
+        except (ClientError, BotoCoreError) as error:
+            return error_code(error)
+        except OutOfTime:
+            return _OUT_OF_TIME
+        return None if profiles else "not_found"
+
+    def clear_profiles(self, customer_ids: list[str]) -> dict[str, Any]:
+        """Take departed customers out of every segment: their ``rfm_*`` attributes removed."""
+        with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
+            results = list(pool.map(self._clear, customer_ids))
+        failed = Counter(code for code in results if code not in (None, "not_found"))
+        if _OUT_OF_TIME in failed:
+            raise ProfilesOutOfTime({**self._counts(0, 0, 0, {}, 0), "profiles_not_written": len(customer_ids)})
+        return {"profiles_cleared": results.count(None), "profiles_to_clear_not_found": results.count("not_found"),
+                "profiles_clear_failed": sum(failed.values()), "clear_failures_by_code": dict(failed)}
 
     def upsert_segment_definitions(self, wanted: dict[str, dict[str, Any]]) -> dict[str, int]:
         counts = {"created": 0, "replaced": 0, "unchanged": 0}
@@ -354,6 +498,21 @@ class CustomerProfilesExport:
         return counts
 
 
+def long_ids_error(segments: pd.DataFrame) -> DestinationError | None:
+    """The error for customer ids the service cannot take as a key (over 255 characters), or None."""
+    lengths = segments[CUSTOMER_ID].astype(str).str.len()
+    too_long = int((lengths > MAX_KEY).sum())
+    if not too_long:
+        return None
+    first = int(lengths.to_numpy().argmax())
+    return DestinationError(
+        f"{too_long} customer id(s) are longer than {MAX_KEY} characters (the longest has "
+        f"{int(lengths.max())}, at row {first + 1} of segments.parquet), the limit of a profile key; "
+        "nothing was written", _WHERE,
+        "Shorten those ids in the source data (segments.parquet and the s3 files keep them), or leave "
+        "customer-profiles out of EXPORT_DESTINATIONS", {"customers": len(segments), "customer_ids_too_long": too_long})
+
+
 def export(
     segments: pd.DataFrame,
     *,
@@ -363,24 +522,50 @@ def export(
     record_retry_rounds: int = 2,
     clock: Callable[[], float] = time.monotonic,
     deadline: float | None = None,
+    send: pd.Series | np.ndarray | None = None,
+    left_ids: list[str] | None = None,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> dict[str, Any]:
-    """Upsert the segment definitions and every customer's profile attributes; counts or DestinationError.
+    """Upsert the segment definitions and the profile attributes of the customers to send; clear the
+    departed customers'; counts or DestinationError.
+
+    Parameters
+    ----------
+    segments : DataFrame
+        Every customer (the segment definitions and the id check cover them all).
+    send : array of bool, optional
+        Aligned with ``segments``: whose object to put (None: everyone).
+    left_ids : list of str, optional
+        Customers of the last publish who are gone: their ``rfm_*`` attributes are removed.
+    checkpoint : Checkpoint, optional
+        Where to save and find progress, so that a re-run resumes (see the module docstring).
 
     With a ``deadline`` (``clock()`` time, see :class:`CustomerProfilesExport`) the puts stop there
-    and the destination fails with how many profiles were written.
+    and the destination fails with how many profiles were written; a re-run resumes from the checkpoint.
 
     Returns
     -------
     dict
-        ``customers``, ``profiles_upserted``, ``records_retried``, ``records_failed``,
-        ``failures_by_code``, ``profiles_not_written`` (left when the deadline came), ``object_type``
-        (created/updated/unchanged) and ``segment_definitions`` (created/replaced/unchanged); with
-        contact mapping on, ``customers_without_contact`` too.
+        ``customers``, ``customers_unchanged`` (not sent: nothing changed), ``profiles_upserted`` (in
+        this invocation), ``profiles_already_written`` (by an earlier one, from the checkpoint),
+        ``records_retried``, ``records_failed``, ``failures_by_code``, ``profiles_not_written`` (left
+        when the deadline came), ``profiles_cleared``, ``profiles_to_clear_not_found``,
+        ``profiles_clear_failed``, ``object_type`` (created/updated/unchanged) and
+        ``segment_definitions`` (created/replaced/unchanged); with contact mapping on,
+        ``customers_without_contact`` too.
     """
     definitions = segment_definitions(segments)  # checked before anything is written
+    too_long = long_ids_error(segments)
+    if too_long is not None:
+        raise too_long
+    chosen = segments if send is None else segments[np.asarray(send, dtype=bool)]
+    objects = ProfileObjects(chosen, settings)
+    left_ids = sorted(left_ids or [])
     run = CustomerProfilesExport(client, settings, retry, record_retry_rounds, clock, deadline)
     run.check_domain()
-    counts: dict[str, Any] = {"customers": len(segments), "object_type": run.ensure_object_type()}
+    counts: dict[str, Any] = {"customers": len(segments), "customers_unchanged": len(segments) - len(chosen),
+                              "object_type": run.ensure_object_type()}
     if settings.map_contacts:
         contacts = [field for field in CONTACT_FIELDS if field in segments]
         has_contact = (
@@ -388,28 +573,39 @@ def export(
         )
         counts["customers_without_contact"] = int((~has_contact).sum())
     counts["segment_definitions"] = run.upsert_segment_definitions(definitions)  # a few calls: before the puts
+    progress = Progress(fingerprint(objects, left_ids))
+    if checkpoint is not None:
+        progress = checkpoint.load(progress.fingerprint)
     try:
-        counts.update(run.put_objects(profile_objects(segments, settings)))
+        cleared = {"profiles_cleared": 0, "profiles_to_clear_not_found": 0, "profiles_clear_failed": 0,
+                   "clear_failures_by_code": {}}
+        if left_ids and not progress.cleared:
+            cleared = run.clear_profiles(left_ids)
+        counts.update(cleared)
+        counts.update(run.put_objects(objects, checkpoint, progress, checkpoint_every))
     except ProfilesOutOfTime as stopped:
         counts.update(stopped.counts)
+        done = counts["profiles_upserted"] + counts.get("profiles_already_written", 0)
         logger.warning("Customer Profiles export stopped at the deadline", extra={"customer_profiles": counts})
         raise DestinationError(
             f"stopped at the deadline so that the Lambda function can finish before its timeout: "
-            f"{counts['profiles_upserted']} of {counts['customers']} customer profiles were written, "
+            f"{done} of {len(objects)} customer profiles were written, "
             f"{counts['profiles_not_written']} were not",
             _WHERE,
-            "Re-run the export: it is idempotent (PutProfileObject upserts, written profiles are not duplicated). "
-            "For audiences this large raise the function's timeout, or use the s3 destination",
+            "Re-run the export (retry the pipeline execution): it resumes where this one stopped "
+            "(a checkpoint beside segments.parquet) and writes no profile twice",
             counts,
         ) from None
     logger.info("Exported to Customer Profiles", extra={"customer_profiles": counts})
-    if counts["records_failed"]:
-        by_code = ", ".join(f"{code}: {n}" for code, n in sorted(counts["failures_by_code"].items()))
+    failed = counts["records_failed"] + counts["profiles_clear_failed"]
+    if failed:
+        by_code = Counter(counts["failures_by_code"]) + Counter(counts["clear_failures_by_code"])
+        text = ", ".join(f"{code}: {n}" for code, n in sorted(by_code.items()))
         raise DestinationError(
-            f"{counts['records_failed']} of {counts['customers']} customer profiles failed after "
-            f"{record_retry_rounds} retry round(s) ({by_code})",
+            f"{failed} of {len(objects) + len(left_ids)} customer profiles failed after "
+            f"{record_retry_rounds} retry round(s) ({text})",
             _WHERE,
-            "Check the function's logs and the domain's quotas; re-running is safe",
+            "Check the function's logs and the domain's quotas; re-running is safe (it puts only those again)",
             counts,
         )
     return counts

@@ -30,9 +30,15 @@ What it does, as in the AWS RFM guidance
    (the polls' retry waits too: a retry that would wait past it is not made): the destination fails
    naming the job still running (it carries on; a re-run is safe).
 
+Delta: with ``send`` (the customers whose segment, cluster or contacts changed since the last
+publish) only their endpoints are imported; the endpoints the last publish had and this one no longer
+has (customers who left, a channel that went away) are imported with :data:`RETIRED_VALUE` as
+their ``RFMSegment``, ``Cluster`` and ``ClusterName``, so no dynamic segment selects them any more.
+
 Every call goes through :class:`~lambdas.export.retry.RetryPolicy` (throttling and 5xx). The
 destination raises :class:`~lambdas.export.destinations.DestinationError` with counts when endpoints
-remain failed or unconfirmed.
+remain failed or unconfirmed, and with one line naming Pinpoint's end of support and its successor
+when the service refuses the calls (:func:`end_of_support_error`).
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from lambdas.export.config import PinpointSettings
 from lambdas.export.destinations import DestinationError, same_as_sent
@@ -116,6 +122,16 @@ ENDPOINT_ID = re.compile(r"rfm-[0-9a-f]{32}")
 _E164 = r"^\+[1-9][0-9]{1,14}$"
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 _WHERE = "export to Amazon Pinpoint"
+RETIRED_VALUE = "(none)"  # the segment attributes of an endpoint no segment may select any more
+END_OF_SUPPORT_DATE = "2026-10-30"
+# What the service answers an account whose engagement features are gone, or a caller it refuses.
+REFUSAL_CODES = frozenset({"ForbiddenException", "AccessDeniedException", "MethodNotAllowedException",
+                           "UnrecognizedClientException", "SubscriptionRequiredException"})
+END_OF_SUPPORT_FIX = (
+    "Use the customer-profiles destination (Amazon Connect Customer Profiles, with Amazon Connect outbound "
+    "campaigns for sending; AWS's named successor) and remove pinpoint from EXPORT_DESTINATIONS; if this "
+    "account still has Pinpoint, give the export function's role the pinpoint:* calls in docs/export.md"
+)
 
 
 def endpoint_id(customer_id: str, channel_type: str) -> str:
@@ -130,6 +146,18 @@ def endpoint_id(customer_id: str, channel_type: str) -> str:
     """
     digest = hashlib.blake2b(f"{customer_id}\x1f{channel_type}".encode(), digest_size=16).hexdigest()
     return f"rfm-{digest}"
+
+
+def endpoint_ids(customer_ids: pa.Array, channel_types: pa.Array, chunk: int = 50_000) -> pa.Array:
+    """:func:`endpoint_id` of each (customer, channel type) pair, a chunk at a time (few Python strings
+    alive at once, for millions of endpoints)."""
+    parts = [
+        pa.array([endpoint_id(c, t) for c, t in zip(customer_ids.slice(start, chunk).to_pylist(),
+                                                    channel_types.slice(start, chunk).to_pylist(), strict=True)],
+                 pa.string())
+        for start in range(0, len(customer_ids), chunk)
+    ]
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
 
 
 def cluster_labels(segments: pd.DataFrame) -> dict[int, str]:
@@ -242,13 +270,12 @@ def endpoints(
 
     rows = kept["row"].to_numpy()
     chosen_ids = pc.take(customer_ids, rows)
-    channels = kept["channel_type"].to_pylist()
-    ids = [endpoint_id(c, t) for c, t in zip(chosen_ids.to_pylist(), channels, strict=True)]
+    ids = endpoint_ids(chosen_ids, kept["channel_type"].combine_chunks())
     cluster_names = pa.array(
         segments[CLUSTER].astype(int).map(labels or cluster_labels(segments)).to_numpy(dtype=object), pa.string()
     )
     columns: dict[str, Any] = {
-        "Id": pa.array(ids, pa.string()),
+        "Id": ids,
         "ChannelType": kept["channel_type"],
         "Address": kept["address"],
         "User.UserId": chosen_ids,
@@ -639,8 +666,14 @@ def export(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Any] | None = None,
     deadline: float | None = None,
+    send: pd.Series | np.ndarray | None = None,
+    previous: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Upsert the segments and import the endpoints; the counts, or :class:`DestinationError`.
+
+    ``send`` (booleans aligned with ``segments``; None: everyone) picks the customers whose
+    endpoints are imported; ``previous`` (the last publish's rows of the customers who left or
+    changed; more rows do no harm) gives the endpoints to retire.
 
     The segments come first (they select by attribute, so they need no finished import), the import
     last: with a ``deadline`` (``clock()`` time, see :class:`PinpointExport`) waiting for it is the only
@@ -649,14 +682,67 @@ def export(
     Returns
     -------
     dict
-        The counts of :func:`endpoints`, plus ``segments`` (created/updated/unchanged/renamed/
+        The counts of :func:`endpoints` (of the customers sent), ``customers_unchanged``,
+        ``endpoints_retired``, plus ``segments`` (created/updated/unchanged/renamed/
         duplicates_found), ``import_jobs``, ``import_jobs_running``, ``import_files``,
         ``endpoints_retried``, ``endpoints_failed`` and ``endpoints_unconfirmed``.
     """
     run = PinpointExport(client, storage, settings, retry, record_retry_rounds, clock, sleep, deadline)
+    try:
+        return _export(run, segments, output_uri, run_id, record_retry_rounds, send, previous)
+    except ClientError as error:
+        if error_code(error) in REFUSAL_CODES:
+            raise end_of_support_error(error) from None
+        raise
+    except EndpointConnectionError:
+        raise end_of_support_error(None) from None
+
+
+def end_of_support_error(error: ClientError | None) -> DestinationError:
+    """The one line for a Pinpoint API that refuses us: its end of support, and the successor."""
+    if error is None:
+        refused = "Amazon Pinpoint's endpoint cannot be reached"
+    else:
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+        refused = f"Amazon Pinpoint refused {error.operation_name} ({error_code(error)}, HTTP {status})"
+    return DestinationError(
+        f"{refused}: AWS ended support for Pinpoint's engagement features (endpoints, segments, campaigns, "
+        f"journeys, analytics) on {END_OF_SUPPORT_DATE}", _WHERE, END_OF_SUPPORT_FIX, {"end_of_support": True})
+
+
+def retired_endpoints(previous: pd.DataFrame, keep_ids: pa.Array) -> pa.Table:
+    """The endpoints of ``previous`` (the last publish's rows) whose ids are not in ``keep_ids``, with
+    :data:`RETIRED_VALUE` as their segment attributes: imported, they leave every dynamic segment."""
+    if previous.empty:
+        return pa.table({name: pa.array([], pa.float64() if name.startswith("Metrics.") else pa.string())
+                         for name in IMPORT_COLUMNS})
+    labels = {cluster: RETIRED_VALUE for cluster in previous[CLUSTER].astype(int).unique()}
+    rows, _counts = endpoints(previous, labels)
+    rows = rows.filter(pc.invert(pc.is_in(rows["Id"], value_set=keep_ids)))
+    retired = pa.array([RETIRED_VALUE] * rows.num_rows, pa.string())
+    for attribute in (SEGMENT_ATTRIBUTE, CLUSTER_ATTRIBUTE, CLUSTER_NAME_ATTRIBUTE):
+        name = f"User.UserAttributes.{attribute}"
+        rows = rows.set_column(rows.schema.get_field_index(name), name, retired)
+    return rows
+
+
+def _export(run: PinpointExport, segments: pd.DataFrame, output_uri: str, run_id: str, record_retry_rounds: int,
+            send: pd.Series | np.ndarray | None, previous: pd.DataFrame | None) -> dict[str, Any]:
     run.check_project()
     labels = cluster_labels(segments)
-    rows, counts = endpoints(segments, labels)
+    chosen = segments if send is None else segments[np.asarray(send, dtype=bool)]
+    rows, counts = endpoints(chosen, labels)
+    counts["customers_unchanged"] = len(segments) - len(chosen)
+    if previous is not None and len(previous):
+        unchanged_ids = segments[CUSTOMER_ID].astype(str)[~np.asarray(send, dtype=bool)] if send is not None else []
+        affected = previous[~previous[CUSTOMER_ID].astype(str).isin(set(unchanged_ids))]
+        retired = retired_endpoints(affected, rows["Id"].combine_chunks())
+        # one chunk, no empty ones: Arrow's CSV writer can write a zero-row chunk as NUL bytes
+        rows = pa.concat_tables([t for t in (rows, retired.cast(rows.schema)) if t.num_rows]
+                                or [rows]).combine_chunks()
+        counts["endpoints_retired"] = retired.num_rows
+    else:
+        counts["endpoints_retired"] = 0
     folder = run.import_folder(output_uri, run_id)
     counts["segments"] = run.upsert_segments(desired_segments(segments, labels), previous_names(labels))
     try:
