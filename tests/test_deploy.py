@@ -529,7 +529,8 @@ PIPELINE_FOLDERS = ("executions", "model", "published", "quarantine", "state", "
 
 
 @pytest.mark.parametrize("prefix", ["rfm/", "rfm/executions/", "rfm/model/", "rfm/model/abc/features/",
-                                    "rfm/quarantine/x/", "rfm/state/", "rfm/source/", "rfm/published/", "orders/", "rfm/input"])
+                                    "rfm/quarantine/x/", "rfm/state/", "rfm/source/", "rfm/published/", "orders/",
+                                    "rfm/input"])
 def test_input_prefix_overlapping_the_pipelines_folders_is_rejected(template: dict[str, Any], prefix: str) -> None:
     assert re.fullmatch(template["Parameters"]["InputPrefix"]["AllowedPattern"], prefix) is None
 
