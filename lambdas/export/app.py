@@ -79,6 +79,7 @@ from steps.columns import (
 )
 from steps.errors import PipelineError, RFMError
 from steps.paths import RFM_FILE, SEGMENTS_FILE
+from steps.playbook import RECOMMENDED_ACTION, load_playbook
 
 __all__ = ["ExportRequest", "ExportFailed", "Clients", "export_segments", "resolve_settings", "run_export",
            "deadline_of", "handler", "slug"]
@@ -263,7 +264,10 @@ def join_segments(features: pd.DataFrame, assignments: pd.DataFrame, where: str 
             logger.warning("rfm_segment differs between features and assignments; using the assignments'",
                            extra={"customers": differ})
     contacts = [c for c in CONTACT_COLUMNS if c in joined]
-    return joined[[*SEGMENT_COLUMNS, *contacts]].sort_values(CUSTOMER_ID, ignore_index=True)
+    playbook = load_playbook()  # issue 15: the playbook's action for each customer's RFM segment
+    actions = {segment: playbook.for_segment(segment) for segment in joined[RFM_SEGMENT].unique()}
+    joined[RECOMMENDED_ACTION] = joined[RFM_SEGMENT].map(actions)
+    return joined[[*SEGMENT_COLUMNS, RECOMMENDED_ACTION, *contacts]].sort_values(CUSTOMER_ID, ignore_index=True)
 
 
 def _safe_reason(error: BaseException) -> str:
