@@ -21,6 +21,9 @@ EVALUATION_FILE = "evaluation.json"
 REPORT_FILE = "report.html"
 SEGMENTS_FILE = "segments.parquet"
 REGISTRY_FILE = "registry.json"
+# A local run's output folder: each registered package's report (reports/<version>.html) and the last run.
+REPORTS_DIR = "reports"
+LAST_RUN_FILE = "last_run.json"
 # Every pipeline execution writes under s3://<bucket>/<prefix>/executions/<execution id>/.
 EXECUTIONS_DIR = "executions"
 
