@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "Currency": DEFAULT_CURRENCY,
 }
 
+TYPES: dict[str, str] = {"NumClusters": "Integer", "RandomSeed": "Integer", "MinSilhouette": "Float",
+                         "MinClusterShare": "Float"}  # the others are String
+
 HELP: dict[str, str] = {
     "InputDataUrl": "transactions (CSV, CSV.gz, Parquet): a file or a prefix (run-local: --input)",
     "InputFormat": f"one of {', '.join(INPUT_FORMATS)}; auto detects it from the header",
@@ -156,3 +159,13 @@ def parameters_help() -> str:
         shown = "" if name not in DEFAULTS else f" (default {default!r})" if default == "" else f" (default {default})"
         lines.append(f"  {name:<{width}}  {text}{shown}")
     return "\n".join(lines)
+
+
+def declared_parameters() -> list[dict[str, Any]]:
+    """The parameters as a definition declares them (``Name``, ``Type``, ``DefaultValue``), without building it.
+
+    Lets the local runner check ``--param`` values before it builds the definition (seconds);
+    a test checks that the definition declares exactly these.
+    """
+    return [{"Name": name, "Type": TYPES.get(name, "String"), "DefaultValue": DEFAULTS.get(name, "")}
+            for name in HELP]

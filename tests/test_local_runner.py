@@ -270,10 +270,11 @@ def test_each_package_keeps_its_own_report(pending_run, capsys: pytest.CaptureFi
 
 
 def test_the_definition_declares_the_documented_parameters(definition: dict) -> None:
-    from pipeline.parameters import DEFAULTS, HELP
+    from pipeline.parameters import DEFAULTS, HELP, declared_parameters
 
     declared = {p["Name"]: p for p in definition["Parameters"]}
     assert set(declared) == set(HELP)
+    assert {p["Name"]: p["Type"] for p in declared_parameters()} == {n: p["Type"] for n, p in declared.items()}
     for name, default in DEFAULTS.items():
         assert declared[name].get("DefaultValue", "") == default, name
 

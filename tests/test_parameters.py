@@ -11,14 +11,13 @@ from pipeline.parameters import (
     INPUT_FORMATS,
     MAX_CLUSTERS,
     MIN_CLUSTERS,
+    declared_parameters,
     parameter_values,
     parameters_help,
 )
 from steps.errors import ModelError, PipelineError
 
-TYPES = {"NumClusters": "Integer", "RandomSeed": "Integer", "MinSilhouette": "Float", "MinClusterShare": "Float"}
-DECLARED = [{"Name": "InputDataUrl", "Type": "String", "DefaultValue": "s3://b/rfm/input/"}] + [
-    {"Name": name, "Type": TYPES.get(name, "String"), "DefaultValue": default} for name, default in DEFAULTS.items()]
+DECLARED = declared_parameters()
 
 
 def test_defaults_pass_their_own_checks() -> None:

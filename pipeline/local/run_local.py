@@ -26,6 +26,7 @@ from pipeline.local.registry import LOCAL_ROLE, LocalRegistry
 from pipeline.local.runner import ExecutionResult, LocalRunner, StepRun, load_definition
 from pipeline.local.store import S3Store, make_store
 from pipeline.naming import MAIN_PIPELINE_NAME, MODEL_PACKAGE_GROUP_NAME
+from pipeline.parameters import declared_parameters, parameter_values
 from steps import package_metadata, paths
 from steps.errors import PipelineError
 
@@ -169,6 +170,7 @@ def run_local(input_location: str, output: Path, params: dict[str, str],
         if not location.exists():
             raise PipelineError("no such input file or folder", str(location), "check --input")
         input_location = str(location.resolve())
+    parameter_values(declared_parameters(), {"InputDataUrl": input_location, **params})  # before the slow build
     if definition is None:
         definition = timed_build(default_cache_dir(), MAIN_PIPELINE, on_step)
     return execute(definition, {"InputDataUrl": input_location, **params}, output, on_step, keep)
