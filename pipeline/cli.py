@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.naming import MODEL_PACKAGE_GROUP_NAME
 from pipeline.parameters import parameters_help
+from steps import package_metadata
 from steps.cli_support import guarded
 from steps.errors import PipelineError, first_line
 
@@ -98,6 +99,7 @@ def _cmd_approve(args: argparse.Namespace) -> int:
         try:
             client = boto3.client("sagemaker", region_name=args.region) if args.region else boto3.client("sagemaker")
             arn = approve_sagemaker(client, args.package, args.group, status)
+            package = client.describe_model_package(ModelPackageName=arn)
         except NoRegionError:
             raise PipelineError("no AWS region", "rfm approve --sagemaker",
                                 "Pass --region, or set AWS_REGION / a profile's region") from None
@@ -108,6 +110,9 @@ def _cmd_approve(args: argparse.Namespace) -> int:
             raise PipelineError(f"the SageMaker call failed: {first_line(error)}", "rfm approve --sagemaker",
                                 "Check the package ARN, --group, --region and your permissions") from None
         print(f"{arn} is {status} in SageMaker's model registry.")
+        report = (package.get("CustomerMetadataProperties") or {}).get(package_metadata.REPORT_URI)
+        if report:
+            print(f"its report (the one to review): {report}")
         if status == "Approved":
             print("The approval rule starts the publish pipeline; follow it in Studio (Pipelines).")
         return 0

@@ -153,7 +153,7 @@ def test_quality_gate_failure_leaves_a_report_rounded_numbers_and_fitting_advice
     assert not re.search(r"\d\.\d{5}", result.failure), "raw floats in the message"
     assert "NumClusters=3 was set" in result.failure and "or set NumClusters" not in result.failure
     report = tmp_path / paths.REPORT_FILE
-    assert result.failure.endswith(f"Review the report: {report}"), result.failure
+    assert result.failure.rstrip(".").endswith(f"Review the report: {report}"), result.failure
     page = report.read_text()
     assert 'id="gate-banner"' in page and result.execution_id in page
     assert not (tmp_path / ".work" / result.execution_id).exists()
@@ -337,7 +337,8 @@ def test_keep_prunes_old_executions_but_not_what_packages_need(tmp_path: Path) -
     assert all(folder.exists() for folder in folders[4:])
     assert not (tmp_path / "logs" / ids[0]).exists() and (tmp_path / "logs" / ids[6]).exists()
     assert not (tmp_path / "s3" / "rfm-local" / "rfm" / paths.QUARANTINE_DIR / ids[0]).exists()
-    assert prune_executions(tmp_path, 3, registry) == ids[:4]  # idempotent: the package's parts stay
+    assert prune_executions(tmp_path, 3, registry) == [registered]  # again: the package's parts stay
+    assert sorted(p.name for p in folders[1].iterdir()) == ["evaluation", "features", "model", "transform"]
 
 
 def test_an_interrupted_run_cleans_up_and_its_approved_package_is_offered(tmp_path: Path, definition: dict) -> None:
