@@ -94,12 +94,13 @@ def _cmd_approve(args: argparse.Namespace) -> int:
         import boto3
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-        from pipeline.local.approval import approve_sagemaker
+        from pipeline.local.approval import approve_sagemaker, newest_pending_sagemaker
 
         try:
             client = boto3.client("sagemaker", region_name=args.region) if args.region else boto3.client("sagemaker")
-            arn = approve_sagemaker(client, args.package, args.group, status)
-            package = client.describe_model_package(ModelPackageName=arn)
+            arn = newest_pending_sagemaker(client, args.package, args.group)
+            package = client.describe_model_package(ModelPackageName=arn)  # its report_uri, before the update
+            approve_sagemaker(client, arn, args.group, status)
         except NoRegionError:
             raise PipelineError("no AWS region", "rfm approve --sagemaker",
                                 "Pass --region, or set AWS_REGION / a profile's region") from None

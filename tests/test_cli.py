@@ -173,10 +173,10 @@ def test_a_closed_pipe_ends_quietly(published: Path) -> None:
 def test_sample_options_are_described(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["sample", "--help"])
-    text = capsys.readouterr().out
-    for option in ("--customers CUSTOMERS", "--seed SEED", "--output OUTPUT"):
-        line = next(line for line in text.splitlines() if option in line)
-        assert line.split(option, 1)[1].strip(), f"{option} has no description"
+    text = " ".join(capsys.readouterr().out.split())
+    for option, description in (("--customers CUSTOMERS", "number of customers"), ("--seed SEED", "random seed"),
+                                ("--output OUTPUT", "CSV file to write")):
+        assert f"{option} {description}" in text, option
 
 
 def test_run_local_help_lists_the_pipeline_parameters(capsys: pytest.CaptureFixture[str]) -> None:
@@ -260,3 +260,14 @@ def test_approve_names_the_report_of_the_package_it_approves(tmp_path: Path, cap
     assert main(["approve", "--list", "--output", str(tmp_path)]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert len(listed) == 2 and "Rejected" in listed[1] and "PendingManualApproval" in listed[0]
+
+
+def test_console_tables_label_means_and_show_money_in_the_runs_currency(published: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    (published / paths.LAST_RUN_FILE).write_text('{"currency": "EUR"}')
+    assert main(["segments", "--output", str(published)]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "customers" in line and "share" in line)
+    for label in ("mean recency (days)", "mean orders", "mean spend", "avg order value", "revenue"):
+        assert label in header, label
+    assert "\u20ac" in out and "$" not in out

@@ -167,7 +167,7 @@ def test_segments_have_one_row_per_customer_with_exact_ids(base, contacts) -> No
 
     segments = read_parquet(storage, join(request.output_uri, "segments.parquet"))
     contact_columns = ["email", "phone"] if contacts else []
-    assert list(segments.columns) == [*SEGMENT_COLUMNS, *contact_columns]
+    assert list(segments.columns) == [*SEGMENT_COLUMNS, "recommended_action", *contact_columns]  # issue 15: playbook
     assert segments["customer_id"].tolist() == sorted(IDS)
     expected = {
         json.loads(line)["customer_id"]: json.loads(line)["cluster"] for line in assignment_lines(table)
