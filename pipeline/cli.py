@@ -94,13 +94,11 @@ def _cmd_approve(args: argparse.Namespace) -> int:
         import boto3
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-        from pipeline.local.approval import approve_sagemaker, newest_pending_sagemaker
+        from pipeline.local.approval import approve_sagemaker
 
         try:
             client = boto3.client("sagemaker", region_name=args.region) if args.region else boto3.client("sagemaker")
-            arn = newest_pending_sagemaker(client, args.package, args.group)
-            package = client.describe_model_package(ModelPackageName=arn)  # its report_uri, before the update
-            approve_sagemaker(client, arn, args.group, status)
+            arn = approve_sagemaker(client, args.package, args.group, status)
         except NoRegionError:
             raise PipelineError("no AWS region", "rfm approve --sagemaker",
                                 "Pass --region, or set AWS_REGION / a profile's region") from None
@@ -111,9 +109,7 @@ def _cmd_approve(args: argparse.Namespace) -> int:
             raise PipelineError(f"the SageMaker call failed: {first_line(error)}", "rfm approve --sagemaker",
                                 "Check the package ARN, --group, --region and your permissions") from None
         print(f"{arn} is {status} in SageMaker's model registry.")
-        report = (package.get("CustomerMetadataProperties") or {}).get(package_metadata.REPORT_URI)
-        if report:
-            print(f"its report (the one to review): {report}")
+        print(f"Its report: the package's {package_metadata.REPORT_URI} metadata (Studio: the package's details).")
         if status == "Approved":
             print("The approval rule starts the publish pipeline; follow it in Studio (Pipelines).")
         return 0

@@ -148,18 +148,3 @@ def test_local_approval_publishes_the_pending_package(pending_run: Path) -> None
     with pytest.raises(PipelineError, match="waiting for approval"):
         approve_local(pending_run, None)
 
-
-def test_rfm_approve_sagemaker_names_the_packages_report(sagemaker, capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline.cli import main
-
-    report = "s3://b/rfm/executions/e1/evaluation/report.html"
-    arn = sagemaker.create_model_package(
-        ModelPackageGroupName=GROUP, ModelApprovalStatus="PendingManualApproval",
-        CustomerMetadataProperties={**metadata(), package_metadata.REPORT_URI: report},
-        InferenceSpecification={"Containers": [{"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/rfm:1",
-                                                "ModelDataUrl": "s3://b/model.tar.gz"}],
-                                "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]},
-    )["ModelPackageArn"]
-    assert main(["approve", "--sagemaker", "--region", "us-east-1"]) == 0
-    out = capsys.readouterr().out
-    assert f"{arn} is Approved" in out and f"its report (the one to review): {report}" in out

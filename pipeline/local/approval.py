@@ -105,14 +105,6 @@ def approve_local(output: Path, package_arn: str | None, on_step: Callable[[Step
 
 def approve_sagemaker(client: Any, package_arn: str | None, group: str, status: str = "Approved") -> str:
     """Set a package's status in SageMaker's registry; the EventBridge rule publishes it."""
-    package_arn = newest_pending_sagemaker(client, package_arn, group)
-    client.update_model_package(ModelPackageArn=package_arn, ModelApprovalStatus=status,
-                                ApprovalDescription=f"{status} with rfm approve")
-    return package_arn
-
-
-def newest_pending_sagemaker(client: Any, package_arn: str | None, group: str) -> str:
-    """``package_arn``, or the newest package of ``group`` in SageMaker waiting for approval."""
     if package_arn is None:
         pages = client.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus="PendingManualApproval",
                                            SortBy="CreationTime", SortOrder="Descending", MaxResults=1)
@@ -121,4 +113,6 @@ def newest_pending_sagemaker(client: Any, package_arn: str | None, group: str) -
             raise PipelineError(f"no package of {group} is waiting for approval", "SageMaker model registry",
                                 "name a package: rfm approve --sagemaker ARN")
         package_arn = packages[0]["ModelPackageArn"]
+    client.update_model_package(ModelPackageArn=package_arn, ModelApprovalStatus=status,
+                                ApprovalDescription=f"{status} with rfm approve")
     return package_arn
