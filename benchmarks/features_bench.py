@@ -2,20 +2,23 @@
 
 Not a test: run it by hand on a quiet machine.
 
-    .venv/bin/python benchmarks/features_bench.py                   # 10M rows, 1M customers
+    .venv/bin/python benchmarks/features_bench.py                   # 10M rows, three order shapes
+    .venv/bin/python benchmarks/features_bench.py --shapes 2.5      # one shape (lines per order)
     .venv/bin/python benchmarks/features_bench.py --messy           # with 0.15% rows to quarantine
-    .venv/bin/python benchmarks/features_bench.py --rows 100000000 --tools ours --ours-args=--memory-limit=3GB
+    .venv/bin/python benchmarks/features_bench.py --rows 100000000 --shapes 1.1 --tools ours
 
-It generates ``--rows`` transactions of ``--rows / 10`` customers as Parquet
-(generic columns ``customer_id, order_id, timestamp, amount``; cached in
-``--workdir``), then runs each tool as its own process and measures that
-process's wall time, CPU time and peak resident memory (``os.wait4``):
+For each shape (about 1.1, 2.5 and 20 lines per order) it generates ``--rows``
+transactions as Parquet (generic columns ``customer_id, order_id, timestamp,
+amount``; cached in ``--workdir``) of ``--rows / 10`` customers, or
+``--rows / 40`` for 20 lines per order (which leaves 1 order in 20 rows), then
+runs each tool as its own process and measures that process's wall time, CPU
+time and peak resident memory (``os.wait4``):
 
 - ``ours``: the ``rfm-features`` entrypoint (classification, quarantine,
   quality.json, scores, segments, sorted rfm.parquet);
 - ``pandas``, ``polars``, ``duckdb``: what one would write by hand for the
-  same aggregation (first and last purchase day, distinct purchase orders,
-  net spend, recency) and write to Parquet.
+  same work: exact-duplicate removal, then first and last purchase day,
+  distinct purchase orders, net spend, recency, written to Parquet.
 
 The results are checked to agree (customers, total frequency, total spend).
 """
@@ -32,12 +35,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
+SHAPES = (1.1, 2.5, 20.0)  # lines per order
 
 PANDAS = """
 import sys, pandas as pd
 source, target = sys.argv[1], sys.argv[2]
-frame = pd.read_parquet(source, columns=["customer_id", "order_id", "timestamp", "amount"])
+frame = pd.read_parquet(source, columns=["customer_id", "order_id", "timestamp", "amount"]).drop_duplicates()
 frame["day"] = frame["timestamp"].dt.normalize()
 purchases = frame[frame["amount"] >= 0]
 customers = purchases.groupby("customer_id").agg(
@@ -53,6 +57,7 @@ import sys, polars as pl
 source, target = sys.argv[1], sys.argv[2]
 day, purchase = pl.col("timestamp").dt.date(), pl.col("amount") >= 0
 (pl.scan_parquet(source)
+   .unique()
    .group_by("customer_id")
    .agg(first_purchase=day.filter(purchase).min(), last_purchase=day.filter(purchase).max(),
         frequency=pl.col("order_id").filter(purchase).n_unique(), monetary=pl.col("amount").sum(),
@@ -74,7 +79,7 @@ COPY (
                max(CAST(timestamp AS DATE)) FILTER (WHERE amount >= 0) AS last_purchase,
                count(DISTINCT order_id) FILTER (WHERE amount >= 0) AS frequency,
                sum(amount) AS monetary, max(CAST(timestamp AS DATE)) AS last_day
-        FROM read_parquet('{source}') GROUP BY customer_id)
+        FROM (SELECT DISTINCT * FROM read_parquet('{source}')) GROUP BY customer_id)
     SELECT * EXCLUDE (last_day),
            date_diff('day', last_purchase, (SELECT max(last_day) FROM customers) + 1) AS recency_days
     FROM customers
@@ -95,12 +100,13 @@ class Measure:
     peak_mb: float
 
 
-def generate(path: Path, rows: int, customers: int, messy: bool) -> None:
+def generate(path: Path, rows: int, customers: int, messy: bool, lines_per_order: float = 1.1) -> None:
     """Write ``rows`` transactions of ``customers`` customers to ``path`` (Parquet), in time order.
 
-    About 10% of orders have two rows (with different amounts, so no row is an
-    exact duplicate) and 2% of orders are returns (negative amounts). Every
-    customer has at least one purchase. With ``messy``, 0.05%
+    Orders have ``lines_per_order`` rows on average (at 1.1 about 10% of
+    orders have two rows; the lines of an order have different amounts, so no
+    row is an exact duplicate) and 2% of orders are returns (negative
+    amounts). Every customer has at least one purchase. With ``messy``, 0.05%
     of rows lack a customer id, 0.05% have no timestamp and 0.05% are exact
     duplicates of another row.
     """
@@ -108,7 +114,8 @@ def generate(path: Path, rows: int, customers: int, messy: bool) -> None:
 
     con = duckdb.connect()
     con.execute("SET enable_progress_bar=false")
-    orders = int(rows * 0.9) + 1
+    ratio = round(1 / lines_per_order, 6)  # orders per row
+    orders = int(rows * ratio) + 1
     messy_cols = (
         "CASE WHEN hash(i, 'noid') % 2000 = 0 THEN NULL ELSE customer_id END AS customer_id, order_id, "
         "CASE WHEN hash(i, 'nots') % 2000 = 0 THEN NULL ELSE timestamp END AS timestamp, amount"
@@ -117,7 +124,7 @@ def generate(path: Path, rows: int, customers: int, messy: bool) -> None:
     con.execute(f"""
         COPY (
             WITH base AS (
-                SELECT i, CAST(floor(i * 0.9) AS BIGINT) AS o FROM range({rows}) t(i)
+                SELECT i, CAST(floor(i * {ratio}) AS BIGINT) AS o FROM range({rows}) t(i)
             ),
             tx AS (
                 SELECT i, o,
@@ -128,7 +135,7 @@ def generate(path: Path, rows: int, customers: int, messy: bool) -> None:
                        TIMESTAMP '2023-01-01' + to_microseconds(CAST(o * (730.0 * 86400e6 / {orders})
                            + hash(o, 't') % 3600000000 AS BIGINT)) AS timestamp,
                        CASE WHEN o >= {customers} AND hash(o, 'r') % 50 = 0 THEN -1 ELSE 1 END
-                           * (1 + ((hash(o, 'a') % 15000) * 2 + i - CAST(ceil(o / 0.9) AS BIGINT)) / 100.0)
+                           * (1 + ((hash(o, 'a') % 15000) * 2 + i - CAST(ceil(o / {ratio}) AS BIGINT)) / 100.0)
                            AS amount
                 FROM base
             )
@@ -210,12 +217,62 @@ def report(measures: dict[str, list[Measure]]) -> str:
     return "\n".join(lines)
 
 
+def customers_for(rows: int, lines_per_order: float, given: int | None) -> int:
+    """Customers of a shape: ``rows / 10``, or ``rows / 40`` at 20 lines per order (2 orders each)."""
+    if given:
+        return given
+    return max(1, rows // 40) if lines_per_order >= 10 else max(1, rows // 10)
+
+
+def run_shape(args: argparse.Namespace, tools: list[str], lines_per_order: float) -> None:
+    """Generate (or reuse) one shape's data, run every tool ``--repeat`` times interleaved, print the table."""
+    customers = customers_for(args.rows, lines_per_order, args.customers)
+    source = args.workdir / (
+        f"tx-{args.rows}-{customers}-{lines_per_order:g}lpo{'-messy' if args.messy else ''}"
+        f"-v{GENERATOR_VERSION}.parquet"
+    )
+    if not source.exists():
+        # In a child process: a forked child's peak memory starts at its parent's.
+        print(f"generating {args.rows:,} transactions of {customers:,} customers, {lines_per_order:g} lines "
+              f"per order -> {source}", flush=True)
+        started = time.perf_counter()
+        generate_args = ["--rows", str(args.rows), "--customers", str(customers), "--workdir", str(args.workdir),
+                         "--shapes", f"{lines_per_order:g}", *(["--messy"] if args.messy else [])]
+        subprocess.run([sys.executable, __file__, *generate_args, "--generate-only"], check=True)
+        print(f"  {time.perf_counter() - started:.1f} s, {source.stat().st_size / 1e6:.0f} MB", flush=True)
+    out = args.workdir / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    ours_args = args.ours_args.split()
+    measures: dict[str, list[Measure]] = {tool: [] for tool in tools}
+    for round_no in range(args.repeat):
+        for tool in tools:
+            measure = run_measured(tool, command_for(tool, source, out, ours_args))
+            measures[tool].append(measure)
+            print(
+                f"  run {round_no + 1}: {tool:>7} {measure.wall:7.2f} s wall {measure.cpu:7.2f} s CPU "
+                f"{measure.peak_mb:7.0f} MB",
+                flush=True,
+            )
+    print(
+        f"\n{args.rows:,} transactions, {customers:,} customers, about {lines_per_order:g} lines per order, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
+    )
+    print(report(measures))
+    print("\nresults:")
+    print("\n".join(check_agreement(out, tools)))
+    print(flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--customers", type=int, default=None, help="default rows / 10")
+    parser.add_argument("--customers", type=int, default=None,
+                        help="default rows / 10 (rows / 40 at 20 lines per order)")
+    parser.add_argument("--shapes", default=",".join(f"{s:g}" for s in SHAPES),
+                        help="comma-separated lines per order (default 1.1,2.5,20)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/rfm-features-bench"))
     parser.add_argument("--messy", action="store_true", help="add rows to quarantine and duplicates")
     parser.add_argument(
@@ -230,49 +287,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    customers = args.customers or max(1, args.rows // 10)
+    shapes = [float(s) for s in args.shapes.split(",")]
     default_tools = TOOLS if args.rows <= 20_000_000 else ("ours",)
     tools = [t.strip() for t in args.tools.split(",")] if args.tools else list(default_tools)
     unknown = set(tools) - set(TOOLS)
     if unknown:
         parser.error(f"unknown tools: {', '.join(sorted(unknown))}")
     args.workdir.mkdir(parents=True, exist_ok=True)
-    source = (
-        args.workdir
-        / f"tx-{args.rows}-{customers}{'-messy' if args.messy else ''}-v{GENERATOR_VERSION}.parquet"
-    )
     if args.generate_only:
-        generate(source, args.rows, customers, args.messy)
+        shape = shapes[0]
+        customers = customers_for(args.rows, shape, args.customers)
+        source = args.workdir / (
+            f"tx-{args.rows}-{customers}-{shape:g}lpo{'-messy' if args.messy else ''}-v{GENERATOR_VERSION}.parquet"
+        )
+        generate(source, args.rows, customers, args.messy, shape)
         return 0
-    if not source.exists():
-        # In a child process: a forked child's peak memory starts at its parent's.
-        print(f"generating {args.rows:,} transactions of {customers:,} customers -> {source}", flush=True)
-        started = time.perf_counter()
-        own_args = argv if argv is not None else sys.argv[1:]
-        subprocess.run([sys.executable, __file__, *own_args, "--generate-only"], check=True)
-        print(f"  {time.perf_counter() - started:.1f} s, {source.stat().st_size / 1e6:.0f} MB", flush=True)
-    out = args.workdir / "out"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir()
-
-    ours_args = args.ours_args.split()
-    measures: dict[str, list[Measure]] = {tool: [] for tool in tools}
-    for round_no in range(args.repeat):
-        for tool in tools:
-            measure = run_measured(tool, command_for(tool, source, out, ours_args))
-            measures[tool].append(measure)
-            print(
-                f"  run {round_no + 1}: {tool:>7} {measure.wall:7.2f} s wall {measure.cpu:7.2f} s CPU "
-                f"{measure.peak_mb:7.0f} MB",
-                flush=True,
-            )
-    print(
-        f"\n{args.rows:,} transactions, {customers:,} customers, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.1f}\n"
-    )
-    print(report(measures))
-    print("\nresults:")
-    print("\n".join(check_agreement(out, tools)))
+    for shape in shapes:
+        run_shape(args, tools, shape)
     return 0
 
 

@@ -70,6 +70,7 @@ def _cmd_run_local(args: argparse.Namespace) -> int:
     check_destination(args.destination)
     if args.keep < 1:
         raise PipelineError(f"--keep {args.keep} keeps nothing", "--keep", "keep at least 1 execution (default 5)")
+    params.update(_feature_params(args))
     print(f"running the pipeline locally on {args.input} -> {args.output}", flush=True)
     started = time.perf_counter()
     reporter = StepReporter()
@@ -86,6 +87,24 @@ def _cmd_run_local(args: argparse.Namespace) -> int:
     print(f"execution {result.execution_id} succeeded in {elapsed:.1f} s")
     print_summary(Path(args.output), result)
     return 0
+
+
+def _feature_params(args: argparse.Namespace) -> dict[str, str]:
+    """``--column`` / ``--mapping`` / ``--timezone`` of run-local as the ColumnMapping and Timezone parameters."""
+    import json
+
+    from pipeline.local.run_local import parse_params
+    from steps.features.formats import load_mapping_file, parse_column_options, parse_mapping_json
+
+    params: dict[str, str] = {}
+    if args.mapping or args.column:
+        mapping = parse_mapping_json(parse_params(args.param).get("ColumnMapping"), "--param ColumnMapping")
+        mapping.update(load_mapping_file(args.mapping) if args.mapping else {})
+        mapping.update(parse_column_options(args.column))
+        params["ColumnMapping"] = json.dumps(mapping, sort_keys=True)
+    if args.timezone:
+        params["Timezone"] = args.timezone
+    return params
 
 
 def _cmd_approve(args: argparse.Namespace) -> int:
@@ -227,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep", type=int, default=5, metavar="N",
                      help="keep the newest N executions under OUTPUT/s3 (default 5); older ones are deleted, "
                           "except what registered packages need")
+    run.add_argument("--column", action="append", default=[], metavar="CANONICAL=SOURCE",
+                     help="map a canonical column to the file's column (the ColumnMapping parameter); repeatable")
+    run.add_argument("--mapping", default=None, help="YAML file of canonical: source column names")
+    run.add_argument("--timezone", default="", metavar="ZONE",
+                     help="IANA time zone whose calendar days count (the Timezone parameter; default UTC)")
     run.set_defaults(handler=_cmd_run_local)
 
     approve = commands.add_parser(

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from steps.errors import PipelineError
+from steps.errors import InputDataError, PipelineError
 
 # The values SageMaker accepts for a model package's approval status (ModelApprovalStatus).
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
@@ -30,6 +30,8 @@ DEFAULT_CURRENCY = "USD"
 DEFAULTS: dict[str, Any] = {
     "InputFormat": "auto",
     "AsOfDate": "",
+    "ColumnMapping": "",
+    "Timezone": "",
     "ModelApprovalStatus": "PendingManualApproval",
     "ProcessingInstanceType": DEFAULT_INSTANCE_TYPE,
     "TrainingInstanceType": DEFAULT_INSTANCE_TYPE,
@@ -48,6 +50,8 @@ HELP: dict[str, str] = {
     "InputDataUrl": "transactions (CSV, CSV.gz, Parquet): a file or a prefix (run-local: --input)",
     "InputFormat": f"one of {', '.join(INPUT_FORMATS)}; auto detects it from the header",
     "AsOfDate": "reference date YYYY-MM-DD; empty = the day after the last purchase",
+    "ColumnMapping": "canonical=source column names, comma-separated (run-local: --column, --mapping)",
+    "Timezone": "IANA time zone whose calendar days count, e.g. Europe/Paris; empty = UTC (run-local: --timezone)",
     "ModelApprovalStatus": f"{', '.join(APPROVAL_STATUSES)}; Approved publishes in the same run",
     "ProcessingInstanceType": "instance of the processing steps (ml.*)",
     "TrainingInstanceType": "instance of the training step (ml.*)",
@@ -134,7 +138,22 @@ def parameter_values(declared: list[dict], overrides: dict[str, Any], where: str
         if problem:
             raise PipelineError(f"parameter {name}={value!r} {problem}", where)
         values[name] = value
+    _check_feature_parameters(values, where)
     return values
+
+
+def _check_feature_parameters(values: dict[str, Any], where: str) -> None:
+    """ColumnMapping (JSON) and Timezone (an IANA name) are checked before any step runs."""
+    from steps.features.compute import parse_timezone
+    from steps.features.formats import parse_mapping_json
+
+    try:
+        if "ColumnMapping" in values:
+            parse_mapping_json(values["ColumnMapping"], "ColumnMapping")
+        if "Timezone" in values:
+            parse_timezone(values["Timezone"])
+    except InputDataError as error:
+        raise PipelineError(f"parameter {error.what}", where, error.fix) from None
 
 
 def _typed(name: str, kind: str, raw: Any, where: str) -> Any:

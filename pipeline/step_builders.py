@@ -74,6 +74,8 @@ class Parameters:
     input_data_url: ParameterString
     input_format: ParameterString
     as_of_date: ParameterString
+    column_mapping: ParameterString
+    timezone: ParameterString
     model_approval_status: ParameterString
     processing_instance_type: ParameterString
     training_instance_type: ParameterString
@@ -95,6 +97,8 @@ def make_parameters(default_bucket: str, base_job_prefix: str) -> Parameters:
         input_data_url=ParameterString("InputDataUrl", f"s3://{default_bucket}/{base_job_prefix}/input/"),
         input_format=ParameterString("InputFormat", DEFAULTS["InputFormat"]),
         as_of_date=ParameterString("AsOfDate", DEFAULTS["AsOfDate"]),
+        column_mapping=ParameterString("ColumnMapping", DEFAULTS["ColumnMapping"]),
+        timezone=ParameterString("Timezone", DEFAULTS["Timezone"]),
         model_approval_status=ParameterString(
             "ModelApprovalStatus", DEFAULTS["ModelApprovalStatus"], enum_values=list(APPROVAL_STATUSES)
         ),
@@ -180,6 +184,8 @@ def compute_rfm_step(ctx: Context, params: Parameters) -> ProcessingStep:
             "--quarantine-output", paths.PROCESSING_QUARANTINE_OUT,
             Join(on="", values=["--format=", params.input_format]),
             Join(on="", values=["--as-of=", params.as_of_date]),
+            Join(on="", values=["--column-mapping=", params.column_mapping]),
+            Join(on="", values=["--timezone=", params.timezone]),
         ],
     )  # fmt: skip
     return ProcessingStep(

@@ -47,6 +47,8 @@ EXPECTED_PARAMETERS = [
     ("InputDataUrl", "String", f"s3://{BUCKET}/rfm/input/"),
     ("InputFormat", "String", "auto"),
     ("AsOfDate", "String", ""),
+    ("ColumnMapping", "String", ""),
+    ("Timezone", "String", ""),
     ("ModelApprovalStatus", "String", "PendingManualApproval"),
     ("ProcessingInstanceType", "String", "ml.m5.xlarge"),
     ("TrainingInstanceType", "String", "ml.m5.xlarge"),
@@ -310,6 +312,8 @@ def test_compute_rfm_arguments(steps: dict[str, dict[str, Any]]) -> None:
         "--quarantine-output", "/opt/ml/processing/output/quarantine",
         join("--format=", {"Get": "Parameters.InputFormat"}),
         join("--as-of=", {"Get": "Parameters.AsOfDate"}),
+        join("--column-mapping=", {"Get": "Parameters.ColumnMapping"}),
+        join("--timezone=", {"Get": "Parameters.Timezone"}),
     ]  # fmt: skip
     [transactions] = arguments["ProcessingInputs"]
     assert transactions["InputName"] == "transactions"

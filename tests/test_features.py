@@ -8,6 +8,7 @@ hypothesis.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import subprocess
 import sys
@@ -57,7 +58,7 @@ def quarantine(output: Path, folder: Path | None = None) -> pd.DataFrame:
         ("header_only.csv", EmptyInputError, "the file has a header but no rows"),
         ("blank_lines.csv", EmptyInputError, "the file holds only blank lines"),
         ("binary.csv", InputDataError, "the file is binary, not CSV text"),
-        ("latin1.csv", InputDataError, r"not utf-8 text \(byte 32.*pass --encoding latin-1"),
+        ("latin1.csv", InputDataError, r"not utf-8 text \(line 2: byte.*pass --encoding latin-1"),
         ("caret_delimited.csv", InputDataError, "the header is a single column: is the file delimited"),
         (
             "no_customer_column.csv",
@@ -235,7 +236,8 @@ def test_duplicates_across_files_and_skipped_empty_files(tmp_path: Path) -> None
     result = run(str(tmp_path / "in"), tmp_path / "out")
     assert result.quality["quarantined_by_reason"] == {"duplicate_row": 1}
     assert result.quality["skipped_files"] == {
-        str(tmp_path / "in" / "2024-03.csv"): "the file has a header but no rows"
+        str(tmp_path / "in" / "2024-03.csv"): "the file has a header but no rows",
+        str(tmp_path / "in" / "_SUCCESS"): "not a data file",
     }
     rows = quarantine(tmp_path / "out")
     assert rows[[c.SOURCE_FILE, c.SOURCE_ROW]].values.tolist() == [[str(tmp_path / "in" / "2024-02.csv"), 1]]
@@ -504,3 +506,168 @@ def test_one_purchase_day_is_one_order_with_or_without_an_order_id_column(tmp_pa
     run_features(str(folder), tmp_path / "out")
     rfm = pd.read_parquet(tmp_path / "out" / "rfm.parquet")
     assert rfm.loc[rfm["customer_id"] == "c1", "frequency"].tolist() == [1]
+
+
+# --- real exports (issue 13): one regression test per shape that went wrong --------------------
+
+REAL = Path(__file__).parent / "data" / "real"
+
+
+def _features(path: Path, tmp_path: Path, **options) -> tuple[pd.DataFrame, dict]:
+    result = run(str(path), tmp_path / "out", **options)
+    return result.to_pandas().set_index(c.CUSTOMER_ID), result.quality
+
+
+def test_identical_rows_are_purchases_without_an_order_id(tmp_path: Path) -> None:
+    features, quality = _features(REAL / "identical_rows_no_order_id.csv", tmp_path / "no_id")
+    assert features.loc["a", c.MONETARY] == pytest.approx(25.0)  # both identical 10.00 lines count
+    assert features.loc["a", c.FREQUENCY] == 2  # purchase days
+    assert quality["identical_rows_kept"] == 1
+    assert quality["quarantined_by_reason"] == {}
+    assert quality["rows_used"] == 4
+    features, quality = _features(REAL / "identical_rows_with_order_id.csv", tmp_path / "with_id")
+    assert features.loc["a", c.MONETARY] == pytest.approx(15.0)  # an order id: the copy is a duplicate
+    assert quality["quarantined_by_reason"] == {"duplicate_row": 1}
+    assert quality["identical_rows_kept"] == 0
+
+
+def test_cdnow_with_a_header_line_is_detected_and_the_header_is_not_a_row(tmp_path: Path) -> None:
+    features, quality = _features(REAL / "cdnow_with_header.txt", tmp_path)
+    assert quality["input_format"] == "cdnow"
+    assert quality["rows_read"] == 6 == quality["rows_used"]
+    assert quality["quarantined_by_reason"] == {}
+    assert quality["identical_rows_kept"] == 1  # customer 00002's two identical same-day lines
+    assert features.loc["00002", c.MONETARY] == pytest.approx(12.0 + 12.0 + 77.0)
+    assert features.loc["00002", c.FREQUENCY] == 1
+    assert features.loc["00003", c.FREQUENCY] == 2
+    forced, _ = _features(REAL / "cdnow_with_header.txt", tmp_path / "forced", input_format="cdnow")
+    assert forced.equals(features)
+
+
+def test_non_purchase_events_are_excluded_not_quarantined(tmp_path: Path) -> None:
+    features, quality = _features(REAL / "guidance_with_cart_events.csv", tmp_path)
+    assert quality["excluded_by_reason"] == {"not_a_purchase_event": 3}
+    assert quality["rows_excluded"] == 3
+    assert quality["quarantined_by_reason"] == {"unparseable_amount": 1}
+    assert quality["rows_read"] == 6 == quality["rows_used"] + quality["rows_excluded"] + quality["rows_quarantined"]
+    rows = quarantine(tmp_path / "out")
+    assert list(rows[c.QUARANTINE_REASON]) == ["unparseable_amount"]  # only the wrong row
+    assert sorted(features.index) == ["0007", "0008"]
+
+
+def test_an_undecodable_byte_after_the_sniffed_part_stops_the_run_with_its_line(tmp_path: Path) -> None:
+    lines = [f"c{i},o{i},2024-01-01,1.00\n" for i in range(5000)]  # about 120 KB of ASCII first
+    path = tmp_path / "late_latin1.csv"
+    path.write_bytes((HEADER + "".join(lines)).encode() + "caf\u00e9,o9,2024-01-02,1000.00\n".encode("latin-1"))
+    with pytest.raises(InputDataError, match=r"not utf-8 text \(line 5002: byte b'\\xe9'\).*--encoding latin-1"):
+        run(str(path), tmp_path / "out")
+    result = run(str(path), tmp_path / "out", encoding="latin-1")
+    assert result.quality["rows_used"] == 5001
+    assert result.to_pandas().set_index(c.CUSTOMER_ID).loc["caf\u00e9", c.MONETARY] == pytest.approx(1000.0)
+
+
+@pytest.mark.parametrize("bad_row", [3, 501, 30_001])
+def test_a_bad_line_has_the_same_outcome_wherever_it_is(tmp_path: Path, bad_row: int) -> None:
+    good = [f"c{i % 7},o{i},2024-01-{1 + i % 28:02d},1.00\n" for i in range(30_002)]
+    huge = "x,big,2024-01-01," + "9" * 3_000_000 + "\n"  # longer than the reader's line limit
+    path = write(tmp_path / "tx.csv", HEADER + "".join(good[: bad_row - 1]) + huge + "".join(good[bad_row - 1 :]))
+    result = run(str(path), tmp_path / "out")
+    assert result.quality["quarantined_by_reason"] == {"malformed_line": 1}
+    assert result.quality["rows_used"] == 30_002
+    assert list(quarantine(tmp_path / "out")[c.SOURCE_ROW]) == [bad_row]
+    unclosed = write(tmp_path / "quote.csv", HEADER + "".join(good[: bad_row - 1]) + 'y,"open,2024-01-02,5\n'
+                     + "".join(good[bad_row - 1 :]))
+    with pytest.raises(InputDataError, match=f"line {bad_row + 1} opens a quote that never closes"):
+        run(str(unclosed), tmp_path / "out2")
+
+
+def test_files_that_are_not_what_they_claim(tmp_path: Path) -> None:
+    text = HEADER + "".join(f"c{i},o{i},2024-01-01,{i}.00\n" for i in range(20_000))
+    whole = gzip.compress(text.encode())
+    cut = write(tmp_path / "cut.csv.gz", "")
+    cut.write_bytes(whole[: len(whole) * 2 // 3])  # the first 64 KB still decompress
+    with pytest.raises(InputDataError, match="a broken gzip file"):
+        run(str(cut), tmp_path / "out")
+    with pytest.raises(InputDataError, match=r"not a Parquet file \(it starts with b'cust'"):
+        run(str(REAL / "fake.parquet"), tmp_path / "out")
+    folder = tmp_path / "in"
+    write(folder / "part-0.csv", HEADER + "a,1,2024-01-01,10.00\n")
+    for name in ("README.txt", "_SUCCESS", ".part-0.csv.crc", ".DS_Store"):
+        write(folder / name, "not data\n")
+    result = run(str(folder), tmp_path / "out")
+    assert result.quality["input_files"] == [str(folder / "part-0.csv")]
+    assert sorted(result.quality["skipped_files"]) == sorted(
+        str(folder / n) for n in ("README.txt", "_SUCCESS", ".part-0.csv.crc", ".DS_Store"))
+
+
+def test_common_column_names_and_the_column_mapping_parameter(tmp_path: Path) -> None:
+    from pipeline.cli import _feature_params as feature_params
+    from pipeline.cli import build_parser
+    from pipeline.parameters import parameter_values
+    from steps.errors import PipelineError
+
+    features, quality = _features(REAL / "grocery_utc_times.csv", tmp_path / "grocery")
+    assert quality["column_mapping"] == {c.CUSTOMER_ID: "household_id", c.ORDER_ID: "basket_id",
+                                         c.TIMESTAMP: "transaction_timestamp", c.AMOUNT: "sales_value"}
+    assert features.loc["1001", c.FREQUENCY] == 2
+    declared = [{"Name": "ColumnMapping", "Type": "String", "DefaultValue": ""},
+                {"Name": "Timezone", "Type": "String", "DefaultValue": ""}]
+    with pytest.raises(PipelineError, match="parameter the column mapping is not JSON"):
+        parameter_values(declared, {"ColumnMapping": "{customer_id: Cust}"})
+    with pytest.raises(PipelineError, match="unknown canonical column.*spend"):
+        parameter_values(declared, {"ColumnMapping": '{"spend": "Total"}'})
+    args = build_parser().parse_args(["run-local", "--input", "x.csv", "--column", "customer_id=Cust",
+                                      "--column", "amount=Total", "--timezone", "Europe/London"])
+    params = feature_params(args)
+    assert json.loads(params["ColumnMapping"]) == {"customer_id": "Cust", "amount": "Total"}
+    assert parameter_values(declared, params)["Timezone"] == "Europe/London"
+    # The step's own option takes the parameter's JSON.
+    out = tmp_path / "mapped"
+    mapping = json.dumps({"customer_id": "Cust", "order_id": "Invoice Ref", "timestamp": "When", "amount": "Total"})
+    assert features_main(["--input", str(REAL / "mapped_amount_with_quantity.csv"), "--output", str(out),
+                          f"--column-mapping={mapping}", "--timezone="]) == 0
+    assert json.loads((out / paths.QUALITY_FILE).read_text())["customers"] == 2
+
+
+def test_days_are_taken_in_the_business_time_zone(tmp_path: Path) -> None:
+    utc, _ = _features(REAL / "grocery_utc_times.csv", tmp_path / "utc", as_of=dt.date(2024, 3, 10))
+    local, quality = _features(REAL / "grocery_utc_times.csv", tmp_path / "local", as_of=dt.date(2024, 3, 10),
+                               timezone="America/Chicago")
+    # 2024-03-09 02:15 UTC is the evening of 8 March in Chicago.
+    assert utc.loc["1001", c.LAST_PURCHASE] == dt.date(2024, 3, 9)
+    assert local.loc["1001", c.LAST_PURCHASE] == dt.date(2024, 3, 8)
+    assert (utc.loc["1001", c.RECENCY_DAYS], local.loc["1001", c.RECENCY_DAYS]) == (1, 2)
+    assert local.loc["1001", c.FIRST_PURCHASE] == dt.date(2024, 3, 1)  # 23:30 UTC is 17:30 in Chicago
+    assert quality["timezone"] == "America/Chicago"
+    from steps.features.compute import parse_timezone
+
+    with pytest.raises(InputDataError, match="not an IANA time zone name"):
+        parse_timezone("Mars/Olympus")
+
+
+def test_surprises_are_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _, quality = _features(REAL / "net_spend_not_positive.csv", tmp_path / "net")
+    assert quality["customers_with_net_monetary_le_0"] == 2  # a (10 - 12) and c (8 - 8)
+    assert quality["warnings"] == []
+    with caplog.at_level("WARNING", logger="rfm.features"):
+        _, quality = _features(REAL / "net_spend_not_positive.csv", tmp_path / "far", as_of=dt.date(2030, 1, 1))
+    assert "2030-01-01 is 2188 days after the last transaction (2024-01-05)" in quality["warnings"][0]
+    assert quality["warnings"][0] in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="rfm.features"):
+        _features(REAL / "mapped_amount_with_quantity.csv", tmp_path / "qty",
+                  mapping={"customer_id": "Cust", "timestamp": "When", "amount": "Total"})
+    assert "column 'Qty' was also picked up as the quantity" in caplog.text
+
+
+def test_integral_float_ids_are_integers_from_csv_and_parquet(tmp_path: Path) -> None:
+    from_csv, quality = _features(REAL / "float_ids_from_pandas.csv", tmp_path / "csv")
+    frame = pd.read_csv(REAL / "float_ids_from_pandas.csv", dtype={"customer_id": str})
+    frame = frame[frame["customer_id"] != "0042"].assign(customer_id=lambda f: f["customer_id"].astype(float))
+    frame.to_parquet(tmp_path / "ids.parquet", index=False)
+    from_parquet, parquet_quality = _features(tmp_path / "ids.parquet", tmp_path / "pq")
+    assert sorted(from_csv.index) == ["0042", "13047", "17850"]  # 0042 stays as written
+    assert sorted(from_parquet.index) == ["13047", "17850"]
+    assert from_csv.loc["17850", c.FREQUENCY] == from_parquet.loc["17850", c.FREQUENCY] == 2
+    assert quality["customer_id_note"].startswith("3 rows had a customer id written as a whole float")
+    assert parquet_quality["customer_id_note"].startswith("3 rows")

@@ -238,7 +238,8 @@ def test_guidance(tmp_path: Path) -> None:
     for kind, writer in WRITERS.items():
         features, quality = features_of(writer(tmp_path / f"guidance_{kind.replace('.', '_')}.csv", GUIDANCE))
         assert quality["input_format"] == "guidance"
-        assert quality["quarantined_by_reason"] == {"not_a_purchase_event": 1}
+        assert quality["quarantined_by_reason"] == {}
+        assert quality["excluded_by_reason"] == {"not_a_purchase_event": 1}
         assert quality["returns_netted"] == 1
         row = features.loc["0007"]
         assert (row[c.FIRST_PURCHASE], row[c.LAST_PURCHASE]) == (D(2022, 9, 18), D(2022, 10, 3))
@@ -254,8 +255,9 @@ def test_guidance(tmp_path: Path) -> None:
 def test_online_retail_ii(tmp_path: Path, kind: str) -> None:
     features, quality = features_of(WRITERS[kind](tmp_path / "retail.csv", ONLINE_RETAIL_II))
     assert quality["input_format"] == "online-retail"
-    assert list(features.index) == ["12682.0", "13085.0"]  # exactly as written, never cast
-    row = features.loc["13085.0"]
+    assert list(features.index) == ["12682", "13085"]  # whole floats read as integers, as from Parquet
+    assert quality["customer_id_note"].startswith("6 rows had a customer id written as a whole float")
+    row = features.loc["13085"]
     assert row[c.FREQUENCY] == 2  # invoices 489434 and 489435; the cancellation is not an order
     assert row[c.MONETARY] == pytest.approx(12 * 6.95 + 12 * 6.75 + 12 * 2.55 - 12 * 2.95)
     assert row[c.AVG_ORDER_VALUE] == pytest.approx(row[c.MONETARY] / 2, abs=1e-4)

@@ -99,7 +99,7 @@ def test_approved_run_writes_every_documented_artifact(approved_run) -> None:
                      "export", "registry.json"):
         assert (output / relative).exists(), relative
     quality = json.loads((output / "features" / paths.QUALITY_FILE).read_text())
-    assert quality["rows_read"] == quality["rows_used"] + quality["rows_quarantined"]
+    assert quality["rows_read"] == quality["rows_used"] + quality["rows_excluded"] + quality["rows_quarantined"]
 
 
 def test_approved_run_exports_to_the_local_pinpoint_and_customer_profiles(approved_run) -> None:

@@ -598,3 +598,10 @@ def test_evaluate_shows_the_parameters_used_and_the_gate(tmp_path: Path, feature
     assert "Currency=GBP" in run["Parameters"][1]
     assert run["Input"][1] == "s3://bucket/rfm/input/"
     assert "\u00a3" in page
+def test_excluded_rows_and_quality_warnings_are_shown(features_frame: pd.DataFrame, model_meta: dict) -> None:
+    quality = dict(QUALITY, rows_read=1200, rows_excluded=200, excluded_by_reason={"not_a_purchase_event": 200},
+                   warnings=["the as-of date 2030-01-01 is 2188 days after the last transaction"])
+    page = render_report(features_frame, model_meta, {}, quality, RUN_INFO)
+    assert "Rows excluded (not purchases)" in page and "not_a_purchase_event" in page
+    assert "Every row is accounted for: read = used + excluded + quarantined" in page
+    assert "2188 days after the last transaction" in page

@@ -2,23 +2,21 @@
 
 :func:`aggregate_customers` builds the table ``customer_rows``: one row per
 (reason, customer) for usable rows (``reason = 0``) and one row per reason for
-the others (customer NULL). One read feeds the hash aggregations, the way
-DuckDB runs a plain ``count(DISTINCT order)``: usable purchase rows by customer
-(count, spend, first and last day: no filters, the bulk of the work), returns
-and quarantined rows by reason and customer (few), and the usable rows by
-order. Only orders of two or more rows
-leave the second one (most orders are one row), with their row count and a
-XOR of 32-bit row hashes; a customer's frequency is then its purchase rows
-minus the extra rows of its multi-row purchase orders.
+the others (customer NULL). It is one hash aggregation by customer with two
+distinct counts, the plan DuckDB gives a hand-written ``count(DISTINCT ...)``:
+distinct orders with a purchase row (``frequency``) and distinct rows (a
+64-bit hash of every column but the customer id). Its cost depends on the
+number of rows, orders and customers, not on how many lines an order has.
 
-Exact duplicate rows share customer, order and every other column, so they
-meet in one order group. An order of one row has no duplicate; an order of
-two rows whose hashes differ (XOR not 0) has none either. Customers with any
-other order (two rows with equal hashes, or three or more rows) are marked
-``unresolved_orders > 0`` and :func:`recount_customers` recounts them exactly
-from their rows (a second, filtered read), so the result is always exact and
-clean data is read once. Two different rows whose 32-bit hashes collide only
-cost such a recount.
+A customer whose rows are fewer than distinct is one with identical rows.
+Identical rows are exact duplicates only when the rows carry an order id
+(``dedupe``): those customers (few) are recounted exactly by
+:func:`recount_customers` from their rows, which the quarantine read collects
+anyway. Without an order id nothing tells identical rows apart from two equal
+purchases: every copy counts, and ``identical_rows`` says how many repeated.
+
+Both functions can be called on any subset of the input files (one S3 object
+at a time, say): the schema of ``customer_rows`` does not depend on the input.
 """
 
 from __future__ import annotations
@@ -27,7 +25,17 @@ from collections.abc import Sequence
 
 import duckdb
 
-from steps.features.transactions import AMOUNT, CONTACT_PREFIX, CUST, DAY, IS_RETURN, ORDER, REASON, ROW_HASH
+from steps.features.transactions import (
+    AMOUNT,
+    CONTACT_PREFIX,
+    CUST,
+    DAY,
+    FLOAT_ID,
+    IS_RETURN,
+    ORDER,
+    REASON,
+    ROW_HASH,
+)
 
 CUSTOMER_ROWS = "customer_rows"
 
@@ -46,107 +54,101 @@ def _latest(column: str) -> str:
     return f"max({{'day': {DAY}, 'value': {column}}}) FILTER (WHERE {column} IS NOT NULL) AS {column}"
 
 
+def _usable(aggregate: str) -> str:
+    """Per-customer totals exist for usable rows only (0 for the rows of a reason)."""
+    return f"CASE WHEN {REASON} = 0 THEN {aggregate} ELSE 0 END"
+
+
 def aggregate_customers(
-    con: duckdb.DuckDBPyConnection, selects: Sequence[str], contacts: Sequence[str]
+    con: duckdb.DuckDBPyConnection, selects: Sequence[str], contacts: Sequence[str], *, dedupe: bool = True
 ) -> None:
-    """Create ``customer_rows`` from the canonical rows of every input file.
+    """Create ``customer_rows`` from the canonical rows of ``selects`` (any subset of the input files).
 
+    Parameters
+    ----------
+    con : DuckDBPyConnection
+        Where the table is made.
+    selects : sequence of str
+        :func:`~steps.features.transactions.canonical_select` of each file.
+    contacts : sequence of str
+        Contact column names (each becomes a ``contact_<name>`` struct ``{day, value}``).
+    dedupe : bool
+        The rows carry an order id: identical rows are duplicates, counted
+        once (``duplicate_rows``; such customers need :func:`recount_customers`).
+        Otherwise every copy counts (``identical_rows``).
+
+    Notes
+    -----
     Columns: ``reason``, ``cust`` (NULL unless reason is 0), ``n_rows`` (rows
-    read, duplicates included), ``duplicate_rows``, ``amount`` (net, in
-    ten-thousandths), ``return_rows``, ``first_purchase``, ``last_purchase``,
-    ``last_day`` (last day of any row), ``frequency`` (orders with a purchase
-    row), ``unresolved_orders`` and one ``contact_<name>`` struct
-    ``{day, value}`` per contact column. Customers without unresolved orders
-    have no duplicate rows, so their counts are exact; the others get exact
-    counts (``duplicate_rows`` included) from :func:`recount_customers`.
-
-    Usable purchase rows, by far the most, meet the cheapest aggregation (by
-    customer, no filters); returns and quarantined rows get their own.
+    read, copies included), ``duplicate_rows``, ``identical_rows``,
+    ``amount`` (net, in ten-thousandths), ``return_rows``,
+    ``first_purchase``, ``last_purchase``, ``last_day`` (last day of any
+    row), ``frequency`` (distinct orders with a purchase row),
+    ``float_id_rows`` (rows whose id was written as a float, ``17850.0``),
+    then the contact structs. Until recounted, a customer with duplicates has
+    its copies in ``amount`` and ``return_rows``.
     """
-    contact_cols = _contact_names(contacts)
-    latest = "".join(f", {_latest(name)}" for name in contact_cols)
-    newest = "".join(f", greatest(p.{name}, r.{name}) AS {name}" for name in contact_cols)
-    no_contacts = "".join(f", NULL AS {name}" for name in contact_cols)
+    latest = "".join(f", {_latest(name)}" for name in _contact_names(contacts))
+    repeated = f"count(*) - count(DISTINCT {ROW_HASH})"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {CUSTOMER_ROWS} AS
-        WITH tx AS ({union_sql(selects)}),
-        purchases AS (
-            SELECT {CUST}, count(*) AS n_rows, sum({AMOUNT}) AS amount,
-                   min({DAY}) AS first_purchase, max({DAY}) AS last_purchase {latest}
-            FROM tx WHERE {REASON} = 0 AND NOT {IS_RETURN} GROUP BY {CUST}
-        ),
-        others AS (
-            SELECT {REASON}, CASE WHEN {REASON} = 0 THEN {CUST} END AS {CUST}, count(*) AS n_rows,
-                   sum({AMOUNT}) AS amount, max({DAY}) AS last_day {latest}
-            FROM tx WHERE {REASON} > 0 OR {IS_RETURN} GROUP BY 1, 2
-        ),
-        multi_row_orders AS (
-            SELECT {CUST}, {IS_RETURN}, count(*) AS n_rows, bit_xor(CAST({ROW_HASH} >> 32 AS UINTEGER)) AS row_xor
-            FROM tx WHERE {REASON} = 0 GROUP BY {CUST}, {ORDER}, {IS_RETURN} HAVING count(*) > 1
-        ),
-        order_counts AS (
-            SELECT {CUST}, sum(n_rows - 1) FILTER (WHERE NOT {IS_RETURN}) AS extra_purchase_rows,
-                   count(*) FILTER (WHERE n_rows > 2 OR row_xor = 0) AS unresolved_orders
-            FROM multi_row_orders GROUP BY 1
-        )
-        SELECT CAST(0 AS UTINYINT) AS {REASON}, coalesce(p.{CUST}, r.{CUST}) AS {CUST},
-               coalesce(p.n_rows, 0) + coalesce(r.n_rows, 0) AS n_rows, CAST(0 AS BIGINT) AS duplicate_rows,
-               coalesce(p.amount, 0) + coalesce(r.amount, 0) AS amount, coalesce(r.n_rows, 0) AS return_rows,
-               p.first_purchase, p.last_purchase, greatest(p.last_purchase, r.last_day) AS last_day,
-               coalesce(p.n_rows, 0) - CAST(coalesce(o.extra_purchase_rows, 0) AS BIGINT) AS frequency,
-               coalesce(o.unresolved_orders, 0) AS unresolved_orders {newest}
-        FROM purchases p
-        FULL JOIN (SELECT * FROM others WHERE {REASON} = 0) r ON r.{CUST} = p.{CUST}
-        LEFT JOIN order_counts o ON o.{CUST} = coalesce(p.{CUST}, r.{CUST})
-        UNION ALL
-        SELECT {REASON}, NULL, n_rows, 0, amount, 0, NULL, NULL, last_day, 0, 0 {no_contacts}
-        FROM others WHERE {REASON} > 0""")
+        SELECT {REASON}, CASE WHEN {REASON} = 0 THEN {CUST} END AS {CUST},
+               count(*) AS n_rows,
+               CAST({_usable(repeated) if dedupe else '0'} AS BIGINT) AS duplicate_rows,
+               CAST({'0' if dedupe else _usable(repeated)} AS BIGINT) AS identical_rows,
+               CAST({_usable(f'sum({AMOUNT})')} AS HUGEINT) AS amount,
+               CAST({_usable(f'count(*) FILTER (WHERE {IS_RETURN})')} AS BIGINT) AS return_rows,
+               min({DAY}) FILTER (WHERE NOT {IS_RETURN}) AS first_purchase,
+               max({DAY}) FILTER (WHERE NOT {IS_RETURN}) AS last_purchase,
+               max({DAY}) AS last_day,
+               CAST({_usable(f'count(DISTINCT {ORDER}) FILTER (WHERE NOT {IS_RETURN})')} AS BIGINT) AS frequency,
+               CAST({_usable(f'count(*) FILTER (WHERE {FLOAT_ID})')} AS BIGINT) AS float_id_rows {latest}
+        FROM ({union_sql(selects)})
+        GROUP BY {REASON}, 2""")
 
 
-def recount_customers(
-    con: duckdb.DuckDBPyConnection, rows: str, customers: str, contacts: Sequence[str]
-) -> None:
-    """Replace the ``customer_rows`` of ``customers`` by an exact count from ``rows``.
+def recount_customers(con: duckdb.DuckDBPyConnection, rows: str, contacts: Sequence[str]) -> int:
+    """Recount the customers with duplicate rows exactly, from ``rows``; return how many.
 
     Parameters
     ----------
     rows : str
         A relation with the canonical columns holding (at least) every usable
-        row of those customers.
-    customers : str
-        A relation with one column ``cust``.
+        row of the customers whose ``duplicate_rows`` is above 0.
+
+    Each set of identical rows (same customer and row hash) counts once; the
+    copies stay in ``n_rows`` and ``duplicate_rows``.
     """
-    contact_cols = _contact_names(contacts)
-    distinct_contacts = "".join(f", any_value({name}) AS {name}" for name in contact_cols)
-    per_order = "".join(f", {_latest(name)}" for name in contact_cols)
-    per_customer = "".join(f", max({name}) AS {name}" for name in contact_cols)
+    wanted = f"SELECT {CUST} FROM {CUSTOMER_ROWS} WHERE {REASON} = 0 AND duplicate_rows > 0"
+    count = int(con.execute(f"SELECT count(*) FROM ({wanted})").fetchall()[0][0])
+    if not count:
+        return 0
+    latest = "".join(f", {_latest(name)}" for name in _contact_names(contacts))
+    once = "".join(f", any_value({name}) AS {name}" for name in _contact_names(contacts))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE recount_targets AS {wanted}")
     con.execute(f"""
-        DELETE FROM {CUSTOMER_ROWS} WHERE {REASON} = 0 AND {CUST} IN (SELECT {CUST} FROM {customers})""")
-    con.execute(f"""
-        INSERT INTO {CUSTOMER_ROWS} BY NAME
+        CREATE OR REPLACE TEMP TABLE recounted AS
         WITH distinct_rows AS (
-            SELECT {CUST}, {ORDER}, {IS_RETURN}, {ROW_HASH}, count(*) AS copies,
-                   any_value({AMOUNT}) AS {AMOUNT}, any_value({DAY}) AS {DAY} {distinct_contacts}
+            SELECT {CUST}, {ROW_HASH}, count(*) AS copies, any_value({ORDER}) AS {ORDER},
+                   any_value({DAY}) AS {DAY}, any_value({AMOUNT}) AS {AMOUNT},
+                   any_value({IS_RETURN}) AS {IS_RETURN}, count(*) FILTER (WHERE {FLOAT_ID}) AS float_ids {once}
             FROM {rows}
-            WHERE {REASON} = 0 AND {CUST} IN (SELECT {CUST} FROM {customers})
-            GROUP BY {CUST}, {ORDER}, {IS_RETURN}, {ROW_HASH}
-        ),
-        orders AS (
-            SELECT CAST(0 AS UTINYINT) AS {REASON}, {CUST}, {ORDER}, {IS_RETURN},
-                   count(*) AS distinct_rows, sum(copies) AS n_rows, sum({AMOUNT}) AS amount,
-                   min({DAY}) AS first_day, max({DAY}) AS last_day
-                   {per_order}
-            FROM distinct_rows GROUP BY {CUST}, {ORDER}, {IS_RETURN}
+            WHERE {REASON} = 0 AND {CUST} IN (SELECT {CUST} FROM recount_targets)
+            GROUP BY {CUST}, {ROW_HASH}
         )
-        SELECT {REASON}, {CUST},
-               CAST(sum(n_rows) AS BIGINT) AS n_rows,
-               CAST(sum(n_rows - distinct_rows) AS BIGINT) AS duplicate_rows,
-               sum(amount) AS amount,
-               CAST(coalesce(sum(distinct_rows) FILTER (WHERE {IS_RETURN}), 0) AS BIGINT) AS return_rows,
-               min(first_day) FILTER (WHERE NOT {IS_RETURN}) AS first_purchase,
-               max(last_day) FILTER (WHERE NOT {IS_RETURN}) AS last_purchase,
-               max(last_day) AS last_day,
-               count(*) FILTER (WHERE NOT {IS_RETURN}) AS frequency,
-               CAST(0 AS BIGINT) AS unresolved_orders
-               {per_customer}
-        FROM orders GROUP BY 1, 2""")
+        SELECT CAST(0 AS UTINYINT) AS {REASON}, {CUST}, CAST(sum(copies) AS BIGINT) AS n_rows,
+               CAST(sum(copies - 1) AS BIGINT) AS duplicate_rows, CAST(0 AS BIGINT) AS identical_rows,
+               CAST(sum({AMOUNT}) AS HUGEINT) AS amount,
+               CAST(count(*) FILTER (WHERE {IS_RETURN}) AS BIGINT) AS return_rows,
+               min({DAY}) FILTER (WHERE NOT {IS_RETURN}) AS first_purchase,
+               max({DAY}) FILTER (WHERE NOT {IS_RETURN}) AS last_purchase,
+               max({DAY}) AS last_day,
+               CAST(count(DISTINCT {ORDER}) FILTER (WHERE NOT {IS_RETURN}) AS BIGINT) AS frequency,
+               CAST(sum(float_ids) AS BIGINT) AS float_id_rows {latest}
+        FROM distinct_rows GROUP BY {CUST}""")
+    con.execute(f"""
+        DELETE FROM {CUSTOMER_ROWS} WHERE {REASON} = 0 AND {CUST} IN (SELECT {CUST} FROM recount_targets)""")
+    con.execute(f"INSERT INTO {CUSTOMER_ROWS} BY NAME SELECT * FROM recounted")
+    con.execute("DROP TABLE recounted")
+    con.execute("DROP TABLE recount_targets")
+    return count

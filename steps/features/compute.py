@@ -2,10 +2,10 @@
 
 The functional core of ``ComputeRFM``. :func:`compute_features` reads every
 input file once with DuckDB, classifies each row (usable, or the reason it is
-quarantined), aggregates per order and per customer, and scores R, F and M
-from histograms (``steps.features.scoring``); a second, filtered read happens only
-when some rows are quarantined (to keep their own columns) or some customers
-need an exact duplicate recount. :func:`write_features` writes
+quarantined, or excluded as not a purchase), aggregates per customer, and
+scores R, F and M from histograms (``steps.features.scoring``); a second,
+filtered read happens only when some rows are quarantined (to keep their own
+columns and to recount the customers with exact duplicates). :func:`write_features` writes
 ``rfm.parquet``, ``quality.json``, ``quarantine/`` and the batch-transform
 input. Nothing here loads all customers into Python.
 """
@@ -32,7 +32,6 @@ from steps.features.formats import InputFormat, resolve_format
 from steps.features.parsing import DEFAULT_TEXT_PARSERS, literal, order_date_parsers, quote, slashed_dates
 from steps.features.quality import quality_report
 from steps.features.quarantine import (
-    FLAGGED_CUSTOMERS,
     REJECTED_LINES,
     canonical_rows,
     collect_rejected_lines,
@@ -42,7 +41,7 @@ from steps.features.quarantine import (
     write_quarantine,
 )
 from steps.features.scoring import SCORED_FEATURES, score_cuts_from_counts, score_sql
-from steps.features.sources import Source, list_input_files, sniff
+from steps.features.sources import Source, find_input_files, sniff
 from steps.features.transactions import CONTACT_PREFIX, CUST, REASON, ROW_REASONS, CanonicalSource, canonical_select
 from steps.segments import SCORE_LEVELS, SEGMENT_GRID
 
@@ -54,6 +53,8 @@ log = logging.getLogger("rfm.features")
 
 CUSTOMER_FEATURES = "customer_features"
 MIN_MEMORY_LIMIT_MB = 800
+# An as-of date this many days after the last transaction is worth a warning.
+AS_OF_GAP_WARNING_DAYS = 30
 
 
 @dataclass
@@ -158,14 +159,14 @@ def open_sources(
     sources : list of Source
         The files to read.
     skipped : dict
-        File -> why it was skipped: inside a folder or prefix, files without
+        File -> why it was skipped: inside a folder or prefix, files that are
+        not data (``README.txt``, ``_SUCCESS``, ``.crc``) and files without
         data rows (empty, blank, header only) are skipped; a single such file
         is an error.
     """
-    files = list_input_files(location, workdir)
+    files, skipped = find_input_files(location, workdir)
     con = con or duckdb.connect()
     sources: list[Source] = []
-    skipped: dict[str, str] = {}
     for path, name in files:
         try:
             sources.append(sniff(path, encoding, name, con))
@@ -231,6 +232,7 @@ def compute_features(
     as_of: dt.date | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
     skipped_files: dict[str, str] | None = None,
+    timezone: str | None = None,
 ) -> FeatureResult:
     """Per-customer RFM features and the accounting of every input row.
 
@@ -248,13 +250,15 @@ def compute_features(
         dated after today (UTC) are, so one mistyped year cannot move everyone's recency.
     con : DuckDBPyConnection, optional
         Where to work (see :func:`connect`).
+    timezone : str, optional
+        IANA zone whose calendar days count (see :func:`parse_timezone`); default UTC.
 
     Returns
     -------
     FeatureResult
         Features with ``steps.columns.FEATURE_COLUMNS`` plus the contact
         columns the input has; ``quality`` satisfies
-        ``rows_read == rows_used + rows_quarantined``.
+        ``rows_read == rows_used + rows_excluded + rows_quarantined``.
 
     Raises
     ------
@@ -269,27 +273,31 @@ def compute_features(
     fmt = planned[0].fmt
     contacts = [n for n in c.CONTACT_COLUMNS if any(n in p.fmt.columns for p in planned)]
     register_files(con, planned)
-    cutoff = as_of or dt.datetime.now(dt.UTC).date()
-    selects = [canonical_select(p, as_of=cutoff, contacts=contacts, store_rejects=True) for p in planned]
+    cutoff = as_of or _today(timezone)
+    # Identical rows are duplicates only when an order id tells purchases apart.
+    dedupe = any(c.ORDER_ID in p.fmt.columns for p in planned)
+    selects = [
+        canonical_select(p, as_of=cutoff, contacts=contacts, store_rejects=True, timezone=timezone) for p in planned
+    ]
     where = sources[0].name if len(sources) == 1 else f"{len(sources)} files like {sources[0].name}"
     clock = _Clock()
     try:
-        aggregate_customers(con, selects, contacts)
+        aggregate_customers(con, selects, contacts, dedupe=dedupe)
         malformed = collect_rejected_lines(con)
-        bad_rows, flagged, recount = flag_customers(con)
+        bad_rows, flagged = flag_customers(con)
         clock.lap(f"aggregated (quarantined {bad_rows} rows by row reason, {flagged} customers flagged)")
         tables = []
         if bad_rows or flagged:
-            tables = read_flagged_rows(con, planned, as_of=cutoff, contacts=contacts)
-        clock.lap(f"read the rows to quarantine or recount ({len(tables)} tables)")
-        if recount:
-            recount_customers(con, canonical_rows(tables),
-                              f"(SELECT {CUST} FROM {FLAGGED_CUSTOMERS} WHERE recount)", contacts)
-            clock.lap(f"recounted {recount} customers exactly")
+            tables = read_flagged_rows(con, planned, as_of=cutoff, contacts=contacts, timezone=timezone)
+        clock.lap(f"read the rows to quarantine ({len(tables)} tables)")
+        if dedupe and tables:
+            recounted = recount_customers(con, canonical_rows(tables), contacts)
+            clock.lap(f"recounted {recounted} customers with duplicate rows exactly")
     except duckdb.OutOfMemoryException:
         raise  # not a problem of the data: the caller knows the limit
     except duckdb.Error as error:
         raise InputDataError(f"cannot read the transactions: {first_line(error)}", where) from None
+    warnings = _as_of_warnings(con, as_of)
     as_of = as_of or _derived_as_of(con, where)
     customers = _customer_features(con, as_of, contacts)
     if not customers:
@@ -302,7 +310,10 @@ def compute_features(
         con, files=[s.name for s in sources], skipped_files=skipped_files or {}, fmt=fmt, as_of=as_of,
         malformed_lines=malformed,
         rows_in_files=sum(s.rows for s in sources) if all(s.kind == "parquet" for s in sources) else None,
+        warnings=warnings,
     )
+    if timezone:
+        quality["timezone"] = timezone
     features_sql = _scored_features_sql(con, contacts)
     clock.lap(f"scored {customers} customers")
     return FeatureResult(quality, fmt, con, features_sql, tables, contacts)
@@ -333,6 +344,48 @@ def _reason_summary(con: duckdb.DuckDBPyConnection) -> str:
     if malformed:
         parts.insert(0, f"malformed_line: {malformed} lines, e.g. {error}")
     return ", ".join(parts) or "no usable rows"
+
+
+def _today(timezone: str | None) -> dt.date:
+    """Today in ``timezone`` (UTC when None)."""
+    if not timezone:
+        return dt.datetime.now(dt.UTC).date()
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime.now(ZoneInfo(timezone)).date()
+
+
+def parse_timezone(name: str | None) -> str | None:
+    """An IANA time zone name, checked (``Europe/London``); empty -> None (UTC days)."""
+    if not name or not name.strip():
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputDataError(
+            f"time zone {name!r} is not an IANA time zone name", "--timezone / Timezone",
+            "Write e.g. America/New_York or Europe/London, or leave it empty for UTC days",
+        ) from None
+    return name.strip()
+
+
+def _as_of_warnings(con: duckdb.DuckDBPyConnection, as_of: dt.date | None) -> list[str]:
+    """A warning when a given as-of date lies far after the last usable transaction."""
+    if as_of is None:
+        return []
+    last = con.execute(
+        f"SELECT max(last_day) FROM {CUSTOMER_ROWS} WHERE {REASON} = 0 AND frequency > 0"
+    ).fetchall()[0][0]
+    if last is None or (as_of - last).days <= AS_OF_GAP_WARNING_DAYS:
+        return []
+    message = (
+        f"the as-of date {as_of.isoformat()} is {(as_of - last).days} days after the last transaction "
+        f"({last.isoformat()}): every customer's recency includes that gap. Check AsOfDate / --as-of"
+    )
+    log.warning(message)
+    return [message]
 
 
 def _derived_as_of(con: duckdb.DuckDBPyConnection, where: str) -> dt.date:
@@ -440,6 +493,7 @@ def run(
     encoding: str | None = None,
     memory_limit: str | None = None,
     threads: int | None = None,
+    timezone: str | None = None,
 ) -> FeatureResult:
     """Read ``location``, compute the features and write every artifact (see :func:`write_features`)."""
     _check_outputs(output, transform_output, quarantine_output)
@@ -452,7 +506,8 @@ def run(
         log.debug("DuckDB memory limit %s, threads %s", memory_limit, threads or "all")
         try:
             result = compute_features(
-                sources, input_format=input_format, mapping=mapping, as_of=as_of, con=con, skipped_files=skipped
+                sources, input_format=input_format, mapping=mapping, as_of=as_of, con=con, skipped_files=skipped,
+                timezone=timezone,
             )
             write_features(result, output, transform_output, quarantine_output)
         except duckdb.OutOfMemoryException:

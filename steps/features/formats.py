@@ -10,12 +10,15 @@ regard to case, spaces and punctuation (``Customer ID`` = ``customer_id``).
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from steps import columns as c
 from steps.errors import InputDataError, first_line
+
+log = logging.getLogger("rfm.features")
 
 FORMAT_NAMES = ("guidance", "online-retail", "cdnow", "generic")
 ENCODINGS = ("utf-8", "utf-16", "latin-1")  # what DuckDB's CSV reader decodes
@@ -68,6 +71,8 @@ GUIDANCE_HEADER = (
 # A headerless CDNOW line: customer id, YYYYMMDD date, quantity, amount, separated by blanks.
 CDNOW_LINE = re.compile(r"^\s*\S+\s+\d{8}\s+-?\d+\s+-?\d*\.?\d+\s*$")
 CDNOW_COLUMNS = ("customer_id", "date", "quantity", "amount")
+# The header line lifetimes and btyd ship (``customer_id date number_of_cds dollar_value``): four names.
+CDNOW_HEADER = re.compile(r"^\s*[A-Za-z_]\w*(\s+[A-Za-z_]\w*){3}\s*$")
 
 
 def normalise(name: str) -> str:
@@ -126,12 +131,13 @@ def cdnow_format(header: list[str] | None = None) -> InputFormat:
 
 GENERIC_ALIASES: dict[str, tuple[str, ...]] = {
     c.CUSTOMER_ID: ("customer_id", "customer", "cust", "client_id", "user_id", "cust_id", "customer_number",
-                    "member_id", "account_id"),
+                    "member_id", "account_id", "household_id", "household_key"),
     c.ORDER_ID: ("order_id", "order", "transaction_id", "invoice_id", "invoice", "invoice_no",
-                 "order_number"),
+                 "order_number", "basket_id", "receipt_id"),
     c.TIMESTAMP: ("timestamp", "order_date", "date", "datetime", "purchase_date", "created_at",
-                  "transaction_date", "invoice_date", "order_timestamp", "time"),
-    c.AMOUNT: ("amount", "total", "revenue", "order_total", "total_amount", "sales", "order_value", "spend"),
+                  "transaction_date", "invoice_date", "order_timestamp", "transaction_timestamp", "time"),
+    c.AMOUNT: ("amount", "total", "revenue", "order_total", "total_amount", "sales", "order_value", "spend",
+               "sales_value"),
     c.QUANTITY: ("quantity", "qty", "units"),
     c.UNIT_PRICE: ("unit_price", "price", "unitprice"),
     c.EMAIL: ("email", "email_address"),
@@ -214,6 +220,12 @@ def resolve_format(
         )
     fmt = fmt.with_mapping(mapping)
     cols = fmt.columns
+    if c.AMOUNT in mapping and c.QUANTITY in cols and c.QUANTITY not in mapping:
+        log.info(
+            "%s: the mapped amount is %r; column %r was also picked up as the quantity (rows with quantity 0 "
+            "are quarantined as zero_quantity). Map --column quantity=... to choose another.",
+            where, cols[c.AMOUNT], cols[c.QUANTITY],
+        )
     if c.AMOUNT not in cols and c.QUANTITY not in cols and c.UNIT_PRICE in cols:
         # A lone price column is the amount paid.
         price = cols[c.UNIT_PRICE]
@@ -295,3 +307,42 @@ def parse_column_options(options: list[str]) -> dict[str, str]:
             )
         mapping[canonical.strip()] = source.strip()
     return mapping
+
+
+def parse_mapping_json(text: str | None, where: str = "ColumnMapping") -> dict[str, str]:
+    """Read a column mapping given as JSON (the ``ColumnMapping`` pipeline parameter).
+
+    Empty text means no mapping. Canonical names are checked here, so a bad
+    mapping fails before any step runs; source names are checked against
+    each file's header when it is read.
+
+    Examples
+    --------
+    >>> parse_mapping_json('{"customer_id": "Cust", "amount": "Total"}')
+    {'customer_id': 'Cust', 'amount': 'Total'}
+    >>> parse_mapping_json("")
+    {}
+    """
+    import json
+
+    if not text or not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputDataError(
+            f"the column mapping is not JSON ({error.msg}, at character {error.pos})", where,
+            'Write e.g. {"customer_id": "Cust", "amount": "Total"}',
+        ) from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) and v for v in data.values()):
+        raise InputDataError(
+            "the column mapping must be a JSON object of canonical column to source column", where,
+            'Write e.g. {"customer_id": "Cust", "amount": "Total"}',
+        )
+    unknown = sorted(set(data) - set(CANONICAL_COLUMNS))
+    if unknown:
+        raise InputDataError(
+            f"the column mapping names unknown canonical column(s) {', '.join(unknown)}", where,
+            f"Map one of: {', '.join(CANONICAL_COLUMNS)}",
+        )
+    return {str(k): v for k, v in data.items()}

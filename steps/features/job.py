@@ -10,7 +10,13 @@ from pathlib import Path
 
 from steps import paths
 from steps.cli_support import guarded, setup_logging
-from steps.features.formats import ENCODINGS, FORMAT_NAMES, load_mapping_file, parse_column_options
+from steps.features.formats import (
+    ENCODINGS,
+    FORMAT_NAMES,
+    load_mapping_file,
+    parse_column_options,
+    parse_mapping_json,
+)
 
 DEFAULT_MEMORY_LIMIT = "auto"
 
@@ -40,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="map a canonical column (customer_id, order_id, timestamp, amount, quantity, "
                              "unit_price, email, phone, address, channel) to the file's column; repeatable")
     parser.add_argument("--mapping", default=None, help="YAML file of canonical: source column names")
+    parser.add_argument("--column-mapping", default="", metavar="JSON",
+                        help='the mapping as JSON, e.g. \'{"customer_id": "Cust"}\' (the ColumnMapping parameter)')
+    parser.add_argument("--timezone", default="", metavar="ZONE",
+                        help="IANA time zone whose calendar days count, e.g. America/New_York (default UTC)")
     parser.add_argument("--encoding", default=None, choices=list(ENCODINGS),
                         help="text encoding of CSV files (default UTF-8, or UTF-16 with a byte-order mark)")
     parser.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT,
@@ -49,9 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from steps.features.compute import parse_as_of, run
+    from steps.features.compute import parse_as_of, parse_timezone, run
 
-    mapping = load_mapping_file(args.mapping) if args.mapping else {}
+    mapping = parse_mapping_json(args.column_mapping, "--column-mapping")
+    mapping.update(load_mapping_file(args.mapping) if args.mapping else {})
     mapping.update(parse_column_options(args.column))
     started = time.perf_counter()
     result = run(
@@ -65,6 +76,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         encoding=args.encoding,
         memory_limit=args.memory_limit,
         threads=args.threads,
+        timezone=parse_timezone(args.timezone),
     )
     quality = result.quality
     log.info(
@@ -72,6 +84,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         quality["input_format"], quality["as_of_date"], quality["rows_read"], quality["rows_used"],
         quality["rows_quarantined"], quality["customers"], args.output, time.perf_counter() - started,
     )
+    for reason, count in quality["excluded_by_reason"].items():
+        log.info("  excluded    %-24s %d", reason, count)
     for reason, count in quality["quarantined_by_reason"].items():
         log.info("  quarantined %-24s %d", reason, count)
     return 0

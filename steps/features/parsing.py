@@ -6,8 +6,9 @@ which tries the text date parsers on a sample to put the likely one first.
 A value that cannot be parsed becomes NULL, which the caller turns into a
 quarantine reason.
 
-Dates are calendar days in UTC: text with an offset (``+0530``, ``Z``) is
-converted to UTC first; text and timestamps without one are taken as UTC.
+Dates are calendar days in UTC (or in a business time zone, ``timezone``):
+text with an offset (``+0530``, ``Z``) is converted first; text and
+timestamps without one are taken as UTC moments.
 """
 
 from __future__ import annotations
@@ -47,13 +48,54 @@ def _utc_day(timestamptz: str) -> str:
     return f"CAST(make_timestamp(epoch_us({timestamptz})) AS DATE)"
 
 
-TEXT_DATE_PARSERS: dict[str, str] = {
-    "iso": _utc_day("TRY_CAST({t} AS TIMESTAMPTZ)"),
-    "rfc2822": _utc_day(_strptime(_RFC_2822_FORMATS)),
-    "month_day_year": f"CAST({_strptime(_US_FORMATS)} AS DATE)",
-    "day_month_year": f"CAST({_strptime(_DAY_FIRST_FORMATS)} AS DATE)",
-    "other": f"CAST({_strptime(_OTHER_FORMATS)} AS DATE)",
-}
+def _zone_day(timestamptz: str, timezone: str | None) -> str:
+    """The calendar day of a TIMESTAMPTZ in ``timezone`` (UTC when None)."""
+    if not timezone:
+        return _utc_day(timestamptz)
+    return f"CAST(timezone({literal(timezone)}, {timestamptz}) AS DATE)"
+
+
+def _naive_day(timestamp: str, timezone: str | None) -> str:
+    """The day of a TIMESTAMP without offset (taken as UTC) in ``timezone``."""
+    if not timezone:
+        return f"CAST({timestamp} AS DATE)"
+    return _zone_day(f"timezone('UTC', {timestamp})", timezone)
+
+
+def _has_time(fmt: str) -> bool:
+    return "%H" in fmt or "%I" in fmt
+
+
+def _slashed_parser(formats: tuple[str, ...], timezone: str | None) -> str:
+    """Formats with a time are moved to ``timezone``; a date alone is that day wherever it is."""
+    timed = tuple(f for f in formats if _has_time(f))
+    dated = tuple(f for f in formats if not _has_time(f))
+    if not timezone:
+        return f"CAST({_strptime(formats)} AS DATE)"
+    parts = [_naive_day(_strptime(timed), timezone)] if timed else []
+    if dated:
+        parts.append(f"CAST({_strptime(dated)} AS DATE)")
+    return parts[0] if len(parts) == 1 else "COALESCE(" + ", ".join(parts) + ")"
+
+
+def text_date_parsers(timezone: str | None = None) -> dict[str, str]:
+    """Text date parser name -> SQL template (``{t}`` is the text) giving the day in ``timezone``."""
+    if timezone:
+        # A date without a time (10 characters or fewer) is that day in any zone.
+        iso = (f"CASE WHEN length({{t}}) <= 10 THEN TRY_CAST({{t}} AS DATE) "
+               f"ELSE {_zone_day('TRY_CAST({t} AS TIMESTAMPTZ)', timezone)} END")
+    else:
+        iso = _utc_day("TRY_CAST({t} AS TIMESTAMPTZ)")
+    return {
+        "iso": iso,
+        "rfc2822": _zone_day(_strptime(_RFC_2822_FORMATS), timezone),
+        "month_day_year": _slashed_parser(_US_FORMATS, timezone),
+        "day_month_year": _slashed_parser(_DAY_FIRST_FORMATS, timezone),
+        "other": _slashed_parser(_OTHER_FORMATS, timezone),
+    }
+
+
+TEXT_DATE_PARSERS: dict[str, str] = text_date_parsers()
 # The chain when nothing says otherwise: every shape once, slashed dates month first.
 DEFAULT_TEXT_PARSERS = ("iso", "rfc2822", "month_day_year", "other")
 # A slashed date's first two numbers ("13/01/2011" -> 13, 1).
@@ -99,8 +141,8 @@ def _base(dtype: str) -> str:
     return dtype.split("(")[0].strip().upper()
 
 
-def day_expr(column: str, dtype: str, parsers: list[str] | None = None) -> str:
-    """The UTC calendar day (DATE) of a column of type ``dtype``.
+def day_expr(column: str, dtype: str, parsers: list[str] | None = None, timezone: str | None = None) -> str:
+    """The calendar day (DATE) of a column of type ``dtype``, in UTC or ``timezone``.
 
     Parameters
     ----------
@@ -111,26 +153,31 @@ def day_expr(column: str, dtype: str, parsers: list[str] | None = None) -> str:
         or milliseconds (told apart by size).
     parsers : list of str, optional
         Names in ``TEXT_DATE_PARSERS``, in the order to try them (text only).
+    timezone : str, optional
+        An IANA zone name: moments (with a time) are taken in that zone;
+        text without an offset and naive timestamps are UTC moments. Dates
+        without a time stay the day they name.
     """
     base = _base(dtype)
     if base == "DATE":
         return column
     if base == "TIMESTAMP WITH TIME ZONE":
-        return _utc_day(column)
+        return _zone_day(column, timezone)
     if base.startswith("TIMESTAMP"):
-        return f"CAST({column} AS DATE)"
+        return _naive_day(column, timezone)
     if base in INTEGER_TYPES:
         return (
             f"CASE WHEN {column} BETWEEN 19000101 AND 29991231 "
             f"THEN CAST(try_strptime(CAST({column} AS VARCHAR), '%Y%m%d') AS DATE) "
             f"WHEN {column} BETWEEN 100000000 AND 99999999999 "
-            f"THEN CAST(make_timestamp({column} * 1000000) AS DATE) "
+            f"THEN {_naive_day(f'make_timestamp({column} * 1000000)', timezone)} "
             f"WHEN {column} BETWEEN 100000000000 AND 99999999999999 "
-            f"THEN CAST(make_timestamp({column} * 1000) AS DATE) END"
+            f"THEN {_naive_day(f'make_timestamp({column} * 1000)', timezone)} END"
         )
     text = column if base == "VARCHAR" else f"CAST({column} AS VARCHAR)"
     names = parsers or list(DEFAULT_TEXT_PARSERS)
-    return "COALESCE(" + ", ".join(TEXT_DATE_PARSERS[name].format(t=text) for name in names) + ")"
+    templates = text_date_parsers(timezone) if timezone else TEXT_DATE_PARSERS
+    return "COALESCE(" + ", ".join(templates[name].format(t=text) for name in names) + ")"
 
 
 def order_date_parsers(
@@ -211,6 +258,29 @@ def text_expr(column: str, dtype: str) -> str:
             f"THEN CAST(CAST({column} AS BIGINT) AS VARCHAR) ELSE CAST({column} AS VARCHAR) END"
         )
     return f"CAST({column} AS VARCHAR)"
+
+
+def customer_id_expr(column: str, dtype: str) -> str:
+    """The text of a customer id: :func:`text_expr`, and text like ``17850.0`` written ``17850``.
+
+    A whole number written as a float is the same id whether the column is
+    typed (Parquet) or text (a CSV written by pandas). Only digits followed by
+    ``.`` and zeros change; ``0042`` and `` 42`` stay as they are.
+    """
+    if _base(dtype) != "VARCHAR":
+        return text_expr(column, dtype)
+    return (f"CASE WHEN ends_with({column}, '0') AND regexp_full_match({column}, '-?[0-9]+[.]0+') "
+            f"THEN split_part({column}, '.', 1) ELSE {column} END")
+
+
+def float_id_expr(column: str, dtype: str) -> str:
+    """True when :func:`customer_id_expr` rewrote a float-looking id (``17850.0`` -> ``17850``)."""
+    base = _base(dtype)
+    if base in FLOAT_TYPES:
+        return f"coalesce({column} = trunc({column}) AND abs({column}) < 1e15, false)"
+    if base != "VARCHAR":
+        return "false"
+    return f"coalesce(ends_with({column}, '0') AND regexp_full_match({column}, '-?[0-9]+[.]0+'), false)"
 
 
 def blank_expr(text: str, dtype: str) -> str:

@@ -1,9 +1,10 @@
 """Rows that were not used, with their reason: found in a second, filtered read.
 
-The aggregation pass only counts rows. When some are quarantined (or some
-customers need an exact recount, see ``steps.features.aggregate``), :func:`read_flagged_rows`
-reads the inputs again and keeps the file's own columns of just those rows
-and of the flagged customers' rows. :func:`write_quarantine` then names each
+The aggregation pass only counts rows. When some are quarantined (a row-level
+reason, an exact duplicate, or a customer with only returns),
+:func:`read_flagged_rows` reads the inputs again and keeps the file's own
+columns of just those rows and of the flagged customers' rows. Excluded rows
+(not purchases) are counted, never written here. :func:`write_quarantine` then names each
 quarantined row's reason and writes ``quarantine/rows.parquet`` (the file's own
 columns plus ``quarantine_reason``, ``source_file``, ``source_row``) and
 ``quarantine/malformed_lines.parquet`` (lines the CSV reader could not split).
@@ -22,6 +23,7 @@ from pathlib import Path
 import duckdb
 
 from steps import columns as c
+from steps.errors import InputDataError
 from steps.features.aggregate import CUSTOMER_ROWS, union_sql
 from steps.features.parsing import literal
 from steps.features.transactions import (
@@ -29,7 +31,6 @@ from steps.features.transactions import (
     DUPLICATE_ROW,
     FILE_NO,
     MALFORMED_LINE,
-    ORDER,
     RAW_ROW,
     REASON,
     RETURN_WITHOUT_PURCHASE,
@@ -37,6 +38,7 @@ from steps.features.transactions import (
     ROW_NO,
     CanonicalSource,
     canonical_select,
+    quarantined_sql,
     reason_name_sql,
 )
 
@@ -46,7 +48,6 @@ FLAGGED_CUSTOMERS = "flagged_customers"
 DUPLICATE_COPIES = "duplicate_copies"
 ROWS_FILE = "rows.parquet"
 MALFORMED_FILE = "malformed_lines.parquet"
-CANONICAL = f"{FILE_NO}, {ROW_NO}, {REASON}, {CUST}, {ORDER}, {ROW_HASH}"
 
 
 def register_files(con: duckdb.DuckDBPyConnection, sources: Sequence[CanonicalSource]) -> None:
@@ -86,28 +87,47 @@ def collect_rejected_lines(con: duckdb.DuckDBPyConnection) -> int:
         CREATE OR REPLACE TEMP TABLE {REJECTED_LINES} AS
         SELECT *, row_no - row_number() OVER (PARTITION BY file_no ORDER BY row_no) AS rows_before
         FROM ({errors})""")
+    _refuse_runaway_quotes(con)
     return int(con.execute(f"SELECT count(*) FROM {REJECTED_LINES}").fetchall()[0][0])
 
 
-def flag_customers(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:
-    """Create ``flagged_customers``: customers with duplicates, only returns or unresolved orders.
+def _refuse_runaway_quotes(con: duckdb.DuckDBPyConnection) -> None:
+    """A quote that never closes swallows every later line into one value: stop, naming its line.
+
+    Quarantining that one rejected "line" would lose all the lines after it
+    silently; an unclosed quote on the last line is an ordinary malformed line.
+    """
+    found = con.execute(f"""
+        SELECT f.name, r.row_no + f.header_lines, left(split_part(r.text, chr(10), 1), 60)
+        FROM {REJECTED_LINES} r JOIN {INPUT_FILES} f USING (file_no)
+        WHERE r.error ILIKE '%unterminated quote%' AND contains(rtrim(r.text, chr(10) || chr(13)), chr(10))
+        ORDER BY r.file_no, r.row_no LIMIT 1""").fetchall()
+    if found:
+        name, line, text = found[0]
+        raise InputDataError(
+            f"line {line} opens a quote that never closes ({text!r}), so every later line would be read as "
+            "part of one value", name,
+            'Fix that quote (a quote inside a quoted field is written twice: "") and run again',
+        )
+
+
+def flag_customers(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """Create ``flagged_customers``: customers with exact duplicates or only returns.
 
     Returns
     -------
     tuple of int
-        (rows quarantined by a row-level reason, flagged customers, customers to recount).
+        (rows quarantined by a row-level reason, flagged customers).
     """
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {FLAGGED_CUSTOMERS} AS
-        SELECT {CUST}, unresolved_orders > 0 AS recount FROM {CUSTOMER_ROWS}
-        WHERE {REASON} = 0 AND (duplicate_rows > 0 OR frequency = 0 OR unresolved_orders > 0)""")
+        SELECT {CUST}, duplicate_rows > 0 AS has_duplicates FROM {CUSTOMER_ROWS}
+        WHERE {REASON} = 0 AND (duplicate_rows > 0 OR frequency = 0)""")
     bad = con.execute(
-        f"SELECT coalesce(sum(n_rows), 0) FROM {CUSTOMER_ROWS} WHERE {REASON} > 0"
+        f"SELECT coalesce(sum(n_rows), 0) FROM {CUSTOMER_ROWS} WHERE {quarantined_sql(REASON)}"
     ).fetchall()[0][0]
-    flagged, recount = con.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE recount) FROM {FLAGGED_CUSTOMERS}"
-    ).fetchall()[0]
-    return int(bad), int(flagged), int(recount)
+    flagged = con.execute(f"SELECT count(*) FROM {FLAGGED_CUSTOMERS}").fetchall()[0][0]
+    return int(bad), int(flagged)
 
 
 def read_flagged_rows(
@@ -116,6 +136,7 @@ def read_flagged_rows(
     *,
     as_of: dt.date | None,
     contacts: Sequence[str],
+    timezone: str | None = None,
 ) -> list[str]:
     """Second read: the quarantined rows and the flagged customers' rows, with their own columns.
 
@@ -131,13 +152,15 @@ def read_flagged_rows(
     try:
         for number, members in enumerate(groups.values()):
             selects = [
-                canonical_select(s, as_of=as_of, contacts=list(contacts), keep_raw=True) for s in members
+                canonical_select(s, as_of=as_of, contacts=list(contacts), keep_raw=True, timezone=timezone)
+                for s in members
             ]
             table = f"flagged_rows_{number}"
             con.execute(f"""
                 CREATE OR REPLACE TEMP TABLE {table} AS
                 SELECT * FROM ({union_sql(selects)})
-                WHERE {REASON} > 0 OR {CUST} IN (SELECT {CUST} FROM {FLAGGED_CUSTOMERS})""")
+                WHERE {quarantined_sql(REASON)}
+                   OR ({REASON} = 0 AND {CUST} IN (SELECT {CUST} FROM {FLAGGED_CUSTOMERS}))""")
             tables.append(table)
     finally:
         con.execute("SET preserve_insertion_order=false")
@@ -166,8 +189,9 @@ def write_quarantine(con: duckdb.DuckDBPyConnection, tables: Sequence[str], fold
             CREATE OR REPLACE TEMP TABLE {DUPLICATE_COPIES} AS
             SELECT {FILE_NO}, {ROW_NO} FROM (
                 SELECT {FILE_NO}, {ROW_NO}, row_number() OVER (
-                    PARTITION BY {CUST}, {ORDER}, {ROW_HASH} ORDER BY {FILE_NO}, {ROW_NO}) AS copy
-                FROM {canonical_rows(tables)} WHERE {REASON} = 0
+                    PARTITION BY {CUST}, {ROW_HASH} ORDER BY {FILE_NO}, {ROW_NO}) AS copy
+                FROM {canonical_rows(tables)}
+                WHERE {REASON} = 0 AND {CUST} IN (SELECT {CUST} FROM {FLAGGED_CUSTOMERS} WHERE has_duplicates)
             ) WHERE copy > 1""")
         parts = [f"""
             SELECT unnest(q.{RAW_ROW}),
@@ -179,7 +203,9 @@ def write_quarantine(con: duckdb.DuckDBPyConnection, tables: Sequence[str], fold
             JOIN {INPUT_FILES} f ON f.file_no = q.{FILE_NO}
             LEFT JOIN {DUPLICATE_COPIES} d ON d.{FILE_NO} = q.{FILE_NO} AND d.{ROW_NO} = q.{ROW_NO}
             LEFT JOIN {CUSTOMER_ROWS} k ON k.{REASON} = 0 AND k.{CUST} = q.{CUST}
-            WHERE q.{REASON} > 0 OR d.{ROW_NO} IS NOT NULL OR k.frequency = 0""" for table in tables]
+            WHERE {quarantined_sql(f'q.{REASON}')}
+               OR (q.{REASON} = 0 AND (d.{ROW_NO} IS NOT NULL OR k.frequency = 0))"""
+            for table in tables]
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE quarantined AS
             SELECT * FROM ({' UNION ALL BY NAME '.join(f'({p})' for p in parts)})""")

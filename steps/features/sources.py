@@ -12,9 +12,11 @@ folder first, so the same fast local readers handle every source.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ from pathlib import Path
 import duckdb
 
 from steps.errors import EmptyInputError, InputDataError, first_line
-from steps.features.formats import CDNOW_COLUMNS, CDNOW_LINE
+from steps.features.formats import CDNOW_COLUMNS, CDNOW_HEADER, CDNOW_LINE
 from steps.features.parsing import literal
 
 SUFFIXES = (".csv", ".csv.gz", ".txt", ".txt.gz", ".parquet", ".tsv", ".tsv.gz")
@@ -31,7 +33,11 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 SNIFF_BYTES = 64 * 1024
+CHECK_CHUNK = 4 * 1024 * 1024
 DELIMITERS = (",", ";", "\t", "|")
+# Files next to the data that are not data: job markers, checksums, notes.
+NOT_DATA_NAMES = re.compile(r"^(readme|license|licence|changelog|manifest|notes?)([._-].*)?$", re.IGNORECASE)
+NOT_DATA = "not a data file"
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,8 @@ class Source:
         A whitespace-separated CDNOW file: no header, one transaction per line.
     origin : str
         Where the file came from, when not ``path`` itself (an S3 object's URI).
+    header_lines : int
+        Lines before the first data row (a CDNOW file may start with a header line).
     rows : int
         How many rows it holds: exact for Parquet, estimated from the first
         lines' length for text.
@@ -73,6 +81,7 @@ class Source:
     headerless: bool = False
     origin: str = ""
     rows: int = 0
+    header_lines: int = 1
 
     @property
     def name(self) -> str:
@@ -103,30 +112,39 @@ class Source:
             options.append("store_rejects=true")
         if self.headerless if as_lines is None else as_lines:
             # One VARCHAR column per line; the fields are split with a regex later.
+            skip = f"skip={self.header_lines}, " if self.headerless and self.header_lines else ""
             return (
                 f"read_csv({path}, columns={{'line': 'VARCHAR'}}, header=false, delim='\\x01', quote='', "
-                f"escape='', auto_detect=false, {', '.join(options)})"
+                f"escape='', auto_detect=false, {skip}{', '.join(options)})"
             )
+        # No sniffing: the header and delimiter are known, so a bad line reads the same anywhere.
+        columns = ", ".join(f"{literal(name)}: 'VARCHAR'" for name in self.header)
         return (
-            f"read_csv({path}, all_varchar=true, header=true, delim={literal(self.delimiter)}, "
-            f"{', '.join(options)})"
+            f"read_csv({path}, columns={{{columns}}}, header=true, delim={literal(self.delimiter)}, "
+            f"quote='\"', escape='\"', auto_detect=false, {', '.join(options)})"
         )
 
 
 def _is_supported(relative: Path) -> bool:
+    """A data file inside a folder: a data suffix, not hidden, not a note (``README.txt``)."""
     name = relative.name.lower()
     hidden = any(part.startswith((".", "_")) for part in relative.parts)
-    return name.endswith(SUFFIXES) and not hidden
+    return name.endswith(SUFFIXES) and not hidden and not NOT_DATA_NAMES.match(name)
 
 
 def list_input_files(location: str, workdir: Path) -> list[tuple[Path, str]]:
+    """The data files at ``location``: :func:`find_input_files` without the skipped ones."""
+    return find_input_files(location, workdir)[0]
+
+
+def find_input_files(location: str, workdir: Path) -> tuple[list[tuple[Path, str]], dict[str, str]]:
     """The data files at ``location`` (a file, a folder, or ``s3://bucket/prefix``), sorted.
 
     Returns (local path, name) pairs: S3 objects are downloaded into
-    ``workdir`` and named by their URI; local files by their path.
-
-    Files and folders whose name starts with ``.`` or ``_`` (``_SUCCESS``,
-    ``.ipynb_checkpoints``) are ignored inside folders.
+    ``workdir`` and named by their URI; local files by their path. Also
+    returns the files inside the folder or prefix that are not data, each
+    with why: hidden or marker names (``.DS_Store``, ``_SUCCESS``, ``.crc``),
+    other suffixes, and notes (``README.txt``, ``LICENSE``).
 
     Raises
     ------
@@ -137,24 +155,27 @@ def list_input_files(location: str, workdir: Path) -> list[tuple[Path, str]]:
         return download_s3(location, workdir)
     path = Path(location.removeprefix("file://"))
     if path.is_file():
-        return [(path, str(path))]
+        return [(path, str(path))], {}
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _is_supported(p.relative_to(path)))
+        everything = sorted(p for p in path.rglob("*") if p.is_file())
+        files = [p for p in everything if _is_supported(p.relative_to(path))]
         if not files:
             raise InputDataError(
                 "no transaction files (.csv, .csv.gz, .txt, .tsv, .parquet) in this folder",
                 str(path),
                 "Point --input at a file or a folder holding them",
             )
-        return [(f, str(f)) for f in files]
+        skipped = {str(p): NOT_DATA for p in everything if p not in set(files)}
+        return [(f, str(f)) for f in files], skipped
     raise InputDataError("no such file or folder", str(path), "Check the --input path")
 
 
-def download_s3(uri: str, workdir: Path) -> list[tuple[Path, str]]:
+def download_s3(uri: str, workdir: Path) -> tuple[list[tuple[Path, str]], dict[str, str]]:
     """Download the transaction files of an S3 object or prefix into ``workdir/s3``.
 
     ``s3://bucket/data`` means the object ``data`` if it exists, else the
-    folder ``data/`` (never ``data-old/``).
+    folder ``data/`` (never ``data-old/``). Returns the files and the objects
+    that are not data (see :func:`find_input_files`).
     """
     import awswrangler as wr
 
@@ -173,6 +194,7 @@ def download_s3(uri: str, workdir: Path) -> list[tuple[Path, str]]:
         base = uri.rstrip("/")
         objects = listing(base + "/") if not uri.endswith("/") else objects
     wanted = sorted(o for o in objects if _is_supported(Path(o.removeprefix(base).lstrip("/"))))
+    skipped = {o: NOT_DATA for o in sorted(objects) if o not in set(wanted)}
     if not wanted:
         raise InputDataError(
             "no transaction files (.csv, .csv.gz, .tsv, .txt, .parquet) under this S3 prefix",
@@ -185,7 +207,7 @@ def download_s3(uri: str, workdir: Path) -> list[tuple[Path, str]]:
         target.parent.mkdir(parents=True, exist_ok=True)
         wr.s3.download(path=obj, local_file=str(target))
         local.append((target, obj))
-    return local
+    return local, skipped
 
 
 def sniff(
@@ -218,7 +240,14 @@ def sniff(
         raise EmptyInputError("the file is empty", where, "Export the transactions again")
     if head.startswith(PARQUET_MAGIC):
         return _sniff_parquet(path, where, con)
-    if head.startswith(GZIP_MAGIC):
+    if where.lower().endswith(".parquet"):
+        raise InputDataError(
+            f"not a Parquet file (it starts with {head[:4]!r}, not {PARQUET_MAGIC!r})",
+            where,
+            "Write the Parquet file again, or name the file after what it is (.csv, .csv.gz)",
+        )
+    compressed = head.startswith(GZIP_MAGIC)
+    if compressed:
         head = _gunzip_head(path, where)
         if not head:
             raise EmptyInputError("the compressed file is empty", where, "Export the transactions again")
@@ -230,14 +259,14 @@ def sniff(
         )
     if head.startswith(UTF16_BOMS) and encoding in (None, "utf-16"):
         encoding = "utf-16"
-        text = _decode(head, "utf-16", where)
     else:
         encoding = encoding or "utf-8"
         if b"\x00" in head and encoding != "utf-16":
             raise InputDataError(
                 "the file is binary, not CSV text", where, "Export it as CSV (UTF-8), CSV.gz or Parquet"
             )
-        text = _decode(head, encoding, where)
+    check_whole_file(path, encoding, where, compressed=compressed)
+    text = _decode(head, encoding, where)
     complete = len(head) < SNIFF_BYTES
     lines = [line for line in text.splitlines() if line.strip()]
     if not complete and len(lines) > 1:
@@ -245,15 +274,85 @@ def sniff(
     if not lines:
         raise EmptyInputError("the file holds only blank lines", where, "Export the transactions again")
     rows = _estimate_rows(path, text, len(lines), compressed=head is not raw)
-    if CDNOW_LINE.match(lines[0]):
+    cdnow_header = len(lines) > 1 and CDNOW_HEADER.match(lines[0]) and CDNOW_LINE.match(lines[1])
+    if CDNOW_LINE.match(lines[0]) or cdnow_header:
         types = dict.fromkeys(CDNOW_COLUMNS, "VARCHAR")
-        return Source(path, "csv", [], lines[0], " ", encoding, types, True, origin, rows)
+        first = lines[1] if cdnow_header else lines[0]
+        header_lines = _leading_lines(text, lines[0]) if cdnow_header else 0
+        return Source(path, "csv", [], first, " ", encoding, types, True, origin, rows, header_lines)
     if len(lines) == 1 and complete:
         raise EmptyInputError("the file has a header but no rows", where, "Export the rows too")
     delimiter = guess_delimiter(lines[:50])
-    source = Source(path, "csv", [], lines[0], delimiter, encoding, origin=origin)
+    header = _unique(next(csv.reader([lines[0]], delimiter=delimiter)))
+    source = Source(path, "csv", header, lines[0], delimiter, encoding, origin=origin)
     types = describe(source, con)
     return Source(path, "csv", list(types), lines[0], delimiter, encoding, types, False, origin, rows)
+
+
+def _leading_lines(text: str, header: str) -> int:
+    """How many lines (blank ones included) precede the first data line, the header being ``header``."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line == header:
+            return number
+    return 1
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Column names made unique and non-empty the way DuckDB's reader names them (``a``, ``a_1``; ``column2``)."""
+    seen: set[str] = set()
+    unique = []
+    for number, name in enumerate(names):
+        name = name or f"column{number}"
+        candidate, suffix = name, 0
+        while candidate in seen:
+            suffix += 1
+            candidate = f"{name}_{suffix}"
+        seen.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
+def check_whole_file(path: Path, encoding: str, where: str, *, compressed: bool) -> None:
+    """Read the whole file once: a gzip stream must be complete, every byte must decode.
+
+    A truncated gzip (an interrupted upload) is refused: nobody can know what
+    was cut. An undecodable byte anywhere stops the run with its line number,
+    instead of costing its line silently. Latin-1 decodes any byte.
+
+    Raises
+    ------
+    InputDataError
+        A broken gzip stream, or a byte that is not ``encoding`` text.
+    """
+    decoder = None if encoding == "latin-1" else codecs.getincrementaldecoder(
+        "utf-8-sig" if encoding == "utf-8" else encoding)()
+    lines_before = 0
+    try:
+        with gzip.open(path, "rb") if compressed else path.open("rb") as handle:
+            while chunk := handle.read(CHECK_CHUNK):
+                if decoder is not None and not (encoding == "utf-8" and chunk.isascii()):
+                    _decode_chunk(decoder, chunk, lines_before, encoding, where)
+                lines_before += chunk.count(b"\n")
+            if decoder is not None:
+                _decode_chunk(decoder, b"", lines_before, encoding, where, final=True)
+    except (OSError, EOFError, zlib.error) as error:
+        raise InputDataError(f"a broken gzip file ({error})", where, "Compress it again, or upload it again") from None
+
+
+def _decode_chunk(
+    decoder: codecs.IncrementalDecoder, chunk: bytes, lines_before: int, encoding: str, where: str,
+    final: bool = False,
+) -> None:
+    try:
+        decoder.decode(chunk, final)
+    except UnicodeDecodeError as error:
+        start = max(0, error.start - len(error.object) + len(chunk)) if len(error.object) > len(chunk) else error.start
+        line = lines_before + chunk[:start].count(b"\n") + 1
+        raise InputDataError(
+            f"the file is not {encoding} text (line {line}: byte {error.object[error.start:error.start + 1]!r})",
+            where,
+            "Save it as UTF-8 CSV, or pass --encoding latin-1 (or utf-16) if that is what it is",
+        ) from None
 
 
 def _estimate_rows(path: Path, text: str, lines: int, compressed: bool) -> int:

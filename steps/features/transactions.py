@@ -10,14 +10,16 @@
     the order id, or the UTC day for formats without one (and for rows whose
     order id is empty).
 ``day``
-    The UTC calendar day.
+    The calendar day in UTC, or in the business time zone when one is given.
 ``amount``
     Signed money in ten-thousandths (BIGINT): returns and cancellations are
     negative.
+``float_id``
+    The customer id was written as a float (``17850.0``), read as ``17850``.
 ``is_return``, ``row_hash``
     Whether the row is a return or cancellation, and a 64-bit hash of every
-    column but the customer and order ids (rows of one customer and order
-    with equal hashes are exact duplicates).
+    column but the customer id (rows of one customer with equal hashes are
+    identical).
 
 Rows are never dropped here: every row the reader returns gets a reason or 0.
 Lines the CSV reader itself rejects are counted separately (``malformed_line``).
@@ -34,7 +36,9 @@ from steps.features.parsing import (
     EARLIEST_DAY,
     amount_units_expr,
     blank_expr,
+    customer_id_expr,
     day_expr,
+    float_id_expr,
     literal,
     number_expr,
     quote,
@@ -45,22 +49,26 @@ from steps.features.sources import Source
 # Row-level reasons, in the order they are checked; the code of a reason is its index + 1.
 ROW_REASONS = (
     "malformed_line",
-    "missing_customer_id",
     "not_a_purchase_event",
+    "missing_customer_id",
     "unparseable_date",
     "unparseable_amount",
     "zero_quantity",
     "date_after_as_of",
 )
+# Rows that are fine but not purchases: excluded (counted in quality.json), never quarantined.
+EXCLUSION_REASONS = ("not_a_purchase_event",)
 # Every reason quality.json and quarantine/ can name, in reporting order.
-QUARANTINE_REASONS = (*ROW_REASONS, "duplicate_row", "return_without_purchase")
+QUARANTINE_REASONS = (
+    *(r for r in ROW_REASONS if r not in EXCLUSION_REASONS), "duplicate_row", "return_without_purchase",
+)
 MALFORMED_LINE = "malformed_line"
 DUPLICATE_ROW = "duplicate_row"
 RETURN_WITHOUT_PURCHASE = "return_without_purchase"
 
 # Canonical column names (short: they never meet the input's own names, which stay in ``raw_row``).
-REASON, CUST, ORDER, DAY, AMOUNT, IS_RETURN, ROW_HASH = (
-    "reason", "cust", "order_key", "day", "amount", "is_return", "row_hash",
+REASON, CUST, ORDER, DAY, AMOUNT, IS_RETURN, ROW_HASH, FLOAT_ID = (
+    "reason", "cust", "order_key", "day", "amount", "is_return", "row_hash", "float_id",
 )  # fmt: skip
 FILE_NO, ROW_NO, RAW_ROW = "file_no", "row_no", "raw_row"
 CONTACT_PREFIX = "contact_"
@@ -70,6 +78,12 @@ _ROW = "__rfm_row"  # the reader's row number, before the canonical columns exis
 def reason_code(reason: str) -> int:
     """The ``reason`` value of a row-level quarantine reason."""
     return ROW_REASONS.index(reason) + 1
+
+
+def quarantined_sql(code: str) -> str:
+    """SQL: true when a ``reason`` code means the row is quarantined (not used, not excluded)."""
+    excluded = ", ".join(str(reason_code(r)) for r in EXCLUSION_REASONS)
+    return f"({code} > 0 AND {code} NOT IN ({excluded}))"
 
 
 def reason_name_sql(code: str) -> str:
@@ -131,6 +145,7 @@ def canonical_select(
     contacts: list[str],
     keep_raw: bool = False,
     store_rejects: bool = False,
+    timezone: str | None = None,
 ) -> str:
     """SELECT of one file's rows as canonical, classified transactions.
 
@@ -146,6 +161,8 @@ def canonical_select(
         Also keep the file's own columns, ``file_no`` and ``row_no`` (for quarantine files).
     store_rejects : bool
         Record lines the CSV reader rejects (see ``Source.reader_sql``).
+    timezone : str, optional
+        IANA zone whose calendar days count (default UTC).
     """
     cols, types, fmt = src.fmt.columns, src.raw_types, src.fmt
 
@@ -155,8 +172,9 @@ def canonical_select(
     def dtype(name: str) -> str:
         return types[cols[name]]
 
-    cust = text_expr(col(c.CUSTOMER_ID), dtype(c.CUSTOMER_ID))
-    day = day_expr(col(c.TIMESTAMP), dtype(c.TIMESTAMP), list(src.date_parsers) or None)
+    cust = customer_id_expr(col(c.CUSTOMER_ID), dtype(c.CUSTOMER_ID))
+    float_id = float_id_expr(col(c.CUSTOMER_ID), dtype(c.CUSTOMER_ID))
+    day = day_expr(col(c.TIMESTAMP), dtype(c.TIMESTAMP), list(src.date_parsers) or None, timezone)
     quantity = number_expr(col(c.QUANTITY), dtype(c.QUANTITY)) if c.QUANTITY in cols else None
     if c.AMOUNT in cols:
         amount = number_expr(col(c.AMOUNT), dtype(c.AMOUNT))
@@ -177,8 +195,8 @@ def canonical_select(
     else:
         cancelled = "false"
     own = list(types)
-    ids = (cols.get(c.CUSTOMER_ID), cols.get(c.ORDER_ID))
-    hashed = ["line"] if fmt.headerless else [n for n in own if n not in ids]
+    # Every column but the customer id (the grouping key next to the hash); the order id included.
+    hashed = ["line"] if fmt.headerless else [n for n in own if n != cols.get(c.CUSTOMER_ID)]
     contact_sql = "".join(
         f", {text_expr(col(name), dtype(name)) if name in cols else 'CAST(NULL AS VARCHAR)'} "
         f"AS {CONTACT_PREFIX}{name}"
@@ -186,8 +204,8 @@ def canonical_select(
     )
     checks = [
         ("malformed_line", "__rfm_fields <> 4" if fmt.headerless else None),
-        ("missing_customer_id", blank_expr("__rfm_cust", dtype(c.CUSTOMER_ID))),
         ("not_a_purchase_event", "NOT __rfm_is_purchase" if fmt.purchase_event else None),
+        ("missing_customer_id", blank_expr("__rfm_cust", dtype(c.CUSTOMER_ID))),
         ("unparseable_date", f"__rfm_day IS NULL OR __rfm_day < DATE {literal(EARLIEST_DAY)}"),
         ("unparseable_amount", "__rfm_units IS NULL"),
         ("zero_quantity", "__rfm_quantity = 0" if quantity else None),
@@ -203,7 +221,7 @@ def canonical_select(
         SELECT {kept}CAST({reason} AS UTINYINT) AS {REASON}, __rfm_cust AS {CUST}, {order} AS {ORDER},
                __rfm_day AS {DAY},
                CASE WHEN __rfm_is_return THEN -abs(__rfm_units) ELSE __rfm_units END AS {AMOUNT},
-               __rfm_is_return AS {IS_RETURN},
+               __rfm_is_return AS {IS_RETURN}, {float_id} AS {FLOAT_ID},
                hash({', '.join(map(quote, hashed))}) AS {ROW_HASH}{contact_sql}
         FROM (
             SELECT *, {cancelled} OR coalesce(__rfm_amount < 0, false) AS __rfm_is_return

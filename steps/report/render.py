@@ -337,9 +337,14 @@ def _quality_section(quality: dict | None) -> str:
         return f'<section id="quality"><h2>Data quality</h2>{_figure("data-quality", content)}</section>'
     read, used, quarantined = (int(quality.get(key, 0)) for key in ("rows_read", "rows_used", "rows_quarantined"))
     reasons = sorted(quality.get("quarantined_by_reason", {}).items(), key=lambda item: (-int(item[1]), item[0]))
+    excluded = int(quality.get("rows_excluded", 0))
     rows = [["Rows read", _int(read), _pct(1.0 if read else float("nan"))],
-            ["Rows used", _int(used), _pct(used / read if read else float("nan"))],
-            ["Rows quarantined", _int(quarantined), _pct(quarantined / read if read else float("nan"))]]
+            ["Rows used", _int(used), _pct(used / read if read else float("nan"))]]
+    if excluded:
+        rows.append(["Rows excluded (not purchases)", _int(excluded), _pct(excluded / read if read else float("nan"))])
+        rows += [[f"\u2003{reason}", _int(count), _pct(int(count) / read if read else float("nan"))]
+                 for reason, count in sorted(quality.get("excluded_by_reason", {}).items())]
+    rows.append(["Rows quarantined", _int(quarantined), _pct(quarantined / read if read else float("nan"))])
     rows += [[f"\u2003{reason}", _int(count), _pct(int(count) / read if read else float("nan"))]
              for reason, count in reasons]
     for key, title in (("returns_netted", "Returns netted"), ("customers", "Customers"),
@@ -347,9 +352,10 @@ def _quality_section(quality: dict | None) -> str:
         if key in quality:
             rows.append([title, _int(quality[key]), ""])
     table = _table(["", "Rows", "Share of read"], rows, [False, True, True])
-    balanced = read == used + quarantined and quarantined == sum(int(v) for _, v in reasons)
-    check = ('<p class="note">Every row is accounted for: read = used + quarantined.</p>' if balanced else
-             '<p class="warn">The accounting does not add up: read \u2260 used + quarantined.</p>')
+    balanced = read == used + excluded + quarantined and quarantined == sum(int(v) for _, v in reasons)
+    check = ('<p class="note">Every row is accounted for: read = used + excluded + quarantined.</p>' if balanced
+             else '<p class="warn">The accounting does not add up: read \u2260 used + excluded + quarantined.</p>')
+    check += "".join(f'<p class="warn">{_e(str(warning))}</p>' for warning in quality.get("warnings", []))
     chart = ""
     if reasons:
         chart = svg.bar_chart([reason for reason, _ in reasons], {"rows": [int(v) for _, v in reasons]},
