@@ -8,7 +8,7 @@ setup(
     description="RFM customer segmentation pipeline for Amazon SageMaker Pipelines, runnable locally",
     python_requires=">=3.11",
     packages=find_packages(include=["pipeline", "pipeline.*", "steps", "steps.*", "lambdas", "lambdas.*"]),
-    package_data={"lambdas": ["*/*.txt"]},
+    package_data={"lambdas": ["*/*.txt"], "steps": ["playbook.yaml"]},
     install_requires=[
         "sagemaker==3.27.0",
         "boto3",

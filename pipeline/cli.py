@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 from pipeline.naming import MODEL_PACKAGE_GROUP_NAME
-from steps.cli_support import guarded, setup_logging
+from pipeline.parameters import parameters_help
+from steps import package_metadata
+from steps.cli_support import guarded
 from steps.errors import PipelineError, first_line
+
+# Options other commands have that run-local takes as pipeline parameters: the hint names the parameter.
+RUN_LOCAL_HINTS = {"--as-of": "AsOfDate=YYYY-MM-DD", "--format": "InputFormat=guidance",
+                   "--num-clusters": "NumClusters=5", "--seed": "RandomSeed=3", "--random-seed": "RandomSeed=3",
+                   "--random-state": "RandomSeed=3", "--currency": "Currency=EUR",
+                   "--approval-status": "ModelApprovalStatus=Approved", "--min-silhouette": "MinSilhouette=0.2"}
+LOCAL_DESTINATIONS = ("s3", "pinpoint", "customer-profiles")
 
 EPILOG = """examples:
   rfm sample --customers 5000 --seed 42 --output transactions.csv.gz
@@ -41,19 +52,32 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def check_destination(value: str) -> str:
+    """``--destination`` checked in its own name (the export would name EXPORT_DESTINATIONS)."""
+    names = [name.strip().lower() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in LOCAL_DESTINATIONS]
+    if unknown:
+        raise PipelineError(f"unknown destination(s) {', '.join(unknown)}", "--destination",
+                            f"use {', '.join(LOCAL_DESTINATIONS)} or a comma-separated mix, e.g. s3,pinpoint")
+    return value
+
+
 def _cmd_run_local(args: argparse.Namespace) -> int:
     from pipeline.local.progress import StepReporter
     from pipeline.local.run_local import export_destinations, parse_params, run_local
     from pipeline.local.summary import print_summary
 
     params = parse_params(args.param)
+    check_destination(args.destination)
+    if args.keep < 1:
+        raise PipelineError(f"--keep {args.keep} keeps nothing", "--keep", "keep at least 1 execution (default 5)")
     params.update(_feature_params(args))
     print(f"running the pipeline locally on {args.input} -> {args.output}", flush=True)
     started = time.perf_counter()
     reporter = StepReporter()
     try:
         with export_destinations(args.destination, Path(args.output)):
-            result = run_local(args.input, Path(args.output), params, on_step=reporter)
+            result = run_local(args.input, Path(args.output), params, on_step=reporter, keep=args.keep)
     finally:
         reporter.stop()
     elapsed = time.perf_counter() - started
@@ -105,14 +129,30 @@ def _cmd_approve(args: argparse.Namespace) -> int:
             raise PipelineError(f"the SageMaker call failed: {first_line(error)}", "rfm approve --sagemaker",
                                 "Check the package ARN, --group, --region and your permissions") from None
         print(f"{arn} is {status} in SageMaker's model registry.")
+        print(f"Its report: the package's {package_metadata.REPORT_URI} metadata (Studio: the package's details).")
         if status == "Approved":
             print("The approval rule starts the publish pipeline; follow it in Studio (Pipelines).")
         return 0
-    from pipeline.local.approval import approve_local
+    from pipeline.local.approval import approve_local, waiting_packages
     from pipeline.local.progress import StepReporter
+    from pipeline.local.registry import LocalRegistry
     from pipeline.local.run_local import export_destinations
     from pipeline.local.summary import print_segment_table
+    from steps import paths
 
+    check_destination(args.destination)
+    registry = LocalRegistry(Path(args.output) / paths.REGISTRY_FILE)
+    if args.list:
+        return _list_packages(Path(args.output), registry)
+    if args.package is None:
+        waiting = waiting_packages(registry)
+        unpublished = [p for p in waiting if p["ModelApprovalStatus"] == "Approved"]
+        if unpublished:
+            print("approved but never published (a run stopped after RegisterSegmenter):")
+            for package in unpublished:
+                print(f"  {package['ModelPackageArn']}  registered {package['CreationTime']}")
+        if waiting:
+            print(f"{'rejecting' if args.reject else 'approving'} the newest: {waiting[-1]['ModelPackageArn']}")
     reporter = StepReporter()
     try:
         with export_destinations(args.destination, Path(args.output)):
@@ -120,11 +160,29 @@ def _cmd_approve(args: argparse.Namespace) -> int:
     finally:
         reporter.stop()
     print(f"{result['model_package_arn']} is {status} in {Path(args.output) / 'registry.json'}.")
+    if result.get("report"):
+        print(f"its report (the one to review): {result['report']}")
     if result["status"] == "started":
         print(f"published its segments ({result['execution_arn'].rsplit('/', 1)[-1]})")
         print_segment_table(Path(args.output))
     else:
         print(f"nothing published: {result['reason']}")
+    return 0
+
+
+def _list_packages(output: Path, registry) -> int:
+    from pipeline.local.approval import report_of
+    from pipeline.local.registry import PUBLISHED
+
+    packages = registry.packages()
+    if not packages:
+        print(f"no model packages in {registry.path}")
+        return 0
+    for package in packages:
+        published = package.get(PUBLISHED)
+        state = "published" if published else "not published" if published is False else ""
+        print(f"{package['ModelPackageArn']}  {package['ModelApprovalStatus']:<21} {state:<13}  "
+              f"{report_of(output, package) or '-'}")
     return 0
 
 
@@ -163,21 +221,28 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample", help="generate deterministic sample transactions",
                                  epilog="example:\n  rfm sample --customers 5000 --seed 42 --output tx.csv.gz",
                                  formatter_class=raw)
-    sample.add_argument("--customers", type=int, default=5000)
-    sample.add_argument("--seed", type=int, default=42)
-    sample.add_argument("--output", required=True, help="CSV file (.csv or .csv.gz)")
+    sample.add_argument("--customers", type=int, default=5000, help="number of customers (default 5000)")
+    sample.add_argument("--seed", type=int, default=42,
+                        help="random seed: the same seed and customers give the same file (default 42)")
+    sample.add_argument("--output", required=True, help="CSV file to write (.csv, or .csv.gz to compress)")
     sample.set_defaults(handler=_cmd_sample)
 
     features = commands.add_parser("features", help="compute RFM features from transactions",
                                    epilog="example:\n  rfm features --input tx.csv.gz --output output/features",
                                    formatter_class=raw)
     add_feature_arguments(features)
+    for action in features._actions:  # outside the container there is no /opt/ml default to fall back on
+        if action.dest == "input":
+            action.required, action.default = True, None
+        elif action.dest == "output":
+            action.default, action.help = "output/features", f"{action.help} (default output/features)"
     features.set_defaults(handler=_cmd_features)
 
     run = commands.add_parser(
         "run-local", help="run the whole pipeline on this machine (no AWS, no Docker)",
         epilog="example:\n  rfm run-local --input data/sample/transactions.csv.gz "
-               "--param ModelApprovalStatus=Approved --param NumClusters=0", formatter_class=raw)
+               "--param ModelApprovalStatus=Approved --param NumClusters=0\n\n"
+               f"pipeline parameters (--param NAME=VALUE):\n{parameters_help()}", formatter_class=raw)
     run.add_argument("--input", required=True, help="transactions: a file, a folder or an s3:// prefix")
     run.add_argument("--output", default="output", help="folder for every artifact (default ./output)")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -186,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where ExportSegments publishes: s3 (files), pinpoint, customer-profiles, or a "
                           "comma-separated mix; pinpoint and customer-profiles go to local stand-ins of "
                           "those APIs, whose contents land in OUTPUT/destinations/")
+    run.add_argument("--keep", type=int, default=5, metavar="N",
+                     help="keep the newest N executions under OUTPUT/s3 (default 5); older ones are deleted, "
+                          "except what registered packages need")
     run.add_argument("--column", action="append", default=[], metavar="CANONICAL=SOURCE",
                      help="map a canonical column to the file's column (the ColumnMapping parameter); repeatable")
     run.add_argument("--mapping", default=None, help="YAML file of canonical: source column names")
@@ -199,7 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
                "  rfm approve arn:aws:sagemaker:local:000000000000:model-package/rfm-segmenter/1\n"
                "  rfm approve --sagemaker --region eu-west-1   # the newest pending package in SageMaker",
         formatter_class=raw)
-    approve.add_argument("package", nargs="?", help="model package ARN (default: the newest pending one)")
+    approve.add_argument("package", nargs="?",
+                         help="model package ARN (default: the newest pending one, or approved but never published)")
+    approve.add_argument("--list", action="store_true",
+                         help="list the local packages: status, published or not, and their report")
     approve.add_argument("--output", default="output", help="the local run's folder (registry.json)")
     approve.add_argument("--reject", action="store_true", help="reject instead of approve")
     approve.add_argument("--sagemaker", action="store_true",
@@ -225,10 +296,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; an option of another command given to run-local gets a hint at its parameter."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "run-local":
+            for option in extra:
+                name = option.split("=", 1)[0]
+                if name in RUN_LOCAL_HINTS:
+                    parser.error(f"run-local has no {name}: pipeline settings are parameters, "
+                                 f"e.g. --param {RUN_LOCAL_HINTS[name]} (rfm run-local --help lists them)")
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _plain_logging(debug: bool) -> None:
+    """Messages only, as every rfm command prints them (timestamps and levels with --debug)."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr, force=True,
+                        format="%(asctime)s %(levelname)s %(message)s" if debug else "%(message)s")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(getattr(args, "debug", False))
-    return guarded(lambda: args.handler(args), args.debug)
+    args = _parse(build_parser(), argv)
+    _plain_logging(getattr(args, "debug", False))
+
+    def run() -> int:
+        try:
+            status = args.handler(args)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `rfm segments | head`: the reader left; stop quietly as other tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        return status
+
+    return guarded(run, args.debug)
 
 
 if __name__ == "__main__":

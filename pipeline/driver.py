@@ -206,7 +206,26 @@ def run_cli(body: Callable[[argparse.Namespace], int], args: argparse.Namespace)
         The exit status.
     """
     quiet_sdk(args.debug)
-    return guarded(lambda: body(args), args.debug, user_error_status=EXIT_ERROR)
+    return guarded(lambda: aws_setup_errors(body, args), args.debug, user_error_status=EXIT_ERROR)
+
+
+def aws_setup_errors(body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run ``body``; a missing region or missing credentials become one line saying what to set."""
+    from botocore.exceptions import NoCredentialsError, NoRegionError
+
+    try:
+        return body(args)
+    except NoRegionError:
+        raise PipelineError(
+            "no AWS region", "--kwargs",
+            'Pass it, e.g. --kwargs \'{"region": "us-east-1", ...}\', or set AWS_REGION / a profile\'s region',
+        ) from None
+    except NoCredentialsError:
+        raise PipelineError(
+            "no AWS credentials", "AWS configuration",
+            "Configure credentials (aws configure, AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "or an instance role)",
+        ) from None
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

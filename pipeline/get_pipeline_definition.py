@@ -26,10 +26,17 @@ from pipeline.driver import (
     run_cli,
 )
 
+EXAMPLE = """example:
+  get-pipeline-definition --module-name pipeline.definition \\
+    --kwargs '{"region": "us-east-1", "role": "arn:aws:iam::123456789012:role/SageMakerRole"}' \\
+    --file-name pipeline.json
+"""
+
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="get-pipeline-definition", description="Gets the pipeline definition for the pipeline script."
+        prog="get-pipeline-definition", description="Gets the pipeline definition for the pipeline script.",
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_arguments(parser)
     parser.add_argument(

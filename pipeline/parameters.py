@@ -1,21 +1,117 @@
-"""Pipeline parameters: the allowed approval statuses and the check of given values.
+"""Pipeline parameters: their defaults, what each means, and the check of given values.
 
-Shared by ``run-pipeline`` (before anything is upserted) and the local runner
-(before the first step), so a bad value fails in one line, not after the work.
+One place for these facts: :func:`pipeline.step_builders.make_parameters` declares the
+parameters with these defaults, ``rfm run-local --help`` lists them, and
+:func:`parameter_values` checks given values (type, allowed values, range, date) in the
+parameter's own name, for ``run-pipeline`` (before anything is upserted) and the local
+runner (before the first step), so a bad value fails in one line, not after the work.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+from collections.abc import Callable
 from typing import Any
 
 from steps.errors import InputDataError, PipelineError
 
 # The values SageMaker accepts for a model package's approval status (ModelApprovalStatus).
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+# InputFormat: "auto" plus steps.features.formats.FORMAT_NAMES (a test checks they agree; the
+# features readers are not imported here, so the CLIs start fast).
+INPUT_FORMATS = ("auto", "guidance", "online-retail", "cdnow", "generic")
+# NumClusters: 0 chooses k automatically; otherwise the range the TrainSegmenter step accepts.
+MIN_CLUSTERS, MAX_CLUSTERS = 2, 50
+MAX_SEED = 2**32 - 1  # NumPy and scikit-learn seeds
+DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
+DEFAULT_CURRENCY = "USD"
+
+DEFAULTS: dict[str, Any] = {
+    "InputFormat": "auto",
+    "AsOfDate": "",
+    "ColumnMapping": "",
+    "Timezone": "",
+    "ModelApprovalStatus": "PendingManualApproval",
+    "ProcessingInstanceType": DEFAULT_INSTANCE_TYPE,
+    "TrainingInstanceType": DEFAULT_INSTANCE_TYPE,
+    "TransformInstanceType": DEFAULT_INSTANCE_TYPE,
+    "NumClusters": 0,
+    "RandomSeed": 0,
+    "MinSilhouette": 0.25,
+    "MinClusterShare": 0.01,
+    "Currency": DEFAULT_CURRENCY,
+}
+
+TYPES: dict[str, str] = {"NumClusters": "Integer", "RandomSeed": "Integer", "MinSilhouette": "Float",
+                         "MinClusterShare": "Float"}  # the others are String
+
+HELP: dict[str, str] = {
+    "InputDataUrl": "transactions (CSV, CSV.gz, Parquet): a file or a prefix (run-local: --input)",
+    "InputFormat": f"one of {', '.join(INPUT_FORMATS)}; auto detects it from the header",
+    "AsOfDate": "reference date YYYY-MM-DD; empty = the day after the last purchase",
+    "ColumnMapping": "canonical=source column names, comma-separated (run-local: --column, --mapping)",
+    "Timezone": "IANA time zone whose calendar days count, e.g. Europe/Paris; empty = UTC (run-local: --timezone)",
+    "ModelApprovalStatus": f"{', '.join(APPROVAL_STATUSES)}; Approved publishes in the same run",
+    "ProcessingInstanceType": "instance of the processing steps (ml.*)",
+    "TrainingInstanceType": "instance of the training step (ml.*)",
+    "TransformInstanceType": "instance of the batch transform (ml.*)",
+    "NumClusters": f"0 = choose k automatically, else {MIN_CLUSTERS}..{MAX_CLUSTERS}",
+    "RandomSeed": f"seed of k-means, sampling and evaluation, 0..{MAX_SEED}",
+    "MinSilhouette": "quality gate: lowest silhouette accepted, -1..1",
+    "MinClusterShare": "quality gate: smallest cluster's lowest share of customers, 0..1",
+    "Currency": "ISO 4217 code the report and console show money in, e.g. USD, EUR, GBP",
+}
+
+
+def _date(value: str) -> str | None:
+    if value == "":
+        return None
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return "is not a date YYYY-MM-DD (or empty: the day after the last purchase)"
+    return None if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) else "is not written YYYY-MM-DD"
+
+
+def _choice(allowed: tuple[str, ...]) -> Callable[[Any], str | None]:
+    return lambda value: None if value in allowed else f"is not one of {', '.join(allowed)}"
+
+
+def _between(low: float, high: float, text: str) -> Callable[[Any], str | None]:
+    return lambda value: None if low <= value <= high else f"is out of range: use {text}"
+
+
+def _instance(value: str) -> str | None:
+    return None if re.fullmatch(r"ml\.[a-z0-9]+\.[a-z0-9]+", value) else "is not an instance type like ml.m5.xlarge"
+
+
+def _currency(value: str) -> str | None:
+    return None if re.fullmatch(r"[A-Z]{3}", value) else "is not an ISO 4217 code of three capital letters, e.g. EUR"
+
+
+def _num_clusters(value: int) -> str | None:
+    if value == 0 or MIN_CLUSTERS <= value <= MAX_CLUSTERS:
+        return None
+    return f"is out of range: use 0 (choose automatically) or {MIN_CLUSTERS}..{MAX_CLUSTERS}"
+
+
+CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "InputFormat": _choice(INPUT_FORMATS),
+    "AsOfDate": _date,
+    "ProcessingInstanceType": _instance,
+    "TrainingInstanceType": _instance,
+    "TransformInstanceType": _instance,
+    "NumClusters": _num_clusters,
+    "RandomSeed": _between(0, MAX_SEED, f"0..{MAX_SEED}"),
+    "MinSilhouette": _between(-1.0, 1.0, "-1..1 (a silhouette is never above 1)"),
+    "MinClusterShare": _between(0.0, 1.0, "0..1 (a share of customers)"),
+    "Currency": _currency,
+}
 
 
 def parameter_values(declared: list[dict], overrides: dict[str, Any], where: str = "--param") -> dict[str, Any]:
-    """Each declared parameter's value (from ``overrides``, else its default), typed.
+    """Each declared parameter's value (from ``overrides``, else its default), typed and checked.
 
     ``declared`` is the definition's ``Parameters`` list (``Name``, ``Type``,
     ``DefaultValue``, ``EnumValues``); ``where`` names the option in errors.
@@ -23,7 +119,9 @@ def parameter_values(declared: list[dict], overrides: dict[str, Any], where: str
     Raises
     ------
     PipelineError
-        A name that is not declared, a value not of its type or not one of its ``EnumValues``.
+        A name that is not declared, a value not of its type, not one of its ``EnumValues``,
+        or refused by the parameter's check in :data:`CHECKS` (range, choices, date), named
+        as the user wrote it: ``--param NumClusters=1: ...``.
     """
     by_name = {p["Name"]: p for p in declared}
     unknown = sorted(set(overrides) - set(by_name))
@@ -36,6 +134,9 @@ def parameter_values(declared: list[dict], overrides: dict[str, Any], where: str
         allowed = spec.get("EnumValues")
         if allowed and value not in allowed:
             raise PipelineError(f"parameter {name}={value!r} is not one of {', '.join(map(str, allowed))}", where)
+        problem = CHECKS[name](value) if name in CHECKS else None
+        if problem:
+            raise PipelineError(f"parameter {name}={value!r} {problem}", where)
         values[name] = value
     _check_feature_parameters(values, where)
     return values
@@ -66,3 +167,24 @@ def _typed(name: str, kind: str, raw: Any, where: str) -> Any:
         return "" if raw is None else str(raw)
     except (TypeError, ValueError):
         raise PipelineError(f"parameter {name}={raw!r} is not a valid {kind}", where) from None
+
+
+def parameters_help() -> str:
+    """The parameters, their defaults and meaning, as lines for ``--help``."""
+    width = max(map(len, HELP))
+    lines = []
+    for name, text in HELP.items():
+        default = DEFAULTS.get(name)
+        shown = "" if name not in DEFAULTS else f" (default {default!r})" if default == "" else f" (default {default})"
+        lines.append(f"  {name:<{width}}  {text}{shown}")
+    return "\n".join(lines)
+
+
+def declared_parameters() -> list[dict[str, Any]]:
+    """The parameters as a definition declares them (``Name``, ``Type``, ``DefaultValue``), without building it.
+
+    Lets the local runner check ``--param`` values before it builds the definition (seconds);
+    a test checks that the definition declares exactly these.
+    """
+    return [{"Name": name, "Type": TYPES.get(name, "String"), "DefaultValue": DEFAULTS.get(name, "")}
+            for name in HELP]

@@ -257,9 +257,18 @@ def upsert_companions(module_name: str, kwargs: dict[str, Any], role_arn: str, t
     print(f"Upserted pipeline {publish.name}: {response['PipelineArn']}")
 
 
+EXAMPLE = """example:
+  run-pipeline --module-name pipeline.definition \\
+    --role-arn arn:aws:iam::123456789012:role/SageMakerPipelineRole \\
+    --tags '[{"Key": "team", "Value": "crm"}]' \\
+    --kwargs '{"region": "us-east-1"}' --parameters '{"ModelApprovalStatus": "Approved", "Currency": "EUR"}'
+"""
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run-pipeline", description="Creates or updates and runs the pipeline for the pipeline script."
+        prog="run-pipeline", description="Creates or updates and runs the pipeline for the pipeline script.",
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_arguments(parser)
     parser.add_argument(

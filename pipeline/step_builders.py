@@ -48,17 +48,17 @@ from sagemaker.serve.model_builder import ModelBuilder
 from sagemaker.train import ModelTrainer
 from sagemaker.train.configs import Compute, InputData, OutputDataConfig
 
-from pipeline.parameters import APPROVAL_STATUSES
+from pipeline.parameters import APPROVAL_STATUSES, DEFAULT_INSTANCE_TYPE, DEFAULTS
 from pipeline.session import SDK_CONFIG, make_session
 from steps import package_metadata, paths
 from steps.errors import PipelineError
 
-DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
 INFERENCE_INSTANCE_TYPES = ["ml.m5.large", "ml.m5.xlarge"]
 CACHE_EXPIRY = "P30D"
 EVALUATION_REPORT = "EvaluationReport"
 SILHOUETTE_PATH = "segmentation_metrics.silhouette.value"
 MIN_CLUSTER_SHARE_PATH = "segmentation_metrics.min_cluster_share.value"
+GATE_MESSAGE_PATH = "quality_gate.message"  # rounded values and advice that fits the parameters (evaluate.py)
 INPUT_CONTENT_TYPES = ["text/csv", "application/jsonlines"]
 OUTPUT_CONTENT_TYPES = ["application/jsonlines", "text/csv"]
 
@@ -84,6 +84,7 @@ class Parameters:
     random_seed: ParameterInteger
     min_silhouette: ParameterFloat
     min_cluster_share: ParameterFloat
+    currency: ParameterString
 
     def as_list(self) -> list[Parameter]:
         """All parameters, in declaration order."""
@@ -94,20 +95,21 @@ def make_parameters(default_bucket: str, base_job_prefix: str) -> Parameters:
     """Declare the pipeline parameters and their defaults."""
     return Parameters(
         input_data_url=ParameterString("InputDataUrl", f"s3://{default_bucket}/{base_job_prefix}/input/"),
-        input_format=ParameterString("InputFormat", "auto"),
-        as_of_date=ParameterString("AsOfDate", ""),
-        column_mapping=ParameterString("ColumnMapping", ""),
-        timezone=ParameterString("Timezone", ""),
+        input_format=ParameterString("InputFormat", DEFAULTS["InputFormat"]),
+        as_of_date=ParameterString("AsOfDate", DEFAULTS["AsOfDate"]),
+        column_mapping=ParameterString("ColumnMapping", DEFAULTS["ColumnMapping"]),
+        timezone=ParameterString("Timezone", DEFAULTS["Timezone"]),
         model_approval_status=ParameterString(
-            "ModelApprovalStatus", "PendingManualApproval", enum_values=list(APPROVAL_STATUSES)
+            "ModelApprovalStatus", DEFAULTS["ModelApprovalStatus"], enum_values=list(APPROVAL_STATUSES)
         ),
-        processing_instance_type=ParameterString("ProcessingInstanceType", DEFAULT_INSTANCE_TYPE),
-        training_instance_type=ParameterString("TrainingInstanceType", DEFAULT_INSTANCE_TYPE),
-        transform_instance_type=ParameterString("TransformInstanceType", DEFAULT_INSTANCE_TYPE),
-        num_clusters=ParameterInteger("NumClusters", 0),
-        random_seed=ParameterInteger("RandomSeed", 0),
-        min_silhouette=ParameterFloat("MinSilhouette", 0.25),
-        min_cluster_share=ParameterFloat("MinClusterShare", 0.01),
+        processing_instance_type=ParameterString("ProcessingInstanceType", DEFAULTS["ProcessingInstanceType"]),
+        training_instance_type=ParameterString("TrainingInstanceType", DEFAULTS["TrainingInstanceType"]),
+        transform_instance_type=ParameterString("TransformInstanceType", DEFAULTS["TransformInstanceType"]),
+        num_clusters=ParameterInteger("NumClusters", DEFAULTS["NumClusters"]),
+        random_seed=ParameterInteger("RandomSeed", DEFAULTS["RandomSeed"]),
+        min_silhouette=ParameterFloat("MinSilhouette", DEFAULTS["MinSilhouette"]),
+        min_cluster_share=ParameterFloat("MinClusterShare", DEFAULTS["MinClusterShare"]),
+        currency=ParameterString("Currency", DEFAULTS["Currency"]),
     )
 
 
@@ -256,6 +258,11 @@ def evaluate_step(
             "--output", paths.PROCESSING_EVALUATION_OUT,
             Join(on="", values=["--random-state=", params.random_seed]),
             "--job-config", paths.PROCESSING_JOB_CONFIG,
+            # What the report shows: the quality gate it is judged by, money's currency, the input.
+            Join(on="", values=["--min-silhouette=", params.min_silhouette]),
+            Join(on="", values=["--min-cluster-share=", params.min_cluster_share]),
+            Join(on="", values=["--currency=", params.currency]),
+            Join(on="", values=["--input-location=", params.input_data_url]),
         ],
     )  # fmt: skip
     step = ProcessingStep(
@@ -315,6 +322,8 @@ def register_step(
             package_metadata.EXECUTION_ID: ExecutionVariables.PIPELINE_EXECUTION_ID,
             package_metadata.FEATURES_URI: _output_uri(compute_rfm, "features"),
             package_metadata.TRANSFORM_INPUT_URI: _output_uri(compute_rfm, "transform"),
+            package_metadata.REPORT_URI: Join(on="/", values=[_output_uri(evaluate, "evaluation"),
+                                                              paths.REPORT_FILE]),
             # The approval handler skips packages registered Approved: their own run publishes them.
             package_metadata.REGISTERED_STATUS: params.model_approval_status,
         },
@@ -438,17 +447,13 @@ def quality_gate_step(
         name="QualityGateFailed",
         display_name="Quality gate failed",
         description="Stops the run with the metrics and thresholds that failed.",
-        error_message=Join(
-            on="",
-            values=[
-                "Segmentation below quality gate: silhouette=", metric(SILHOUETTE_PATH),
-                " (minimum ", params.min_silhouette,
-                "), smallest cluster share=", metric(MIN_CLUSTER_SHARE_PATH),
-                " (minimum ", params.min_cluster_share,
-                "). Lower MinSilhouette/MinClusterShare or set NumClusters.",
-            ],
-        ),
-    )  # fmt: skip
+        # evaluation.json's quality_gate.message: the metrics rounded, the thresholds, the report's
+        # place and advice that fits the parameters that were set.
+        error_message=Join(on="", values=[
+            metric(GATE_MESSAGE_PATH), " Review the report: ", _output_uri(evaluate, "evaluation"), "/",
+            paths.REPORT_FILE,
+        ]),
+    )
     return ConditionStep(
         name="CheckQuality",
         display_name="Check segmentation quality",

@@ -9,3 +9,5 @@ TRANSFORM_INPUT_URI = "transform_input_uri"
 # The ModelApprovalStatus the package was registered with; "Approved" means the registering
 # run published its segments itself.
 REGISTERED_STATUS = "approval_status_at_registration"
+# Where the evaluation step wrote this package's report.html (Studio shows the package's metadata).
+REPORT_URI = "report_uri"

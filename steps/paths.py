@@ -25,6 +25,9 @@ CHANGES_FILE = "changes.parquet"  # beside segments.parquet: who entered, left o
 # The last published segments (what the next publish compares with), beside executions/: never expires.
 PUBLISHED_DIR = "published"
 PUBLISHED_MANIFEST = "published.json"
+# A local run's output folder: each registered package's report (reports/<version>.html) and the last run.
+REPORTS_DIR = "reports"
+LAST_RUN_FILE = "last_run.json"
 # Every pipeline execution writes under s3://<bucket>/<prefix>/executions/<execution id>/ (expires after
 # ExecutionRetentionDays), except what a registered model package refers to: its model.tar.gz, evaluation
 # and the features and transform input that publishing it reads, under <prefix>/model/<execution id>/,

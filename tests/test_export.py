@@ -167,7 +167,7 @@ def test_segments_have_one_row_per_customer_with_exact_ids(base, contacts) -> No
 
     segments = read_parquet(storage, join(request.output_uri, "segments.parquet"))
     contact_columns = ["email", "phone"] if contacts else []
-    assert list(segments.columns) == [*SEGMENT_COLUMNS, *contact_columns, *HISTORY_COLUMNS]
+    assert list(segments.columns) == [*SEGMENT_COLUMNS, "recommended_action", *contact_columns, *HISTORY_COLUMNS]
     assert segments["previous_segment"].isna().all()  # the first publish: everyone is new
     assert segments["customer_id"].tolist() == sorted(IDS)
     expected = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -134,12 +135,21 @@ def test_pending_run_registers_and_stops_before_export(pending_run) -> None:
     assert package["ModelApprovalStatus"] == "PendingManualApproval"
 
 
-def test_quality_gate_failure_names_the_metric(tmp_path: Path, definition: dict) -> None:
+def test_quality_gate_failure_leaves_a_report_rounded_numbers_and_fitting_advice(tmp_path: Path,
+                                                                                 definition: dict) -> None:
     result = run_local(str(SAMPLE), tmp_path, {"MinSilhouette": "0.99", "NumClusters": "3"},
                        definition=definition)
     assert result.status == "Failed"
     assert result.failure.startswith("QualityGateFailed")
-    assert "silhouette=" in result.failure and "0.99" in result.failure
+    assert re.search(r"silhouette 0\.\d{3} \(minimum 0\.99\)", result.failure), result.failure
+    assert not re.search(r"\d\.\d{5}", result.failure), "raw floats in the message"
+    assert "NumClusters=3 was set" in result.failure and "or set NumClusters" not in result.failure
+    report = tmp_path / paths.REPORT_FILE
+    assert result.failure.rstrip(".").endswith(f"Review the report: {report}"), result.failure
+    page = report.read_text()
+    assert 'id="gate-banner"' in page and result.execution_id in page
+    assert not (tmp_path / ".work" / result.execution_id).exists()
+    assert (tmp_path / "logs" / result.execution_id / "EvaluateSegmenter.log").is_file()
 
 
 def test_bad_input_fails_in_compute_rfm_with_the_reason(tmp_path: Path, definition: dict) -> None:
@@ -229,3 +239,115 @@ def test_lambda_logs_go_to_the_log_file_whatever_stdout_was(tmp_path: Path, monk
     assert console.getvalue() == ""
     assert (tmp_path / "logs" / "step.log").read_text() == "from the lambda\nprinted\n"
     assert isinstance(logging.Logger.manager.loggerDict["rfm-test-parent"], logging.PlaceHolder)
+
+
+# --- issue 15: the report you review is the package you approve; runs clean up after themselves ----------------
+
+
+def test_each_package_keeps_its_own_report(pending_run, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.local.summary import print_summary
+
+    output, result = pending_run.output, pending_run.result
+    package = LocalRegistry(output / paths.REGISTRY_FILE).packages()[-1]
+    kept = output / paths.REPORTS_DIR / f"{package['ModelPackageVersion']}.html"
+    page = kept.read_text()
+    assert package["ModelPackageArn"] in page and 'id="model-package"' in page
+    assert result.execution_id in page
+    assert (output / paths.REPORT_FILE).read_text() == page  # the latest report says which package it is
+    metadata = package["CustomerMetadataProperties"]
+    assert metadata["report_uri"].endswith(f"/executions/{result.execution_id}/evaluation/{paths.REPORT_FILE}")
+    print_summary(output, result)
+    out = capsys.readouterr().out
+    assert f"Review {kept}, then publish them with:  rfm approve {package['ModelPackageArn']}" in out
+
+
+def test_the_definition_declares_the_documented_parameters(definition: dict) -> None:
+    from pipeline.parameters import DEFAULTS, HELP, declared_parameters
+
+    declared = {p["Name"]: p for p in definition["Parameters"]}
+    assert set(declared) == set(HELP)
+    assert {p["Name"]: p["Type"] for p in declared_parameters()} == {n: p["Type"] for n, p in declared.items()}
+    for name, default in DEFAULTS.items():
+        assert declared[name].get("DefaultValue", "") == default, name
+
+
+@pytest.mark.parametrize(("param", "message"), [
+    ({"NumClusters": "1"}, "NumClusters=1 is out of range"),
+    ({"InputFormat": "csv"}, "InputFormat='csv' is not one of"),
+    ({"AsOfDate": "2024-13-01"}, "AsOfDate='2024-13-01' is not a date"),
+    ({"MinSilhouette": "2"}, "MinSilhouette=2.0 is out of range"),
+])
+def test_parameter_values_are_checked_before_the_first_step(tmp_path: Path, definition: dict, param: dict,
+                                                            message: str) -> None:
+    started = []
+    with pytest.raises(PipelineError, match=re.escape(message)) as error:
+        run_local(str(SAMPLE), tmp_path, param, on_step=started.append, definition=definition)
+    assert str(error.value).startswith("--param: parameter ")
+    assert started == []
+
+
+def test_the_definition_cache_is_shared_by_every_output_folder(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.local import run_local as module
+
+    monkeypatch.setenv(module.CACHE_ENV, str(tmp_path / "cache"))
+    used = []
+    monkeypatch.setattr(module, "timed_build", lambda cache_dir, builder, on_step=None: used.append(cache_dir) or {})
+    monkeypatch.setattr(module, "execute", lambda *args, **kwargs: None)
+    for output in ("a", "b"):
+        module.run_local(str(SAMPLE), tmp_path / output, {})
+    assert used == [tmp_path / "cache", tmp_path / "cache"]
+
+
+def fake_execution(output: Path, execution: str, parts: tuple[str, ...] = ("features", "transform", "model",
+                                                                           "evaluation", "assignments", "segments")):
+    root = output / "s3" / "rfm-local" / "rfm"
+    for part in parts:
+        (root / paths.EXECUTIONS_DIR / execution / part).mkdir(parents=True)
+        (root / paths.EXECUTIONS_DIR / execution / part / "data").write_bytes(b"x" * 10)
+    (root / paths.QUARANTINE_DIR / execution).mkdir(parents=True)
+    (output / "logs" / execution).mkdir(parents=True)
+    return root / paths.EXECUTIONS_DIR / execution
+
+
+def test_keep_prunes_old_executions_but_not_what_packages_need(tmp_path: Path) -> None:
+    from pipeline.local.run_local import prune_executions
+
+    ids = [f"local-2026010{i}T000000-abc" for i in range(1, 8)]
+    folders = [fake_execution(tmp_path, execution) for execution in ids]
+    registry = LocalRegistry(tmp_path / paths.REGISTRY_FILE)
+    registered = ids[1]
+    uri = f"s3://rfm-local/rfm/executions/{registered}"
+    registry.create_package({
+        "ModelPackageGroupName": MODEL_PACKAGE_GROUP_NAME, "ModelApprovalStatus": "PendingManualApproval",
+        "InferenceSpecification": {"Containers": [{"ModelDataUrl": f"{uri}/model/model.tar.gz"}]},
+        "CustomerMetadataProperties": {"features_uri": f"{uri}/features", "transform_input_uri": f"{uri}/transform"}})
+    pruned = prune_executions(tmp_path, 3, registry)
+    assert pruned == ids[:4]
+    assert not folders[0].exists() and not folders[2].exists() and not folders[3].exists()
+    assert sorted(p.name for p in folders[1].iterdir()) == ["evaluation", "features", "model", "transform"]
+    assert all(folder.exists() for folder in folders[4:])
+    assert not (tmp_path / "logs" / ids[0]).exists() and (tmp_path / "logs" / ids[6]).exists()
+    assert not (tmp_path / "s3" / "rfm-local" / "rfm" / paths.QUARANTINE_DIR / ids[0]).exists()
+    assert prune_executions(tmp_path, 3, registry) == [registered]  # again: the package's parts stay
+    assert sorted(p.name for p in folders[1].iterdir()) == ["evaluation", "features", "model", "transform"]
+
+
+def test_an_interrupted_run_cleans_up_and_its_approved_package_is_offered(tmp_path: Path, definition: dict) -> None:
+    from pipeline.local.approval import approve_local, waiting_packages
+
+    def interrupt_after_registration(run) -> None:
+        if run.name == "RegisterSegmenter" and run.status == "Succeeded":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_local(str(SAMPLE), tmp_path, {"ModelApprovalStatus": "Approved"}, on_step=interrupt_after_registration,
+                  definition=definition)
+    assert not any((tmp_path / ".work").glob("*")), "the interrupted execution's scratch folder was left"
+    registry = LocalRegistry(tmp_path / paths.REGISTRY_FILE)
+    [package] = registry.unpublished_approved()
+    assert [p["ModelPackageArn"] for p in waiting_packages(registry)] == [package["ModelPackageArn"]]
+    result = approve_local(tmp_path, None)
+    assert result["status"] == "started" and result["model_package_arn"] == package["ModelPackageArn"]
+    assert (tmp_path / "segments" / paths.SEGMENTS_FILE).is_file()
+    assert registry.unpublished_approved() == [] and waiting_packages(registry) == []

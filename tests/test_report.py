@@ -22,7 +22,7 @@ from steps.model.evaluate import main as evaluate_main
 from steps.model.model_io import SegmentModel, load_model
 from steps.report import data
 from steps.report import svg_charts as svg
-from steps.report.render import CHART_IDS, TABLE_IDS, render_report, write_report
+from steps.report.render import CHART_IDS, TABLE_IDS, render_report, stamp_package, with_changes, write_report
 from steps.segments import SEGMENT_GRID, SEGMENT_NAMES, segments_of
 from tests.conftest import synthetic_features
 
@@ -119,10 +119,12 @@ def test_segment_table_numbers(html: str, features_frame: pd.DataFrame) -> None:
         row = table[name]
         assert row[2] == f"{len(group):,}"
         assert row[3] == f"{len(group) / len(features_frame):.1%}"
-        assert row[4] == f"{group[c.MONETARY].sum() / revenue:.1%}"
-        assert row[5] == f"{group[c.RECENCY_DAYS].mean():,.0f}"
-        assert row[6] == f"{group[c.FREQUENCY].mean():,.1f}"
-        assert row[7] == f"{group[c.MONETARY].mean():,.2f}"
+        assert row[4] == f"${group[c.MONETARY].sum():,.2f}"
+        assert row[5] == f"{group[c.MONETARY].sum() / revenue:.1%}"
+        assert row[6] == f"{group[c.RECENCY_DAYS].mean():,.0f}"
+        assert row[7] == f"{group[c.FREQUENCY].mean():,.1f}"
+        assert row[8] == f"${group[c.MONETARY].mean():,.2f}"
+        assert row[9] == f"${group[c.MONETARY].sum() / group[c.FREQUENCY].sum():,.2f}"  # average order value
     assert table["All customers"][2] == f"{len(features_frame):,}"
 
 
@@ -284,7 +286,7 @@ def test_evaluate_writes_the_report_next_to_evaluation_json(tmp_path: Path, feat
                           "--execution-id", "exec-7"]) == 0
     evaluation = json.loads((output / paths.EVALUATION_FILE).read_text())
     assert set(evaluation) == {"segmentation_metrics", "clusters", "rfm_segments", "k_selection",
-                               "metric_sample_size"}
+                               "metric_sample_size", "quality_gate"}
     page = (output / paths.REPORT_FILE).read_text()
     run = rows_by_first_cell(parse(page).tables["run-parameters"])
     assert run["Execution id"][1] == "exec-7"
@@ -460,6 +462,142 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, features_frame: pd.
     assert dom.stdout.count("<svg") >= 8
 
 
+# --- issue 15: a report that says what to do and reads right ------------------------------------------------------
+
+
+def section(page: str, section_id: str) -> str:
+    start = page.index(f'<section id="{section_id}">')
+    return page[start:page.index("</section>", start)]
+
+
+def test_money_is_shown_in_the_runs_currency(features_frame: pd.DataFrame, model_meta: dict,
+                                             evaluation: dict) -> None:
+    page = render_report(features_frame, model_meta, evaluation, QUALITY, dict(RUN_INFO, currency="EUR"))
+    table = rows_by_first_cell(parse(page).tables["segment-table"])
+    assert table["All customers"][4] == f"\u20ac{features_frame[c.MONETARY].sum():,.2f}"
+    assert "Money in EUR" in page and "$" not in section(page, "segments")
+
+
+def test_every_axis_of_the_cluster_profile_is_coloured_by_better(features_frame: pd.DataFrame, model_meta: dict,
+                                                                 evaluation: dict) -> None:
+    page = render_report(features_frame, model_meta, evaluation, QUALITY, RUN_INFO)
+    figure = page[page.index('id="cluster-profiles"'):]
+    figure = figure[:figure.index("</figure>")]
+    fills = re.findall(r'<rect x="[^"]+" y="[^"]+" width="\d+" height="\d+" fill="(#[0-9a-f]{6})"/>', figure)
+    centers = model_meta["centers"]
+    assert len(fills) == 3 * len(centers)
+    best = fills[:3]  # cluster 0: recent (low recency: a negative centre), frequent, high spend
+    assert centers[0][0] < 0 < centers[0][1]
+    for fill in best:
+        red, blue = int(fill[1:3], 16), int(fill[5:7], 16)
+        assert blue > red, f"cluster 0 is better than average on every axis, yet {fill} is not blue"
+    assert "recency_days: lower is better" in figure
+
+
+def test_grid_cells_show_revenue(features_frame: pd.DataFrame, html: str) -> None:
+    cell = (features_frame[c.R_SCORE] == 5) & (features_frame[c.F_SCORE] == 5)
+    revenue = features_frame.loc[cell, c.MONETARY].sum()
+    assert f"${revenue:,.0f}" in section(html, "grid")
+    np.testing.assert_allclose(data.rf_revenue(features_frame).sum(), features_frame[c.MONETARY].sum())
+
+
+def test_clusters_show_their_silhouette(html: str, evaluation: dict) -> None:
+    table = rows_by_first_cell(parse(html).tables["cluster-table"])
+    for entry in evaluation["clusters"]:
+        assert -1 <= entry["silhouette"] <= 1
+        assert table[str(entry["cluster"])][-1] == f"{entry['silhouette']:.2f}"
+    sizes = np.array([e["size"] for e in evaluation["clusters"]])
+    weighted = sum(e["silhouette"] * e["size"] for e in evaluation["clusters"]) / sizes.sum()
+    assert weighted == pytest.approx(evaluation["segmentation_metrics"]["silhouette"]["value"], abs=1e-9)
+
+
+def test_the_playbook_says_what_to_do_with_every_segment_and_cluster(html: str, model_meta: dict) -> None:
+    from steps.playbook import load_playbook
+
+    rows = parse(html).tables["playbook-table"][1:]
+    book = load_playbook()
+    by_group = {row[0]: row[3] for row in rows}
+    for name, action in by_group.items():
+        if name.startswith("segment: "):
+            assert action == book.for_segment(name.removeprefix("segment: "))
+    for i, name in enumerate(model_meta["names"]):
+        assert by_group[f"cluster {i}: {name}"] == book.for_cluster(name, model_meta["dominant_segments"][i])
+    assert html.index('id="playbook"') < html.index('id="segments"')  # what to do comes first
+
+
+def test_the_report_links_its_guide(html: str) -> None:
+    assert 'href="#guide"' in html and "docs/reading-the-report.md" in section(html, "guide")
+    assert (Path(__file__).parents[1] / "docs" / "reading-the-report.md").is_file()
+
+
+def test_quality_gate_thresholds_values_and_verdict(features_frame: pd.DataFrame, model_meta: dict,
+                                                    evaluation: dict) -> None:
+    from steps.model.quality_gate import gate_verdict
+
+    metrics = evaluation["segmentation_metrics"]
+    failing = dict(evaluation, quality_gate=gate_verdict(metrics["silhouette"]["value"],
+                                                         metrics["min_cluster_share"]["value"], 3, 3, 0.99, 0.01))
+    page = render_report(features_frame, model_meta, failing, QUALITY, RUN_INFO)
+    gate = rows_by_first_cell(parse(page).tables["quality-gate"])
+    assert gate["Silhouette"][2:] == [">= 0.99", "failed"]
+    assert gate["Smallest cluster share"][3] == "passed"
+    assert 'id="gate-banner"' in page and "NumClusters=3 was set" in page
+    assert 'id="gate-banner"' not in render_report(features_frame, model_meta, evaluation, QUALITY, RUN_INFO)
+
+
+def test_changes_say_first_run_without_a_previous_one(html: str) -> None:
+    assert "First run" in section(html, "changes")
+
+
+def test_changes_compare_sizes_and_revenue_and_show_the_migration_matrix(features_frame: pd.DataFrame,
+                                                                        html: str) -> None:
+    previous = features_frame.iloc[:400].copy()
+    previous[c.MONETARY] = previous[c.MONETARY] * 2
+    changes = pd.DataFrame({
+        "customer_id": ["a", "b", "c", "d"], "previous_segment": ["Champions", "Loyal", None, "Hibernating"],
+        "segment": ["Loyal", "Loyal", "Champions", None], "previous_cluster_name": ["x", "y", None, "z"],
+        "cluster_name": ["y", "y", "x", None], "change": ["moved", "moved", "entered", "left"]})
+    page = with_changes(html, features_frame, previous, changes)
+    rows = rows_by_first_cell(parse(page).tables["segment-comparison"])
+    now = int((features_frame[c.RFM_SEGMENT] == "Champions").sum())
+    assert rows["Champions"][1:4] == ["1", f"{now:,}", f"{now - 1:+,}"]  # sizes before: from changes.parquet
+    was = previous.loc[previous[c.RFM_SEGMENT] == "Champions", c.MONETARY].sum()
+    assert rows["Champions"][4] == f"${was:,.2f}"
+    matrix = rows_by_first_cell(parse(page).tables["migration-matrix"])
+    header = parse(page).tables["migration-matrix"][0]
+    assert matrix["Champions"][header.index("Loyal")] == "1"
+    assert matrix["(entered)"][header.index("Champions")] == "1"
+    assert matrix["Hibernating"][header.index("(left)")] == "1"
+    assert page.count('<section id="changes">') == 1 and "First run" not in page
+
+
+def test_stamp_names_the_package(html: str) -> None:
+    arn = "arn:aws:sagemaker:local:000000000000:model-package/rfm-segmenter/7"
+    page = stamp_package(html, arn, "PendingManualApproval", "output/reports/7.html")
+    assert page.count(arn) == 2 and "output/reports/7.html" in page
+    assert page.index('id="model-package"') < page.index("<h1>")
+
+
+def test_evaluate_shows_the_parameters_used_and_the_gate(tmp_path: Path, features_frame: pd.DataFrame,
+                                                         model_dir: Path) -> None:
+    features = tmp_path / "features"
+    features.mkdir()
+    features_frame.to_parquet(features / paths.RFM_FILE)
+    output = tmp_path / "evaluation"
+    assert evaluate_main(["--model", str(model_dir), "--features", str(features), "--output", str(output),
+                          "--min-silhouette=0.99", "--min-cluster-share=0.01", "--currency=GBP",
+                          "--input-location=s3://bucket/rfm/input/"]) == 0
+    report = json.loads((output / paths.EVALUATION_FILE).read_text())
+    gate = report["quality_gate"]
+    assert gate["passed"] is False and gate["failed"] == ["silhouette"]
+    assert re.search(r"silhouette 0\.\d{3} \(minimum 0\.99\)", gate["message"])
+    assert "NumClusters=3 was set" in gate["message"]  # the model_dir fixture trains with num_clusters=3
+    page = (output / paths.REPORT_FILE).read_text()
+    run = rows_by_first_cell(parse(page).tables["run-parameters"])
+    assert "MinSilhouette=0.99" in run["Parameters"][1] and "NumClusters=3" in run["Parameters"][1]
+    assert "Currency=GBP" in run["Parameters"][1]
+    assert run["Input"][1] == "s3://bucket/rfm/input/"
+    assert "\u00a3" in page
 def test_excluded_rows_and_quality_warnings_are_shown(features_frame: pd.DataFrame, model_meta: dict) -> None:
     quality = dict(QUALITY, rows_read=1200, rows_excluded=200, excluded_by_reason={"not_a_purchase_event": 200},
                    warnings=["the as-of date 2030-01-01 is 2188 days after the last transaction"])

@@ -135,3 +135,44 @@ def test_of_equally_good_k_the_largest_wins(seed: int) -> None:
     near_best = [k for k, s in silhouettes.items() if s >= max(silhouettes.values()) - SILHOUETTE_TOLERANCE]
     assert len(near_best) > 1  # the rule matters for this data
     assert segmenter.k_ == max(near_best) == len(segmenter.names_)
+
+
+# --- issue 15: k does not depend on the seed -------------------------------------------------------------------------
+
+
+def features_of(transactions: Path, folder: Path) -> pd.DataFrame:
+    from steps.features.job import main as features_main
+
+    assert features_main(["--input", str(transactions), "--output", str(folder)]) == 0
+    return pd.read_parquet(folder / "rfm.parquet")
+
+
+def test_k_votes_are_recorded_and_sum_to_the_selection_seeds(features_frame: pd.DataFrame) -> None:
+    from steps.model.segmenter import SELECTION_SEEDS
+
+    segmenter = Segmenter(n_clusters=0, random_state=0).fit(features_frame)
+    assert sum(segmenter.k_votes_.values()) == len(SELECTION_SEEDS)
+    assert segmenter.k_votes_[segmenter.k_] == max(segmenter.k_votes_.values())
+    assert all("silhouette_std" in row for row in segmenter.k_selection_)
+
+
+@pytest.mark.slow
+def test_k_does_not_change_with_the_seed_on_the_bundled_sample(tmp_path: Path) -> None:
+    from tests.conftest import SAMPLE
+
+    features = features_of(SAMPLE, tmp_path / "features")
+    ks = {seed: Segmenter(n_clusters=0, random_state=seed).fit(features).k_ for seed in (0, 3)}
+    assert len(set(ks.values())) == 1, ks
+
+
+@pytest.mark.slow
+def test_k_does_not_change_with_the_seed_on_150k_customers(tmp_path: Path) -> None:
+    from steps.sample.generate import write_sample
+
+    transactions = tmp_path / "transactions.csv.gz"
+    write_sample(transactions, 150_000, seed=42)
+    features = features_of(transactions, tmp_path / "features")
+    assert len(features) > 140_000
+    fits = {seed: Segmenter(n_clusters=0, random_state=seed).fit(features) for seed in (0, 3)}
+    assert fits[0].k_ == fits[3].k_, {seed: fit.k_selection_ for seed, fit in fits.items()}
+    assert fits[0].names_ == fits[3].names_

@@ -105,6 +105,7 @@ from steps.columns import (
 )
 from steps.errors import PipelineError, RFMError
 from steps.paths import CHANGES_FILE, RFM_FILE, SEGMENTS_FILE
+from steps.playbook import RECOMMENDED_ACTION, load_playbook
 
 __all__ = ["ExportRequest", "ExportFailed", "Clients", "export_segments", "resolve_settings", "run_export",
            "deadline_of", "handler", "slug"]
@@ -296,8 +297,8 @@ def _text_ids(table: pa.Table) -> pa.Array:
 def join_tables(features: pa.Table, assignments: pa.Table, where: str = "") -> pa.Table:
     """One row per customer, sorted by ``customer_id``: features joined with exactly one assignment each.
 
-    Columns ``SEGMENT_COLUMNS`` then the contact columns present. Arrow throughout (a join and a
-    sort), so a large audience is held once, compactly.
+    Columns ``SEGMENT_COLUMNS``, ``recommended_action`` (the playbook's, by RFM segment), then the contact
+    columns present. Arrow throughout (a join and a sort), so a large audience is held once, compactly.
 
     Raises
     ------
@@ -339,6 +340,11 @@ def join_tables(features: pa.Table, assignments: pa.Table, where: str = "") -> p
         if differ:
             logger.warning("rfm_segment differs between features and assignments; using the assignments'",
                            extra={"customers": differ})
+    # The playbook's recommended action for each customer's RFM segment (steps/playbook.yaml).
+    playbook = load_playbook()
+    segments = pc.unique(columns[RFM_SEGMENT])
+    actions = pa.array([playbook.for_segment(segment) for segment in segments.to_pylist()], pa.string())
+    columns[RECOMMENDED_ACTION] = actions.take(pc.index_in(columns[RFM_SEGMENT], value_set=segments))
     for name in CONTACT_COLUMNS:
         if name in from_features:
             columns[name] = from_features.pop(name).take(feature_order).combine_chunks()

@@ -18,7 +18,7 @@ from pipeline.local.registry import LOCAL_ACCOUNT, LOCAL_REGION, LOCAL_ROLE, Loc
 from pipeline.local.runner import ExecutionResult, StepRun
 from pipeline.local.step_types import capture_lambda_logs
 from pipeline.naming import MODEL_PACKAGE_GROUP_NAME, publish_pipeline_name
-from steps import paths
+from steps import package_metadata, paths
 from steps.errors import PipelineError, RFMError
 
 
@@ -49,30 +49,50 @@ class LocalSageMaker:
                                         f"{PipelineName.lower()}/execution/{result.execution_id}"}
 
 
+def waiting_packages(registry: LocalRegistry, group: str = MODEL_PACKAGE_GROUP_NAME) -> list[dict[str, Any]]:
+    """Packages of ``group`` an approval would publish, oldest first: pending ones, and Approved ones whose
+    segments were never published (a run interrupted or failed after RegisterSegmenter)."""
+    unpublished = {p["ModelPackageArn"] for p in registry.unpublished_approved(group)}
+    return [p for p in registry.packages(group)
+            if p["ModelApprovalStatus"] == "PendingManualApproval" or p["ModelPackageArn"] in unpublished]
+
+
 def pending_package(registry: LocalRegistry, group: str = MODEL_PACKAGE_GROUP_NAME) -> str:
-    """The newest package of ``group`` waiting for approval."""
-    pending = [p for p in registry.packages(group) if p["ModelApprovalStatus"] == "PendingManualApproval"]
-    if not pending:
+    """The newest package of ``group`` waiting for approval (or approved but never published)."""
+    waiting = waiting_packages(registry, group)
+    if not waiting:
         raise PipelineError(f"no package of {group} is waiting for approval", str(registry.path),
                             "run `rfm run-local --input ...` first, or name a package: rfm approve ARN")
-    return pending[-1]["ModelPackageArn"]
+    return waiting[-1]["ModelPackageArn"]
+
+
+def report_of(output: Path, package: dict[str, Any]) -> str:
+    """Where the report of ``package`` is: ``reports/<version>.html`` locally, else its metadata's URI."""
+    from pipeline.local.summary import package_report_path
+
+    local = package_report_path(output, package["ModelPackageVersion"])
+    if local.is_file():
+        return str(local)
+    return (package.get("CustomerMetadataProperties") or {}).get(package_metadata.REPORT_URI, "")
 
 
 def approve_local(output: Path, package_arn: str | None, on_step: Callable[[StepRun], None] | None = None,
                   status: str = "Approved") -> dict[str, Any]:
     """Set a local package's status; when Approved, publish its segments as AWS would."""
     from lambdas.approval.app import Settings, publish_approved
-    from pipeline.local.run_local import PUBLISH_PIPELINE, execute, timed_build
+    from pipeline.local.run_local import PUBLISH_PIPELINE, default_cache_dir, execute, timed_build
 
     output = paths.output_folder(Path(output).resolve())
     registry = LocalRegistry(output / paths.REGISTRY_FILE)
     package_arn = package_arn or pending_package(registry)
     package = registry.update_status(package_arn, status)
+    report = report_of(output, package)
     if status != "Approved":
-        return {"status": "ignored", "reason": f"status is {status}", "model_package_arn": package_arn}
+        return {"status": "ignored", "reason": f"status is {status}", "model_package_arn": package_arn,
+                "report": report}
 
     def run_publish(params: dict[str, str]) -> ExecutionResult:
-        definition = timed_build(output / ".cache", PUBLISH_PIPELINE, on_step)
+        definition = timed_build(default_cache_dir(), PUBLISH_PIPELINE, on_step)
         return execute(definition, params, output, on_step)
 
     sagemaker = LocalSageMaker(registry, run_publish)
@@ -80,7 +100,7 @@ def approve_local(output: Path, package_arn: str | None, on_step: Callable[[Step
     detail = {"ModelPackageArn": package_arn, "ModelPackageGroupName": package["ModelPackageGroupName"],
               "ModelApprovalStatus": "Approved"}
     with capture_lambda_logs(output / "logs" / "approval.log"):
-        return publish_approved(detail, sagemaker, settings)
+        return {**publish_approved(detail, sagemaker, settings), "report": report}
 
 
 def approve_sagemaker(client: Any, package_arn: str | None, group: str, status: str = "Approved") -> str:

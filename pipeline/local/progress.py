@@ -7,12 +7,28 @@ from typing import IO
 
 from pipeline.local.runner import StepRun
 
+DETAIL_WIDTH = 90  # a failed step's detail on its status line; the whole error follows on its own line
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` cut at a space to at most ``width`` characters, never inside a word or path.
+
+    Examples
+    --------
+    >>> shorten("no such file /data/in/transactions.csv", 30)
+    'no such file ...'
+    """
+    if len(text) <= width:
+        return text
+    cut = text[:width - 3].rsplit(" ", 1)[0] if " " in text[:width - 3] else ""
+    return f"{cut} ..." if cut else "..."
+
 
 def describe_step(run: StepRun) -> str:
     """One status line for a finished step."""
     mark = {"Succeeded": "ok", "Failed": "FAILED", "Skipped": "skipped"}.get(run.status, run.status)
     timing = f"{run.seconds:6.1f} s" if run.status in {"Succeeded", "Failed"} else " " * 8
-    detail = run.detail if run.status != "Failed" or len(run.detail) < 90 else run.detail[:87] + "..."
+    detail = run.detail if run.status != "Failed" else shorten(run.detail, DETAIL_WIDTH)
     detail = f"  {detail}" if detail else ""
     return f"  {run.name:<20} {run.type:<14} {mark:<8} {timing}{detail}"
 

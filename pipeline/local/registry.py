@@ -15,6 +15,10 @@ from typing import Any
 from pipeline.parameters import APPROVAL_STATUSES
 from steps.errors import PipelineError
 
+# Set to the publishing execution's id once a package's segments were exported; packages registered
+# before this key existed lack it and count as published (nothing to offer again).
+PUBLISHED = "PublishedByExecution"
+
 # The account, region and role local ARNs name (SageMaker's own shapes, nothing in AWS).
 LOCAL_ACCOUNT = "000000000000"
 LOCAL_REGION = "local"
@@ -66,6 +70,8 @@ class LocalRegistry:
             "ModelPackageVersion": version,
             "ModelApprovalStatus": status,
             "CreationTime": _now(),
+            # Local bookkeeping (not a SageMaker field): whether this package's segments were published.
+            PUBLISHED: False,
             **{k: v for k, v in arguments.items() if k not in {"ModelApprovalStatus", "ModelPackageGroupName"}},
         }
         packages.append(package)
@@ -81,6 +87,21 @@ class LocalRegistry:
             if package["ModelPackageArn"] == arn:
                 return package
         raise PipelineError("no such model package in the local registry", arn, "list them with `rfm approve --list`")
+
+    def mark_published(self, arn: str, execution_id: str) -> None:
+        """Record that ``execution_id`` exported the segments of package ``arn``."""
+        data = self._load()
+        for group in data["ModelPackageGroups"].values():
+            for package in group["ModelPackages"]:
+                if package["ModelPackageArn"] == arn:
+                    package[PUBLISHED] = execution_id
+                    self._save(data)
+                    return
+        raise PipelineError("no such model package in the local registry", arn)
+
+    def unpublished_approved(self, group: str | None = None) -> list[dict[str, Any]]:
+        """Approved packages whose segments were never exported (a run interrupted after registration)."""
+        return [p for p in self.packages(group) if p["ModelApprovalStatus"] == "Approved" and p.get(PUBLISHED) is False]
 
     def update_status(self, arn: str, status: str) -> dict[str, Any]:
         if status not in APPROVAL_STATUSES:

@@ -15,6 +15,7 @@ import importlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import time
 import warnings
@@ -25,7 +26,8 @@ from pipeline.local.registry import LOCAL_ROLE, LocalRegistry
 from pipeline.local.runner import ExecutionResult, LocalRunner, StepRun, load_definition
 from pipeline.local.store import S3Store, make_store
 from pipeline.naming import MAIN_PIPELINE_NAME, MODEL_PACKAGE_GROUP_NAME
-from steps import paths
+from pipeline.parameters import declared_parameters, parameter_values
+from steps import package_metadata, paths
 from steps.errors import PipelineError
 
 BUILD_REGION = "us-east-1"  # the definition is built offline as for this region
@@ -44,8 +46,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFINITION_SOURCES = ("pipeline/definition.py", "pipeline/publish_definition.py", "pipeline/step_builders.py",
                       "pipeline/session.py", "pipeline/naming.py", "pipeline/parameters.py",
                       "pipeline/local/run_local.py", "steps/paths.py", "steps/package_metadata.py")
+DEFAULT_KEEP = 5  # executions kept under <output>/s3 (registered packages' artifacts always stay)
+CACHE_ENV = "RFM_CACHE_DIR"
 MAIN_PIPELINE = "pipeline.definition:get_pipeline"
 PUBLISH_PIPELINE = "pipeline.publish_definition:get_publish_pipeline"
+# Written next to segments.parquet by the history work (issue 12): previous_segment -> segment per customer.
+CHANGES_FILE = "changes.parquet"
+# What an older execution keeps for the package it registered (it can still be approved).
+PACKAGE_ARTIFACTS = frozenset({"features", "transform", "model", "evaluation"})
 # Latest-run artifacts: (step, property holding the S3 URI, folder under --output).
 PUBLISHED = (
     ("ComputeRFM", "ProcessingOutputConfig.Outputs['features'].S3Output.S3Uri", "features"),
@@ -69,6 +77,18 @@ def offline_aws() -> Iterator[None]:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
+
+
+def default_cache_dir() -> Path:
+    """Where built definitions are cached: ``$RFM_CACHE_DIR``, else ``$XDG_CACHE_HOME`` (or ~/.cache)/rfm-segmentation.
+
+    One cache for every output folder: entries are keyed on their content's inputs, so a new
+    ``--output`` reuses what another folder built.
+    """
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rfm-segmentation"
 
 
 def _definition_key(builder: str, kwargs: dict) -> str:
@@ -143,17 +163,18 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
 
 
 def run_local(input_location: str, output: Path, params: dict[str, str],
-              on_step=None, definition: dict | None = None) -> ExecutionResult:
-    """Run the whole pipeline on ``input_location``; artifacts go under ``output``."""
+              on_step=None, definition: dict | None = None, keep: int = DEFAULT_KEEP) -> ExecutionResult:
+    """Run the whole pipeline on ``input_location``; artifacts go under ``output``; keep ``keep`` executions."""
     output = paths.output_folder(Path(output).resolve())
     if not input_location.startswith("s3://"):
         location = Path(input_location.removeprefix("file://"))
         if not location.exists():
             raise PipelineError("no such input file or folder", str(location), "check --input")
         input_location = str(location.resolve())
+    parameter_values(declared_parameters(), {"InputDataUrl": input_location, **params})  # before the slow build
     if definition is None:
-        definition = timed_build(output / ".cache", MAIN_PIPELINE, on_step)
-    return execute(definition, {"InputDataUrl": input_location, **params}, output, on_step)
+        definition = timed_build(default_cache_dir(), MAIN_PIPELINE, on_step)
+    return execute(definition, {"InputDataUrl": input_location, **params}, output, on_step, keep)
 
 
 def timed_build(cache_dir: Path, builder: str, on_step=None) -> dict:
@@ -170,26 +191,101 @@ def timed_build(cache_dir: Path, builder: str, on_step=None) -> dict:
     return definition
 
 
-def execute(definition: dict, params: dict[str, str], output: Path, on_step=None) -> ExecutionResult:
-    """Execute ``definition`` with the local store and registry under ``output``; publish its artifacts."""
+def execute(definition: dict, params: dict[str, str], output: Path, on_step=None,
+            keep: int | None = DEFAULT_KEEP) -> ExecutionResult:
+    """Execute ``definition`` with the local store and registry under ``output``; publish its artifacts.
+
+    The execution's scratch folder (``.work/<id>``) is removed however the run ends (success,
+    failure, Ctrl-C); its logs are kept in ``logs/<id>``. A run that evaluated the model leaves a
+    report even when it fails later (the quality gate): ``report.html``, named in the failure.
+    Then only the newest ``keep`` executions stay under ``s3/`` (None keeps all).
+    """
     output = paths.output_folder(Path(output).resolve())
     store = make_store(output / "s3")
     registry = LocalRegistry(output / paths.REGISTRY_FILE)
     workdir = output / ".work"
     runner = LocalRunner(definition, store, workdir, registry, on_step)
-    result = runner.run(params, models=registry.models())
-    logs = output / "logs" / result.execution_id
-    work_logs = workdir / result.execution_id / "logs"
-    if work_logs.is_dir():
-        shutil.copytree(work_logs, logs, dirs_exist_ok=True)
+    execution_id = f"local-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    try:
+        result = runner.run(params, execution_id=execution_id, models=registry.models())
+    finally:
+        work_logs = workdir / execution_id / "logs"
+        if work_logs.is_dir():
+            shutil.copytree(work_logs, output / "logs" / execution_id, dirs_exist_ok=True)
+        shutil.rmtree(workdir / execution_id, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            workdir.rmdir()  # only when empty: another run may be using it
+    currency = params.get("Currency") or None
     if result.status == "Succeeded":
-        publish(result, store, output)
-        shutil.rmtree(workdir / result.execution_id, ignore_errors=True)
+        publish(result, store, output, registry, currency)
+    else:
+        report = _publish_report(result, store, output, currency, _read_segments(output / "segments"), None)
+        if report is not None:
+            uri = _evaluation_uri(result)
+            shown = f"{uri.rstrip('/')}/{paths.REPORT_FILE}"
+            result.failure = (result.failure.replace(shown, str(report)) if shown in result.failure
+                              else f"{result.failure.rstrip('.')}. The report: {report}")
+    _write_last_run(result, output, params)
+    if keep is not None and not isinstance(store, S3Store):
+        prune_executions(output, keep, registry)
     return result
 
 
-def publish(result: ExecutionResult, store, output: Path) -> None:
+def _evaluation_uri(result: ExecutionResult) -> str | None:
+    return result.properties.get("EvaluateSegmenter", {}).get(
+        "ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri")
+
+
+def _read_segments(folder: Path, name: str = paths.SEGMENTS_FILE):
+    """A published table (``segments.parquet``, ``changes.parquet``) under ``folder``, or None."""
+    import pandas as pd
+
+    path = folder / name
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+def _publish_report(result: ExecutionResult, store, output: Path, currency: str | None, previous,
+                    changes) -> Path | None:
+    """Copy the run's report to ``report.html``: its comparison with ``previous`` / ``changes`` filled in,
+    stamped with its package, and kept as ``reports/<version>.html``."""
+    import pandas as pd
+
+    from pipeline.local.summary import package_report_path
+    from steps.report.money import DEFAULT_CURRENCY
+    from steps.report.render import stamp_package, with_changes
+
+    uri = _evaluation_uri(result)
+    if uri is None:
+        return None
+    destination = output / "evaluation"
+    shutil.rmtree(destination, ignore_errors=True)
+    store.download(uri, destination)
+    source = destination / paths.REPORT_FILE
+    if not source.is_file():
+        return None
+    page = source.read_text(encoding="utf-8")
+    features_uri = result.properties.get("ComputeRFM", {}).get(PUBLISHED[0][1])
+    if features_uri and (previous is not None or changes is not None):
+        staging = output / f".features-{result.execution_id}"
+        store.download(features_uri, staging)
+        features = pd.read_parquet(staging / paths.RFM_FILE)
+        shutil.rmtree(staging, ignore_errors=True)
+        page = with_changes(page, features, previous, changes, currency or DEFAULT_CURRENCY)
+    latest = output / paths.REPORT_FILE
+    package = result.properties.get("RegisterSegmenter")
+    if package:
+        kept = package_report_path(output, package["ModelPackageVersion"])
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        page = stamp_package(page, package["ModelPackageArn"], package["ModelApprovalStatus"], str(kept))
+        kept.write_text(page, encoding="utf-8")
+    latest.write_text(page, encoding="utf-8")
+    return latest
+
+
+def publish(result: ExecutionResult, store, output: Path, registry: LocalRegistry | None = None,
+            currency: str | None = None) -> None:
     """Copy the latest run's artifacts to the documented paths under ``output``."""
+    registry = registry or LocalRegistry(output / paths.REGISTRY_FILE)
     for step, prop, target in PUBLISHED:
         uri = result.properties.get(step, {}).get(prop)
         if uri is None:
@@ -198,10 +294,9 @@ def publish(result: ExecutionResult, store, output: Path) -> None:
         shutil.rmtree(destination, ignore_errors=True)
         store.download(uri, destination)
         destination.mkdir(parents=True, exist_ok=True)  # an output with no files is still shown
-    report = output / "evaluation" / paths.REPORT_FILE
-    if report.is_file():
-        shutil.copy2(report, output / paths.REPORT_FILE)
+    previous = _read_segments(output / "segments")  # what was published before this run
     segments_uri = _segments_uri(result)
+    changes = None
     if segments_uri:  # only a run that exported replaces the published segments
         shutil.rmtree(output / "segments", ignore_errors=True)
         shutil.rmtree(output / "export", ignore_errors=True)
@@ -215,12 +310,57 @@ def publish(result: ExecutionResult, store, output: Path) -> None:
         if (staging / "export").is_dir():
             shutil.move(staging / "export", output / "export")
         shutil.rmtree(staging, ignore_errors=True)
-    (output / "last_run.json").write_text(json.dumps({
+        changes = _read_segments(output / "segments", CHANGES_FILE)
+        package_arn = result.arguments.get("ExportSegments", {}).get("model_package_arn")
+        if package_arn:
+            registry.mark_published(package_arn, result.execution_id)
+    _publish_report(result, store, output, currency, previous, changes)
+
+
+def _write_last_run(result: ExecutionResult, output: Path, params: dict[str, str]) -> None:
+    (output / paths.LAST_RUN_FILE).write_text(json.dumps({
         "execution_id": result.execution_id, "status": result.status,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "currency": params.get("Currency") or None,
         "steps": [{"name": s.name, "type": s.type, "status": s.status, "seconds": round(s.seconds, 2),
                    "detail": s.detail} for s in result.steps],
     }, indent=2) + "\n")
+
+
+def _execution_of(uri: str) -> str | None:
+    parts = str(uri).split("/")
+    return parts[parts.index(paths.EXECUTIONS_DIR) + 1] if paths.EXECUTIONS_DIR in parts[:-1] else None
+
+
+def prune_executions(output: Path, keep: int, registry: LocalRegistry) -> list[str]:
+    """Delete all but the newest ``keep`` executions under ``output/s3`` (and their quarantine and logs).
+
+    An older execution that registered a package keeps what the package needs to be approved
+    later (its ``features``, ``transform``, ``model`` and ``evaluation`` folders); the rest of it
+    goes. Returns the ids of the executions that were pruned.
+    """
+    registered = set()
+    for package in registry.packages():
+        metadata = package.get("CustomerMetadataProperties") or {}
+        for uri in (metadata.get(package_metadata.FEATURES_URI), metadata.get(package_metadata.TRANSFORM_INPUT_URI),
+                    package.get("InferenceSpecification", {}).get("Containers", [{}])[0].get("ModelDataUrl")):
+            if uri and _execution_of(uri):
+                registered.add(_execution_of(uri))
+    folders = sorted((p for p in (output / "s3").glob(f"*/*/{paths.EXECUTIONS_DIR}/*") if p.is_dir()),
+                     key=lambda p: p.name)
+    pruned = []
+    for folder in folders[:max(len(folders) - max(keep, 0), 0)]:
+        execution = folder.name
+        if execution in registered:
+            for part in folder.iterdir():
+                if part.name not in PACKAGE_ARTIFACTS:
+                    shutil.rmtree(part, ignore_errors=True) if part.is_dir() else part.unlink()
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        for extra in (*folder.parent.parent.glob(f"{paths.QUARANTINE_DIR}/{execution}"), output / "logs" / execution):
+            shutil.rmtree(extra, ignore_errors=True)
+        pruned.append(execution)
+    return pruned
 
 
 def _segments_uri(result: ExecutionResult) -> str | None:

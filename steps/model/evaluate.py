@@ -20,15 +20,17 @@ from sklearn.metrics import (
     adjusted_rand_score,
     calinski_harabasz_score,
     davies_bouldin_score,
-    silhouette_score,
+    silhouette_samples,
 )
 
 from steps import columns as c
 from steps import paths
 from steps.cli_support import guarded, setup_logging
 from steps.model.model_io import SegmentModel, load_model
+from steps.model.quality_gate import gate_verdict
 from steps.model.segmenter import feature_matrix
 from steps.model.train import read_features
+from steps.report.money import DEFAULT_CURRENCY
 
 log = logging.getLogger("rfm.evaluate")
 
@@ -56,12 +58,14 @@ def evaluate(model: SegmentModel, features: pd.DataFrame, random_state: int = 0,
         index = np.sort(rng.choice(len(index), METRIC_SAMPLE, replace=False))
     x, y = model.scaled(matrix[index]), labels[index]
     separable = len(np.unique(y)) > 1
+    per_customer = silhouette_samples(x, y) if separable else np.full(len(y), -1.0)
+    per_cluster = [float(per_customer[y == i].mean()) if (y == i).any() else None for i in range(model.k)]
     stability = []
     for offset in range(1, STABILITY_SEEDS + 1):
         refit = KMeans(n_clusters=model.k, n_init=4, random_state=random_state + offset).fit(x)
         stability.append(adjusted_rand_score(y, refit.labels_))
     metrics = {
-        "silhouette": float(silhouette_score(x, y)) if separable else -1.0,
+        "silhouette": float(per_customer.mean()) if separable else -1.0,
         "davies_bouldin": float(davies_bouldin_score(x, y)) if separable else float("inf"),
         "calinski_harabasz": float(calinski_harabasz_score(x, y)) if separable else 0.0,
         "min_cluster_share": float(shares.min()) if len(shares) else 0.0,
@@ -78,7 +82,7 @@ def evaluate(model: SegmentModel, features: pd.DataFrame, random_state: int = 0,
         },
         "clusters": [
             {"cluster": i, "name": model.names[i], "dominant_segment": model.meta["dominant_segments"][i],
-             "size": int(sizes[i]), "share": float(shares[i])}
+             "size": int(sizes[i]), "share": float(shares[i]), "silhouette": per_cluster[i]}
             for i in range(model.k)
         ],
         "rfm_segments": {str(k): int(v) for k, v in segment_counts.items()},
@@ -111,17 +115,36 @@ def execution_id_from_job_config(job_config: Path | None) -> str:
     return ""
 
 
+def gate_of(report: dict, model: SegmentModel, min_silhouette: float | None,
+            min_share: float | None) -> dict:
+    """``report['quality_gate']``: the verdict of the thresholds the pipeline's CheckQuality applies."""
+    metrics = report["segmentation_metrics"]
+    num_clusters = int(model.meta.get("hyperparameters", {}).get("num_clusters", 0))
+    return gate_verdict(metrics["silhouette"]["value"], metrics["min_cluster_share"]["value"], model.k,
+                        num_clusters, min_silhouette, min_share)
+
+
 def _write_html_report(output: Path, features: pd.DataFrame, model: SegmentModel, evaluation: dict,
-                       features_location: Path, execution_id: str, labels: np.ndarray) -> Path:
+                       features_location: Path, execution_id: str, labels: np.ndarray,
+                       args: argparse.Namespace) -> Path:
     """``report.html`` next to ``evaluation.json``, with ``quality.json`` from the features folder if present."""
     from steps.report.render import read_quality, write_report
 
     quality = read_quality(features_location)
+    hyperparameters = model.meta.get("hyperparameters", {})
+    parameters = {"InputDataUrl": args.input_location or None, "InputFormat": (quality or {}).get("input_format"),
+                  "NumClusters": hyperparameters.get("num_clusters"),
+                  "RandomSeed": hyperparameters.get("random_state"),
+                  "MinSilhouette": args.min_silhouette, "MinClusterShare": args.min_cluster_share,
+                  "Currency": args.currency}
     run_info = {
         "execution_id": execution_id,
+        "parameters": {k: v for k, v in parameters.items() if v is not None},
+        "input_location": args.input_location,
         "as_of_date": (quality or {}).get("as_of_date"),
         "input_format": (quality or {}).get("input_format"),
-        "hyperparameters": model.meta.get("hyperparameters", {}),
+        "hyperparameters": hyperparameters,
+        "currency": args.currency,
     }
     path = write_report(output, features, model.meta, evaluation, quality, run_info, cluster_of=labels)
     log.info("report: %s", path)
@@ -137,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-config", default=None,
                         help="SageMaker's processingjobconfig.json; report.html names the execution in its output URI")
     parser.add_argument("--execution-id", default="", help="execution id shown in report.html (overrides --job-config)")
+    parser.add_argument("--min-silhouette", type=float, default=None, help="the quality gate's MinSilhouette")
+    parser.add_argument("--min-cluster-share", type=float, default=None, help="the quality gate's MinClusterShare")
+    parser.add_argument("--currency", default=DEFAULT_CURRENCY, help="ISO 4217 code money is shown in")
+    parser.add_argument("--input-location", default="", help="where the transactions came from (InputDataUrl)")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.debug)
@@ -146,11 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         features = read_features(Path(args.features))
         labels = model.clusters(feature_matrix(features))  # once, for the metrics and the report
         report = evaluate(model, features, args.random_state, labels)
+        report["quality_gate"] = gate_of(report, model, args.min_silhouette, args.min_cluster_share)
         output = Path(args.output)
         output.mkdir(parents=True, exist_ok=True)
         (output / paths.EVALUATION_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         execution_id = args.execution_id or execution_id_from_job_config(args.job_config)
-        _write_html_report(output, features, model, report, Path(args.features), execution_id, labels)
+        _write_html_report(output, features, model, report, Path(args.features), execution_id, labels, args)
         metrics = report["segmentation_metrics"]
         log.info("k=%d silhouette=%.3f davies_bouldin=%.3f min_cluster_share=%.3f stability_ari=%.3f",
                  metrics["k"]["value"], metrics["silhouette"]["value"], metrics["davies_bouldin"]["value"],

@@ -50,6 +50,7 @@ def save_model(segmenter, model_dir: Path, feature_stats: dict, hyperparameters:
         "dominant_segments": list(segmenter.dominant_segments_),
         "profiles": segmenter.profiles_,
         "k_selection": segmenter.k_selection_,
+        "k_votes": {str(k): n for k, n in getattr(segmenter, "k_votes_", {}).items()},
         "inertia": float(segmenter.kmeans_.inertia_),
         "feature_stats": feature_stats,
         "hyperparameters": hyperparameters,

@@ -21,11 +21,16 @@ from steps.model.model_io import log_transform
 
 K_RANGE = range(2, 11)
 SELECTION_SAMPLE = 20_000
-SILHOUETTE_SAMPLE = 10_000
 N_INIT = 4
-# Candidates whose silhouette is within this of the best count as equally good (about the
-# sampling noise of a 10,000-customer silhouette); the largest such k wins, since more
-# segments are more actionable.
+# k is a property of the data, not of a seed: each of these seeds draws its own sample and fits
+# k-means for every candidate k; each seed votes for its best k, and the k with most votes wins
+# (ties: the higher mean silhouette). RandomSeed seeds the final fit only, so it cannot change k.
+SELECTION_SEEDS = (0, 1, 2, 3, 4)
+SELECTION_N_INIT = 2
+SILHOUETTE_SAMPLE = 4_000  # per seed: 5 x 4,000 customers in all
+# Candidates whose silhouette is within this of a seed's best count as equally good (about the
+# sampling noise of a 4,000-customer silhouette); the largest such k gets that seed's vote,
+# since more segments are more actionable.
 SILHOUETTE_TOLERANCE = 0.02
 
 
@@ -67,8 +72,9 @@ class Segmenter:
     Parameters
     ----------
     n_clusters : int
-        Number of clusters; 0 chooses k in 2..10 by silhouette on a sample (the
-        largest k within ``SILHOUETTE_TOLERANCE`` of the best silhouette).
+        Number of clusters; 0 chooses k in 2..10: for each of ``SELECTION_SEEDS``, on its own
+        sample, the largest k within ``SILHOUETTE_TOLERANCE`` of that seed's best silhouette
+        gets a vote; the k with most votes wins (ties: the higher mean silhouette).
     random_state : int
         Seed for sampling and k-means; the same seed gives the same clusters and names.
 
@@ -82,7 +88,10 @@ class Segmenter:
     dominant_segments_ : list of str
         The most common ``rfm_segment`` of each cluster (when given).
     k_selection_ : list of dict
-        ``k``, ``silhouette`` and ``inertia`` per candidate (empty when k was given).
+        ``k``, ``silhouette`` and ``inertia`` per candidate, means over the selection seeds, and
+        ``silhouette_std`` (empty when k was given).
+    k_votes_ : dict
+        How many selection seeds voted for each k (empty when k was given).
     profiles_ : list of dict
         Per cluster: size, share, median and mean of each feature.
 
@@ -117,12 +126,14 @@ class Segmenter:
         scaled = self.scaler_.transform(scaled_raw)
         n_distinct = len(pd.DataFrame(scaled).drop_duplicates())
         sample = self._sample(scaled)
-        self.k_selection_ = []
-        if self.n_clusters:
-            k = min(int(self.n_clusters), n_distinct)
+        self.k_selection_, self.k_votes_ = [], {}
+        # Many small fits on samples: one thread each (OpenMP threads only contend, above all on a busy host).
+        with threadpool_limits(1):
+            if self.n_clusters:
+                k = min(int(self.n_clusters), n_distinct)
+            else:
+                k = self._choose_k(scaled, max_k=min(max(K_RANGE), n_distinct - 1, len(frame) - 1))
             seed_model = KMeans(n_clusters=k, n_init=N_INIT, random_state=self.random_state).fit(sample)
-        else:
-            k, seed_model = self._choose_k(sample, max_k=min(max(K_RANGE), n_distinct - 1, len(frame) - 1))
         # Refine the sample's centres on every customer: one k-means run instead of N_INIT.
         kmeans = KMeans(n_clusters=k, init=seed_model.cluster_centers_, n_init=1, random_state=self.random_state)
         self._order_clusters(kmeans.fit(scaled))
@@ -130,30 +141,36 @@ class Segmenter:
         self._describe(frame)
         return self
 
-    def _sample(self, scaled: np.ndarray) -> np.ndarray:
-        """At most ``SELECTION_SAMPLE`` rows, drawn with the seed (all rows when fewer)."""
+    def _sample(self, scaled: np.ndarray, seed: int | None = None) -> np.ndarray:
+        """At most ``SELECTION_SAMPLE`` rows, drawn with ``seed`` (default the random state; all rows when fewer)."""
         if len(scaled) <= SELECTION_SAMPLE:
             return scaled
-        rng = np.random.default_rng(self.random_state)
+        rng = np.random.default_rng(self.random_state if seed is None else seed)
         return scaled[np.sort(rng.choice(len(scaled), SELECTION_SAMPLE, replace=False))]
 
-    def _choose_k(self, sample: np.ndarray, max_k: int) -> tuple[int, KMeans]:
-        """The k with the best silhouette on ``sample`` (ties go to the larger k), and its model."""
-        max_k = max(min(K_RANGE), max_k)
-        models = {}
-        for k in range(min(K_RANGE), max_k + 1):
-            model = KMeans(n_clusters=k, n_init=N_INIT, random_state=self.random_state).fit(sample)
-            silhouette = float(
-                silhouette_score(
-                    sample, model.labels_, sample_size=min(SILHOUETTE_SAMPLE, len(sample)),
-                    random_state=self.random_state,
-                )
-            )
-            models[k] = model
-            self.k_selection_.append({"k": k, "silhouette": silhouette, "inertia": float(model.inertia_)})
-        best = max(row["silhouette"] for row in self.k_selection_)
-        near_best = [row["k"] for row in self.k_selection_ if row["silhouette"] >= best - SILHOUETTE_TOLERANCE]
-        return int(max(near_best)), models[int(max(near_best))]
+    def _choose_k(self, scaled: np.ndarray, max_k: int) -> int:
+        """The k most selection seeds vote for (see the class docstring); fills ``k_selection_`` and ``k_votes_``."""
+        candidates = list(range(min(K_RANGE), max(min(K_RANGE), max_k) + 1))
+        silhouettes = np.zeros((len(SELECTION_SEEDS), len(candidates)))
+        inertias = np.zeros_like(silhouettes)
+        votes: dict[int, int] = {}
+        for row, seed in enumerate(SELECTION_SEEDS):
+            sample = self._sample(scaled, seed)
+            for col, k in enumerate(candidates):
+                model = KMeans(n_clusters=k, n_init=SELECTION_N_INIT, random_state=seed).fit(sample)
+                silhouettes[row, col] = silhouette_score(sample, model.labels_,
+                                                         sample_size=min(SILHOUETTE_SAMPLE, len(sample)),
+                                                         random_state=seed)
+                inertias[row, col] = model.inertia_
+            best = silhouettes[row].max()
+            winner = max(k for k, value in zip(candidates, silhouettes[row], strict=True)
+                         if value >= best - SILHOUETTE_TOLERANCE)
+            votes[winner] = votes.get(winner, 0) + 1
+        means = silhouettes.mean(axis=0)
+        self.k_selection_ = [{"k": k, "silhouette": float(means[i]), "inertia": float(inertias[:, i].mean()),
+                              "silhouette_std": float(silhouettes[:, i].std())} for i, k in enumerate(candidates)]
+        self.k_votes_ = {k: votes[k] for k in sorted(votes)}
+        return max(votes, key=lambda k: (votes[k], means[candidates.index(k)]))
 
     def _order_clusters(self, kmeans: KMeans) -> None:
         """Renumber clusters by value (recent, frequent, high spend first) for stable ids."""

@@ -19,7 +19,8 @@ from steps.model.segmenter import feature_matrix
 from steps.report.svg_charts import compact
 from steps.segments import SCORE_LEVELS, SEGMENT_NAME_ARRAY, SEGMENT_NAMES, segment_codes
 
-TABLE_COLUMNS: tuple[str, ...] = ("customers", "share", "revenue_share", c.RECENCY_DAYS, c.FREQUENCY, c.MONETARY)
+TABLE_COLUMNS: tuple[str, ...] = ("customers", "share", "revenue", "revenue_share", c.RECENCY_DAYS, c.FREQUENCY,
+                                  c.MONETARY, "avg_order_value")
 HISTOGRAM_BINS = 24
 DISCRETE_LIMIT = 24  # integer features spanning at most this many values get one bin per value
 
@@ -52,7 +53,7 @@ def clusters(features: pd.DataFrame, model_meta: dict) -> np.ndarray:
 
 
 def segment_table(features: pd.DataFrame, groups: pd.Series, order: list) -> pd.DataFrame:
-    """Customers, share, revenue share and mean recency / frequency / monetary per group.
+    """Customers, share, revenue and its share, mean recency / frequency / monetary, average order value.
 
     Parameters
     ----------
@@ -69,6 +70,7 @@ def segment_table(features: pd.DataFrame, groups: pd.Series, order: list) -> pd.
     DataFrame
         Indexed by group, columns ``TABLE_COLUMNS``. Revenue is the sum of
         ``monetary`` (net spend); its share is missing when total revenue is 0.
+        The average order value is the group's revenue over its orders (sum of ``frequency``).
     """
     frame = pd.DataFrame({
         "group": np.asarray(groups), c.RECENCY_DAYS: features[c.RECENCY_DAYS].to_numpy(float),
@@ -77,6 +79,7 @@ def segment_table(features: pd.DataFrame, groups: pd.Series, order: list) -> pd.
     table = frame.groupby("group", sort=True).agg(
         customers=(c.MONETARY, "size"), recency_days=(c.RECENCY_DAYS, "mean"),
         frequency=(c.FREQUENCY, "mean"), monetary=(c.MONETARY, "mean"), revenue=(c.MONETARY, "sum"),
+        orders=(c.FREQUENCY, "sum"),
     )
     extra = [group for group in table.index if group not in set(order)]
     table = table.reindex(list(order) + extra)
@@ -85,6 +88,7 @@ def segment_table(features: pd.DataFrame, groups: pd.Series, order: list) -> pd.
     total_customers, total_revenue = table["customers"].sum(), table["revenue"].sum()
     table["share"] = table["customers"] / total_customers if total_customers else 0.0
     table["revenue_share"] = table["revenue"] / total_revenue if total_revenue else np.nan
+    table["avg_order_value"] = table["revenue"] / table["orders"].where(table["orders"] > 0)
     return table[list(TABLE_COLUMNS)]
 
 
@@ -95,6 +99,17 @@ def rf_grid(features: pd.DataFrame) -> np.ndarray:
     f = features[c.F_SCORE].to_numpy(dtype=int) - 1
     valid = (r >= 0) & (r < levels) & (f >= 0) & (f < levels)
     return np.bincount(r[valid] * levels + f[valid], minlength=levels * levels).reshape(levels, levels)
+
+
+def rf_revenue(features: pd.DataFrame) -> np.ndarray:
+    """Revenue (sum of ``monetary``) per (r_score, f_score) cell, shaped like :func:`rf_grid`."""
+    levels = len(SCORE_LEVELS)
+    r = features[c.R_SCORE].to_numpy(dtype=int) - 1
+    f = features[c.F_SCORE].to_numpy(dtype=int) - 1
+    valid = (r >= 0) & (r < levels) & (f >= 0) & (f < levels)
+    weights = features[c.MONETARY].to_numpy(dtype=float)[valid]
+    return np.bincount(r[valid] * levels + f[valid], weights=weights, minlength=levels * levels).reshape(levels,
+                                                                                                         levels)
 
 
 def crosstab(cluster_of: np.ndarray, segment_of: pd.Series, k: int) -> pd.DataFrame:

@@ -21,13 +21,16 @@ import pandas as pd
 from steps import columns as c
 from steps import paths
 from steps.model.segmenter import SILHOUETTE_TOLERANCE
+from steps.playbook import Playbook, load_playbook
 from steps.report import data
 from steps.report import svg_charts as svg
+from steps.report.money import DEFAULT_CURRENCY, money
 from steps.segments import SCORE_LEVELS, SEGMENT_GRID, SEGMENT_NAMES
 
 # The id of every chart, in page order: each is a <figure class="chart" id=...>.
 CHART_IDS: tuple[str, ...] = (
     "segment-shares",
+    "segment-changes",
     "rf-heatmap",
     "recency-histogram",
     "frequency-histogram",
@@ -38,8 +41,13 @@ CHART_IDS: tuple[str, ...] = (
     "data-quality",
 )
 # The id of every table section.
-TABLE_IDS: tuple[str, ...] = ("segment-table", "cluster-table", "model-metrics", "run-parameters")
+TABLE_IDS: tuple[str, ...] = ("segment-table", "cluster-table", "playbook-table", "quality-gate", "model-metrics",
+                              "run-parameters")
+# The guide to this page, in the project's documentation (the report links nothing outside itself).
+GUIDE = "docs/reading-the-report.md"
 DASH = "\u2013"
+# +1: higher is better; -1: lower is better (few days since the last purchase). Colours follow "better".
+BETTER_DIRECTION = {c.RECENCY_DAYS: -1, c.FREQUENCY: 1, c.MONETARY: 1}
 
 CSS = """
 *{box-sizing:border-box}
@@ -66,6 +74,10 @@ tr.total td{font-weight:600;border-top:2px solid #d5d9de}
 table.crosstab td{text-align:right;min-width:64px}table.crosstab th{font-size:12px}
 table.crosstab small{display:block;font-size:11px;opacity:.8}table.crosstab td.zero{color:#bbb}
 .note{color:#666;font-size:12.5px}.warn{color:#a4161a;font-weight:600}
+.banner{border-radius:8px;padding:10px 16px;margin:0 0 14px;font-weight:600}
+.banner.failed{background:#fde8e8;border:1px solid #e4a0a0;color:#7a1014}
+.banner.package{background:#eaf2fb;border:1px solid #a9c6e8;color:#1d3f66}
+td.up{color:#1b6e2d}td.down{color:#a4161a}
 """
 
 
@@ -106,24 +118,27 @@ def _figure(chart_id: str, content: str, caption: str = "") -> str:
     return f'<figure class="chart" id="{_e(chart_id)}">{content}{caption_html}</figure>'
 
 
-def _group_rows(table: pd.DataFrame, first_columns: Sequence[Sequence[str]]) -> list[list[str]]:
+def _group_rows(table: pd.DataFrame, first_columns: Sequence[Sequence[str]], currency: str) -> list[list[str]]:
     rows = []
     for leading, (_, row) in zip(first_columns, table.iterrows(), strict=True):
-        rows.append([*leading, _int(row["customers"]), _pct(row["share"]), _pct(row["revenue_share"]),
-                     _num(row[c.RECENCY_DAYS], 0), _num(row[c.FREQUENCY], 1), _num(row[c.MONETARY], 2)])
+        rows.append([*leading, _int(row["customers"]), _pct(row["share"]), money(row["revenue"], currency),
+                     _pct(row["revenue_share"]), _num(row[c.RECENCY_DAYS], 0), _num(row[c.FREQUENCY], 1),
+                     money(row[c.MONETARY], currency), money(row["avg_order_value"], currency)])
     return rows
 
 
-MEASURE_HEADERS = ("Customers", "Share", "Revenue share", "Mean recency (days)", "Mean frequency (orders)",
-                   "Mean monetary")
+MEASURE_HEADERS = ("Customers", "Share", "Revenue", "Revenue share", "Mean recency (days)",
+                   "Mean frequency (orders)", "Mean spend", "Avg order value")
 
 
-def _total_row(features: pd.DataFrame, leading: Sequence[str]) -> list[str]:
+def _total_row(features: pd.DataFrame, leading: Sequence[str], currency: str) -> list[str]:
     customers = len(features)
     means = [features[name].mean() if customers else float("nan") for name in c.MODEL_FEATURES]
-    return [*leading, _int(customers), _pct(1.0 if customers else float("nan")),
-            _pct(1.0 if customers and features[c.MONETARY].sum() else float("nan")),
-            _num(means[0], 0), _num(means[1], 1), _num(means[2], 2)]
+    revenue, orders = float(features[c.MONETARY].sum()), float(features[c.FREQUENCY].sum())
+    return [*leading, _int(customers), _pct(1.0 if customers else float("nan")), money(revenue, currency),
+            _pct(1.0 if customers and revenue else float("nan")),
+            _num(means[0], 0), _num(means[1], 1), money(means[2], currency),
+            money(revenue / orders if orders else float("nan"), currency)]
 
 
 def _rounded_share(count: int, total: int) -> str:
@@ -136,43 +151,46 @@ def _rounded_share(count: int, total: int) -> str:
     return f"{share:.0%}"
 
 
-def _segment_section(features: pd.DataFrame, table: pd.DataFrame) -> str:
+def _segment_section(features: pd.DataFrame, table: pd.DataFrame, currency: str) -> str:
     cells = {name: [] for name in table.index}
     for (r, f), name in sorted(SEGMENT_GRID.items()):
         cells.setdefault(name, []).append(f"{r}{f}")
-    rows = _group_rows(table, [[str(name), " ".join(cells.get(name, []))] for name in table.index])
-    html = _table(["Segment", "R\u00d7F cells", *MEASURE_HEADERS], rows, [False, False] + [True] * 6,
-                  "segment-table", _total_row(features, ["All customers", ""]))
+    rows = _group_rows(table, [[str(name), " ".join(cells.get(name, []))] for name in table.index], currency)
+    html = _table(["Segment", "R\u00d7F cells", *MEASURE_HEADERS], rows, [False, False] + [True] * 8,
+                  "segment-table", _total_row(features, ["All customers", ""], currency))
     chart = svg.bar_chart([str(name) for name in table.index],
                           {"share of customers": table["share"].fillna(0).tolist(),
                            "share of revenue": table["revenue_share"].fillna(0).tolist()},
                           label="Share of customers and revenue per RFM segment", value_format=_pct)
-    caption = "Revenue is net spend (monetary): purchases minus returns. R\u00d7F cells lists the (r_score, " \
-              "f_score) pairs of each segment."
+    caption = (f"Money in {currency}. Revenue is net spend (monetary): purchases minus returns; average order "
+               "value is revenue over orders. R\u00d7F cells lists the (r_score, f_score) pairs of each segment.")
     return (f'<section id="segments"><h2>RFM segments</h2>{html}'
             f"{_figure('segment-shares', chart, caption)}</section>")
 
 
-def _grid_section(features: pd.DataFrame) -> str:
-    grid = data.rf_grid(features)
+def _grid_section(features: pd.DataFrame, currency: str) -> str:
+    grid, revenue = data.rf_grid(features), data.rf_revenue(features)
     total = max(int(grid.sum()), 1)
     recency_levels = sorted(SCORE_LEVELS, reverse=True)
     values = [[int(grid[r - 1, f - 1]) for f in SCORE_LEVELS] for r in recency_levels]
-    text = [[[*wrap(SEGMENT_GRID[(r, f)], 15), f"{int(grid[r - 1, f - 1]):,} ({grid[r - 1, f - 1] / total:.1%})"]
+    text = [[[*wrap(SEGMENT_GRID[(r, f)], 15), f"{int(grid[r - 1, f - 1]):,} ({grid[r - 1, f - 1] / total:.1%})",
+              money(revenue[r - 1, f - 1], currency, decimals=0)]
              for f in SCORE_LEVELS] for r in recency_levels]
     chart = svg.heat_map(values, label="Customers per recency and frequency score", cell_text=text,
                          row_labels=[f"R = {r}" for r in recency_levels],
                          col_labels=[f"F = {f}" for f in SCORE_LEVELS],
-                         x_label="frequency score (5 = most orders)", y_label="recency score (5 = most recent)")
-    caption = "Customer counts per (r_score, f_score) cell, labelled with the cell's RFM segment; darker = more."
+                         x_label="frequency score (5 = most orders)", y_label="recency score (5 = most recent)",
+                         cell_height=70)
+    caption = ("Customers per (r_score, f_score) cell (count, share) and the cell's revenue, labelled with its RFM "
+               "segment; darker = more customers.")
     return f'<section id="grid"><h2>R \u00d7 F grid</h2>{_figure("rf-heatmap", chart, caption)}</section>'
 
 
-def _distribution_section(features: pd.DataFrame) -> str:
+def _distribution_section(features: pd.DataFrame, currency: str) -> str:
     specs = (
         ("recency-histogram", c.RECENCY_DAYS, "recency (days since last purchase)", False, False),
         ("frequency-histogram", c.FREQUENCY, "frequency (orders)", True, True),
-        ("monetary-histogram", c.MONETARY, "monetary (net spend)", True, False),
+        ("monetary-histogram", c.MONETARY, f"monetary (net spend, {currency})", True, False),
     )
     figures = []
     for index, (chart_id, column, title, log_scale, discrete) in enumerate(specs):
@@ -191,17 +209,23 @@ def _distribution_section(features: pd.DataFrame) -> str:
     return f'<section id="distributions"><h2>Distributions</h2><div class="row">{"".join(figures)}</div></section>'
 
 
-def _cluster_section(features: pd.DataFrame, model_meta: dict, cluster_of: np.ndarray,
-                     segment_of: pd.Series) -> str:
+def _cluster_section(features: pd.DataFrame, model_meta: dict, evaluation: dict, cluster_of: np.ndarray,
+                     segment_of: pd.Series, currency: str) -> str:
     k = int(model_meta.get("k", len(model_meta.get("names", []))))
     names = [str(name) for name in model_meta.get("names", [])]
     dominant = [str(name) for name in model_meta.get("dominant_segments", [])]
     table = data.segment_table(features, pd.Series(cluster_of), list(range(k)))
     label_of = {i: (names[i] if i < len(names) else f"cluster {i}") for i in table.index}
+    silhouettes = {int(entry.get("cluster", -1)): entry.get("silhouette") for entry in evaluation.get("clusters", [])}
     rows = _group_rows(table, [[str(i), label_of[i], dominant[i] if i < len(dominant) else ""]
-                               for i in table.index])
-    html = _table(["Cluster", "Name", "Dominant RFM segment", *MEASURE_HEADERS], rows,
-                  [True, False, False] + [True] * 6, "cluster-table", _total_row(features, ["", "All customers", ""]))
+                               for i in table.index], currency)
+    rows = [[*row, _num(silhouettes.get(i), 2) if silhouettes.get(i) is not None else DASH]
+            for i, row in zip(table.index, rows, strict=True)]
+    overall = evaluation.get("segmentation_metrics", {}).get("silhouette", {}).get("value")
+    html = _table(["Cluster", "Name", "Dominant RFM segment", *MEASURE_HEADERS, "Silhouette"], rows,
+                  [True, False, False] + [True] * 9, "cluster-table",
+                  [*_total_row(features, ["", "All customers", ""], currency),
+                   _num(overall, 2) if overall is not None else DASH])
 
     centers = [list(map(float, row)) for row in model_meta.get("centers", [])]
     profiles = model_meta.get("profiles", [])
@@ -210,12 +234,15 @@ def _cluster_section(features: pd.DataFrame, model_meta: dict, cluster_of: np.nd
         median = profiles[i].get("median", {}) if i < len(profiles) else {}
         cell_text.append([[f"{v:+.2f}", f"median {svg.compact(median[name])}" if name in median else ""]
                           for v, name in zip(row, c.MODEL_FEATURES, strict=True)])
-    profile_chart = svg.heat_map(centers, label="Scaled cluster centres", cell_text=cell_text,
+    better = [[v * BETTER_DIRECTION[name] for v, name in zip(row, c.MODEL_FEATURES, strict=True)] for row in centers]
+    profile_chart = svg.heat_map(better, label="Scaled cluster centres", cell_text=cell_text,
                                  row_labels=[f"{i}: {label_of.get(i, i)}" for i in range(len(centers))],
-                                 col_labels=list(c.MODEL_FEATURES), diverging=True, cell_width=130,
-                                 cell_height=40)
+                                 col_labels=[f"{name}: {'lower' if BETTER_DIRECTION[name] < 0 else 'higher'} "
+                                             "is better" for name in c.MODEL_FEATURES],
+                                 diverging=True, cell_width=200, cell_height=40)
     profile_caption = ("Cluster centres on the model's scale (log1p, then standardised): 0 is the average "
-                       "customer, blue above it, red below. High recency means long since the last purchase. "
+                       "customer. Colour means the same on every axis: blue is better than average (recent, "
+                       "frequent, high spend), red is worse; so a low recency, which is good, is blue. "
                        "Each cell also shows the cluster's median in the original units.")
 
     counts = data.crosstab(cluster_of, segment_of, k)
@@ -270,8 +297,37 @@ def _model_section(model_meta: dict, evaluation: dict) -> str:
     sample = evaluation.get("metric_sample_size")
     note = f'<p class="note">Metrics computed on {_int(sample)} customers.</p>' if sample is not None else ""
     table = _table(["Metric", "Value", "Std. dev."], rows, [False, True, True], "model-metrics")
+    votes = model_meta.get("k_votes") or {}
+    votes_note = ""
+    if votes:
+        counted = ", ".join(f"k = {k}: {n}" for k, n in sorted(votes.items(), key=lambda item: int(item[0])))
+        votes_note = (f'<p class="note">k was chosen over {sum(votes.values())} seeds; how often each k won: '
+                      f"{_e(counted)}.</p>")
     return (f'<section id="model"><h2>Model selection and quality</h2>{_figure("k-selection", content, caption)}'
+            f"{votes_note}<h3>Quality gate</h3>{_gate_table(evaluation)}"
             f"<h3>Evaluation metrics</h3>{table}{note}</section>")
+
+
+def _gate_table(evaluation: dict) -> str:
+    """The thresholds CheckQuality applies, the measured values and the verdict."""
+    gate = evaluation.get("quality_gate") or {}
+    metrics = evaluation.get("segmentation_metrics", {})
+    silhouette = metrics.get("silhouette", {}).get("value")
+    share = metrics.get("min_cluster_share", {}).get("value")
+    failed = set(gate.get("failed", []))
+
+    def verdict(name: str) -> str:
+        if gate.get("passed") is None:
+            return DASH
+        return "failed" if name in failed else "passed"
+
+    rows = [["Silhouette", _num(silhouette, 3) if silhouette is not None else DASH,
+             f">= {_num(gate['min_silhouette'], 2)}" if gate.get("min_silhouette") is not None else DASH,
+             verdict("silhouette")],
+            ["Smallest cluster share", _pct(share) if share is not None else DASH,
+             f">= {_pct(gate['min_cluster_share'])}" if gate.get("min_cluster_share") is not None else DASH,
+             verdict("min_cluster_share")]]
+    return _table(["Check", "Value", "Threshold", "Verdict"], rows, [False, True, True, False], "quality-gate")
 
 
 def _quality_section(quality: dict | None) -> str:
@@ -326,36 +382,146 @@ def _value(value: object) -> str:
 def _run_section(run_info: dict, model_meta: dict) -> str:
     info = dict(run_info)
     info.setdefault("hyperparameters", model_meta.get("hyperparameters", {}))
-    known = ("execution_id", "parameters", "as_of_date", "input_format", "hyperparameters")
-    titles = {"execution_id": "Execution id", "parameters": "Parameters", "as_of_date": "As-of date",
-              "input_format": "Input format", "hyperparameters": "Model hyperparameters"}
+    known = ("execution_id", "parameters", "input_location", "as_of_date", "input_format", "hyperparameters")
+    titles = {"execution_id": "Execution id", "parameters": "Parameters", "input_location": "Input",
+              "as_of_date": "As-of date", "input_format": "Input format",
+              "hyperparameters": "Model hyperparameters"}
     rows = [[titles[key], _value(info.get(key))] for key in known]
-    rows += [[key, _value(info[key])] for key in sorted(set(info) - set(known))]
+    rows += [[key, _value(info[key])] for key in sorted(set(info) - set(known) - {"currency"})]
     rows.append(["Model", f"k = {model_meta.get('k', DASH)}, transform {model_meta.get('transform', DASH)}, "
                           f"features {', '.join(model_meta.get('features', c.MODEL_FEATURES))}"])
     table = _table(["", "Value"], rows, [False, False], "run-parameters")
     return f'<section id="run"><h2>Run parameters</h2>{table}</section>'
 
 
-def _header(features: pd.DataFrame, model_meta: dict, evaluation: dict, run_info: dict) -> str:
+def _header(features: pd.DataFrame, model_meta: dict, evaluation: dict, run_info: dict, currency: str) -> str:
     silhouette = evaluation.get("segmentation_metrics", {}).get("silhouette", {}).get("value")
-    cards = [("Customers", _int(len(features))), ("Net revenue", _num(features[c.MONETARY].sum(), 2)),
+    gate = evaluation.get("quality_gate") or {}
+    verdict = {True: "passed", False: "FAILED"}.get(gate.get("passed"), DASH)
+    cards = [("Customers", _int(len(features))), ("Net revenue", money(features[c.MONETARY].sum(), currency)),
              ("Clusters", str(model_meta.get("k", DASH))),
              ("Silhouette", _num(silhouette, 3) if silhouette is not None else DASH),
-             ("As-of date", _value(run_info.get("as_of_date")))]
+             ("As-of date", _value(run_info.get("as_of_date"))), ("Quality gate", verdict)]
     cards_html = "".join(f'<div class="card"><b>{_e(value)}</b><span>{_e(title)}</span></div>'
                          for title, value in cards)
     execution = run_info.get("execution_id") or ""
     subtitle = f"Execution {execution}" if execution else "RFM scores, segments and k-means clusters"
-    links = (("segments", "Segments"), ("grid", "R\u00d7F grid"), ("distributions", "Distributions"),
-             ("clusters", "Clusters"), ("model", "Model"), ("quality", "Data quality"), ("run", "Run"))
+    links = (("playbook", "What to do"), ("segments", "Segments"), ("changes", "Changes"), ("grid", "R\u00d7F grid"),
+             ("distributions", "Distributions"), ("clusters", "Clusters"), ("model", "Model"),
+             ("quality", "Data quality"), ("run", "Run"), ("guide", "How to read this report"))
     nav = "".join(f'<a href="#{anchor}">{_e(text)}</a>' for anchor, text in links)
-    return (f'<h1>RFM segmentation report</h1><p class="subtitle">{_e(subtitle)}</p>'
+    banner = ""
+    if gate.get("passed") is False:
+        banner = (f'<p class="banner failed" id="gate-banner">Quality gate failed: this segmentation was not '
+                  f"registered. {_e(gate.get('message', ''))}</p>")
+    return (f'<h1>RFM segmentation report</h1><p class="subtitle">{_e(subtitle)}</p>{banner}'
             f'<nav>{nav}</nav><div class="cards">{cards_html}</div>')
 
 
+def _playbook_section(model_meta: dict, segment_table: pd.DataFrame, playbook: Playbook, currency: str) -> str:
+    """What to do with each RFM segment and each cluster (the playbook), largest groups first."""
+    rows = []
+    for name, row in segment_table.sort_values("customers", ascending=False, kind="stable").iterrows():
+        if row["customers"]:
+            rows.append([f"segment: {name}", _int(row["customers"]), money(row["revenue"], currency),
+                         playbook.for_segment(str(name)) or DASH])
+    names = [str(name) for name in model_meta.get("names", [])]
+    dominant = [str(name) for name in model_meta.get("dominant_segments", [])]
+    for i, name in enumerate(names):
+        rows.append([f"cluster {i}: {name}", "", "",
+                     playbook.for_cluster(name, dominant[i] if i < len(dominant) else "") or DASH])
+    table = _table(["Group", "Customers", "Revenue", "Recommended action"], rows, [False, True, True, False],
+                   "playbook-table")
+    note = (f'<p class="note">Actions from the playbook ({_e(playbook.source)}); edit steps/playbook.yaml or set '
+            "RFM_PLAYBOOK to your own file. The export carries each customer's action as recommended_action.</p>")
+    return f'<section id="playbook"><h2>What to do</h2>{table}{note}</section>'
+
+
+def _changes_section(segment_table: pd.DataFrame, previous: pd.DataFrame | None, changes: pd.DataFrame | None,
+                     currency: str) -> str:
+    """Sizes and revenue against the previous published run, and the migration matrix when given.
+
+    Sizes before come from ``changes`` (its ``previous_segment``) when given, else from ``previous``;
+    revenue before needs ``previous`` (the published ``segments.parquet``).
+    """
+    have_changes = changes is not None and not changes.empty
+    if (previous is None or previous.empty) and not have_changes:
+        content = '<p class="note">First run: no previously published segments to compare with.</p>'
+        return (f'<section id="changes"><h2>Changes since the last published run</h2>'
+                f'{_figure("segment-changes", content)}</section>')
+    if have_changes:
+        sizes_before = changes["previous_segment"].dropna().astype(str).value_counts()
+    else:
+        sizes_before = data.segments(previous).value_counts()
+    revenue_before = None
+    if previous is not None and not previous.empty:
+        revenue_before = previous[c.MONETARY].groupby(data.segments(previous).to_numpy()).sum()
+    rows = []
+    for name in segment_table.index:
+        now_n, now_r = int(segment_table.loc[name, "customers"]), float(segment_table.loc[name, "revenue"])
+        was_n = int(sizes_before.get(name, 0))
+        row = [str(name), _int(was_n), _int(now_n), f"{now_n - was_n:+,}"]
+        if revenue_before is not None:
+            was_r = float(revenue_before.get(name, 0.0))
+            row += [money(was_r, currency), money(now_r, currency),
+                    ("+" if now_r >= was_r else "") + money(now_r - was_r, currency)]
+        else:
+            row += [DASH, money(now_r, currency), DASH]
+        rows.append(row)
+    table = _table(["Segment", "Customers before", "Customers now", "Change", "Revenue before", "Revenue now",
+                    "Revenue change"], rows, [False] + [True] * 6, "segment-comparison")
+    matrix = _migration_matrix(changes) if have_changes else ""
+    caption = ("Before: the segments published last (what your destinations hold now). The migration matrix counts "
+               "customers by previous (rows) and current (columns) segment; (entered) and (left) are customers new "
+               "to or gone from the data.")
+    return (f'<section id="changes"><h2>Changes since the last published run</h2>'
+            f'{_figure("segment-changes", table + matrix, caption)}</section>')
+
+
+def with_changes(page: str, features: pd.DataFrame, previous: pd.DataFrame | None, changes: pd.DataFrame | None,
+                 currency: str = DEFAULT_CURRENCY) -> str:
+    """``page`` with its "Changes since the last published run" section rendered from ``previous``/``changes``.
+
+    The evaluation step cannot see what was published before; the local runner can, and fills
+    the section in the copy it keeps.
+    """
+    table = data.segment_table(features, data.segments(features), list(SEGMENT_NAMES))
+    start = page.index('<section id="changes">')
+    end = page.index("</section>", start) + len("</section>")
+    return page[:start] + _changes_section(table, previous, changes, currency) + page[end:]
+
+
+def _migration_matrix(changes: pd.DataFrame) -> str:
+    """Previous segment (rows, plus "(entered)") x current segment (columns, plus "(left)")."""
+    previous = changes["previous_segment"].fillna("(entered)").astype(str)
+    current = changes["segment"].fillna("(left)").astype(str)
+    counts = pd.crosstab(previous, current)
+    order = [name for name in SEGMENT_NAMES]
+    rows = [n for n in order if n in counts.index] + [n for n in sorted(counts.index) if n not in order]
+    cols = [n for n in order if n in counts.columns] + [n for n in sorted(counts.columns) if n not in order]
+    counts = counts.reindex(index=rows, columns=cols, fill_value=0)
+    header = "".join(f"<th>{_e(name)}</th>" for name in counts.columns)
+    body = []
+    for name, row in counts.iterrows():
+        cells = "".join('<td class="zero">0</td>' if not v else f"<td>{int(v):,}</td>" for v in row)
+        body.append(f"<tr><th>{_e(name)}</th>{cells}</tr>")
+    return (f'<h3>Migration matrix</h3><div class="scroll"><table class="crosstab" id="migration-matrix"><thead>'
+            f"<tr><th>Previous \\ current</th>{header}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _guide_section() -> str:
+    text = ("Start with What to do: each RFM segment and cluster with its recommended action. RFM scores run 1..5, "
+            "5 best: R = recent purchase, F = many orders, M = high net spend; the segment comes from R and F "
+            "(the R\u00d7F grid). Clusters are k-means groups of customers with a similar recency, frequency and "
+            "spend; their names describe their median customer. The quality gate judges the clustering "
+            "(silhouette: how well separated, -1..1; smallest cluster share). Every chart is explained in "
+            f"{GUIDE} in the project's documentation.")
+    return f'<section id="guide"><h2>How to read this report</h2><p class="guide">{_e(text)}</p></section>'
+
+
 def render_report(features: pd.DataFrame, model_meta: dict, evaluation: dict, quality: dict | None,
-                  run_info: dict, cluster_of: np.ndarray | None = None) -> str:
+                  run_info: dict, cluster_of: np.ndarray | None = None, playbook: Playbook | None = None,
+                  previous: pd.DataFrame | None = None, changes: pd.DataFrame | None = None) -> str:
     """Render the run's report as one self-contained HTML page.
 
     Parameters
@@ -379,6 +545,13 @@ def render_report(features: pd.DataFrame, model_meta: dict, evaluation: dict, qu
     cluster_of : ndarray, optional
         Each customer's cluster, when the caller has assigned them already;
         default: the ``cluster`` column, else the nearest centre of ``model_meta``.
+    playbook : Playbook, optional
+        Recommended actions; default :func:`steps.playbook.load_playbook`.
+    previous : DataFrame, optional
+        The previously published ``segments.parquet`` (``rfm_segment``, ``monetary``, ...): sizes and
+        revenue are compared with it; None says this is the first run.
+    changes : DataFrame, optional
+        ``segments/changes.parquet`` (``previous_segment``, ``segment``, ``change``): the migration matrix.
 
     Returns
     -------
@@ -402,17 +575,21 @@ def render_report(features: pd.DataFrame, model_meta: dict, evaluation: dict, qu
         raise ValueError(f"cluster_of has {len(cluster_of)} entries for {len(features)} customers")
     segment_of = data.segments(features)
     segment_table = data.segment_table(features, segment_of, list(SEGMENT_NAMES))
+    currency = run_info.get("currency") or DEFAULT_CURRENCY
     execution = run_info.get("execution_id") or ""
     title = "RFM segmentation report" + (f" \u2013 {execution}" if execution else "")
     body = "".join((
-        _header(features, model_meta, evaluation, run_info),
-        _segment_section(features, segment_table),
-        _grid_section(features),
-        _distribution_section(features),
-        _cluster_section(features, model_meta, cluster_of, segment_of),
+        _header(features, model_meta, evaluation, run_info, currency),
+        _playbook_section(model_meta, segment_table, playbook or load_playbook(), currency),
+        _segment_section(features, segment_table, currency),
+        _changes_section(segment_table, previous, changes, currency),
+        _grid_section(features, currency),
+        _distribution_section(features, currency),
+        _cluster_section(features, model_meta, evaluation, cluster_of, segment_of, currency),
         _model_section(model_meta, evaluation),
         _quality_section(quality),
         _run_section(run_info, model_meta),
+        _guide_section(),
     ))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -420,14 +597,35 @@ def render_report(features: pd.DataFrame, model_meta: dict, evaluation: dict, qu
 
 
 def write_report(output_dir: Path, features: pd.DataFrame, model_meta: dict, evaluation: dict,
-                 quality: dict | None, run_info: dict, cluster_of: np.ndarray | None = None) -> Path:
-    """Render the report (see ``render_report``) to ``output_dir/report.html``; return its path."""
+                 quality: dict | None, run_info: dict, cluster_of: np.ndarray | None = None,
+                 **extra: object) -> Path:
+    """Render the report (see ``render_report``; ``extra``: its optional arguments) to ``output_dir/report.html``."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / paths.REPORT_FILE
-    target.write_text(render_report(features, model_meta, evaluation, quality, run_info, cluster_of),
+    target.write_text(render_report(features, model_meta, evaluation, quality, run_info, cluster_of, **extra),
                       encoding="utf-8")
     return target
+
+
+PACKAGE_MARK = '<main>'
+
+
+def stamp_package(page: str, package_arn: str, status: str, kept_at: str) -> str:
+    """``page`` with a banner naming the model package it belongs to (added after registration).
+
+    The evaluation step renders the report before the package exists; the local runner stamps
+    the copy it keeps for the package (``reports/<version>.html``) and ``report.html``.
+
+    Examples
+    --------
+    >>> stamp_package("<main><h1>x</h1></main>", "arn:p/3", "PendingManualApproval", "output/reports/3.html")[:60]
+    '<main><p class="banner package" id="model-package">This repor'
+    """
+    banner = (f'<p class="banner package" id="model-package">This report belongs to model package '
+              f"{_e(package_arn)} ({_e(status)} when registered), kept at {_e(kept_at)}. "
+              f"rfm approve {_e(package_arn)} publishes exactly these segments.</p>")
+    return page.replace(PACKAGE_MARK, PACKAGE_MARK + banner, 1)
 
 
 def read_quality(features_location: Path) -> dict | None:
