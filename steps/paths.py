@@ -23,6 +23,8 @@ SEGMENTS_FILE = "segments.parquet"
 REGISTRY_FILE = "registry.json"
 # Every pipeline execution writes under s3://<bucket>/<prefix>/executions/<execution id>/.
 EXECUTIONS_DIR = "executions"
+# The incremental per-customer state lives under s3://<bucket>/<prefix>/state/ (docs/history.md).
+STATE_DIR = "state"
 
 # Processing container paths (LocalPath of inputs and outputs).
 PROCESSING_ROOT = "/opt/ml/processing"
@@ -33,6 +35,7 @@ PROCESSING_QUARANTINE_OUT = f"{PROCESSING_ROOT}/output/quarantine"
 PROCESSING_MODEL_IN = f"{PROCESSING_ROOT}/input/model"
 PROCESSING_FEATURES_IN = f"{PROCESSING_ROOT}/input/features"
 PROCESSING_EVALUATION_OUT = f"{PROCESSING_ROOT}/output/evaluation"
+PROCESSING_PLAN_OUT = f"{PROCESSING_ROOT}/output/plan"
 # Where SageMaker Processing puts the job's CreateProcessingJob request inside the container.
 PROCESSING_JOB_CONFIG = "/opt/ml/config/processingjobconfig.json"
 

@@ -23,9 +23,10 @@ import duckdb
 
 from steps.errors import EmptyInputError, InputDataError, first_line
 from steps.features.formats import CDNOW_COLUMNS, CDNOW_LINE
+from steps.features.history import SUFFIXES  # noqa: F401  (one place for what a transactions file is)
+from steps.features.history import is_supported as _is_supported
 from steps.features.parsing import literal
 
-SUFFIXES = (".csv", ".csv.gz", ".txt", ".txt.gz", ".parquet", ".tsv", ".tsv.gz")
 PARQUET_MAGIC = b"PAR1"
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -111,12 +112,6 @@ class Source:
             f"read_csv({path}, all_varchar=true, header=true, delim={literal(self.delimiter)}, "
             f"{', '.join(options)})"
         )
-
-
-def _is_supported(relative: Path) -> bool:
-    name = relative.name.lower()
-    hidden = any(part.startswith((".", "_")) for part in relative.parts)
-    return name.endswith(SUFFIXES) and not hidden
 
 
 def list_input_files(location: str, workdir: Path) -> list[tuple[Path, str]]:
