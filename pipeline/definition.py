@@ -6,7 +6,7 @@ role ARN and nothing here calls AWS.
 
 Step graph::
 
-    ComputeRFM -> TrainSegmenter -> EvaluateSegmenter -> CheckQuality
+    PlanHistory -> ComputeRFM -> TrainSegmenter -> EvaluateSegmenter -> CheckQuality
         CheckQuality true:  RegisterSegmenter -> PublishIfApproved
             PublishIfApproved true: CreateModel -> AssignSegments -> ExportSegments
         CheckQuality false: QualityGateFailed
@@ -33,6 +33,7 @@ from pipeline.step_builders import (
     compute_rfm_step,
     evaluate_step,
     make_parameters,
+    plan_history_step,
     publish_step,
     quality_gate_step,
     register_step,
@@ -105,7 +106,8 @@ def get_pipeline(
         cache=CacheConfig(enable_caching=enable_caching, expire_after=CACHE_EXPIRY),
     )
     with no_role_validation():
-        compute_rfm = compute_rfm_step(ctx, params)
+        plan_step, plan = plan_history_step(ctx, params)
+        compute_rfm = compute_rfm_step(ctx, params, plan_step, plan)
         train = train_step(ctx, params, compute_rfm)
         evaluate, report = evaluate_step(ctx, params, compute_rfm, train)
         register = register_step(ctx, params, model_package_group_name, compute_rfm, train, evaluate)
@@ -115,6 +117,6 @@ def get_pipeline(
     return Pipeline(
         name=pipeline_name,
         parameters=params.as_list(),
-        steps=[compute_rfm, train, evaluate, check],
+        steps=[plan_step, compute_rfm, train, evaluate, check],
         sagemaker_session=session,
     )
