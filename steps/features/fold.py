@@ -50,12 +50,13 @@ from steps.features.compute import (
     write_features,
 )
 from steps.features.formats import InputFormat
-from steps.features.history import HistoryObject, Increment, diff, fetch, list_history
+from steps.features.history import HistoryObject, Increment, diff, fetch, fingerprint, list_history
 from steps.features.parsing import literal
 from steps.features.quality import quality_report
 from steps.features.quarantine import INPUT_FILES, REJECTED_LINES
 from steps.features.sources import sniff
 from steps.features.state import (
+    CURRENT,
     HISTORIES,
     MANIFESTS,
     OBJECTS,
@@ -134,8 +135,6 @@ def plan_history(location: str, store: StateStore) -> dict:
         ``fingerprint``, ``objects`` (how many), ``bytes`` and ``history`` (the file's name
         in the state): what the PlanHistory step writes as ``plan.json``.
     """
-    from steps.features.history import fingerprint
-
     objects = list_history(location)
     printed = fingerprint(objects)
     name = f"{HISTORIES}/{printed}.json"
@@ -192,8 +191,9 @@ def run_history(
         log.info("the settings changed (%s -> %s): rebuilding the state from the whole history",
                  base.settings, settings)
         base, rebuilt = None, True
-    if rebuild and store.exists("current.json"):
-        current = Current(None, store.read_text("current.json")[1])  # type: ignore[index]
+    if rebuild:  # swap whatever is current, readable or not
+        found = store.read_text(CURRENT)
+        current = Current(None, found[1] if found else None)
     if not objects:
         raise InputDataError("no transaction files in the history", location or store.location,
                              "Upload CSV, CSV.gz or Parquet files under the input prefix")
