@@ -366,9 +366,9 @@ def test_image_entrypoints_are_console_scripts() -> None:
                  for source, target in re.findall(r"ln -s (\S+) (\S+)", runs))
     assert links == {"train": "rfm-train", "serve": "rfm-serve"}
     assert set(links.values()) <= set(scripts)
-    definition = (ROOT / "pipeline" / "definition.py").read_text()
+    definition = (ROOT / "pipeline" / "step_builders.py").read_text()
     processing = set(re.findall(r'_processor\(ctx, params, "([\w-]+)"', definition))
-    assert processing == {"rfm-features", "rfm-evaluate"}
+    assert processing == {"rfm-plan-history", "rfm-features", "rfm-evaluate"}
     assert processing <= set(scripts)
 
 
