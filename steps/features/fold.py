@@ -237,13 +237,17 @@ def _read_objects(
         path = fetch(obj, work / "objects")
         try:
             source = sniff(path, encoding, obj.key, con)
+            planned = dataclasses.replace(plan_sources(con, [source], input_format, mapping)[0], file_no=file_no)
         except EmptyInputError as error:
             log.warning("skipping %s: %s", obj.key, error.what)
             entry = {**_identity(obj), "contribution": "", "rows_read": 0, "malformed_lines": 0,
                      "contacts": [], "skipped": error.what}
             reads.append(_Read(obj, entry, [], None))
             continue
-        planned = dataclasses.replace(plan_sources(con, [source], input_format, mapping)[0], file_no=file_no)
+        except InputDataError as error:
+            raise InputDataError(error.what, error.where or obj.key,
+                                 f"{error.fix or 'Fix or remove it'}; the state is unchanged and the next run "
+                                 "reads it again") from None
         name = planned.fmt.name
         recorded = recorded or name
         if name != recorded:
