@@ -206,6 +206,11 @@ def run_history(
         reads = _read_objects(con, increment.to_read, work, store, settings, base, input_format, mapping,
                               cutoff, encoding, spanning=rebuilt)
         manifest = _next_manifest(base, increment, reads, settings, history_name)
+        if all(o.get("skipped") for o in manifest.objects.values()):
+            key, entry = next(iter(manifest.objects.items()))
+            raise InputDataError(f"none of the {len(manifest.objects)} objects has data rows ({entry['skipped']})",
+                                 key if len(manifest.objects) == 1 else location or store.location,
+                                 "Export the transactions again")
         totals_name = manifest.totals
         changed = base is None or manifest.generation != base.generation
         if changed:
