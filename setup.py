@@ -40,6 +40,7 @@ setup(
             "run-pipeline=pipeline.run_pipeline:main",
             "get-pipeline-definition=pipeline.get_pipeline_definition:main",
             "rfm-features=steps.features.job:main",
+            "rfm-plan-history=steps.features.plan:main",
             "rfm-train=steps.model.train:main",
             "rfm-evaluate=steps.model.evaluate:main",
             "rfm-serve=steps.model.serve:main",

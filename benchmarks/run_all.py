@@ -17,6 +17,7 @@ BENCHMARKS = {
     "features_bench.py": ([], ["--rows", "1000000", "--customers", "100000"]),
     "train_bench.py": ([], ["--customers", "100000"]),
     "serve_bench.py": ([], ["--customers", "100000"]),
+    "history_bench.py": ([], ["--rows-per-day", "10000", "--customers", "100000", "--skip-rebuild"]),
 }
 
 

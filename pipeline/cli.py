@@ -72,6 +72,8 @@ def _cmd_run_local(args: argparse.Namespace) -> int:
     if args.keep < 1:
         raise PipelineError(f"--keep {args.keep} keeps nothing", "--keep", "keep at least 1 execution (default 5)")
     params.update(_feature_params(args))
+    if args.rebuild:
+        params["Rebuild"] = "true"
     print(f"running the pipeline locally on {args.input} -> {args.output}", flush=True)
     started = time.perf_counter()
     reporter = StepReporter()
@@ -247,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", default="output", help="folder for every artifact (default ./output)")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="a pipeline parameter, e.g. ModelApprovalStatus=Approved; repeatable")
+    run.add_argument("--rebuild", action="store_true",
+                     help="recompute the per-customer state from the whole history (Rebuild=true); "
+                          "otherwise a run folds in only the files added, replaced or removed since the last "
+                          "run with the same --output (docs/history.md)")
     run.add_argument("--destination", default="s3", metavar="DEST",
                      help="where ExportSegments publishes: s3 (files), pinpoint, customer-profiles, or a "
                           "comma-separated mix; pinpoint and customer-profiles go to local stand-ins of "

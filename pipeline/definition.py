@@ -6,7 +6,7 @@ role ARN and nothing here calls AWS.
 
 Step graph::
 
-    ComputeRFM -> TrainSegmenter -> EvaluateSegmenter -> CheckQuality
+    PlanHistory -> ComputeRFM -> TrainSegmenter -> EvaluateSegmenter -> CheckQuality
         CheckQuality true:  RegisterSegmenter -> PublishIfApproved
             PublishIfApproved true: CreateModel -> AssignSegments -> ExportSegments
         CheckQuality false: QualityGateFailed
@@ -32,6 +32,7 @@ from pipeline.step_builders import (
     compute_rfm_step,
     evaluate_step,
     make_parameters,
+    plan_history_step,
     publish_step,
     quality_gate_step,
     register_step,
@@ -110,7 +111,8 @@ def get_pipeline(
         cache=CacheConfig(enable_caching=enable_caching, expire_after=CACHE_EXPIRY),
     )
     with no_role_validation():
-        compute_rfm = compute_rfm_step(ctx, params)
+        plan_step, plan = plan_history_step(ctx, params)
+        compute_rfm = compute_rfm_step(ctx, params, plan_step, plan)
         train = train_step(ctx, params, compute_rfm)
         evaluate, report = evaluate_step(ctx, params, compute_rfm, train)
         register = register_step(ctx, params, model_package_group_name, compute_rfm, train, evaluate)
@@ -120,7 +122,7 @@ def get_pipeline(
     return Pipeline(
         name=pipeline_name,
         parameters=params.as_list(),
-        steps=[compute_rfm, train, evaluate, check],
+        steps=[plan_step, compute_rfm, train, evaluate, check],
         sagemaker_session=session,
         # No experiment and trial per run: SageMaker would create them with the pipeline role, which
         # is granted no sagemaker:*Experiment*/*Trial* actions (the SDK adds the config by default).

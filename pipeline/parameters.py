@@ -41,10 +41,11 @@ DEFAULTS: dict[str, Any] = {
     "MinSilhouette": 0.25,
     "MinClusterShare": 0.01,
     "Currency": DEFAULT_CURRENCY,
+    "Rebuild": False,
 }
 
 TYPES: dict[str, str] = {"NumClusters": "Integer", "RandomSeed": "Integer", "MinSilhouette": "Float",
-                         "MinClusterShare": "Float"}  # the others are String
+                         "MinClusterShare": "Float", "Rebuild": "Boolean"}  # the others are String
 
 HELP: dict[str, str] = {
     "InputDataUrl": "transactions (CSV, CSV.gz, Parquet): a file or a prefix (run-local: --input)",
@@ -61,6 +62,7 @@ HELP: dict[str, str] = {
     "MinSilhouette": "quality gate: lowest silhouette accepted, -1..1",
     "MinClusterShare": "quality gate: smallest cluster's lowest share of customers, 0..1",
     "Currency": "ISO 4217 code the report and console show money in, e.g. USD, EUR, GBP",
+    "Rebuild": "true = recompute the per-customer state from the whole history (run-local: --rebuild)",
 }
 
 
@@ -163,9 +165,12 @@ def _typed(name: str, kind: str, raw: Any, where: str) -> Any:
         if kind == "Float":
             return float(raw)
         if kind == "Boolean":
-            return raw if isinstance(raw, bool) else str(raw).lower() in {"true", "1", "yes"}
+            if isinstance(raw, bool):
+                return raw
+            flag = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+            return flag[str(raw).strip().lower()]
         return "" if raw is None else str(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError):
         raise PipelineError(f"parameter {name}={raw!r} is not a valid {kind}", where) from None
 
 

@@ -26,6 +26,7 @@ from sagemaker.core.workflow import (
     ExecutionVariables,
     Join,
     JsonGet,
+    ParameterBoolean,
     ParameterFloat,
     ParameterInteger,
     ParameterString,
@@ -56,6 +57,7 @@ from steps.errors import PipelineError
 INFERENCE_INSTANCE_TYPES = ["ml.m5.large", "ml.m5.xlarge"]
 CACHE_EXPIRY = "P30D"
 EVALUATION_REPORT = "EvaluationReport"
+HISTORY_PLAN = "HistoryPlan"
 SILHOUETTE_PATH = "segmentation_metrics.silhouette.value"
 MIN_CLUSTER_SHARE_PATH = "segmentation_metrics.min_cluster_share.value"
 GATE_MESSAGE_PATH = "quality_gate.message"  # rounded values and advice that fits the parameters (evaluate.py)
@@ -85,6 +87,7 @@ class Parameters:
     min_silhouette: ParameterFloat
     min_cluster_share: ParameterFloat
     currency: ParameterString
+    rebuild: ParameterBoolean
 
     def as_list(self) -> list[Parameter]:
         """All parameters, in declaration order."""
@@ -110,6 +113,7 @@ def make_parameters(default_bucket: str, base_job_prefix: str) -> Parameters:
         min_silhouette=ParameterFloat("MinSilhouette", DEFAULTS["MinSilhouette"]),
         min_cluster_share=ParameterFloat("MinClusterShare", DEFAULTS["MinClusterShare"]),
         currency=ParameterString("Currency", DEFAULTS["Currency"]),
+        rebuild=ParameterBoolean("Rebuild", DEFAULTS["Rebuild"]),
     )
 
 
@@ -133,6 +137,11 @@ class Context:
         """``s3://.../model/{PipelineExecutionId}/<parts>``: what a model package refers to, kept while it exists."""
         prefix = f"{self.data_prefix}/{paths.PACKAGE_DIR}"
         return Join(on="/", values=[prefix, ExecutionVariables.PIPELINE_EXECUTION_ID, *parts])
+
+    @property
+    def state_uri(self) -> str:
+        """``s3://.../state``: the incremental per-customer state (docs/history.md)."""
+        return f"{self.data_prefix}/{paths.STATE_DIR}"
 
     def quarantine_uri(self) -> Join:
         """``s3://.../quarantine/{PipelineExecutionId}``: quarantined rows, kept for a shorter time than the rest."""
@@ -173,17 +182,51 @@ def _output_uri(step: ProcessingStep, output_name: str) -> object:
     return step.properties.ProcessingOutputConfig.Outputs[output_name].S3Output.S3Uri
 
 
-def compute_rfm_step(ctx: Context, params: Parameters) -> ProcessingStep:
-    """ComputeRFM: transactions -> per-customer RFM features and the batch transform input."""
+def plan_history_step(ctx: Context, params: Parameters) -> tuple[ProcessingStep, PropertyFile]:
+    """PlanHistory: list the objects under InputDataUrl exactly; ``plan.json`` holds the history's fingerprint.
+
+    Never cached: it is what tells ComputeRFM (whose cache key holds the fingerprint) that the data changed.
+    """
+    plan = PropertyFile(name=HISTORY_PLAN, output_name="plan", path="plan.json")
+    step_args = _processor(ctx, params, "rfm-plan-history", "plan").run(
+        outputs=[_processing_output("plan", paths.PROCESSING_PLAN_OUT, ctx.execution_uri("plan"))],
+        arguments=[
+            Join(on="", values=["--input=", params.input_data_url]),
+            "--state", ctx.state_uri,
+            "--output", paths.PROCESSING_PLAN_OUT,
+        ],
+    )  # fmt: skip
+    step = ProcessingStep(
+        name="PlanHistory",
+        display_name="Plan history",
+        description=(
+            "Lists every transactions object under InputDataUrl (exactly that object or folder, never "
+            "siblings) and records the list and its fingerprint in the state."
+        ),
+        step_args=step_args,
+        property_files=[plan],
+    )
+    return step, plan
+
+
+def compute_rfm_step(
+    ctx: Context, params: Parameters, plan_step: ProcessingStep, plan: PropertyFile
+) -> ProcessingStep:
+    """ComputeRFM: fold the objects that changed into the state -> per-customer RFM features.
+
+    The history's fingerprint is an argument, so the step's cache key changes with any object version.
+    """
+    fingerprint = JsonGet(step_name=plan_step.name, property_file=plan, json_path="fingerprint")
     step_args = _processor(ctx, params, "rfm-features", "features").run(
-        inputs=[_processing_input("transactions", params.input_data_url, paths.PROCESSING_TRANSACTIONS)],
         outputs=[
             _processing_output("features", paths.PROCESSING_FEATURES_OUT, ctx.package_uri("features")),
             _processing_output("transform", paths.PROCESSING_TRANSFORM_OUT, ctx.package_uri("transform")),
             _processing_output("quarantine", paths.PROCESSING_QUARANTINE_OUT, ctx.quarantine_uri()),
         ],
         arguments=[
-            "--input", paths.PROCESSING_TRANSACTIONS,
+            "--state", ctx.state_uri,
+            Join(on="", values=["--history-fingerprint=", fingerprint]),
+            Join(on="", values=["--rebuild=", params.rebuild]),
             "--output", paths.PROCESSING_FEATURES_OUT,
             "--transform-output", paths.PROCESSING_TRANSFORM_OUT,
             "--quarantine-output", paths.PROCESSING_QUARANTINE_OUT,
@@ -197,8 +240,9 @@ def compute_rfm_step(ctx: Context, params: Parameters) -> ProcessingStep:
         name="ComputeRFM",
         display_name="Compute RFM features",
         description=(
-            "Reads the transactions under InputDataUrl (CSV, CSV.gz or Parquet), quarantines unusable "
-            "rows and computes recency, frequency, monetary value and their 1-5 scores per customer."
+            "Folds the transactions objects added, replaced or removed since the state into it (all of "
+            "them when Rebuild is true), quarantines unusable rows and scores recency, frequency and "
+            "monetary value 1-5 per customer."
         ),
         step_args=step_args,
         cache_config=ctx.cache,

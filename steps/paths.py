@@ -34,6 +34,8 @@ LAST_RUN_FILE = "last_run.json"
 # which does not expire (a package can be approved or redeployed at any time).
 EXECUTIONS_DIR = "executions"
 PACKAGE_DIR = "model"
+# The incremental per-customer state lives under s3://<bucket>/<prefix>/state/ (docs/history.md).
+STATE_DIR = "state"
 
 # Processing container paths (LocalPath of inputs and outputs).
 PROCESSING_ROOT = "/opt/ml/processing"
@@ -44,6 +46,7 @@ PROCESSING_QUARANTINE_OUT = f"{PROCESSING_ROOT}/output/quarantine"
 PROCESSING_MODEL_IN = f"{PROCESSING_ROOT}/input/model"
 PROCESSING_FEATURES_IN = f"{PROCESSING_ROOT}/input/features"
 PROCESSING_EVALUATION_OUT = f"{PROCESSING_ROOT}/output/evaluation"
+PROCESSING_PLAN_OUT = f"{PROCESSING_ROOT}/output/plan"
 # Where SageMaker Processing puts the job's CreateProcessingJob request inside the container.
 PROCESSING_JOB_CONFIG = "/opt/ml/config/processingjobconfig.json"
 

@@ -33,6 +33,7 @@ EXECUTION_ID = {"Get": "Execution.PipelineExecutionId"}
 REPO = Path(__file__).resolve().parents[1]
 
 EXPECTED_TYPES = {
+    "PlanHistory": "Processing",
     "ComputeRFM": "Processing",
     "TrainSegmenter": "Training",
     "EvaluateSegmenter": "Processing",
@@ -68,7 +69,7 @@ def documented_parameters() -> list[tuple[str, str, Any]]:
             names, kind, default = (cell.strip() for cell in line.strip("|").split("|")[:3])
             text = default.strip("`").replace("<bucket>", BUCKET).replace("<prefix>", "rfm")
             text = "" if text == '""' else text
-            value = {"Integer": int, "Float": float}.get(kind, str)(text)
+            value = {"Integer": int, "Float": float, "Boolean": lambda v: v == "true"}.get(kind, str)(text)
             rows += [(name.strip(), kind, value) for name in names.split("/")]
         return rows
     raise AssertionError(f"no '| Parameter | Type | Default |' table in {', '.join(p.name for p in DOCS)}")
@@ -76,7 +77,8 @@ def documented_parameters() -> list[tuple[str, str, Any]]:
 
 # Steps each step reads from (property references, JsonGet, DependsOn).
 EXPECTED_UPSTREAM = {
-    "ComputeRFM": set(),
+    "PlanHistory": set(),
+    "ComputeRFM": {"PlanHistory"},
     "TrainSegmenter": {"ComputeRFM"},
     "EvaluateSegmenter": {"ComputeRFM", "TrainSegmenter"},
     "CheckQuality": {"EvaluateSegmenter"},
@@ -234,7 +236,8 @@ def json_get(path: str) -> dict[str, Any]:
 
 def test_step_names_types_and_nesting(definition: dict[str, Any], steps: dict[str, dict[str, Any]]) -> None:
     assert {name: step["Type"] for name, step in steps.items()} == EXPECTED_TYPES
-    assert names(definition["Steps"]) == ["ComputeRFM", "TrainSegmenter", "EvaluateSegmenter", "CheckQuality"]
+    assert names(definition["Steps"]) == ["PlanHistory", "ComputeRFM", "TrainSegmenter", "EvaluateSegmenter",
+                                          "CheckQuality"]
     check = steps["CheckQuality"]["Arguments"]
     assert names(check["IfSteps"]) == ["RegisterSegmenter", "PublishIfApproved"]
     assert names(check["ElseSteps"]) == ["QualityGateFailed"]
@@ -323,8 +326,12 @@ def test_compute_rfm_arguments(steps: dict[str, dict[str, Any]]) -> None:
     app = arguments["AppSpecification"]
     assert app["ImageUri"] == IMAGE
     assert app["ContainerEntrypoint"] == ["rfm-features"]
+    fingerprint = {"Std:JsonGet": {"PropertyFile": {"Get": "Steps.PlanHistory.PropertyFiles.HistoryPlan"},
+                                   "Path": "fingerprint"}}
     assert app["ContainerArguments"] == [
-        "--input", "/opt/ml/processing/input/transactions",
+        "--state", f"s3://{BUCKET}/rfm/state",
+        join("--history-fingerprint=", fingerprint),
+        join("--rebuild=", {"Get": "Parameters.Rebuild"}),
         "--output", "/opt/ml/processing/output/features",
         "--transform-output", "/opt/ml/processing/output/transform",
         "--quarantine-output", "/opt/ml/processing/output/quarantine",
@@ -333,10 +340,8 @@ def test_compute_rfm_arguments(steps: dict[str, dict[str, Any]]) -> None:
         join("--column-mapping=", {"Get": "Parameters.ColumnMapping"}),
         join("--timezone=", {"Get": "Parameters.Timezone"}),
     ]  # fmt: skip
-    [transactions] = arguments["ProcessingInputs"]
-    assert transactions["InputName"] == "transactions"
-    assert transactions["S3Input"]["S3Uri"] == {"Get": "Parameters.InputDataUrl"}
-    assert transactions["S3Input"]["LocalPath"] == "/opt/ml/processing/input/transactions"
+    # It reads exactly the object versions PlanHistory listed (docs/history.md), not an S3Prefix of siblings.
+    assert "ProcessingInputs" not in arguments
     outputs = {o["OutputName"]: o["S3Output"] for o in arguments["ProcessingOutputConfig"]["Outputs"]}
     assert outputs["features"]["LocalPath"] == "/opt/ml/processing/output/features"
     assert outputs["features"]["S3Uri"] == package_uri("features")
@@ -397,7 +402,7 @@ def test_training_arguments(steps: dict[str, dict[str, Any]]) -> None:
 
 def test_caching(steps: dict[str, dict[str, Any]]) -> None:
     for name, step in steps.items():
-        if step["Type"] in {"Processing", "Training"}:
+        if step["Type"] in {"Processing", "Training"} and name != "PlanHistory":  # it lists the history: never cached
             assert step["CacheConfig"] == {"Enabled": True, "ExpireAfter": "P30D"}, name
         else:
             assert "CacheConfig" not in step, name
@@ -512,10 +517,11 @@ def test_export_lambda(steps: dict[str, dict[str, Any]]) -> None:
     ]
 
 
-def test_every_output_is_under_the_execution_or_quarantine_prefix(definition: dict[str, Any]) -> None:
+def test_every_output_is_under_the_execution_quarantine_or_state_prefix(definition: dict[str, Any]) -> None:
     text = json.dumps(definition)
     s3_literals = set(re.findall(r'"(s3://[^"]*)"', text))
-    assert s3_literals == {EXECUTION_PREFIX, PACKAGE_PREFIX, f"s3://{BUCKET}/rfm/quarantine", f"s3://{BUCKET}/rfm/input/"}
+    assert s3_literals == {EXECUTION_PREFIX, PACKAGE_PREFIX, f"s3://{BUCKET}/rfm/quarantine", f"s3://{BUCKET}/rfm/input/",
+                           f"s3://{BUCKET}/rfm/state"}
 
 
 # --------------------------------------------------------------------------- offline and stable
@@ -730,7 +736,8 @@ def test_run_pipeline_upserts_tags_starts_and_reports(
     assert described["RoleArn"] == "arn:aws:iam::123456789012:role/PipelineRole"
     stored = json.loads(described["PipelineDefinition"])
     assert [p["Name"] for p in stored["Parameters"]] == [name for name, _, _ in documented_parameters()]
-    assert names(stored["Steps"]) == ["ComputeRFM", "TrainSegmenter", "EvaluateSegmenter", "CheckQuality"]
+    assert names(stored["Steps"]) == ["PlanHistory", "ComputeRFM", "TrainSegmenter", "EvaluateSegmenter",
+                                      "CheckQuality"]
     # Without "role" in --kwargs the jobs run with --role-arn.
     assert stored["Steps"][0]["Arguments"]["RoleArn"] == "arn:aws:iam::123456789012:role/PipelineRole"
     tags = {t["Key"]: t["Value"] for t in client.list_tags(ResourceArn=described["PipelineArn"])["Tags"]}

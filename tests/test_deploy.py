@@ -388,7 +388,7 @@ def test_image_entrypoints_are_console_scripts() -> None:
     assert set(links.values()) <= set(scripts)
     builders = (ROOT / "pipeline" / "step_builders.py").read_text()
     processing = set(re.findall(r'_processor\(ctx, params, "([\w-]+)"', builders))
-    assert processing == {"rfm-features", "rfm-evaluate"}
+    assert processing == {"rfm-plan-history", "rfm-features", "rfm-evaluate"}
     assert processing <= set(scripts)
 
 

@@ -64,6 +64,8 @@ LIBRARY_CALLS: dict[str, list[tuple[str, str, tuple[str, ...], str]]] = {
         ("lambdas/trigger/app.py", "DynamoDBPersistenceLayer",
          ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"),
          "Powertools idempotency: reads, writes, completes and deletes the record of each object"),
+        ("lambdas/trigger/single_flight.py", "_list_s3", ("s3:ListBucket", "s3:ListBucketVersions"),
+         "steps.features.history lists the input prefix to compare it with what an execution planned"),
     ],
     "BuildRole": [
         ("pipeline/run_pipeline.py", ".upsert(",
@@ -146,6 +148,15 @@ def example_resources(stack: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
     return {
         "TriggerRole": {
             "sagemaker:StartPipelineExecution": [main_pipeline],
+            # Single flight (docs/history.md): status, markers and claims under <prefix>/state/trigger/, plans.
+            "sagemaker:ListPipelineExecutions": [main_pipeline],
+            "sagemaker:DescribePipelineExecution": [f"{main_pipeline}/execution/abc123def456"],
+            "s3:ListBucket": [f"arn:{PARTITION}:s3:::{bucket}"],
+            "s3:ListBucketVersions": [f"arn:{PARTITION}:s3:::{bucket}"],
+            "s3:GetObject": [f"arn:{PARTITION}:s3:::{bucket}/{prefix}/state/trigger/claims/after-none.json",
+                             f"{execution}/plan/plan.json"],
+            "s3:PutObject": [f"arn:{PARTITION}:s3:::{bucket}/{prefix}/state/trigger/pending/abc123def456"],
+            "s3:DeleteObject": [f"arn:{PARTITION}:s3:::{bucket}/{prefix}/state/trigger/claims/after-none.json"],
             **{f"dynamodb:{op}": [table] for op in ("GetItem", "PutItem", "UpdateItem", "DeleteItem")},
         },
         "ExportRole": {

@@ -1,4 +1,4 @@
-"""The S3 trigger Lambda against moto's SageMaker and DynamoDB."""
+"""The S3 trigger Lambda against moto's SageMaker, S3 and DynamoDB: one run at a time over the prefix."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from moto import mock_aws
 
 from lambdas.trigger import app
 from lambdas.trigger.app import PipelineStarter, Settings, parse_event, trigger
+from lambdas.trigger.single_flight import CLAIM_TIMEOUT_SECONDS, SingleFlight
 from steps.errors import PipelineError
+from steps.features.history import _list_s3, fingerprint
 
 PIPELINE = "rfm-pipeline"
 BUCKET = "rfm-data"
@@ -72,9 +74,40 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.fixture
-def sagemaker(aws: Any) -> Any:
+def s3(aws: Any) -> Any:
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+def _backend_execution(arn: str) -> Any:
+    from moto.sagemaker.models import sagemaker_backends
+
+    return sagemaker_backends["123456789012"]["us-east-1"].pipelines[PIPELINE].pipeline_executions[arn]
+
+
+def end(arn: str, status: str = "Succeeded") -> dict[str, Any]:
+    """Let a (moto) execution end; the EventBridge event SageMaker then sends."""
+    _backend_execution(arn).pipeline_execution_status = status
+    return {"version": "0", "source": "aws.sagemaker", "detail-type": app.STATUS_CHANGE,
+            "detail": {"pipelineArn": arn.split("/execution/")[0], "pipelineExecutionArn": arn,
+                       "currentPipelineExecutionStatus": status, "previousPipelineExecutionStatus": "Executing"}}
+
+
+@pytest.fixture
+def sagemaker(s3: Any) -> Any:
     client = boto3.client("sagemaker")
     client.create_pipeline(PipelineName=PIPELINE, PipelineDefinition=DEFINITION, RoleArn=ROLE)
+    return keep_running(client)
+
+
+def keep_running(client: Any) -> Any:
+    """moto ends every execution at once; a real one runs for minutes: keep them Executing until end()."""
+    client.meta.events.register(
+        "after-call.sagemaker.StartPipelineExecution",
+        lambda parsed, **_: setattr(_backend_execution(parsed["PipelineExecutionArn"]),
+                                    "pipeline_execution_status", "Executing"),
+    )
     return client
 
 
@@ -97,7 +130,25 @@ def settings() -> Settings:
         input_prefix="rfm/input/",
         pipeline_parameters=tuple(EXTRA.items()),
         idempotency_table=TABLE,
+        input_bucket=BUCKET,
     )
+
+
+def starter_for(settings: Settings, sagemaker: Any, store: Any = None) -> PipelineStarter:
+    return PipelineStarter(settings, sagemaker, boto3.client("s3"), store)
+
+
+def upload(s3: Any, key: str, body: bytes = b"customer_id,timestamp,amount\nc1,2024-01-01,5\n") -> dict[str, Any]:
+    """Put an object and return the S3 notification its upload sends."""
+    etag = s3.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"].strip('"')
+    return s3_event(key, version=None, size=len(body), etag=etag)
+
+
+def plan(s3: Any, arn: str) -> None:
+    """What the execution's PlanHistory step writes: the history's fingerprint as it lists it now."""
+    printed = fingerprint(_list_s3(f"s3://{BUCKET}/rfm/input/", s3))
+    s3.put_object(Bucket=BUCKET, Key=f"rfm/executions/{arn.rsplit('/', 1)[-1]}/plan/plan.json",
+                  Body=json.dumps({"fingerprint": printed}).encode())
 
 
 def s3_event(
@@ -197,69 +248,145 @@ def test_created_object_starts_one_execution_with_parameters(make_event, sagemak
     summary = trigger(
         parse_event(make_event("rfm/input/2024/orders.csv.gz")),
         settings,
-        PipelineStarter(settings, sagemaker, store),
+        starter_for(settings, sagemaker, store),
     )
 
     assert summary == {
         "started": [executions(sagemaker)[0]["PipelineExecutionArn"]],
+        "deferred": 0,
         "ignored": [],
         "duplicates": 0,
     }
     arn = summary["started"][0]
-    assert parameters(sagemaker, arn) == {
-        "InputDataUrl": f"s3://{BUCKET}/rfm/input/2024/orders.csv.gz",
-        **EXTRA,
-    }
+    assert parameters(sagemaker, arn) == {"InputDataUrl": f"s3://{BUCKET}/rfm/input/", **EXTRA}  # the history
     described = sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)
-    assert described["PipelineExecutionDisplayName"] == "2024-orders-csv-gz"
-    assert f"s3://{BUCKET}/rfm/input/2024/orders.csv.gz" in described["PipelineExecutionDescription"]
+    assert DISPLAY_NAME.match(described["PipelineExecutionDisplayName"])
+    assert f"s3://{BUCKET}/rfm/input/2024/orders.csv.gz arrived" in described["PipelineExecutionDescription"]
     assert TOKEN.match(calls[0]["ClientRequestToken"])
     json.dumps(summary)
 
 
 @SHAPES
 def test_duplicate_delivery_starts_nothing_new(make_event, sagemaker, store, settings) -> None:
-    starter = PipelineStarter(settings, sagemaker, store)
+    starter = starter_for(settings, sagemaker, store)
     first = trigger(parse_event(make_event("rfm/input/orders.csv")), settings, starter)
+    end(first["started"][0])  # even with nothing running, a repeated delivery starts nothing
     again = trigger(parse_event(make_event("rfm/input/orders.csv")), settings, starter)
 
     assert len(first["started"]) == 1 and first["duplicates"] == 0
-    assert again == {"started": [], "ignored": [], "duplicates": 1}
+    assert again == {"started": [], "deferred": 0, "ignored": [], "duplicates": 1}
     assert len(executions(sagemaker)) == 1
 
 
 @pytest.mark.parametrize("change", [{"version": "v2"}, {"etag": "def456"}, {"version": None, "etag": "x"}])
-def test_new_version_of_same_key_starts_again(change, sagemaker, store, settings) -> None:
-    starter = PipelineStarter(settings, sagemaker, store)
-    trigger(parse_event(s3_event("rfm/input/orders.csv")), settings, starter)
-    summary = trigger(parse_event(s3_event("rfm/input/orders.csv", **change)), settings, starter)
+def test_new_version_of_same_key_is_not_a_duplicate(change, sagemaker, store, settings) -> None:
+    starter = starter_for(settings, sagemaker, store)
+    first = trigger(parse_event(s3_event("rfm/input/orders.csv")), settings, starter)
+    during = trigger(parse_event(s3_event("rfm/input/orders.csv", **change)), settings, starter)
+    assert during["deferred"] == 1 and during["duplicates"] == 0  # left to the run in progress
+    end(first["started"][0])
+    after = trigger(parse_event(s3_event("rfm/input/orders.csv", version="v3", etag="e3")), settings, starter)
+    assert len(after["started"]) == 1 and len(executions(sagemaker)) == 2
 
-    assert len(summary["started"]) == 1
-    assert len(executions(sagemaker)) == 2
 
-
-def test_without_idempotency_table_token_alone_identifies_the_object(sagemaker, settings) -> None:
+def test_without_idempotency_table_the_claim_still_elects_one_start(sagemaker, settings) -> None:
     calls = capture_starts(sagemaker)
-    starter = PipelineStarter(settings, sagemaker, persistence_store=None)
-    for event in (
-        s3_event("rfm/input/a.csv"),
-        eventbridge_event("rfm/input/a.csv"),
-        s3_event("rfm/input/a.csv", version="v2"),
-    ):
+    starter = starter_for(settings, sagemaker)
+    for event in (s3_event("rfm/input/a.csv"), eventbridge_event("rfm/input/a.csv"),
+                  s3_event("rfm/input/a.csv", version="v2")):
         trigger(parse_event(event), settings, starter)
 
-    tokens = [call["ClientRequestToken"] for call in calls]
-    assert tokens[0] == tokens[1] != tokens[2]  # both shapes of one delivery: same token
-    assert all(TOKEN.match(token) for token in tokens)
+    assert len(calls) == 1 and TOKEN.match(calls[0]["ClientRequestToken"])
+    assert len(executions(sagemaker)) == 1
 
 
 def test_object_repeated_within_one_event_counts_as_duplicate(sagemaker, settings) -> None:
     event = s3_event("rfm/input/a.csv")
     event["Records"] += s3_event("rfm/input/a.csv")["Records"] + s3_event("rfm/input/b.parquet")["Records"]
-    summary = trigger(parse_event(event), settings, PipelineStarter(settings, sagemaker))
+    summary = trigger(parse_event(event), settings, starter_for(settings, sagemaker))
 
-    assert len(summary["started"]) == 2 and summary["duplicates"] == 1
+    assert len(summary["started"]) == 1 and summary["deferred"] == 1 and summary["duplicates"] == 1
+    assert len(executions(sagemaker)) == 1
+
+
+def test_a_burst_of_50_part_files_is_one_execution_and_none_is_lost(s3, sagemaker, store, settings) -> None:
+    starter = starter_for(settings, sagemaker, store)
+    events = [upload(s3, f"rfm/input/2024-06-01/part-{n:05d}.csv") for n in range(50)]
+    summaries = [trigger(parse_event(event), settings, starter) for event in events]
+    started = [arn for summary in summaries for arn in summary["started"]]
+    assert len(started) == 1 and sum(s["deferred"] for s in summaries) == 49
+    plan(s3, started[0])  # its PlanHistory listed all 50: the end starts nothing more
+    assert "nothing_pending" in starter.on_status_change(end(started[0]))
+    assert len(executions(sagemaker)) == 1
+    history = _list_s3(f"s3://{BUCKET}/rfm/input/", s3)
+    assert len(history) == 50  # and that run's listing held every part
+
+
+def test_a_drop_during_a_run_is_taken_by_the_next(s3, sagemaker, store, settings) -> None:
+    starter = starter_for(settings, sagemaker, store)
+    first = trigger(parse_event(upload(s3, "rfm/input/day-1.csv")), settings, starter)["started"][0]
+    plan(s3, first)  # PlanHistory listed day-1 only
+    during = trigger(parse_event(upload(s3, "rfm/input/day-2.csv")), settings, starter)
+    assert during["deferred"] == 1 and len(executions(sagemaker)) == 1  # never two at once
+    follow = starter.on_status_change(end(first, "Failed"))
+    second = follow["execution_arn"]
+    assert parameters(sagemaker, second)["InputDataUrl"] == f"s3://{BUCKET}/rfm/input/"
+    assert starter.on_status_change(end(first, "Failed")) == {
+        "deferred_to": second}  # a repeated status event starts nothing more
+    plan(s3, second)
+    assert "nothing_pending" in starter.on_status_change(end(second))
     assert len(executions(sagemaker)) == 2
+
+
+def test_a_run_that_ends_while_an_object_defers_is_followed_up(s3, sagemaker, settings, monkeypatch) -> None:
+    starter = starter_for(settings, sagemaker)
+    first = trigger(parse_event(upload(s3, "rfm/input/day-1.csv")), settings, starter)["started"][0]
+    plan(s3, first)
+    # The run ends (and its status event finds no marker) between this object's two status checks.
+    original = SingleFlight._mark_pending
+
+    def mark_then_end(self, ended: str, rebuild: bool) -> None:  # noqa: ANN001
+        assert "nothing_pending" in starter.on_status_change(end(first))
+        original(self, ended, rebuild)
+
+    monkeypatch.setattr(SingleFlight, "_mark_pending", mark_then_end)
+    summary = trigger(parse_event(upload(s3, "rfm/input/day-2.csv")), settings, starter)
+    assert len(summary["started"]) == 1 and len(executions(sagemaker)) == 2
+
+
+def test_concurrent_invocations_start_one_run_and_a_dead_claim_is_taken_over(s3, sagemaker, settings) -> None:
+    now = [1_000_000.0]
+    flight = SingleFlight(settings.flight(BUCKET), sagemaker, s3, clock=lambda: now[0])
+    s3.put_object(Bucket=BUCKET, Key="rfm/state/trigger/claims/after-none.json",
+                  Body=json.dumps({"at": now[0]}).encode())  # another invocation is starting the run
+    assert "deferred_to" in flight.request("a.csv arrived")
+    assert executions(sagemaker) == []
+    now[0] += CLAIM_TIMEOUT_SECONDS + 1  # ... and died before it could
+    assert "execution_arn" in flight.request("b.csv arrived")
+    assert len(executions(sagemaker)) == 1
+
+
+def test_the_scheduled_rebuild_starts_a_rebuild_run(monkeypatch, s3, sagemaker) -> None:
+    monkeypatch.setenv("PIPELINE_NAME", PIPELINE)
+    monkeypatch.setenv("INPUT_BUCKET", BUCKET)
+    monkeypatch.setenv("INPUT_PREFIX", "rfm/input/")
+    monkeypatch.delenv("IDEMPOTENCY_TABLE", raising=False)
+    app._runtime.cache_clear()
+    scheduled = {"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+    keep_running(app._runtime()[1].sagemaker)
+    try:
+        started = app.handler(scheduled, FakeContext())
+        again = app.handler(scheduled, FakeContext())  # while it runs: after it, not beside it
+        follow = app.handler(end(started["execution_arn"]), FakeContext())
+        other = app.handler({**end(follow["execution_arn"]), "detail": {
+            "pipelineArn": "arn:aws:sagemaker:us-east-1:123456789012:pipeline/other",
+            "currentPipelineExecutionStatus": "Succeeded"}}, FakeContext())
+    finally:
+        app._runtime.cache_clear()
+    assert parameters(sagemaker, started["execution_arn"])["Rebuild"] == "true"
+    assert "deferred_to" in again
+    assert parameters(sagemaker, follow["execution_arn"])["Rebuild"] == "true"
+    assert "not an end of" in other["ignored"][0]["reason"]
 
 
 @SHAPES
@@ -272,9 +399,9 @@ def test_object_repeated_within_one_event_counts_as_duplicate(sagemaker, setting
     ],
 )
 def test_keys_are_url_decoded(make_event, raw_key, key, sagemaker, settings) -> None:
-    summary = trigger(parse_event(make_event(raw_key)), settings, PipelineStarter(settings, sagemaker))
-
-    assert parameters(sagemaker, summary["started"][0])["InputDataUrl"] == f"s3://{BUCKET}/{key}"
+    assert parse_event(make_event(raw_key))[0].key == key
+    summary = trigger(parse_event(make_event(raw_key)), settings, starter_for(settings, sagemaker))
+    assert len(summary["started"]) == 1
     assert DISPLAY_NAME.match(executions(sagemaker)[0]["PipelineExecutionDisplayName"])
 
 
@@ -289,14 +416,14 @@ def test_keys_are_url_decoded(make_event, raw_key, key, sagemaker, settings) -> 
         ("rfm/input/empty.csv", 0, "rfm/input/", "zero-byte"),
         ("rfm/input/orders.json", 10, "rfm/input/", "unsupported suffix"),
         ("rfm/input/orders.csv.tmp", 10, "rfm/input/", "unsupported suffix"),
-        ("rfm/input/" + "k" * 1020 + ".csv", 10, "rfm/input/", "longer than 1024"),
+        ("rfm/state/histories/x.csv", 10, "rfm/", "own state prefix"),
     ],
 )
 def test_ignored_objects_start_nothing(
     make_event, key, size, input_prefix, reason, sagemaker, settings
 ) -> None:
     settings = Settings(pipeline_name=PIPELINE, input_prefix=input_prefix)
-    summary = trigger(parse_event(make_event(key, size=size)), settings, PipelineStarter(settings, sagemaker))
+    summary = trigger(parse_event(make_event(key, size=size)), settings, starter_for(settings, sagemaker))
 
     assert summary["started"] == [] and summary["duplicates"] == 0
     assert [item["key"] for item in summary["ignored"]] == [key]
@@ -312,22 +439,22 @@ def test_ignored_objects_start_nothing(
     ],
 )
 def test_other_event_types_are_ignored(event, sagemaker, settings) -> None:
-    summary = trigger(parse_event(event), settings, PipelineStarter(settings, sagemaker))
+    summary = trigger(parse_event(event), settings, starter_for(settings, sagemaker))
     assert summary["started"] == [] and "not an object-created event" in summary["ignored"][0]["reason"]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".CSV", ".csv.gz", ".parquet"])
 def test_supported_suffixes_start(suffix, sagemaker, settings) -> None:
     summary = trigger(
-        parse_event(s3_event(f"rfm/input/orders{suffix}")), settings, PipelineStarter(settings, sagemaker)
+        parse_event(s3_event(f"rfm/input/orders{suffix}")), settings, starter_for(settings, sagemaker)
     )
     assert len(summary["started"]) == 1
 
 
 @pytest.mark.parametrize("use_store", [True, False])
-def test_missing_pipeline_gives_clear_error(use_store, aws, store, settings) -> None:
+def test_missing_pipeline_gives_clear_error(use_store, s3, store, settings) -> None:
     settings = Settings(pipeline_name="no-such-pipeline", input_prefix="rfm/input/")
-    starter = PipelineStarter(settings, boto3.client("sagemaker"), store if use_store else None)
+    starter = starter_for(settings, boto3.client("sagemaker"), store if use_store else None)
 
     with pytest.raises(PipelineError, match=r"'no-such-pipeline' does not exist.*run-pipeline"):
         trigger(parse_event(s3_event("rfm/input/a.csv")), settings, starter)
@@ -353,22 +480,6 @@ def test_other_sagemaker_errors_pass_through() -> None:
         {"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "StartPipelineExecution"
     )
     assert app._pipeline_error(error, "p") is error
-
-
-@pytest.mark.parametrize(
-    "key",
-    [
-        "rfm/input/orders.csv",
-        "rfm/input/___.csv",
-        "rfm/input/" + "x/" * 100 + "orders_2024.csv",
-        "rfm/input/über straße.csv",
-        "rfm/input/-.csv",
-        "rfm/input/!!!",
-    ],
-)
-def test_display_names_are_valid(key) -> None:
-    name = app.display_name(key, "rfm/input/")
-    assert DISPLAY_NAME.match(name), name
 
 
 @pytest.mark.parametrize(
@@ -400,6 +511,7 @@ def test_settings_from_env() -> None:
     assert settings.suffixes == (".csv", ".txt")
     assert settings.pipeline_parameters == (("ModelApprovalStatus", "Approved"),)
     assert settings.output_prefix == "rfm/executions/" and settings.idempotency_table is None
+    assert settings.state_prefix == "rfm/state/"
     typed = Settings.from_env({"PIPELINE_NAME": "p", "PIPELINE_PARAMETERS": '{"Flag": true, "Min": 0.5}'})
     assert typed.pipeline_parameters == (("Flag", "true"), ("Min", "0.5"))
     assert Settings.from_env({"PIPELINE_NAME": "p"}).suffixes == (".csv", ".csv.gz", ".parquet")
@@ -454,7 +566,7 @@ def test_s3_test_event_is_ignored_with_a_log_line(sagemaker, settings) -> None:
     # Swapped, not setStream(): that flushes the old stream, which a capture may have closed already.
     previous, app.logger.registered_handler.stream = app.logger.registered_handler.stream, stream
     try:
-        summary = trigger(parse_event(event), settings, PipelineStarter(settings, sagemaker))
+        summary = trigger(parse_event(event), settings, starter_for(settings, sagemaker))
     finally:
         app.logger.registered_handler.stream = previous
 
@@ -473,7 +585,7 @@ def test_eventbridge_events_from_other_sources_are_ignored(sagemaker, settings) 
         "detail-type": "EC2 Instance State-change Notification",
         "detail": {"state": "running"},
     }
-    summary = trigger(parse_event(event), settings, PipelineStarter(settings, sagemaker))
+    summary = trigger(parse_event(event), settings, starter_for(settings, sagemaker))
     assert summary["started"] == [] and "aws.ec2" in summary["ignored"][0]["reason"]
 
 
@@ -508,11 +620,11 @@ def test_input_bucket_and_ignored_prefixes(make_event, bucket, key, reason, sage
     )
     assert settings.ignore_prefixes == ("rfm/input/pinpoint-import/", "rfm/input/tmp/")
     summary = trigger(
-        parse_event(make_event(key, bucket=bucket)), settings, PipelineStarter(settings, sagemaker)
+        parse_event(make_event(key, bucket=bucket)), settings, starter_for(settings, sagemaker)
     )
 
     assert summary["started"] == [] and reason in summary["ignored"][0]["reason"]
-    ok = trigger(parse_event(make_event("rfm/input/a.csv")), settings, PipelineStarter(settings, sagemaker))
+    ok = trigger(parse_event(make_event("rfm/input/a.csv")), settings, starter_for(settings, sagemaker))
     assert len(ok["started"]) == 1
 
 

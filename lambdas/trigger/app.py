@@ -1,4 +1,7 @@
-"""Start one SageMaker pipeline execution per new transactions file in S3.
+"""Start the SageMaker pipeline over the whole input prefix when transactions files arrive.
+
+A burst of objects becomes one execution over ``s3://<bucket>/<INPUT_PREFIX>`` (the history), never
+two at once, and none is lost: see :mod:`lambdas.trigger.single_flight` and docs/history.md.
 
 Event contract
 --------------
@@ -22,11 +25,18 @@ the whole bucket), ``OUTPUT_PREFIX`` (default ``rfm/executions/``: the pipeline'
 ``SUFFIXES`` (default ``.csv,.csv.gz,.parquet``, matched case-insensitively),
 ``PIPELINE_PARAMETERS`` (JSON object of extra pipeline parameters), ``IDEMPOTENCY_TABLE``
 (DynamoDB table, partition key ``id`` string, TTL on ``expiration``),
-``IDEMPOTENCY_EXPIRES_SECONDS`` (default 86400).
+``IDEMPOTENCY_EXPIRES_SECONDS`` (default 86400), ``STATE_PREFIX`` (default ``rfm/state/``: the
+single-flight markers go under its ``trigger/``).
+
+Two more events come from EventBridge: SageMaker's "Model Building Pipeline Execution Status
+Change" of this pipeline (an execution ended: start the follow-up if objects arrived during it),
+and a "Scheduled Event" (the optional scheduled rebuild: a run with ``Rebuild=true``). Both need
+``INPUT_BUCKET``.
 
 Return value
 ------------
-``{"started": [execution ARNs], "ignored": [{"key": ..., "reason": ...}], "duplicates": n}``.
+``{"started": [execution ARNs], "deferred": n, "ignored": [{"key": ..., "reason": ...}], "duplicates": n}``;
+``deferred`` counts objects left to the run in progress (or being started).
 
 Idempotency
 -----------
@@ -34,13 +44,12 @@ An object is identified by bucket, key, version id and ETag (both: with versioni
 upload has version id ``"null"``, so the ETag tells re-uploads apart). With ``IDEMPOTENCY_TABLE``
 set, Powertools' idempotency utility records each identity, so a repeated delivery starts nothing
 and is counted in ``duplicates``. Every start also passes a ``ClientRequestToken`` derived from
-the same identity, so SageMaker itself deduplicates retries of the API call.
+its single-flight claim, so SageMaker itself deduplicates retries of the API call.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import re
@@ -63,6 +72,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from lambdas.trigger.single_flight import Flight, SingleFlight
 from steps.environment import env_number
 from steps.errors import PipelineError
 
@@ -70,10 +80,12 @@ logger = Logger(service="rfm-trigger")
 
 DEFAULT_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 DEFAULT_OUTPUT_PREFIX = "rfm/executions/"
+DEFAULT_STATE_PREFIX = "rfm/state/"
+STATUS_CHANGE = "SageMaker Model Building Pipeline Execution Status Change"
+ENDED = ("Succeeded", "Failed", "Stopped")
 INPUT_PARAMETER = "InputDataUrl"
 IDEMPOTENCY_KEY_PREFIX = "rfm-trigger"
 MAX_PARAMETER_VALUE = 1024  # SageMaker's limit on a pipeline parameter value
-MAX_DISPLAY_NAME = 82
 # StartPipelineExecution is throttled per account; let botocore back off with jitter.
 SAGEMAKER_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8})
 
@@ -91,6 +103,12 @@ class Settings:
     pipeline_parameters: tuple[tuple[str, str], ...] = ()
     idempotency_table: str | None = None
     idempotency_expires_seconds: int = 24 * 60 * 60
+    state_prefix: str = DEFAULT_STATE_PREFIX
+
+    def flight(self, bucket: str) -> Flight:
+        """Where the single-flight markers of ``bucket`` live and how runs start."""
+        return Flight(self.pipeline_name, bucket, self.input_prefix, self.state_prefix, self.output_prefix,
+                      self.pipeline_parameters)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -112,6 +130,7 @@ class Settings:
             idempotency_table=environ.get("IDEMPOTENCY_TABLE", "").strip() or None,
             idempotency_expires_seconds=env_number(environ, "IDEMPOTENCY_EXPIRES_SECONDS", 24 * 60 * 60, int,
                                                    minimum=1, where="trigger Lambda environment"),
+            state_prefix=environ.get("STATE_PREFIX", DEFAULT_STATE_PREFIX).strip().lstrip("/") or DEFAULT_STATE_PREFIX,
         )
 
 
@@ -210,6 +229,8 @@ def ignore_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
         return f"outside the input prefix {settings.input_prefix!r}"
     if settings.output_prefix and obj.key.startswith(settings.output_prefix):
         return f"under the pipeline's own output prefix {settings.output_prefix!r}"
+    if obj.key.startswith(settings.state_prefix):
+        return f"under the pipeline's own state prefix {settings.state_prefix!r}"
     ignored = next((prefix for prefix in settings.ignore_prefixes if obj.key.startswith(prefix)), None)
     if ignored is not None:
         return f"under the ignored prefix {ignored!r}"
@@ -219,29 +240,9 @@ def ignore_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
         return f"unsupported suffix (expected one of {', '.join(settings.suffixes)})"
     if obj.size is not None and obj.size <= 0:
         return "zero-byte object"
-    if len(obj.url) > MAX_PARAMETER_VALUE:
+    if len(settings.flight(obj.bucket).input_url) > MAX_PARAMETER_VALUE:
         return f"{INPUT_PARAMETER} would be longer than {MAX_PARAMETER_VALUE} characters"
     return None
-
-
-def client_request_token(obj: S3ObjectRef) -> str:
-    """Deterministic SageMaker ClientRequestToken (68 chars of [a-z0-9-]) for one object version."""
-    identity = "\n".join((obj.bucket, obj.key, obj.version_id or "", obj.etag))
-    return "rfm-" + hashlib.sha256(identity.encode("utf-8")).hexdigest()
-
-
-def display_name(key: str, input_prefix: str = "") -> str:
-    """PipelineExecutionDisplayName from a key: ``[a-zA-Z0-9-]``, at most 82 chars, file name kept.
-
-    Examples
-    --------
-    >>> display_name("rfm/input/2024/orders_q1.csv.gz", "rfm/input/")
-    '2024-orders-q1-csv-gz'
-    """
-    relative = key.removeprefix(input_prefix)
-    name = re.sub(r"[^a-zA-Z0-9]+", "-", relative).strip("-")
-    name = name[-MAX_DISPLAY_NAME:].strip("-")  # keep the tail: the file name says the most
-    return name or "rfm-input"
 
 
 def _started(response: dict[str, Any], record: Any) -> dict[str, Any]:
@@ -250,23 +251,24 @@ def _started(response: dict[str, Any], record: Any) -> dict[str, Any]:
 
 
 class PipelineStarter:
-    """Start one execution per object; idempotent when a persistence store is given.
+    """Ask for a run over the prefix for each object; idempotent when a persistence store is given.
 
     Parameters
     ----------
     settings : Settings
         Pipeline name, extra parameters and idempotency expiry.
-    sagemaker : SageMaker boto3 client
-        Created once per container by the handler; tests pass a moto-backed one.
+    sagemaker, s3 : boto3 clients
+        Created once per container by the handler; tests pass moto-backed ones.
     persistence_store : BasePersistenceLayer, optional
         Powertools idempotency store (DynamoDB in production). Without it only the
         ClientRequestToken deduplicates.
     """
 
-    def __init__(self, settings: Settings, sagemaker: Any,
+    def __init__(self, settings: Settings, sagemaker: Any, s3: Any,
                  persistence_store: BasePersistenceLayer | None = None) -> None:
         self.settings = settings
         self.sagemaker = sagemaker
+        self.s3 = s3
         self.config = IdempotencyConfig(
             event_key_jmespath="[bucket, key, version_id, etag]",
             raise_on_no_idempotency_key=True,
@@ -286,26 +288,42 @@ class PipelineStarter:
             self.config.register_lambda_context(context)
 
     def __call__(self, obj: S3ObjectRef) -> dict[str, Any]:
-        """Start (or find the earlier start of) one execution: ``{"execution_arn", "duplicate"}``."""
+        """Ask for a run: ``{"execution_arn"}`` (started) or ``{"deferred_to"}``, plus ``duplicate``."""
         return {"duplicate": False, **self._start(obj=obj)}
 
+    def single_flight(self, bucket: str) -> SingleFlight:
+        return SingleFlight(self.settings.flight(bucket), self.sagemaker, self.s3)
+
     def _start_execution(self, obj: S3ObjectRef) -> dict[str, Any]:
-        parameters = [{"Name": INPUT_PARAMETER, "Value": obj.url}]
-        parameters += [{"Name": name, "Value": value} for name, value in self.settings.pipeline_parameters]
         try:
-            response = self.sagemaker.start_pipeline_execution(
-                PipelineName=self.settings.pipeline_name,
-                PipelineExecutionDisplayName=display_name(obj.key, self.settings.input_prefix),
-                PipelineExecutionDescription=(
-                    f"RFM segmentation of {obj.url} (version {obj.version_id or '-'}, "
-                    f"ETag {obj.etag or '-'}, "
-                    f"{obj.size if obj.size is not None else '?'} bytes), started by the S3 trigger"),
-                PipelineParameters=parameters,
-                ClientRequestToken=client_request_token(obj),
-            )
+            return self.single_flight(obj.bucket).request(why=f"{obj.url} arrived")
         except ClientError as error:
             raise _pipeline_error(error, self.settings.pipeline_name) from error
-        return {"execution_arn": response["PipelineExecutionArn"]}
+
+    def on_status_change(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """An execution of our pipeline ended: start the follow-up run if objects arrived during it."""
+        detail = event.get("detail", {})
+        arn, status = str(detail.get("pipelineExecutionArn", "")), detail.get("currentPipelineExecutionStatus")
+        ours = str(detail.get("pipelineArn", "")).lower().endswith(f":pipeline/{self.settings.pipeline_name.lower()}")
+        if not ours or status not in ENDED:
+            return {"ignored": [{"key": arn, "reason": f"not an end of {self.settings.pipeline_name} ({status})"}]}
+        try:
+            return self.single_flight(self._bucket()).follow_up(arn)
+        except ClientError as error:
+            raise _pipeline_error(error, self.settings.pipeline_name) from error
+
+    def on_schedule(self) -> dict[str, Any]:
+        """The scheduled rebuild: a run with ``Rebuild=true`` (after the one in progress, if any)."""
+        try:
+            return self.single_flight(self._bucket()).request(why="the scheduled rebuild", rebuild=True)
+        except ClientError as error:
+            raise _pipeline_error(error, self.settings.pipeline_name) from error
+
+    def _bucket(self) -> str:
+        if not self.settings.input_bucket:
+            raise PipelineError("INPUT_BUCKET is not set", "trigger Lambda environment",
+                                "Set it to the data bucket: status-change and scheduled events name none")
+        return self.settings.input_bucket
 
 
 def _pipeline_error(error: ClientError, pipeline_name: str) -> Exception:
@@ -326,15 +344,15 @@ def _pipeline_error(error: ClientError, pipeline_name: str) -> Exception:
 
 def trigger(objects: list[S3ObjectRef], settings: Settings, start: Callable[[S3ObjectRef], dict[str, Any]]
             ) -> dict[str, Any]:
-    """Start one execution per eligible object; the plain function behind :func:`handler`.
+    """Ask for one run over the prefix per eligible object; the plain function behind :func:`handler`.
 
     Returns
     -------
     dict
-        ``{"started": [execution ARNs], "ignored": [{"key", "reason"}], "duplicates": int}``;
+        ``{"started": [execution ARNs], "deferred": int, "ignored": [{"key", "reason"}], "duplicates": int}``;
         an object repeated within one event counts as a duplicate too.
     """
-    summary: dict[str, Any] = {"started": [], "ignored": [], "duplicates": 0}
+    summary: dict[str, Any] = {"started": [], "deferred": 0, "ignored": [], "duplicates": 0}
     seen: set[tuple[str, str, str | None, str]] = set()
     for obj in objects:
         logger.set_correlation_id(obj.url)
@@ -351,12 +369,14 @@ def trigger(objects: list[S3ObjectRef], settings: Settings, start: Callable[[S3O
             seen.add(identity)
             result = start(obj)
             if result["duplicate"]:
-                logger.info("Duplicate delivery: execution already started",
-                            extra={"execution_arn": result["execution_arn"]})
+                logger.info("Duplicate delivery: nothing started", extra={"result": result})
                 summary["duplicates"] += 1
-            else:
+            elif "execution_arn" in result:
                 logger.info("Pipeline execution started", extra={"execution_arn": result["execution_arn"]})
                 summary["started"].append(result["execution_arn"])
+            else:
+                logger.info("Left to the run in progress", extra={"deferred_to": result["deferred_to"]})
+                summary["deferred"] += 1
     logger.remove_keys(["s3_bucket", "s3_key", "s3_version_id"])
     return summary
 
@@ -371,7 +391,8 @@ def _runtime() -> tuple[Settings, PipelineStarter]:
                                          boto3_client=boto3.client("dynamodb"))
     else:
         logger.warning("IDEMPOTENCY_TABLE is not set: only SageMaker's ClientRequestToken deduplicates")
-    return settings, PipelineStarter(settings, boto3.client("sagemaker", config=SAGEMAKER_CONFIG), store)
+    return settings, PipelineStarter(settings, boto3.client("sagemaker", config=SAGEMAKER_CONFIG),
+                                     boto3.client("s3"), store)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -379,4 +400,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Lambda entry point: parse the event, then :func:`trigger` with the container's clients."""
     settings, starter = _runtime()
     starter.register_lambda_context(context)
+    if event.get("source") == "aws.sagemaker" and event.get("detail-type") == STATUS_CHANGE:
+        return starter.on_status_change(event)
+    if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
+        return starter.on_schedule()
     return trigger(parse_event(event), settings, starter)

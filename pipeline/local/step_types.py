@@ -54,7 +54,7 @@ def run_processing(name: str, args: dict, env: Environment) -> dict[str, Any]:
     if not entrypoint:
         raise PipelineError("processing step has no ContainerEntrypoint", name)
     command = [executable(entrypoint[0]), *entrypoint[1:]]
-    command += [container.rewrite(str(a)) for a in app.get("ContainerArguments", [])]
+    command += [_store_path(container.rewrite(str(a)), env.store) for a in app.get("ContainerArguments", [])]
     environment = {k: str(v) for k, v in args.get("Environment", {}).items()}
     run_command(command, environment, env.workdir / "logs" / f"{name}.log", name)
     properties: dict[str, Any] = {}
@@ -64,6 +64,18 @@ def run_processing(name: str, args: dict, env: Environment) -> dict[str, Any]:
         properties[f"ProcessingOutputConfig.Outputs['{item['OutputName']}'].S3Output.S3Uri"] = s3["S3Uri"]
         properties[f"ProcessingOutputConfig.Outputs['{item['OutputName']}'].S3Output.LocalPath"] = s3["LocalPath"]
     return properties
+
+
+def _store_path(argument: str, store: FolderStore | S3Store) -> str:
+    """An ``s3://`` argument (also after ``--opt=``) as the step must see it here: a folder of a local store.
+
+    Steps that read or write S3 themselves (the history and its state) then work on the same
+    files a ``FolderStore`` keeps, and on the real S3 API of an ``S3Store`` unchanged.
+    """
+    option, sep, value = argument.partition("=")
+    if sep and value.startswith("s3://"):
+        return f"{option}={store.event_uri(value)}"
+    return store.event_uri(argument) if argument.startswith("s3://") else argument
 
 
 def write_job_config(container: ContainerPaths, request: dict) -> None:

@@ -272,40 +272,14 @@ def compute_features(
     planned = plan_sources(con, sources, input_format, mapping or {})
     fmt = planned[0].fmt
     contacts = [n for n in c.CONTACT_COLUMNS if any(n in p.fmt.columns for p in planned)]
-    register_files(con, planned)
-    cutoff = as_of or _today(timezone)
-    # Identical rows are duplicates only when an order id tells purchases apart.
-    dedupe = any(c.ORDER_ID in p.fmt.columns for p in planned)
-    selects = [
-        canonical_select(p, as_of=cutoff, contacts=contacts, store_rejects=True, timezone=timezone) for p in planned
-    ]
+    cutoff = as_of or today_in(timezone)
     where = sources[0].name if len(sources) == 1 else f"{len(sources)} files like {sources[0].name}"
     clock = _Clock()
-    try:
-        aggregate_customers(con, selects, contacts, dedupe=dedupe)
-        malformed = collect_rejected_lines(con)
-        bad_rows, flagged = flag_customers(con)
-        clock.lap(f"aggregated (quarantined {bad_rows} rows by row reason, {flagged} customers flagged)")
-        tables = []
-        if bad_rows or flagged:
-            tables = read_flagged_rows(con, planned, as_of=cutoff, contacts=contacts, timezone=timezone)
-        clock.lap(f"read the rows to quarantine ({len(tables)} tables)")
-        if dedupe and tables:
-            recounted = recount_customers(con, canonical_rows(tables), contacts)
-            clock.lap(f"recounted {recounted} customers with duplicate rows exactly")
-    except duckdb.OutOfMemoryException:
-        raise  # not a problem of the data: the caller knows the limit
-    except duckdb.Error as error:
-        raise InputDataError(f"cannot read the transactions: {first_line(error)}", where) from None
+    malformed, tables = aggregate_sources(con, planned, cutoff=cutoff, contacts=contacts, where=where,
+                                          timezone=timezone)
+    clock.lap("aggregated, quarantined and recounted")
     warnings = _as_of_warnings(con, as_of)
-    as_of = as_of or _derived_as_of(con, where)
-    customers = _customer_features(con, as_of, contacts)
-    if not customers:
-        raise InputDataError(
-            f"no customer has a usable purchase on or before {as_of.isoformat()} ({_reason_summary(con)})",
-            where,
-            "Check the format (--format), the column mapping (--column) and --as-of",
-        )
+    as_of, features_sql = score_customers(con, as_of, where, contacts)
     quality = quality_report(
         con, files=[s.name for s in sources], skipped_files=skipped_files or {}, fmt=fmt, as_of=as_of,
         malformed_lines=malformed,
@@ -314,9 +288,72 @@ def compute_features(
     )
     if timezone:
         quality["timezone"] = timezone
-    features_sql = _scored_features_sql(con, contacts)
-    clock.lap(f"scored {customers} customers")
+    clock.lap("scored the customers")
     return FeatureResult(quality, fmt, con, features_sql, tables, contacts)
+
+
+def aggregate_sources(
+    con: duckdb.DuckDBPyConnection,
+    planned: list[CanonicalSource],
+    *,
+    cutoff: dt.date,
+    contacts: list[str],
+    where: str,
+    timezone: str | None = None,
+) -> tuple[int, list[str]]:
+    """Create ``customer_rows`` (exact: recounted where needed) and the flagged-rows tables of ``planned``.
+
+    The per-customer aggregation of a set of files, which the incremental
+    history (``steps.features.fold``) calls once per object.
+
+    Returns
+    -------
+    malformed : int
+        Lines the CSV reader rejected (in ``rejected_lines``).
+    tables : list of str
+        The flagged-rows tables (see ``steps.features.quarantine.read_flagged_rows``).
+    """
+    register_files(con, planned)
+    # Identical rows are duplicates only when an order id tells purchases apart.
+    dedupe = any(c.ORDER_ID in p.fmt.columns for p in planned)
+    selects = [
+        canonical_select(p, as_of=cutoff, contacts=contacts, store_rejects=True, timezone=timezone) for p in planned
+    ]
+    try:
+        aggregate_customers(con, selects, contacts, dedupe=dedupe)
+        malformed = collect_rejected_lines(con)
+        bad_rows, flagged = flag_customers(con)
+        log.debug("quarantined %d rows by row reason, %d customers flagged", bad_rows, flagged)
+        tables = []
+        if bad_rows or flagged:
+            tables = read_flagged_rows(con, planned, as_of=cutoff, contacts=contacts, timezone=timezone)
+        if dedupe and tables:
+            recount_customers(con, canonical_rows(tables), contacts)
+    except duckdb.OutOfMemoryException:
+        raise  # not a problem of the data: the caller knows the limit
+    except duckdb.Error as error:
+        raise InputDataError(f"cannot read the transactions: {first_line(error)}", where) from None
+    return malformed, tables
+
+
+def score_customers(
+    con: duckdb.DuckDBPyConnection, as_of: dt.date | None, where: str, contacts: list[str]
+) -> tuple[dt.date, str]:
+    """The as-of date and the SELECT of the scored features, from ``customer_rows``.
+
+    Raises
+    ------
+    InputDataError
+        When no customer has a usable purchase on or before the as-of date.
+    """
+    as_of = as_of or _derived_as_of(con, where)
+    if not _customer_features(con, as_of, contacts):
+        raise InputDataError(
+            f"no customer has a usable purchase on or before {as_of.isoformat()} ({_reason_summary(con)})",
+            where,
+            "Check the format (--format), the column mapping (--column) and --as-of",
+        )
+    return as_of, _scored_features_sql(con, contacts)
 
 
 class _Clock:
@@ -346,7 +383,7 @@ def _reason_summary(con: duckdb.DuckDBPyConnection) -> str:
     return ", ".join(parts) or "no usable rows"
 
 
-def _today(timezone: str | None) -> dt.date:
+def today_in(timezone: str | None) -> dt.date:
     """Today in ``timezone`` (UTC when None)."""
     if not timezone:
         return dt.datetime.now(dt.UTC).date()

@@ -19,6 +19,8 @@ from steps.features.formats import (
 )
 
 DEFAULT_MEMORY_LIMIT = "auto"
+# One object at a time plus the totals (one row per customer): DuckDB spills past this.
+INCREMENTAL_MEMORY_LIMIT = "1GB"
 
 log = logging.getLogger("rfm.features")
 
@@ -56,6 +58,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DuckDB memory limit, e.g. 2GB; past it work spills to disk (default: auto, "
                              "30 bytes an input row, at least 800MB, at most half the memory)")
     parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
+    parser.add_argument("--state", default=None,
+                        help="folder or s3:// prefix of the incremental state: fold only the files added, "
+                             "replaced or removed since it (see docs/history.md)")
+    parser.add_argument("--history-fingerprint", default=None,
+                        help="with --state: the history PlanHistory recorded (default: list --input now)")
+    parser.add_argument("--rebuild", nargs="?", const="true", default="false", type=parse_flag,
+                        help="with --state: recompute the state from the whole history")
+
+
+def parse_flag(text: str) -> bool:
+    """``true``/``false`` (any case; also 1/0, yes/no) as a pipeline Boolean parameter renders it."""
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -65,6 +84,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     mapping.update(load_mapping_file(args.mapping) if args.mapping else {})
     mapping.update(parse_column_options(args.column))
     started = time.perf_counter()
+    if args.state:
+        return _run_incremental(args, mapping, started)
     result = run(
         args.input,
         Path(args.output),
@@ -88,6 +109,37 @@ def run_from_args(args: argparse.Namespace) -> int:
         log.info("  excluded    %-24s %d", reason, count)
     for reason, count in quality["quarantined_by_reason"].items():
         log.info("  quarantined %-24s %d", reason, count)
+    return 0
+
+
+def _run_incremental(args: argparse.Namespace, mapping: dict[str, str], started: float) -> int:
+    from steps.features.compute import parse_as_of, parse_timezone
+    from steps.features.fold import load_history, run_history
+    from steps.features.history import list_history
+    from steps.features.state import StateStore
+
+    store = StateStore(args.state)
+    if args.history_fingerprint:
+        location, objects = load_history(store, args.history_fingerprint)
+        history_name = f"histories/{args.history_fingerprint}.json"
+    else:
+        location, objects, history_name = args.input, list_history(args.input), None
+    memory_limit = args.memory_limit if args.memory_limit != "auto" else INCREMENTAL_MEMORY_LIMIT
+    folded = run_history(
+        objects, store, Path(args.output), location=location,
+        transform_output=Path(args.transform_output) if args.transform_output else None,
+        quarantine_output=Path(args.quarantine_output) if args.quarantine_output else None,
+        input_format=args.format, mapping=mapping, as_of=parse_as_of(args.as_of), encoding=args.encoding,
+        memory_limit=memory_limit, threads=args.threads, rebuild=args.rebuild, history_name=history_name,
+        timezone=parse_timezone(args.timezone),
+    )
+    quality, increment = folded.result.quality, folded.result.quality["increment"]
+    log.info(
+        "%s: %d objects added, %d replaced, %d removed, %d unchanged; %d rows read; %d customers, state %s "
+        "(%.1f s)", "rebuilt" if folded.rebuilt else "folded", increment["objects_added"],
+        increment["objects_replaced"], increment["objects_removed"], increment["objects_unchanged"],
+        quality["rows_read"], quality["customers"], folded.generation, time.perf_counter() - started,
+    )
     return 0
 
 

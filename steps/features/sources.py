@@ -16,7 +16,6 @@ import codecs
 import csv
 import gzip
 import io
-import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +24,10 @@ import duckdb
 
 from steps.errors import EmptyInputError, InputDataError, first_line
 from steps.features.formats import CDNOW_COLUMNS, CDNOW_HEADER, CDNOW_LINE
+from steps.features.history import SUFFIXES  # noqa: F401  (one place for what a transactions file is)
+from steps.features.history import is_supported as _is_supported
 from steps.features.parsing import literal
 
-SUFFIXES = (".csv", ".csv.gz", ".txt", ".txt.gz", ".parquet", ".tsv", ".tsv.gz")
 PARQUET_MAGIC = b"PAR1"
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -36,7 +36,6 @@ SNIFF_BYTES = 64 * 1024
 CHECK_CHUNK = 4 * 1024 * 1024
 DELIMITERS = (",", ";", "\t", "|")
 # Files next to the data that are not data: job markers, checksums, notes.
-NOT_DATA_NAMES = re.compile(r"^(readme|license|licence|changelog|manifest|notes?)([._-].*)?$", re.IGNORECASE)
 NOT_DATA = "not a data file"
 
 
@@ -123,13 +122,6 @@ class Source:
             f"read_csv({path}, columns={{{columns}}}, header=true, delim={literal(self.delimiter)}, "
             f"quote='\"', escape='\"', auto_detect=false, {', '.join(options)})"
         )
-
-
-def _is_supported(relative: Path) -> bool:
-    """A data file inside a folder: a data suffix, not hidden, not a note (``README.txt``)."""
-    name = relative.name.lower()
-    hidden = any(part.startswith((".", "_")) for part in relative.parts)
-    return name.endswith(SUFFIXES) and not hidden and not NOT_DATA_NAMES.match(name)
 
 
 def list_input_files(location: str, workdir: Path) -> list[tuple[Path, str]]:

@@ -1,0 +1,425 @@
+"""Incremental ComputeRFM: fold the objects that changed into the per-customer state, then score.
+
+:func:`run_history` is what ``rfm-features --history ... --state ...`` runs:
+
+1. read the current state (:mod:`steps.features.state`) and :func:`~steps.features.history.diff`
+   it against the history; a rebuild, a first run, or changed settings (format, column mapping,
+   as-of date, encoding) start from nothing;
+2. read each added or replaced object alone with the features core
+   (:func:`steps.features.compute.aggregate_sources`) into a *contribution*: its per-customer
+   totals (rows, spend, orders, first and last purchase, latest contacts) and its per-reason
+   quarantine counts;
+3. fold: the new totals are the old totals plus the new contributions, except for the customers
+   of removed or replaced objects, whose totals are summed again from the contributions that
+   remain (so a first or last purchase that went with its object is recomputed exactly);
+4. write contributions, totals and manifest, then swap ``current.json`` (write-then-swap);
+5. score every customer from the totals and write ``rfm.parquet``, ``quality.json`` (this run's
+   rows, plus ``history`` and ``increment`` blocks) and this run's quarantined rows.
+
+Adding objects reads only their rows plus the old totals (one row per customer). The one
+assumption: **an order's lines arrive in one object** (for formats without an order id, a
+customer's purchases of one day arrive in one object). Frequency is summed over objects and exact
+duplicate rows are found within an object. A rebuild reads every object and reports orders that
+span objects (``increment.orders_spanning_objects``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from steps import columns as c
+from steps.errors import EmptyInputError, InputDataError
+from steps.features.aggregate import CUSTOMER_ROWS
+from steps.features.compute import (
+    FeatureResult,
+    aggregate_sources,
+    connect,
+    plan_sources,
+    score_customers,
+    set_memory_limit,
+    today_in,
+    write_features,
+)
+from steps.features.formats import InputFormat
+from steps.features.history import HistoryObject, Increment, diff, fetch, fingerprint, list_history
+from steps.features.parsing import literal
+from steps.features.quality import quality_report
+from steps.features.quarantine import FLAGGED_CUSTOMERS, INPUT_FILES, REJECTED_LINES
+from steps.features.sources import sniff
+from steps.features.state import (
+    CURRENT,
+    HISTORIES,
+    MANIFESTS,
+    OBJECTS,
+    TOTALS,
+    Current,
+    Manifest,
+    StateError,
+    StateStore,
+    pointer_text,
+    read_current,
+)
+from steps.features.transactions import CONTACT_PREFIX, CUST, ORDER, REASON, ROW_HASH, canonical_select
+
+log = logging.getLogger("rfm.features")
+
+ALL_CONTACTS = list(c.CONTACT_COLUMNS)
+# A contribution's and the totals' columns with their types; how two of them add up.
+_SUMS = ("n_rows", "duplicate_rows", "amount", "return_rows", "frequency", "identical_rows", "float_id_rows")
+_COLUMNS = (
+    f"CAST({REASON} AS UTINYINT) AS {REASON}, CAST({CUST} AS VARCHAR) AS {CUST}, "
+    + ", ".join(f"CAST({n} AS BIGINT) AS {n}" for n in _SUMS[:4])
+    + ", CAST(first_purchase AS DATE) AS first_purchase, CAST(last_purchase AS DATE) AS last_purchase, "
+    "CAST(last_day AS DATE) AS last_day, "
+    + ", ".join(f"CAST({n} AS BIGINT) AS {n}" for n in _SUMS[4:])
+    + "".join(f", {CONTACT_PREFIX}{n}" for n in ALL_CONTACTS)
+)
+_MERGE = (
+    f"{REASON}, {CUST}, "
+    + ", ".join(f"CAST(sum({n}) AS BIGINT) AS {n}" for n in _SUMS)
+    + ", min(first_purchase) AS first_purchase, max(last_purchase) AS last_purchase, max(last_day) AS last_day"
+    + "".join(f", max({CONTACT_PREFIX}{n}) AS {CONTACT_PREFIX}{n}" for n in ALL_CONTACTS)
+)
+_EMPTY = (  # no rows, the columns of a contribution
+    f"SELECT CAST(NULL AS UTINYINT) AS {REASON}, CAST(NULL AS VARCHAR) AS {CUST}, "
+    + ", ".join(f"CAST(NULL AS BIGINT) AS {n}" for n in _SUMS[:4])
+    + ", CAST(NULL AS DATE) AS first_purchase, CAST(NULL AS DATE) AS last_purchase, CAST(NULL AS DATE) AS last_day, "
+    + ", ".join(f"CAST(NULL AS BIGINT) AS {n}" for n in _SUMS[4:])
+    + "".join(f", CAST(NULL AS STRUCT(day DATE, value VARCHAR)) AS {CONTACT_PREFIX}{n}" for n in ALL_CONTACTS)
+    + " WHERE false"
+)
+
+
+@dataclass
+class FoldResult:
+    """What :func:`run_history` did: the features written, the increment, the generation now current."""
+
+    result: FeatureResult
+    increment: Increment
+    generation: str
+    rebuilt: bool
+    objects_read: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Read:
+    """One object read this run."""
+
+    obj: HistoryObject
+    entry: dict
+    tables: list[str]
+    fmt: InputFormat | None
+
+
+def settings_of(input_format: str, mapping: dict[str, str], as_of: dt.date | None, encoding: str | None,
+                timezone: str | None = None) -> dict:
+    """What a contribution depends on besides the object (a change rebuilds the state)."""
+    return {"input_format": input_format, "mapping": dict(sorted(mapping.items())),
+            "as_of": as_of.isoformat() if as_of else "", "encoding": encoding or "", "timezone": timezone or ""}
+
+
+def plan_history(location: str, store: StateStore) -> dict:
+    """List the history at ``location`` and record it as ``histories/<fingerprint>.json`` in the state.
+
+    Returns
+    -------
+    dict
+        ``fingerprint``, ``objects`` (how many), ``bytes`` and ``history`` (the file's name
+        in the state): what the PlanHistory step writes as ``plan.json``.
+    """
+    objects = list_history(location)
+    printed = fingerprint(objects)
+    name = f"{HISTORIES}/{printed}.json"
+    store.write_text(name, json.dumps({"location": location, "fingerprint": printed,
+                                       "objects": [o.to_dict() for o in objects]}, indent=1) + "\n")
+    return {"fingerprint": printed, "objects": len(objects), "bytes": sum(o.size for o in objects),
+            "history": name, "location": location}
+
+
+def load_history(store: StateStore, fingerprint: str) -> tuple[str, list[HistoryObject]]:
+    """The history PlanHistory recorded: (location, objects)."""
+    name = f"{HISTORIES}/{fingerprint}.json"
+    found = store.read_text(name)
+    if found is None:
+        raise StateError(f"no history {fingerprint} in the state", store.uri(name),
+                         "PlanHistory writes it: run the whole pipeline, not ComputeRFM alone")
+    data = json.loads(found[0])
+    return data["location"], [HistoryObject(**o) for o in data["objects"]]
+
+
+def run_history(
+    objects: list[HistoryObject],
+    store: StateStore,
+    output: Path,
+    *,
+    location: str = "",
+    transform_output: Path | None = None,
+    quarantine_output: Path | None = None,
+    input_format: str = "auto",
+    mapping: dict[str, str] | None = None,
+    as_of: dt.date | None = None,
+    encoding: str | None = None,
+    memory_limit: str = "2GB",
+    threads: int | None = None,
+    rebuild: bool = False,
+    history_name: str | None = None,
+    timezone: str | None = None,
+) -> FoldResult:
+    """Fold ``objects`` (the whole history) into the state at ``store``; write the features to ``output``.
+
+    Raises
+    ------
+    InputDataError
+        The history is empty, an object cannot be read (named; the state is unchanged and the
+        next run tries it again), or objects have different formats.
+    StateError
+        The state is corrupt or missing files (run with Rebuild), or another run changed it.
+    """
+    mapping = mapping or {}
+    settings = settings_of(input_format, mapping, as_of, encoding, timezone)
+    current = Current(None, None) if rebuild else read_current(store)
+    rebuilt = rebuild or current.manifest is None
+    base = current.manifest
+    if base is not None and base.settings != settings:
+        log.info("the settings changed (%s -> %s): rebuilding the state from the whole history",
+                 base.settings, settings)
+        base, rebuilt = None, True
+    if rebuild:  # swap whatever is current, readable or not
+        found = store.read_text(CURRENT)
+        current = Current(None, found[1] if found else None)
+    if not objects:
+        raise InputDataError("no transaction files in the history", location or store.location,
+                             "Upload CSV, CSV.gz or Parquet files under the input prefix")
+    increment = diff(objects, base.folded() if base else {})
+    cutoff = as_of or today_in(timezone)
+    with tempfile.TemporaryDirectory(prefix="rfm-history-") as workdir:
+        work = Path(workdir)
+        con = connect(str(work / "spill"), threads)
+        set_memory_limit(con, memory_limit)
+        reads = _read_objects(con, increment.to_read, work, store, settings, base, input_format, mapping,
+                              cutoff, encoding, spanning=rebuilt, timezone=timezone)
+        manifest = _next_manifest(base, increment, reads, settings, history_name)
+        if all(o.get("skipped") for o in manifest.objects.values()):
+            key, entry = next(iter(manifest.objects.items()))
+            raise InputDataError(f"none of the {len(manifest.objects)} objects has data rows ({entry['skipped']})",
+                                 key if len(manifest.objects) == 1 else location or store.location,
+                                 "Export the transactions again")
+        totals_name = manifest.totals
+        changed = base is None or manifest.generation != base.generation
+        if changed:
+            _fold_totals(con, store, base, increment, reads, work / "totals.parquet")
+            store.write_file(totals_name, work / "totals.parquet")
+            store.write_text(f"{MANIFESTS}/{manifest.generation}.json", manifest.to_json())
+        totals_local = store.download(totals_name, work / "current-totals.parquet")
+        result = _finish(con, manifest, reads, increment, totals_local, as_of, rebuilt, work)
+        write_features(result, output, transform_output, quarantine_output)
+        if changed:  # last: an interrupted or failed run never becomes current
+            store.swap_current(pointer_text(manifest), current.etag)
+            log.info("state %s is current (%d objects)", manifest.generation, len(manifest.objects))
+    return FoldResult(result, increment, manifest.generation, rebuilt, [r.obj.key for r in reads])
+
+
+def _read_objects(
+    con: duckdb.DuckDBPyConnection, objects: list[HistoryObject], work: Path, store: StateStore, settings: dict,
+    base: Manifest | None, input_format: str, mapping: dict[str, str], cutoff: dt.date, encoding: str | None,
+    *, spanning: bool, timezone: str | None = None,
+) -> list[_Read]:
+    """Read each object alone into a contribution (uploaded to the state); keep its flagged rows in ``con``."""
+    con.execute("CREATE OR REPLACE TEMP TABLE run_input_files (file_no INTEGER, path VARCHAR, name VARCHAR, "
+                "header_lines INTEGER)")
+    con.execute("CREATE OR REPLACE TEMP TABLE run_rejected_lines (file_no INTEGER, row_no BIGINT, text VARCHAR, "
+                "error VARCHAR, rows_before BIGINT)")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE run_flagged ({CUST} VARCHAR, has_duplicates BOOLEAN)")
+    recorded = (base.extra.get("format") or {}).get("name") if base else None
+    reads: list[_Read] = []
+    for file_no, obj in enumerate(objects):
+        path = fetch(obj, work / "objects")
+        try:
+            source = sniff(path, encoding, obj.key, con)
+            planned = dataclasses.replace(plan_sources(con, [source], input_format, mapping)[0], file_no=file_no)
+        except EmptyInputError as error:
+            log.warning("skipping %s: %s", obj.key, error.what)
+            entry = {**_identity(obj), "contribution": "", "rows_read": 0, "malformed_lines": 0,
+                     "contacts": [], "skipped": error.what}
+            reads.append(_Read(obj, entry, [], None))
+            continue
+        except InputDataError as error:
+            raise InputDataError(error.what, error.where or obj.key,
+                                 f"{error.fix or 'Fix or remove it'}; the state is unchanged and the next run "
+                                 "reads it again") from None
+        name = planned.fmt.name
+        recorded = recorded or name
+        if name != recorded:
+            raise InputDataError(f"this object is {name} but the history is {recorded}", obj.key,
+                                 "Put each format under its own prefix, or pass InputFormat / --format")
+        malformed, tables = aggregate_sources(con, [planned], cutoff=cutoff, contacts=ALL_CONTACTS, where=obj.key,
+                                              timezone=timezone)
+        renamed = []
+        for table in tables:  # keep them apart; duplicates are judged within an object
+            con.execute(f"UPDATE {table} SET {ORDER} = {file_no} || ':' || {ORDER}, "
+                        f"{ROW_HASH} = hash({ROW_HASH}, {file_no})")
+            con.execute(f"ALTER TABLE {table} RENAME TO obj{file_no}_{table}")
+            renamed.append(f"obj{file_no}_{table}")
+        con.execute(f"INSERT INTO run_input_files SELECT * FROM {INPUT_FILES}")
+        con.execute(f"INSERT INTO run_flagged SELECT {CUST}, has_duplicates FROM {FLAGGED_CUSTOMERS}")
+        con.execute(f"INSERT INTO run_rejected_lines BY NAME SELECT * FROM {REJECTED_LINES}")
+        local = work / "contributions" / f"{file_no}.parquet"
+        local.parent.mkdir(parents=True, exist_ok=True)
+        con.execute(f"COPY (SELECT {_COLUMNS} FROM {CUSTOMER_ROWS}) TO {literal(str(local))} (FORMAT parquet)")
+        rows = int(con.execute(f"SELECT coalesce(sum(n_rows), 0) FROM {CUSTOMER_ROWS}").fetchall()[0][0])
+        contribution = f"{OBJECTS}/{obj.object_id}-{uuid.uuid4().hex[:12]}.parquet"
+        store.write_file(contribution, local)
+        entry = {**_identity(obj), "contribution": contribution, "rows_read": rows + malformed,
+                 "malformed_lines": malformed, "contacts": [n for n in ALL_CONTACTS if n in planned.fmt.columns],
+                 "format": {"name": name, "columns": dict(planned.fmt.columns)}}
+        if spanning:
+            orders = work / "orders" / f"{file_no}.parquet"
+            orders.parent.mkdir(parents=True, exist_ok=True)
+            select = canonical_select(planned, as_of=cutoff, contacts=[], timezone=timezone)
+            con.execute(f"COPY (SELECT DISTINCT {CUST}, {ORDER}, {file_no} AS file_no FROM ({select}) "
+                        f"WHERE {REASON} = 0) TO {literal(str(orders))} (FORMAT parquet)")
+        reads.append(_Read(obj, {**entry, "_local": str(local)}, renamed, planned.fmt))
+    return reads
+
+
+def _identity(obj: HistoryObject) -> dict:
+    return {"version_id": obj.version_id, "etag": obj.etag, "size": obj.size}
+
+
+def _next_manifest(base: Manifest | None, increment: Increment, reads: list[_Read], settings: dict,
+                   history_name: str | None) -> Manifest:
+    """The manifest after this fold; its generation names its content."""
+    objects = {o.key: base.objects[o.key] for o in increment.unchanged} if base else {}
+    for read in reads:
+        objects[read.obj.key] = {k: v for k, v in read.entry.items() if not k.startswith("_")}
+    objects = dict(sorted(objects.items()))
+    formats = [r.entry["format"] for r in reads if "format" in r.entry]
+    fmt = (base.extra.get("format") if base else None) or (formats[0] if formats else None)
+    identity = json.dumps({"settings": settings, "objects": {k: [v["version_id"], v["etag"], v["size"]]
+                                                             for k, v in objects.items()}}, sort_keys=True)
+    generation = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    if base is not None and generation == base.generation:
+        return base
+    created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return Manifest(generation, settings, objects, f"{TOTALS}/{generation}-{uuid.uuid4().hex[:8]}.parquet",
+                    base.generation if base else None, history_name,
+                    extra={"format": fmt, "created": created})
+
+
+def _fold_totals(con: duckdb.DuckDBPyConnection, store: StateStore, base: Manifest | None, increment: Increment,
+                 reads: list[_Read], target: Path) -> None:
+    """Write the new totals: old totals + new contributions, affected customers summed again."""
+    new = [r.entry["_local"] for r in reads if r.entry.get("_local")]
+    parts = [f"SELECT {_COLUMNS} FROM read_parquet({_list(new)})"] if new else []
+    if base is not None:
+        old_totals = _list(_locals(store, [base.totals], target.parent / "old"))
+        gone = [*increment.removed, *(o.key for o in increment.replaced)]
+        gone_files = [base.objects[k]["contribution"] for k in gone if base.objects[k]["contribution"]]
+        if gone_files:
+            gone_local = _locals(store, gone_files, target.parent / "gone")
+            kept = [base.objects[o.key]["contribution"] for o in increment.unchanged
+                    if base.objects[o.key]["contribution"]]
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE affected AS
+                SELECT DISTINCT {CUST} FROM read_parquet({_list(gone_local)}) WHERE {REASON} = 0""")
+            parts.append(f"SELECT * FROM read_parquet({old_totals}) WHERE {REASON} = 0 "
+                         f"AND {CUST} NOT IN (SELECT {CUST} FROM affected)")
+            if kept:
+                kept_local = _list(_locals(store, kept, target.parent / "kept"))
+                parts.append(f"SELECT * FROM read_parquet({kept_local}) WHERE {REASON} > 0 "
+                             f"OR {CUST} IN (SELECT {CUST} FROM affected)")
+        else:
+            parts.append(f"SELECT * FROM read_parquet({old_totals})")
+    if not parts:
+        parts = [_EMPTY]
+    union = " UNION ALL BY NAME ".join(f"({p})" for p in parts)
+    con.execute(f"COPY (SELECT {_MERGE} FROM ({union}) GROUP BY {REASON}, {CUST}) "
+                f"TO {literal(str(target))} (FORMAT parquet)")
+
+
+def _locals(store: StateStore, names: list[str], folder: Path) -> list[str]:
+    """Local paths of state files (downloaded once for an S3 state)."""
+    if not store.is_s3:
+        return [store.local_or_uri(n) for n in names]
+    return [str(store.download(n, folder / n)) for n in names]
+
+
+def _list(paths: list[str]) -> str:
+    return "[" + ", ".join(literal(p) for p in paths) + "]"
+
+
+def _finish(con: duckdb.DuckDBPyConnection, manifest: Manifest, reads: list[_Read], increment: Increment,
+            totals: Path, as_of: dt.date | None, rebuilt: bool, work: Path) -> FeatureResult:
+    """Score every customer from the totals; account for this run's rows and the history's."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {CUSTOMER_ROWS} AS SELECT * FROM read_parquet({literal(str(totals))})")
+    contacts = [n for n in ALL_CONTACTS if any(n in o.get("contacts", []) for o in manifest.objects.values())]
+    recorded = manifest.extra.get("format") or {"name": "unknown", "columns": {}}
+    fmt = next((r.fmt for r in reads if r.fmt is not None), None) or InputFormat(recorded["name"],
+                                                                                dict(recorded["columns"]))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {INPUT_FILES} AS SELECT * FROM run_input_files")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {REJECTED_LINES} AS SELECT * FROM run_rejected_lines")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {FLAGGED_CUSTOMERS} AS SELECT {CUST}, bool_or(has_duplicates) "
+                f"AS has_duplicates FROM run_flagged GROUP BY {CUST}")
+    where = f"the history of {len(manifest.objects)} objects"
+    as_of, scored_sql = score_customers(con, as_of, where, contacts)
+    skipped_all = {k: o["skipped"] for k, o in manifest.objects.items() if o.get("skipped")}
+    history = quality_report(con, files=list(manifest.objects), skipped_files=skipped_all, fmt=fmt, as_of=as_of,
+                             malformed_lines=sum(o["malformed_lines"] for o in manifest.objects.values()))
+    quality = _run_quality(con, reads, fmt, as_of)
+    quality["customers"] = history["customers"]
+    quality["customers_with_only_returns"] = history["customers_with_only_returns"]
+    quality["history"] = {k: history[k] for k in ("rows_read", "rows_used", "rows_quarantined",
+                                                  "quarantined_by_reason", "returns_netted")}
+    quality["history"]["objects"] = len(manifest.objects)
+    quality["history"]["generation"] = manifest.generation
+    quality["increment"] = {**increment.counts(), "rows_read": quality["rows_read"], "rebuild": rebuilt}
+    if rebuilt:
+        quality["increment"]["orders_spanning_objects"] = _spanning_orders(con, work / "orders")
+    tables = [t for r in reads for t in r.tables]
+    return FeatureResult(quality, fmt, con, scored_sql, tables, contacts)
+
+
+def _run_quality(con: duckdb.DuckDBPyConnection, reads: list[_Read], fmt: InputFormat, as_of: dt.date) -> dict:
+    """quality.json's accounting of the rows read in this run; ``return_without_purchase`` is judged on the
+    whole history (a return of a customer who bought in an older object is netted, not quarantined)."""
+    new = [r.entry["_local"] for r in reads if r.entry.get("_local")]
+    source = (f"SELECT {_MERGE} FROM read_parquet({_list(new)}) GROUP BY {REASON}, {CUST}" if new
+              else _EMPTY)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE run_rows AS
+        SELECT r.* REPLACE (CASE WHEN r.{REASON} = 0 THEN coalesce(t.frequency, 0) ELSE 0 END AS frequency)
+        FROM ({source}) r LEFT JOIN {CUSTOMER_ROWS} t ON r.{REASON} = 0 AND t.{REASON} = 0 AND t.{CUST} = r.{CUST}""")
+    con.execute(f"ALTER TABLE {CUSTOMER_ROWS} RENAME TO history_rows")
+    con.execute(f"ALTER TABLE run_rows RENAME TO {CUSTOMER_ROWS}")
+    try:
+        return quality_report(
+            con, files=[r.obj.key for r in reads], fmt=fmt, as_of=as_of,
+            skipped_files={r.obj.key: r.entry["skipped"] for r in reads if r.entry.get("skipped")},
+            malformed_lines=sum(r.entry["malformed_lines"] for r in reads))
+    finally:
+        con.execute(f"DROP TABLE {CUSTOMER_ROWS}")
+        con.execute(f"ALTER TABLE history_rows RENAME TO {CUSTOMER_ROWS}")
+
+
+def _spanning_orders(con: duckdb.DuckDBPyConnection, folder: Path) -> int:
+    """Orders (customer, order) whose lines are in more than one object; logged with an example."""
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return 0
+    count, example_customer, example_order = con.execute(f"""
+        SELECT count(*), arg_min({CUST}, {CUST}), arg_min({ORDER}, {CUST}) FROM (
+            SELECT {CUST}, {ORDER} FROM read_parquet({_list([str(f) for f in files])})
+            GROUP BY 1, 2 HAVING count(DISTINCT file_no) > 1)""").fetchall()[0]
+    if count:
+        log.warning("%d orders have lines in more than one object (e.g. customer %s, order %s): the incremental "
+                    "state assumes an order's lines arrive in one object; their frequency counts each object's "
+                    "part", count, example_customer, example_order)
+    return int(count)
