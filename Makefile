@@ -52,7 +52,7 @@ MUTATION_STAMP := $(VENV)/.installed-mutation
 MUTANTS ?= steps.features.scoring.* \
 	steps.model.segmenter.xǁSegmenterǁ_order_clusters__mutmut_* steps.model.segmenter.xǁSegmenterǁ_choose_k__mutmut_* \
 	steps.model.serve.x_validate__mutmut_* steps.model.serve.x__floats__mutmut_* steps.model.serve.x__not_a_number__mutmut_* \
-	lambdas.trigger.app.x_ignore_reason__mutmut_* lambdas.trigger.app.x_client_request_token__mutmut_* \
+	lambdas.trigger.app.x_ignore_reason__mutmut_* \
 	lambdas.approval.app.x_ignore_reason__mutmut_* lambdas.approval.app.x__create_model__mutmut_* \
 	lambdas.approval.app.x_model_name_for__mutmut_*
 

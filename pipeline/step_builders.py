@@ -113,7 +113,7 @@ def make_parameters(default_bucket: str, base_job_prefix: str) -> Parameters:
         min_silhouette=ParameterFloat("MinSilhouette", DEFAULTS["MinSilhouette"]),
         min_cluster_share=ParameterFloat("MinClusterShare", DEFAULTS["MinClusterShare"]),
         currency=ParameterString("Currency", DEFAULTS["Currency"]),
-        rebuild=ParameterBoolean("Rebuild", DEFAULTS["Rebuild"]),
+        rebuild=ParameterBoolean(name="Rebuild", default_value=DEFAULTS["Rebuild"]),
     )
 
 

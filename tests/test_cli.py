@@ -230,7 +230,7 @@ def no_aws_env(tmp_path: Path) -> dict[str, str]:
     (["get-pipeline-definition", "--module-name", "pipeline.definition",
       "--kwargs", '{"role": "arn:aws:iam::123456789012:role/r"}'], {}, "error: --kwargs: no AWS region. Pass it"),
     (["run-pipeline", "--module-name", "pipeline.definition", "--role-arn", "arn:aws:iam::123456789012:role/r",
-      "--kwargs", '{"region": "us-east-1", "role": "arn:aws:iam::123456789012:role/r"}'], {},
+      "--kwargs", '{"region": "us-east-1", "role": "arn:aws:iam::123456789012:role/r", "image_uri": "i:1"}'], {},
      "error: AWS configuration: no AWS credentials. Configure credentials"),
 ])
 def test_template_clis_say_what_to_configure(command: list[str], env: dict, message: str, tmp_path: Path) -> None:

@@ -29,8 +29,9 @@ def _plan(folder: Path, state: Path, out: Path) -> Path:
 
 
 def _compute_arguments(step: dict, plan_file: Path) -> list:
-    context = Context(parameters={"InputDataUrl": "s3://b/rfm/input/", "InputFormat": "auto", "AsOfDate": "",
-                                  "Rebuild": False},
+    from pipeline.parameters import DEFAULTS
+
+    context = Context(parameters={"InputDataUrl": "s3://b/rfm/input/", **DEFAULTS},
                       execution={"PipelineExecutionId": "e1"},
                       property_files={"PlanHistory": {"HistoryPlan": plan_file}})
     return resolve(step["Arguments"]["AppSpecification"]["ContainerArguments"], context)

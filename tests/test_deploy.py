@@ -562,7 +562,7 @@ def test_what_a_model_package_refers_to_never_expires(template: dict[str, Any], 
     definition = get_pipeline("us-east-1", role=f"arn:aws:iam::{ACCOUNT}:role/r", default_bucket="b",
                               image_uri="x.dkr.ecr.us-east-1.amazonaws.com/rfm-segmentation:src-1").definition()
     steps = {s["Name"]: s for s in json.loads(definition)["Steps"]}
-    register = next(s for s in json.loads(definition)["Steps"][3]["Arguments"]["IfSteps"]
+    register = next(s for s in steps["CheckQuality"]["Arguments"]["IfSteps"]
                     if s["Type"] == "RegisterModel")
     referenced = [steps["TrainSegmenter"]["Arguments"]["OutputDataConfig"]["S3OutputPath"],
                   *[o["S3Output"]["S3Uri"] for s in ("ComputeRFM", "EvaluateSegmenter")

@@ -138,7 +138,9 @@ def _direct_calls(clients: Clients, app_id: str, domain: str, object_type: str, 
     profiles.get_domain(DomainName=domain)
     profiles.get_profile_object_type(DomainName=domain, ObjectTypeName=object_type)
     profiles.create_profile(DomainName=domain, AccountNumber="direct-1", EmailAddress="a@example.com")
-    profiles.search_profiles(DomainName=domain, KeyName="_account", Values=["direct-1"], MaxResults=5)
+    found = profiles.search_profiles(DomainName=domain, KeyName="_account", Values=["direct-1"], MaxResults=5)
+    profiles.update_profile(DomainName=domain, ProfileId=found["Items"][0]["ProfileId"],
+                            Attributes={"rfm_segment": ""})  # how a departed customer's attributes are cleared
     definitions = profiles.list_segment_definitions(DomainName=domain, MaxResults=50)["Items"]
     profiles.get_segment_definition(DomainName=domain, SegmentDefinitionName=definitions[0]["SegmentDefinitionName"])
     profiles.delete_segment_definition(DomainName=domain,

@@ -73,7 +73,8 @@ def gate_verdict(silhouette: float, min_cluster_share: float, k: int, num_cluste
         else:
             advice.append(f"the automatic choice gave k={k} with a small cluster: set NumClusters below {k}, "
                           "or lower MinClusterShare")
-    message = f"Segmentation below the quality gate: {'; '.join(parts)}. {advice[0][0].upper()}{advice[0][1:]}"
+    first = advice[0] if advice[0].split(" ", 1)[0].count("=") else advice[0][0].upper() + advice[0][1:]  # k=5 stays
+    message = f"Segmentation below the quality gate: {'; '.join(parts)}. {first}"
     message += "".join(f"; {extra}" for extra in advice[1:]) + "."
     return {"min_silhouette": min_silhouette, "min_cluster_share": min_share, "passed": False, "failed": failed,
             "message": message}

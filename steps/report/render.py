@@ -620,7 +620,7 @@ def stamp_package(page: str, package_arn: str, status: str, kept_at: str) -> str
     Examples
     --------
     >>> stamp_package("<main><h1>x</h1></main>", "arn:p/3", "PendingManualApproval", "output/reports/3.html")[:60]
-    '<main><p class="banner package" id="model-package">This repor'
+    '<main><p class="banner package" id="model-package">This repo'
     """
     banner = (f'<p class="banner package" id="model-package">This report belongs to model package '
               f"{_e(package_arn)} ({_e(status)} when registered), kept at {_e(kept_at)}. "
