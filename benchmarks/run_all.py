@@ -18,6 +18,8 @@ BENCHMARKS = {
     "train_bench.py": ([], ["--customers", "100000"]),
     "serve_bench.py": ([], ["--customers", "100000"]),
     "history_bench.py": ([], ["--rows-per-day", "10000", "--customers", "100000", "--skip-rebuild"]),
+    "export_delta_bench.py": ([], ["--customers", "2000"]),
+    "export_memory_bench.py": ([], ["--customers", "100000"]),
 }
 
 
