@@ -28,7 +28,7 @@ $(CHECKOV_STAMP): containers/checkov-requirements.txt
 
 setup: $(STAMP) $(CHECKOV_STAMP)
 
-run: setup
+run: $(STAMP)
 	$(BIN)/rfm run-local --input $(SAMPLE) --output $(OUTPUT) --param ModelApprovalStatus=Approved
 
 test: setup
