@@ -255,7 +255,7 @@ def test_each_package_keeps_its_own_report(pending_run, capsys: pytest.CaptureFi
     assert result.execution_id in page
     assert (output / paths.REPORT_FILE).read_text() == page  # the latest report says which package it is
     metadata = package["CustomerMetadataProperties"]
-    assert metadata["report_uri"].endswith(f"/executions/{result.execution_id}/evaluation/{paths.REPORT_FILE}")
+    assert metadata["report_uri"].endswith(f"/{paths.PACKAGE_DIR}/{result.execution_id}/evaluation/{paths.REPORT_FILE}")
     print_summary(output, result)
     out = capsys.readouterr().out
     assert f"Review {kept}, then publish them with:  rfm approve {package['ModelPackageArn']}" in out
