@@ -71,11 +71,10 @@ def gate_verdict(silhouette: float, min_cluster_share: float, k: int, num_cluste
             advice.append(f"NumClusters={num_clusters} makes a cluster too small: use fewer clusters (or 0, "
                           "automatic), or lower MinClusterShare")
         else:
-            advice.append(f"the automatic choice gave k={k} with a small cluster: set NumClusters below {k}, "
+            advice.append(f"The automatic choice gave k={k} with a small cluster: set NumClusters below {k}, "
                           "or lower MinClusterShare")
-    first = advice[0] if advice[0].split(" ", 1)[0].count("=") else advice[0][0].upper() + advice[0][1:]  # k=5 stays
-    message = f"Segmentation below the quality gate: {'; '.join(parts)}. {first}"
-    message += "".join(f"; {extra}" for extra in advice[1:]) + "."
+    # Each piece of advice is a sentence of its own, written as it is shown (``k=5`` stays lower case).
+    message = f"Segmentation below the quality gate: {'; '.join(parts)}. " + " ".join(f"{a}." for a in advice)
     return {"min_silhouette": min_silhouette, "min_cluster_share": min_share, "passed": False, "failed": failed,
             "message": message}
 
