@@ -35,12 +35,12 @@ BREAKS = [
         'scores_outside',
     ),
     (
-        'trigger: ETag not in the token',
+        'trigger: ETag not in the idempotency key',
         'lambdas/trigger/app.py',
-        'identity = "\\n".join((obj.bucket, obj.key, obj.version_id or "", obj.etag))',
-        'identity = "\\n".join((obj.bucket, obj.key, obj.version_id or ""))',
+        'event_key_jmespath="[bucket, key, version_id, etag]"',
+        'event_key_jmespath="[bucket, key, version_id]"',
         'tests/test_trigger.py',
-        'identity_changes',
+        'new_version_of_same_key',
     ),
     (
         "approval: no 'already exists' branch",
