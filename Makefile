@@ -38,9 +38,11 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# An example definition (get_pipeline has no default image: the build records the one it pushed in SSM).
+EXAMPLE_IMAGE := 123456789012.dkr.ecr.us-east-1.amazonaws.com/rfm-segmentation:src-0000000000000000
 definition: setup
 	$(BIN)/get-pipeline-definition --module-name pipeline.definition --file-name pipeline-definition.json \
-	  --kwargs '{"region": "us-east-1", "role": "arn:aws:iam::123456789012:role/rfm-pipeline", "default_bucket": "my-bucket"}'
+	  --kwargs '{"region": "us-east-1", "role": "arn:aws:iam::123456789012:role/rfm-pipeline", "default_bucket": "my-bucket", "image_uri": "$(EXAMPLE_IMAGE)"}'
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

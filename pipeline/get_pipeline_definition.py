@@ -3,7 +3,7 @@
 Same flags as the SageMaker MLOps project template::
 
     get-pipeline-definition --module-name pipeline.definition \\
-        --kwargs '{"region": "us-east-1", "role": "arn:aws:iam::123456789012:role/SageMakerRole"}' \\
+        --kwargs '{"region": "us-east-1", "role": "arn:aws:iam::123456789012:role/R", "image_uri": "...:TAG"}' \\
         --file-name pipeline.json
 
 The definition is built offline and written with sorted keys, so repeated runs with the
@@ -28,7 +28,7 @@ from pipeline.driver import (
 
 EXAMPLE = """example:
   get-pipeline-definition --module-name pipeline.definition \\
-    --kwargs '{"region": "us-east-1", "role": "arn:aws:iam::123456789012:role/SageMakerRole"}' \\
+    --kwargs '{"region": "us-east-1", "role": "arn:aws:iam::123456789012:role/R", "image_uri": "...:TAG"}' \\
     --file-name pipeline.json
 """
 

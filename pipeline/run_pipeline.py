@@ -5,7 +5,8 @@ Same flags as the SageMaker MLOps project template::
     run-pipeline --module-name pipeline.definition \\
         --role-arn arn:aws:iam::123456789012:role/SageMakerPipelineRole \\
         --tags '[{"Key": "team", "Value": "crm"}]' \\
-        --kwargs '{"region": "us-east-1", "sagemaker_project_arn": "arn:aws:sagemaker:...:project/rfm"}'
+        --kwargs '{"region": "us-east-1", "image_uri": "...:src-<hash>",
+                  "sagemaker_project_arn": "arn:aws:sagemaker:...:project/rfm"}'
 
 With ``sagemaker_project_arn`` in ``--kwargs`` the pipeline is tagged with
 ``sagemaker:project-name`` and ``sagemaker:project-id`` (unless ``--tags`` has them), which
@@ -261,7 +262,8 @@ EXAMPLE = """example:
   run-pipeline --module-name pipeline.definition \\
     --role-arn arn:aws:iam::123456789012:role/SageMakerPipelineRole \\
     --tags '[{"Key": "team", "Value": "crm"}]' \\
-    --kwargs '{"region": "us-east-1"}' --parameters '{"ModelApprovalStatus": "Approved", "Currency": "EUR"}'
+    --kwargs '{"region": "us-east-1", "image_uri": "ACCOUNT.dkr.ecr.us-east-1.amazonaws.com/rfm-segmentation:TAG"}' \\
+    --parameters '{"ModelApprovalStatus": "Approved", "Currency": "EUR"}'
 """
 
 
