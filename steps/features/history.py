@@ -30,10 +30,12 @@ NOT_DATA_NAMES = re.compile(r"^(readme|license|licence|changelog|manifest|notes?
 
 
 def is_supported(relative: Path) -> bool:
-    """A transactions file by its name: a data suffix, not hidden (``.x``, ``_SUCCESS``), not a note (``README``)."""
+    """A transactions file by its path inside the input folder or prefix: a data suffix, not hidden (``.x``,
+    ``_SUCCESS``), not a note (``README``), not in one of the pipeline's own folders (``state/`` ...)."""
     name = relative.name.lower()
     hidden = any(part.startswith((".", "_")) for part in relative.parts)
-    return name.endswith(SUFFIXES) and not hidden and not NOT_DATA_NAMES.match(name)
+    return (name.endswith(SUFFIXES) and not hidden and not NOT_DATA_NAMES.match(name)
+            and not is_own(relative.as_posix()))
 
 
 @dataclass(frozen=True, order=True)
@@ -132,7 +134,7 @@ def list_history(location: str) -> list[HistoryObject]:
         return [_local_object(path)]
     if path.is_dir():
         files = (p for p in path.rglob("*") if p.is_file() and is_supported(p.relative_to(path)))
-        return sorted(_local_object(p) for p in files if not _is_own(p.relative_to(path).as_posix()))
+        return sorted(_local_object(p) for p in files)
     raise InputDataError("no such file or folder", str(path), "Check the --input path")
 
 
@@ -141,8 +143,10 @@ def _local_object(path: Path) -> HistoryObject:
     return HistoryObject(str(path), f"{stat.st_mtime_ns}-{stat.st_size}", "", stat.st_size)
 
 
-def _is_own(relative: str) -> bool:
-    return any(relative.startswith(prefix) or f"/{prefix}" in f"/{relative}" for prefix in OWN_PREFIXES)
+def is_own(relative: str) -> bool:
+    """A path the pipeline writes, relative to the input location: only its own folders right under it
+    (``state/``, ``executions/`` ...), never a customer's folder of that name deeper down (``by/state/CA.csv``)."""
+    return relative.startswith(OWN_PREFIXES)
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -193,7 +197,7 @@ def _list_prefix(client, bucket: str, prefix: str) -> list[HistoryObject]:  # no
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             relative = item["Key"][len(prefix):]
-            if item["Key"].endswith("/") or not is_supported(Path(relative)) or _is_own(relative):
+            if item["Key"].endswith("/") or not is_supported(Path(relative)):
                 continue
             found.append(HistoryObject(f"s3://{bucket}/{item['Key']}", "", item.get("ETag", ""),
                                        int(item.get("Size", 0))))

@@ -1,6 +1,6 @@
 """Find the input files (one file, a folder, or an S3 prefix) and look inside them.
 
-:func:`list_input_files` finds the files; :func:`sniff` reads each file's first
+:func:`find_input_files` finds the files; :func:`sniff` reads each file's first
 bytes (kind, compression, text encoding, delimiter, first line) and asks DuckDB
 for the columns exactly as it will read them later, so format detection and
 reading never disagree. Files that cannot be used at all raise
@@ -24,7 +24,6 @@ import duckdb
 
 from steps.errors import EmptyInputError, InputDataError, first_line
 from steps.features.formats import CDNOW_COLUMNS, CDNOW_HEADER, CDNOW_LINE
-from steps.features.history import SUFFIXES  # noqa: F401  (one place for what a transactions file is)
 from steps.features.history import is_supported as _is_supported
 from steps.features.parsing import literal
 
@@ -122,11 +121,6 @@ class Source:
             f"read_csv({path}, columns={{{columns}}}, header=true, delim={literal(self.delimiter)}, "
             f"quote='\"', escape='\"', auto_detect=false, {', '.join(options)})"
         )
-
-
-def list_input_files(location: str, workdir: Path) -> list[tuple[Path, str]]:
-    """The data files at ``location``: :func:`find_input_files` without the skipped ones."""
-    return find_input_files(location, workdir)[0]
 
 
 def find_input_files(location: str, workdir: Path) -> tuple[list[tuple[Path, str]], dict[str, str]]:
