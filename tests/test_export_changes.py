@@ -311,3 +311,21 @@ def test_rfm_segments_changes_before_any_publish_says_what_to_do(tmp_path: Path,
     assert main(["segments", "--changes", "--output", str(tmp_path)]) != 0
     err = capsys.readouterr().err
     assert "no changes.parquet: nothing was published yet" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_retry_clears_the_departed_customers_a_failed_export_could_not(tmp_path: Path, fakes: Any) -> None:
+    """The checkpoint records clearing as done only when every departed customer was cleared."""
+    first = segments_frame(CUSTOMERS)
+    app = fakes.pinpoint.create_app("a")
+    publish(tmp_path, fakes, first, "e1", settings_for(app))
+    gone = first.loc[1, "customer_id"]
+    second = first.drop(index=1).reset_index(drop=True)
+    fakes.customer_profiles.inject(throttle=100, operations=["SearchProfiles"])
+    with pytest.raises(ExportFailed, match="1 of 1 departed customers' profiles could not be cleared"):
+        publish(tmp_path, fakes, second, "e2", settings_for(app))
+    assert fakes.customer_profiles.find_profile(DOMAIN, gone)["Attributes"]["rfm_segment"]
+    fakes.customer_profiles.reset_faults()
+    _request, summary = publish(tmp_path, fakes, second, "e2", settings_for(app))  # the pipeline's retry
+    assert summary["by_destination"]["customer-profiles"]["profiles_cleared"] == 1
+    profile = fakes.customer_profiles.find_profile(DOMAIN, gone)
+    assert not any(name.startswith("rfm_") for name in profile["Attributes"])

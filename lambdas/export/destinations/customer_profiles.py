@@ -62,7 +62,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -435,7 +435,7 @@ class CustomerProfilesExport:
                     if item[0] not in chunk_failures:
                         failures.pop(item[0], None)
                 if checkpoint is not None:
-                    checkpoint.save(Progress(progress.fingerprint, position, tuple(sorted(failures)), True))
+                    checkpoint.save(Progress(progress.fingerprint, position, tuple(sorted(failures)), progress.cleared))
                 if out_of_time:
                     not_written = len(objects) - already - written
                     raise ProfilesOutOfTime(self._counts(written, already, retried, {}, not_written))
@@ -581,6 +581,8 @@ def export(
                    "clear_failures_by_code": {}}
         if left_ids and not progress.cleared:
             cleared = run.clear_profiles(left_ids)
+        # A retry of this export clears again unless every departed customer was cleared: none is left behind.
+        progress = replace(progress, cleared=progress.cleared or cleared["profiles_clear_failed"] == 0)
         counts.update(cleared)
         counts.update(run.put_objects(objects, checkpoint, progress, checkpoint_every))
     except ProfilesOutOfTime as stopped:
@@ -597,13 +599,14 @@ def export(
             counts,
         ) from None
     logger.info("Exported to Customer Profiles", extra={"customer_profiles": counts})
-    failed = counts["records_failed"] + counts["profiles_clear_failed"]
-    if failed:
+    failed, clears_failed = counts["records_failed"], counts["profiles_clear_failed"]
+    if failed or clears_failed:
         by_code = Counter(counts["failures_by_code"]) + Counter(counts["clear_failures_by_code"])
         text = ", ".join(f"{code}: {n}" for code, n in sorted(by_code.items()))
+        puts = f"{failed} of {len(objects)} customer profiles failed after {record_retry_rounds} retry round(s)"
+        clears = f"{clears_failed} of {len(left_ids)} departed customers' profiles could not be cleared"
         raise DestinationError(
-            f"{failed} of {len(objects) + len(left_ids)} customer profiles failed after "
-            f"{record_retry_rounds} retry round(s) ({text})",
+            f"{'; '.join(part for part, n in ((puts, failed), (clears, clears_failed)) if n)} ({text})",
             _WHERE,
             "Check the function's logs and the domain's quotas; re-running is safe (it puts only those again)",
             counts,
