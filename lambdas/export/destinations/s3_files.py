@@ -38,19 +38,24 @@ EXPORT_DIR = "export"
 INDEX_FILE = "index.csv"
 CHANGES_CSV = "changes.csv"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+PLAIN_NUMBER = r"^[+-]?[0-9]+(\.[0-9]+)?$"  # a number, not a formula: left as it is
 INDEX_COLUMNS = ("group", "name", "customers", "revenue", "csv", "parquet")
 
 
 def neutralise(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     """Text values that start like a formula, with ``'`` in front so that spreadsheets show them as text.
 
+    Plain numbers (``+14155550100``, an E.164 phone number; ``-5``) are no formula and stay as they
+    are, so the files still load into SMS and e-mail tools.
+
     Examples
     --------
-    >>> neutralise(pa.array(["=1+1", "Loyal", None, "-5", "@SUM(A1)", "a=b"])).to_pylist()
-    ["'=1+1", 'Loyal', None, "'-5", "'@SUM(A1)", 'a=b']
+    >>> neutralise(pa.array(["=1+1", "Loyal", None, "-5", "+14155550100", "@SUM(A1)", "a=b", "+1+cmd"])).to_pylist()
+    ["'=1+1", 'Loyal', None, '-5', '+14155550100', "'@SUM(A1)", 'a=b', "'+1+cmd"]
     """
     pattern = "^[" + "".join("\\" + c if c in "-+" else c for c in FORMULA_STARTS) + "]"
-    risky = pc.fill_null(pc.match_substring_regex(values, pattern), False)
+    number = pc.fill_null(pc.match_substring_regex(values, PLAIN_NUMBER), False)
+    risky = pc.and_(pc.fill_null(pc.match_substring_regex(values, pattern), False), pc.invert(number))
     quote, empty = pa.scalar("'", values.type), pa.scalar("", values.type)
     return pc.if_else(risky, pc.binary_join_element_wise(quote, values, empty), values)
 
