@@ -62,13 +62,18 @@ def test_a_broken_playbook_is_one_clear_error(tmp_path: Path, text: str, message
 
 
 def test_the_export_carries_each_customers_recommended_action(features_frame: pd.DataFrame) -> None:
-    from lambdas.export.app import join_segments
+    import pyarrow as pa
+
+    from lambdas.export.app import join_tables, with_recommended_action
 
     features = features_frame.drop(columns=[c.RFM_SEGMENT])
     assignments = pd.DataFrame({c.CUSTOMER_ID: features_frame[c.CUSTOMER_ID], c.CLUSTER: 0,
                                 c.CLUSTER_NAME: "Everyone", c.RFM_SEGMENT: features_frame[c.RFM_SEGMENT]})
-    joined = join_segments(features, assignments)
     book = load_playbook()
+    joined = with_recommended_action(join_tables(pa.Table.from_pandas(features, preserve_index=False),
+                                                 pa.Table.from_pandas(assignments, preserve_index=False)),
+                                     book).to_pandas()
+    assert list(joined.columns[: len(c.SEGMENT_COLUMNS) + 1]) == [*c.SEGMENT_COLUMNS, RECOMMENDED_ACTION]
     assert RECOMMENDED_ACTION in joined
     assert (joined[RECOMMENDED_ACTION] == joined[c.RFM_SEGMENT].map(book.for_segment)).all()
     assert joined[RECOMMENDED_ACTION].str.len().gt(0).all()

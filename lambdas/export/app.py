@@ -105,7 +105,7 @@ from steps.columns import (
 )
 from steps.errors import PipelineError, RFMError
 from steps.paths import CHANGES_FILE, RFM_FILE, SEGMENTS_FILE
-from steps.playbook import RECOMMENDED_ACTION, load_playbook
+from steps.playbook import RECOMMENDED_ACTION, Playbook, load_playbook
 
 __all__ = ["ExportRequest", "ExportFailed", "Clients", "export_segments", "resolve_settings", "run_export",
            "deadline_of", "handler", "slug"]
@@ -254,12 +254,6 @@ def read_assignment_table(storage: Storage, uri: str) -> pa.Table:
     return pa.concat_tables(tables).combine_chunks()
 
 
-def read_assignments(storage: Storage, uri: str) -> pd.DataFrame:
-    """:func:`read_assignment_table` as a DataFrame."""
-    frame = read_assignment_table(storage, uri).to_pandas()
-    return frame.astype({CUSTOMER_ID: "str", CLUSTER: "int64", CLUSTER_NAME: "str", RFM_SEGMENT: "str"})
-
-
 def read_feature_table(storage: Storage, uri: str) -> pa.Table:
     """``rfm.parquet`` under ``uri`` (or ``uri`` itself), with the columns segments.parquet needs.
 
@@ -285,11 +279,6 @@ def read_feature_table(storage: Storage, uri: str) -> pa.Table:
     return parquet.read(columns=needed + contacts + extra)
 
 
-def read_features(storage: Storage, uri: str) -> pd.DataFrame:
-    """:func:`read_feature_table` as a DataFrame."""
-    return read_feature_table(storage, uri).to_pandas()
-
-
 def _text_ids(table: pa.Table) -> pa.Array:
     return table[CUSTOMER_ID].combine_chunks().cast(pa.string())
 
@@ -297,8 +286,8 @@ def _text_ids(table: pa.Table) -> pa.Array:
 def join_tables(features: pa.Table, assignments: pa.Table, where: str = "") -> pa.Table:
     """One row per customer, sorted by ``customer_id``: features joined with exactly one assignment each.
 
-    Columns ``SEGMENT_COLUMNS``, ``recommended_action`` (the playbook's, by RFM segment), then the contact
-    columns present. Arrow throughout (a join and a sort), so a large audience is held once, compactly.
+    Columns ``SEGMENT_COLUMNS`` then the contact columns present. Arrow throughout (a join and a
+    sort), so a large audience is held once, compactly.
 
     Raises
     ------
@@ -340,21 +329,10 @@ def join_tables(features: pa.Table, assignments: pa.Table, where: str = "") -> p
         if differ:
             logger.warning("rfm_segment differs between features and assignments; using the assignments'",
                            extra={"customers": differ})
-    # The playbook's recommended action for each customer's RFM segment (steps/playbook.yaml).
-    playbook = load_playbook()
-    segments = pc.unique(columns[RFM_SEGMENT])
-    actions = pa.array([playbook.for_segment(segment) for segment in segments.to_pylist()], pa.string())
-    columns[RECOMMENDED_ACTION] = actions.take(pc.index_in(columns[RFM_SEGMENT], value_set=segments))
     for name in CONTACT_COLUMNS:
         if name in from_features:
             columns[name] = from_features.pop(name).take(feature_order).combine_chunks()
     return pa.table(columns)
-
-
-def join_segments(features: pd.DataFrame, assignments: pd.DataFrame, where: str = "") -> pd.DataFrame:
-    """:func:`join_tables` on DataFrames."""
-    return join_tables(pa.Table.from_pandas(features, preserve_index=False),
-                       pa.Table.from_pandas(assignments, preserve_index=False), where).to_pandas()
 
 
 def _safe_reason(error: BaseException) -> str:
@@ -398,6 +376,15 @@ def _run_destination(name: str, table: pa.Table, frame: Callable[[], pd.DataFram
             left_ids=comparison.left[CUSTOMER_ID].astype(str).tolist(), checkpoint=checkpoint)
         return {"mode": "delta" if delta else "full", **counts}
     raise ValueError(f"unknown destination {name}")
+
+
+def with_recommended_action(segments: pa.Table, playbook: Playbook) -> pa.Table:
+    """``segments`` with ``recommended_action`` (the playbook's action for each customer's RFM segment)
+    right after ``SEGMENT_COLUMNS``."""
+    names = pc.unique(segments[RFM_SEGMENT])
+    actions = pa.array([playbook.for_segment(name) for name in names.to_pylist()], pa.string())
+    column = actions.take(pc.index_in(segments[RFM_SEGMENT], value_set=names))
+    return segments.add_column(len(SEGMENT_COLUMNS), pa.field(RECOMMENDED_ACTION, pa.string()), column)
 
 
 def with_history(segments: pa.Table, comparison: Comparison) -> pa.Table:
@@ -467,6 +454,7 @@ def run_export(request: ExportRequest, storage: Storage, settings: ExportSetting
     assignments = read_assignment_table(storage, request.assignments_uri)
     segments = join_tables(read_feature_table(storage, request.features_uri), assignments, request.assignments_uri)
     del assignments
+    segments = with_recommended_action(segments, load_playbook())
     published_at = request.published_uri or published_uri(request.output_uri)
     published = read_published(storage, published_at, request.execution_id)
     comparison = compare(published.segments, segments)
