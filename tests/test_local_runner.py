@@ -299,15 +299,17 @@ def test_the_definition_cache_is_shared_by_every_output_folder(tmp_path: Path,
     assert used == [tmp_path / "cache", tmp_path / "cache"]
 
 
-def fake_execution(output: Path, execution: str, parts: tuple[str, ...] = ("features", "transform", "model",
-                                                                           "evaluation", "assignments", "segments")):
+def fake_execution(output: Path, execution: str) -> tuple[Path, Path]:
+    """An execution's folders as a run leaves them: ``executions/<id>/`` and ``model/<id>/`` (what a package needs)."""
     root = output / "s3" / "rfm-local" / "rfm"
-    for part in parts:
-        (root / paths.EXECUTIONS_DIR / execution / part).mkdir(parents=True)
-        (root / paths.EXECUTIONS_DIR / execution / part / "data").write_bytes(b"x" * 10)
+    for kind, parts in ((paths.EXECUTIONS_DIR, ("assignments", "segments")),
+                        (paths.PACKAGE_DIR, ("features", "transform", "model", "evaluation"))):
+        for part in parts:
+            (root / kind / execution / part).mkdir(parents=True)
+            (root / kind / execution / part / "data").write_bytes(b"x" * 10)
     (root / paths.QUARANTINE_DIR / execution).mkdir(parents=True)
     (output / "logs" / execution).mkdir(parents=True)
-    return root / paths.EXECUTIONS_DIR / execution
+    return root / paths.EXECUTIONS_DIR / execution, root / paths.PACKAGE_DIR / execution
 
 
 def test_keep_prunes_old_executions_but_not_what_packages_need(tmp_path: Path) -> None:
@@ -317,20 +319,23 @@ def test_keep_prunes_old_executions_but_not_what_packages_need(tmp_path: Path) -
     folders = [fake_execution(tmp_path, execution) for execution in ids]
     registry = LocalRegistry(tmp_path / paths.REGISTRY_FILE)
     registered = ids[1]
-    uri = f"s3://rfm-local/rfm/executions/{registered}"
+    uri = f"s3://rfm-local/rfm/{paths.PACKAGE_DIR}/{registered}"
     registry.create_package({
         "ModelPackageGroupName": MODEL_PACKAGE_GROUP_NAME, "ModelApprovalStatus": "PendingManualApproval",
         "InferenceSpecification": {"Containers": [{"ModelDataUrl": f"{uri}/model/model.tar.gz"}]},
-        "CustomerMetadataProperties": {"features_uri": f"{uri}/features", "transform_input_uri": f"{uri}/transform"}})
+        "CustomerMetadataProperties": {"pipeline_execution_id": registered, "features_uri": f"{uri}/features",
+                                       "transform_input_uri": f"{uri}/transform"}})
     pruned = prune_executions(tmp_path, 3, registry)
     assert pruned == ids[:4]
-    assert not folders[0].exists() and not folders[2].exists() and not folders[3].exists()
-    assert sorted(p.name for p in folders[1].iterdir()) == ["evaluation", "features", "model", "transform"]
-    assert all(folder.exists() for folder in folders[4:])
+    for number in (0, 2, 3):  # unregistered: nothing of them is left
+        assert not folders[number][0].exists() and not folders[number][1].exists()
+    assert not folders[1][0].exists()
+    assert sorted(p.name for p in folders[1][1].iterdir()) == ["evaluation", "features", "model", "transform"]
+    assert all(run.exists() and package.exists() for run, package in folders[4:])
     assert not (tmp_path / "logs" / ids[0]).exists() and (tmp_path / "logs" / ids[6]).exists()
     assert not (tmp_path / "s3" / "rfm-local" / "rfm" / paths.QUARANTINE_DIR / ids[0]).exists()
     assert prune_executions(tmp_path, 3, registry) == [registered]  # again: the package's parts stay
-    assert sorted(p.name for p in folders[1].iterdir()) == ["evaluation", "features", "model", "transform"]
+    assert sorted(p.name for p in folders[1][1].iterdir()) == ["evaluation", "features", "model", "transform"]
 
 
 def test_an_interrupted_run_cleans_up_and_its_approved_package_is_offered(tmp_path: Path, definition: dict) -> None:

@@ -50,10 +50,6 @@ DEFAULT_KEEP = 5  # executions kept under <output>/s3 (registered packages' arti
 CACHE_ENV = "RFM_CACHE_DIR"
 MAIN_PIPELINE = "pipeline.definition:get_pipeline"
 PUBLISH_PIPELINE = "pipeline.publish_definition:get_publish_pipeline"
-# Written next to segments.parquet by the history work (issue 12): previous_segment -> segment per customer.
-CHANGES_FILE = "changes.parquet"
-# What an older execution keeps for the package it registered (it can still be approved).
-PACKAGE_ARTIFACTS = frozenset({"features", "transform", "model", "evaluation"})
 # Latest-run artifacts: (step, property holding the S3 URI, folder under --output).
 PUBLISHED = (
     ("ComputeRFM", "ProcessingOutputConfig.Outputs['features'].S3Output.S3Uri", "features"),
@@ -310,7 +306,7 @@ def publish(result: ExecutionResult, store, output: Path, registry: LocalRegistr
         if (staging / "export").is_dir():
             shutil.move(staging / "export", output / "export")
         shutil.rmtree(staging, ignore_errors=True)
-        changes = _read_segments(output / "segments", CHANGES_FILE)
+        changes = _read_segments(output / "segments", paths.CHANGES_FILE)
         package_arn = result.arguments.get("ExportSegments", {}).get("model_package_arn")
         if package_arn:
             registry.mark_published(package_arn, result.execution_id)
@@ -327,37 +323,29 @@ def _write_last_run(result: ExecutionResult, output: Path, params: dict[str, str
     }, indent=2) + "\n")
 
 
-def _execution_of(uri: str) -> str | None:
-    parts = str(uri).split("/")
-    return parts[parts.index(paths.EXECUTIONS_DIR) + 1] if paths.EXECUTIONS_DIR in parts[:-1] else None
-
-
 def prune_executions(output: Path, keep: int, registry: LocalRegistry) -> list[str]:
     """Delete all but the newest ``keep`` executions under ``output/s3`` (and their quarantine and logs).
 
-    An older execution that registered a package keeps what the package needs to be approved
-    later (its ``features``, ``transform``, ``model`` and ``evaluation`` folders); the rest of it
-    goes. Returns the ids of the executions that were pruned.
+    An execution writes ``executions/<id>/`` (assignments, segments) and ``model/<id>/`` (what a model
+    package refers to: features, transform input, model, evaluation). An older execution loses both,
+    except the ``model/<id>/`` of one that registered a package, which can still be approved later.
+    Returns the ids of the executions that were pruned.
     """
-    registered = set()
-    for package in registry.packages():
-        metadata = package.get("CustomerMetadataProperties") or {}
-        for uri in (metadata.get(package_metadata.FEATURES_URI), metadata.get(package_metadata.TRANSFORM_INPUT_URI),
-                    package.get("InferenceSpecification", {}).get("Containers", [{}])[0].get("ModelDataUrl")):
-            if uri and _execution_of(uri):
-                registered.add(_execution_of(uri))
-    folders = sorted((p for p in (output / "s3").glob(f"*/*/{paths.EXECUTIONS_DIR}/*") if p.is_dir()),
-                     key=lambda p: p.name)
+    registered = {(package.get("CustomerMetadataProperties") or {}).get(package_metadata.EXECUTION_ID)
+                  for package in registry.packages()}
+    folders: dict[str, list[Path]] = {}
+    for kind in (paths.EXECUTIONS_DIR, paths.PACKAGE_DIR):
+        for folder in (output / "s3").glob(f"*/*/{kind}/*"):
+            if folder.is_dir():
+                folders.setdefault(folder.name, []).append(folder)
+    ids = sorted(folders)  # local execution ids start with their UTC start time
     pruned = []
-    for folder in folders[:max(len(folders) - max(keep, 0), 0)]:
-        execution = folder.name
-        if execution in registered:
-            for part in folder.iterdir():
-                if part.name not in PACKAGE_ARTIFACTS:
-                    shutil.rmtree(part, ignore_errors=True) if part.is_dir() else part.unlink()
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-        for extra in (*folder.parent.parent.glob(f"{paths.QUARANTINE_DIR}/{execution}"), output / "logs" / execution):
+    for execution in ids[:max(len(ids) - max(keep, 0), 0)]:
+        for folder in folders[execution]:
+            if not (folder.parent.name == paths.PACKAGE_DIR and execution in registered):
+                shutil.rmtree(folder, ignore_errors=True)
+        prefixes = {folder.parent.parent for folder in folders[execution]}
+        for extra in (*(prefix / paths.QUARANTINE_DIR / execution for prefix in prefixes), output / "logs" / execution):
             shutil.rmtree(extra, ignore_errors=True)
         pruned.append(execution)
     return pruned
