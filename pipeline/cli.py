@@ -20,7 +20,6 @@ RUN_LOCAL_HINTS = {"--as-of": "AsOfDate=YYYY-MM-DD", "--format": "InputFormat=gu
                    "--num-clusters": "NumClusters=5", "--seed": "RandomSeed=3", "--random-seed": "RandomSeed=3",
                    "--random-state": "RandomSeed=3", "--currency": "Currency=EUR",
                    "--approval-status": "ModelApprovalStatus=Approved", "--min-silhouette": "MinSilhouette=0.2"}
-LOCAL_DESTINATIONS = ("s3", "pinpoint", "customer-profiles")
 
 EPILOG = """examples:
   rfm sample --customers 5000 --seed 42 --output transactions.csv.gz
@@ -53,12 +52,14 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def check_destination(value: str) -> str:
-    """``--destination`` checked in its own name (the export would name EXPORT_DESTINATIONS)."""
-    names = [name.strip().lower() for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in LOCAL_DESTINATIONS]
-    if unknown:
-        raise PipelineError(f"unknown destination(s) {', '.join(unknown)}", "--destination",
-                            f"use {', '.join(LOCAL_DESTINATIONS)} or a comma-separated mix, e.g. s3,pinpoint")
+    """``--destination`` checked by the export's own rule, in the option's name (not EXPORT_DESTINATIONS)."""
+    from lambdas.export.config import DESTINATIONS, parse_destinations
+
+    try:
+        parse_destinations(value)
+    except PipelineError as error:
+        raise PipelineError(error.what, "--destination",
+                            f"use {', '.join(DESTINATIONS)} or a comma-separated mix, e.g. s3,pinpoint") from None
     return value
 
 

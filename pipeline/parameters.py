@@ -51,7 +51,8 @@ HELP: dict[str, str] = {
     "InputDataUrl": "transactions (CSV, CSV.gz, Parquet): a file or a prefix (run-local: --input)",
     "InputFormat": f"one of {', '.join(INPUT_FORMATS)}; auto detects it from the header",
     "AsOfDate": "reference date YYYY-MM-DD; empty = the day after the last purchase",
-    "ColumnMapping": "canonical=source column names, comma-separated (run-local: --column, --mapping)",
+    "ColumnMapping": 'JSON of canonical -> source column names, e.g. {"customer_id": "Cust"} '
+                     "(run-local: --column, --mapping)",
     "Timezone": "IANA time zone whose calendar days count, e.g. Europe/Paris; empty = UTC (run-local: --timezone)",
     "ModelApprovalStatus": f"{', '.join(APPROVAL_STATUSES)}; Approved publishes in the same run",
     "ProcessingInstanceType": "instance of the processing steps (ml.*)",
@@ -100,6 +101,7 @@ def _num_clusters(value: int) -> str | None:
 
 CHECKS: dict[str, Callable[[Any], str | None]] = {
     "InputFormat": _choice(INPUT_FORMATS),
+    "ModelApprovalStatus": _choice(APPROVAL_STATUSES),
     "AsOfDate": _date,
     "ProcessingInstanceType": _instance,
     "TrainingInstanceType": _instance,

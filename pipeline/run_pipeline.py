@@ -30,7 +30,6 @@ from botocore.exceptions import ClientError
 
 from pipeline.driver import (
     add_common_arguments,
-    ensure_default_region,
     get_pipeline_driver,
     import_module,
     parse_args,
@@ -39,7 +38,7 @@ from pipeline.driver import (
     parse_tags,
     run_cli,
 )
-from pipeline.parameters import parameter_values
+from pipeline.parameters import declared_parameters, parameter_values
 from steps.errors import PipelineError
 
 TERMINAL_STATUSES = frozenset({"Succeeded", "Failed", "Stopped"})
@@ -115,17 +114,12 @@ def check_parameters(pipeline: Any, parameters: dict[str, Any]) -> None:
 def check_parameters_before_building(module_name: str, kwargs: dict[str, Any], parameters: dict[str, Any]) -> None:
     """Refuse bad ``--parameters`` before any pipeline is built (each build takes seconds).
 
-    Modules that declare their parameters with ``make_parameters(default_bucket, base_job_prefix)``
-    (``pipeline.definition`` does) are checked here; others only by :func:`check_parameters` once built.
+    This project's pipeline (``pipeline.definition``) is checked against the parameters it declares
+    (:func:`pipeline.parameters.declared_parameters`, no SDK import); another module only by
+    :func:`check_parameters` once built.
     """
-    if not parameters:
-        return
-    ensure_default_region(kwargs.get("region"))  # importing the SDK makes a client
-    declare = getattr(import_module(module_name), "make_parameters", None)
-    if not callable(declare):
-        return
-    declared = declare(kwargs.get("default_bucket") or "default-bucket", kwargs.get("base_job_prefix") or "rfm")
-    parameter_values([p.to_request() for p in declared.as_list()], parameters, "--parameters")
+    if parameters and module_name == "pipeline.definition":
+        parameter_values(declared_parameters(), parameters, "--parameters")
 
 
 def wait_for_execution(

@@ -56,7 +56,7 @@ def test_every_command_has_help_with_an_example(command: str, capsys: pytest.Cap
     (["run-local", "--input", "data/sample/transactions.csv.gz", "--output", "{tmp}/o",
       "--param", "AsOfDate=2024-13-01"], "--param: parameter AsOfDate='2024-13-01' is not a date"),
     (["run-local", "--input", "data/sample/transactions.csv.gz", "--output", "{tmp}/o", "--destination", "pinpont"],
-     "--destination: unknown destination(s) pinpont"),
+     "--destination: unknown export destination(s) pinpont"),
 ])
 def test_errors_are_one_line_without_traceback(args: list[str], message: str, tmp_path: Path) -> None:
     completed = run_cli(*(arg.replace("{tmp}", str(tmp_path)) for arg in args))

@@ -36,6 +36,8 @@ def test_defaults_pass_their_own_checks() -> None:
     ("RandomSeed", "-1", "RandomSeed=-1 is out of range"),
     ("Currency", "euro", "Currency='euro' is not an ISO 4217 code"),
     ("ProcessingInstanceType", "m5.xlarge", "ProcessingInstanceType='m5.xlarge' is not an instance type"),
+    ("ModelApprovalStatus", "approved", "ModelApprovalStatus='approved' is not one of PendingManualApproval"),
+    ("Rebuild", "maybe", "Rebuild='maybe' is not a valid Boolean"),
 ])
 def test_bad_values_are_named_as_the_user_typed_them(name: str, value: str, message: str) -> None:
     with pytest.raises(PipelineError) as error:
@@ -44,7 +46,8 @@ def test_bad_values_are_named_as_the_user_typed_them(name: str, value: str, mess
 
 
 @pytest.mark.parametrize(("name", "value"), [("NumClusters", "2"), ("NumClusters", "50"), ("AsOfDate", "2024-02-29"),
-                                             ("MinSilhouette", "-1"), ("Currency", "JPY"), ("InputFormat", "cdnow")])
+                                             ("MinSilhouette", "-1"), ("Currency", "JPY"), ("InputFormat", "cdnow"),
+                                             ("ModelApprovalStatus", "Approved")])
 def test_good_values_pass(name: str, value: str) -> None:
     assert str(parameter_values(DECLARED, {name: value})[name]).startswith(value.split(".")[0])
 
