@@ -162,6 +162,24 @@ def test_an_interrupted_run_never_becomes_current(tmp_path: Path, monkeypatch: p
     pd.testing.assert_frame_equal(again[0], rebuilt[0])
 
 
+def test_an_interrupted_rebuild_leaves_the_current_state_as_it_was(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuild of an unchanged history has the same generation: it must still write new files only."""
+    _sample(tmp_path / "in", 2, [0])
+    _features(tmp_path / "in", tmp_path / "state", tmp_path / "one")
+    before = {p.relative_to(tmp_path / "state"): p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file()}
+
+    def crash(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("steps.features.fold.write_features", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _features(tmp_path / "in", tmp_path / "state", tmp_path / "two", rebuild=True)
+    after = {p.relative_to(tmp_path / "state"): p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file()}
+    assert {name: after[name] for name in before} == before  # nothing that existed was rewritten
+    assert read_current(StateStore(str(tmp_path / "state"))).manifest is not None
+
+
 @pytest.mark.parametrize("damage", ["pointer", "manifest", "totals", "contribution"])
 def test_a_corrupt_or_missing_state_says_to_rebuild(tmp_path: Path, damage: str) -> None:
     tick = [0]

@@ -59,7 +59,6 @@ from steps.features.sources import sniff
 from steps.features.state import (
     CURRENT,
     HISTORIES,
-    MANIFESTS,
     OBJECTS,
     TOTALS,
     Current,
@@ -219,8 +218,10 @@ def run_history(
         if changed:
             _fold_totals(con, store, base, increment, reads, work / "totals.parquet")
             store.write_file(totals_name, work / "totals.parquet")
-            store.write_text(f"{MANIFESTS}/{manifest.generation}.json", manifest.to_json())
-        totals_local = store.download(totals_name, work / "current-totals.parquet")
+            store.write_text(manifest.path, manifest.to_json())
+            totals_local = work / "totals.parquet"  # just written: no need to fetch it back
+        else:
+            totals_local = store.download(totals_name, work / "current-totals.parquet")
         result = _finish(con, manifest, reads, increment, totals_local, as_of, rebuilt, work)
         write_features(result, output, transform_output, quarantine_output)
         if changed:  # last: an interrupted or failed run never becomes current

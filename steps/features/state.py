@@ -2,9 +2,9 @@
 
 Layout (every file but ``current.json`` is written once and never changed)::
 
-    current.json                  {"generation": ..., "manifest": "manifests/<generation>.json"}
-    manifests/<generation>.json   settings, the objects folded (key, version, ETag, size, contribution, rows)
-    totals/<generation>.parquet   one row per customer (and per quarantine reason): the folded totals
+    current.json                  {"generation": ..., "manifest": "manifests/<generation>-<n>.json"}
+    manifests/<generation>-<n>.json  settings, the objects folded (key, version, ETag, size, contribution, rows)
+    totals/<generation>-<n>.parquet  one row per customer (and per quarantine reason): the folded totals
     objects/<object id>.parquet   one object's per-customer contribution
     histories/<fingerprint>.json  a history as PlanHistory listed it
 
@@ -22,7 +22,7 @@ import fcntl
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from steps.errors import RFMError
@@ -55,6 +55,12 @@ class Manifest:
     history: str | None = None
     version: int = STATE_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        """Where this manifest is written: named like its totals file, so every write is a new file and a
+        rebuild of an unchanged history (same generation) never rewrites the manifest that is current."""
+        return f"{MANIFESTS}/{PurePosixPath(self.totals).stem}.json"
 
     def folded(self) -> dict[str, HistoryObject]:
         """Key -> the object version this generation holds."""
@@ -264,5 +270,4 @@ def read_current(store: StateStore) -> Current:
 
 
 def pointer_text(manifest: Manifest) -> str:
-    return json.dumps({"generation": manifest.generation,
-                       "manifest": f"{MANIFESTS}/{manifest.generation}.json"}, sort_keys=True) + "\n"
+    return json.dumps({"generation": manifest.generation, "manifest": manifest.path}, sort_keys=True) + "\n"
