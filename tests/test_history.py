@@ -240,6 +240,13 @@ def test_settings_change_rebuilds(tmp_path: Path) -> None:
                 as_of=dt.date(2024, 12, 31), memory_limit="500MB", threads=1)
     quality = json.loads((tmp_path / "two" / "quality.json").read_text())
     assert quality["increment"]["rebuild"] and quality["as_of_date"] == "2024-12-31"
+    run_history(list_history(str(tmp_path / "in")), StateStore(str(tmp_path / "state")), tmp_path / "three",
+                as_of=dt.date(2024, 12, 31), timezone="America/New_York", memory_limit="500MB", threads=1)
+    zoned = json.loads((tmp_path / "three" / "quality.json").read_text())
+    assert zoned["increment"]["rebuild"] and zoned["timezone"] == "America/New_York"  # a new zone rebuilds
+    one_pass = compute.run(str(tmp_path / "in"), tmp_path / "four", as_of=dt.date(2024, 12, 31),
+                           timezone="America/New_York", memory_limit="500MB", threads=1).quality
+    assert zoned["warnings"] == one_pass["warnings"] != []  # the as-of date lies far after the data in both
 
 
 def test_listing_is_exact_and_skips_the_pipelines_own_prefixes(tmp_path: Path) -> None:

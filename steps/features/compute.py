@@ -278,16 +278,14 @@ def compute_features(
     malformed, tables = aggregate_sources(con, planned, cutoff=cutoff, contacts=contacts, where=where,
                                           timezone=timezone)
     clock.lap("aggregated, quarantined and recounted")
-    warnings = _as_of_warnings(con, as_of)
+    warnings = as_of_warnings(con, as_of)
     as_of, features_sql = score_customers(con, as_of, where, contacts)
     quality = quality_report(
         con, files=[s.name for s in sources], skipped_files=skipped_files or {}, fmt=fmt, as_of=as_of,
         malformed_lines=malformed,
         rows_in_files=sum(s.rows for s in sources) if all(s.kind == "parquet" for s in sources) else None,
-        warnings=warnings,
+        warnings=warnings, timezone=timezone,
     )
-    if timezone:
-        quality["timezone"] = timezone
     clock.lap("scored the customers")
     return FeatureResult(quality, fmt, con, features_sql, tables, contacts)
 
@@ -408,7 +406,7 @@ def parse_timezone(name: str | None) -> str | None:
     return name.strip()
 
 
-def _as_of_warnings(con: duckdb.DuckDBPyConnection, as_of: dt.date | None) -> list[str]:
+def as_of_warnings(con: duckdb.DuckDBPyConnection, as_of: dt.date | None) -> list[str]:
     """A warning when a given as-of date lies far after the last usable transaction."""
     if as_of is None:
         return []
@@ -485,7 +483,7 @@ def write_features(
 ) -> None:
     """Write ``rfm.parquet``, ``quality.json``, the quarantine files (default ``output/quarantine/``)
     and the transform CSV (when ``transform_output`` is given)."""
-    _check_outputs(output, transform_output, quarantine_output)
+    check_outputs(output, transform_output, quarantine_output)
     quarantine = quarantine_output or output / paths.QUARANTINE_DIR
     con = result.con
     clock = _Clock()
@@ -509,7 +507,7 @@ def write_features(
     (output / paths.QUALITY_FILE).write_text(json.dumps(result.quality, indent=2, sort_keys=True) + "\n")
 
 
-def _check_outputs(output: Path, transform_output: Path | None, quarantine_output: Path | None) -> None:
+def check_outputs(output: Path, transform_output: Path | None, quarantine_output: Path | None) -> None:
     """Each output folder exists or can be made (before the work, not after it)."""
     paths.output_folder(output)
     if transform_output is not None:
@@ -533,7 +531,7 @@ def run(
     timezone: str | None = None,
 ) -> FeatureResult:
     """Read ``location``, compute the features and write every artifact (see :func:`write_features`)."""
-    _check_outputs(output, transform_output, quarantine_output)
+    check_outputs(output, transform_output, quarantine_output)
     with tempfile.TemporaryDirectory(prefix="rfm-features-") as workdir:
         con = connect(os.path.join(workdir, "spill"), threads)  # sniffing needs little memory
         sources, skipped = open_sources(location, Path(workdir), encoding, con)

@@ -4,7 +4,7 @@
 
 1. read the current state (:mod:`steps.features.state`) and :func:`~steps.features.history.diff`
    it against the history; a rebuild, a first run, or changed settings (format, column mapping,
-   as-of date, encoding) start from nothing;
+   as-of date, encoding, time zone) start from nothing;
 2. read each added or replaced object alone with the features core
    (:func:`steps.features.compute.aggregate_sources`) into a *contribution*: its per-customer
    totals (rows, spend, orders, first and last purchase, latest contacts) and its per-reason
@@ -32,17 +32,19 @@ import json
 import logging
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from steps import columns as c
-from steps.errors import EmptyInputError, InputDataError
+from steps.errors import EmptyInputError, InputDataError, first_line
 from steps.features.aggregate import CUSTOMER_ROWS
 from steps.features.compute import (
     FeatureResult,
     aggregate_sources,
+    as_of_warnings,
+    check_outputs,
     connect,
     plan_sources,
     score_customers,
@@ -107,7 +109,6 @@ class FoldResult:
     increment: Increment
     generation: str
     rebuilt: bool
-    objects_read: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -152,8 +153,12 @@ def load_history(store: StateStore, fingerprint: str) -> tuple[str, list[History
     if found is None:
         raise StateError(f"no history {fingerprint} in the state", store.uri(name),
                          "PlanHistory writes it: run the whole pipeline, not ComputeRFM alone")
-    data = json.loads(found[0])
-    return data["location"], [HistoryObject(**o) for o in data["objects"]]
+    try:
+        data = json.loads(found[0])
+        return data["location"], [HistoryObject(**o) for o in data["objects"]]
+    except (ValueError, TypeError, KeyError) as error:
+        raise StateError(f"the recorded history {fingerprint} cannot be read ({first_line(error)})",
+                         store.uri(name), "Re-run the whole pipeline: PlanHistory records it again") from None
 
 
 def run_history(
@@ -184,6 +189,7 @@ def run_history(
     StateError
         The state is corrupt or missing files (run with Rebuild), or another run changed it.
     """
+    check_outputs(output, transform_output, quarantine_output)  # before the work, not after it
     mapping = mapping or {}
     settings = settings_of(input_format, mapping, as_of, encoding, timezone)
     current = Current(None, None) if rebuild else read_current(store)
@@ -222,12 +228,12 @@ def run_history(
             totals_local = work / "totals.parquet"  # just written: no need to fetch it back
         else:
             totals_local = store.download(totals_name, work / "current-totals.parquet")
-        result = _finish(con, manifest, reads, increment, totals_local, as_of, rebuilt, work)
+        result = _finish(con, manifest, reads, increment, totals_local, as_of, rebuilt, work, timezone)
         write_features(result, output, transform_output, quarantine_output)
         if changed:  # last: an interrupted or failed run never becomes current
             store.swap_current(pointer_text(manifest), current.etag)
             log.info("state %s is current (%d objects)", manifest.generation, len(manifest.objects))
-    return FoldResult(result, increment, manifest.generation, rebuilt, [r.obj.key for r in reads])
+    return FoldResult(result, increment, manifest.generation, rebuilt)
 
 
 def _read_objects(
@@ -267,8 +273,7 @@ def _read_objects(
                                               timezone=timezone)
         renamed = []
         for table in tables:  # keep them apart; duplicates are judged within an object
-            con.execute(f"UPDATE {table} SET {ORDER} = {file_no} || ':' || {ORDER}, "
-                        f"{ROW_HASH} = hash({ROW_HASH}, {file_no})")
+            con.execute(f"UPDATE {table} SET {ROW_HASH} = hash({ROW_HASH}, {file_no})")
             con.execute(f"ALTER TABLE {table} RENAME TO obj{file_no}_{table}")
             renamed.append(f"obj{file_no}_{table}")
         con.execute(f"INSERT INTO run_input_files SELECT * FROM {INPUT_FILES}")
@@ -348,9 +353,7 @@ def _fold_totals(con: duckdb.DuckDBPyConnection, store: StateStore, base: Manife
 
 
 def _locals(store: StateStore, names: list[str], folder: Path) -> list[str]:
-    """Local paths of state files (downloaded once for an S3 state)."""
-    if not store.is_s3:
-        return [store.local_or_uri(n) for n in names]
+    """Local paths of state files (the files themselves for a local state, downloaded once for S3)."""
     return [str(store.download(n, folder / n)) for n in names]
 
 
@@ -359,7 +362,7 @@ def _list(paths: list[str]) -> str:
 
 
 def _finish(con: duckdb.DuckDBPyConnection, manifest: Manifest, reads: list[_Read], increment: Increment,
-            totals: Path, as_of: dt.date | None, rebuilt: bool, work: Path) -> FeatureResult:
+            totals: Path, as_of: dt.date | None, rebuilt: bool, work: Path, timezone: str | None) -> FeatureResult:
     """Score every customer from the totals; account for this run's rows and the history's."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE {CUSTOMER_ROWS} AS SELECT * FROM read_parquet({literal(str(totals))})")
     contacts = [n for n in ALL_CONTACTS if any(n in o.get("contacts", []) for o in manifest.objects.values())]
@@ -371,11 +374,12 @@ def _finish(con: duckdb.DuckDBPyConnection, manifest: Manifest, reads: list[_Rea
     con.execute(f"CREATE OR REPLACE TEMP TABLE {FLAGGED_CUSTOMERS} AS SELECT {CUST}, bool_or(has_duplicates) "
                 f"AS has_duplicates FROM run_flagged GROUP BY {CUST}")
     where = f"the history of {len(manifest.objects)} objects"
+    warnings = as_of_warnings(con, as_of)  # judged on the whole history, as a one-pass run judges it
     as_of, scored_sql = score_customers(con, as_of, where, contacts)
     skipped_all = {k: o["skipped"] for k, o in manifest.objects.items() if o.get("skipped")}
     history = quality_report(con, files=list(manifest.objects), skipped_files=skipped_all, fmt=fmt, as_of=as_of,
                              malformed_lines=sum(o["malformed_lines"] for o in manifest.objects.values()))
-    quality = _run_quality(con, reads, fmt, as_of)
+    quality = _run_quality(con, reads, fmt, as_of, warnings, timezone)
     quality["customers"] = history["customers"]
     quality["customers_with_only_returns"] = history["customers_with_only_returns"]
     quality["history"] = {k: history[k] for k in ("rows_read", "rows_used", "rows_quarantined",
@@ -389,7 +393,8 @@ def _finish(con: duckdb.DuckDBPyConnection, manifest: Manifest, reads: list[_Rea
     return FeatureResult(quality, fmt, con, scored_sql, tables, contacts)
 
 
-def _run_quality(con: duckdb.DuckDBPyConnection, reads: list[_Read], fmt: InputFormat, as_of: dt.date) -> dict:
+def _run_quality(con: duckdb.DuckDBPyConnection, reads: list[_Read], fmt: InputFormat, as_of: dt.date,
+                 warnings: list[str], timezone: str | None) -> dict:
     """quality.json's accounting of the rows read in this run; ``return_without_purchase`` is judged on the
     whole history (a return of a customer who bought in an older object is netted, not quarantined)."""
     new = [r.entry["_local"] for r in reads if r.entry.get("_local")]
@@ -404,7 +409,7 @@ def _run_quality(con: duckdb.DuckDBPyConnection, reads: list[_Read], fmt: InputF
         return quality_report(
             con, files=[r.obj.key for r in reads], fmt=fmt, as_of=as_of,
             skipped_files={r.obj.key: r.entry["skipped"] for r in reads if r.entry.get("skipped")},
-            malformed_lines=sum(r.entry["malformed_lines"] for r in reads))
+            malformed_lines=sum(r.entry["malformed_lines"] for r in reads), warnings=warnings, timezone=timezone)
     finally:
         con.execute(f"DROP TABLE {CUSTOMER_ROWS}")
         con.execute(f"ALTER TABLE history_rows RENAME TO {CUSTOMER_ROWS}")

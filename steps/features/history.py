@@ -87,10 +87,6 @@ class Increment:
         """The objects whose rows this run reads: added and replaced, sorted by key."""
         return sorted(self.added + self.replaced)
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.added or self.replaced or self.removed)
-
     def counts(self) -> dict[str, int]:
         return {"objects_added": len(self.added), "objects_replaced": len(self.replaced),
                 "objects_removed": len(self.removed), "objects_unchanged": len(self.unchanged)}

@@ -37,6 +37,7 @@ def quality_report(
     malformed_lines: int,
     rows_in_files: int | None = None,
     warnings: Sequence[str] = (),
+    timezone: str | None = None,
 ) -> dict:
     """The accounting of every input row, from ``customer_rows``.
 
@@ -53,7 +54,8 @@ def quality_report(
         ``returns_netted`` (return and cancellation rows subtracted from a
         customer's spend), ``customers``, ``customers_with_only_returns``
         (their rows are quarantined as ``return_without_purchase``), and
-        what was read: files, format, column mapping, as-of date.
+        what was read: files, format, column mapping, as-of date, and ``timezone`` when days
+        are taken in a business time zone.
 
     Raises
     ------
@@ -121,4 +123,6 @@ def quality_report(
         )
     if skipped_files:
         report["skipped_files"] = dict(skipped_files)
+    if timezone:
+        report["timezone"] = timezone
     return report

@@ -111,10 +111,6 @@ class StateStore:
         """Where ``name`` (relative to the state) lives, as users see it."""
         return f"{self.location}/{name}"
 
-    def local_or_uri(self, name: str) -> str:
-        """What DuckDB reads: a local path, or the S3 URI (read through :meth:`download`)."""
-        return str(self.root / name) if not self.is_s3 else self.uri(name)
-
     # -- reading -------------------------------------------------------------------------------
     def read_text(self, name: str) -> tuple[str, str] | None:
         """(text, etag) of ``name``, or None when it does not exist."""
