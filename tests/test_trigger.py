@@ -8,7 +8,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import boto3
@@ -710,3 +710,11 @@ def test_throttled_starts_are_retried_eight_times(throttling_sagemaker, s3, sett
 def test_a_bad_idempotency_expiry_is_a_clear_error() -> None:
     with pytest.raises(PipelineError, match="IDEMPOTENCY_EXPIRES_SECONDS"):
         Settings.from_env({"PIPELINE_NAME": "p", "IDEMPOTENCY_EXPIRES_SECONDS": "1d"})
+
+
+def test_an_input_prefix_too_long_for_sagemaker_fails_loudly(sagemaker, settings) -> None:
+    """No upload could ever start a run: a configuration error, not an object to ignore quietly."""
+    long = replace(settings, input_prefix="rfm/" + "x" * 1100 + "/")
+    with pytest.raises(PipelineError, match="longer than SageMaker's 1024 characters"):
+        trigger(parse_event(s3_event(long.input_prefix + "a.csv")), long, starter_for(long, sagemaker))
+    assert executions(sagemaker) == []

@@ -200,8 +200,8 @@ class Comparison:
     @property
     def counts(self) -> dict[str, int]:
         """Customers per kind of change, and how many the API destinations are sent."""
-        kinds = self.changes[CHANGE].to_pylist()
-        return {**{kind: kinds.count(kind) for kind in (ENTERED, LEFT, MOVED)},
+        column = self.changes[CHANGE]
+        return {**{kind: int(pc.sum(pc.equal(column, kind)).as_py() or 0) for kind in (ENTERED, LEFT, MOVED)},
                 "customers_to_send": int(self.send.sum())}
 
 

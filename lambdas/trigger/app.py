@@ -240,8 +240,10 @@ def ignore_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
         return f"unsupported suffix (expected one of {', '.join(settings.suffixes)})"
     if obj.size is not None and obj.size <= 0:
         return "zero-byte object"
-    if len(settings.flight(obj.bucket).input_url) > MAX_PARAMETER_VALUE:
-        return f"{INPUT_PARAMETER} would be longer than {MAX_PARAMETER_VALUE} characters"
+    url = settings.flight(obj.bucket).input_url
+    if len(url) > MAX_PARAMETER_VALUE:  # the configuration, not the object: no upload could ever start a run
+        raise PipelineError(f"{INPUT_PARAMETER} {url[:60]}... is longer than SageMaker's {MAX_PARAMETER_VALUE} "
+                            "characters", "INPUT_PREFIX (trigger Lambda environment)", "Use a shorter input prefix")
     return None
 
 
