@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from steps.errors import InputDataError, PipelineError
+from steps.model.limits import MAX_CLUSTERS, MIN_CLUSTERS
+from steps.report.money import DEFAULT_CURRENCY
 
 # The values SageMaker accepts for a model package's approval status (ModelApprovalStatus).
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
@@ -22,10 +24,8 @@ APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 # features readers are not imported here, so the CLIs start fast).
 INPUT_FORMATS = ("auto", "guidance", "online-retail", "cdnow", "generic")
 # NumClusters: 0 chooses k automatically; otherwise the range the TrainSegmenter step accepts.
-MIN_CLUSTERS, MAX_CLUSTERS = 2, 50
 MAX_SEED = 2**32 - 1  # NumPy and scikit-learn seeds
 DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
-DEFAULT_CURRENCY = "USD"
 
 DEFAULTS: dict[str, Any] = {
     "InputFormat": "auto",

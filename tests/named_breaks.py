@@ -77,8 +77,8 @@ BREAKS = [
     (
         'segmenter: smallest near-best k',
         'steps/model/segmenter.py',
-        'return int(max(near_best)), models[int(max(near_best))]',
-        'return int(min(near_best)), models[int(min(near_best))]',
+        'winner = max(k for k, value in zip(candidates, silhouettes[row], strict=True)',
+        'winner = min(k for k, value in zip(candidates, silhouettes[row], strict=True)',
         'tests/test_segmenter.py',
         'equally_good',
     ),

@@ -21,6 +21,7 @@ from steps import columns as c
 from steps import paths
 from steps.cli_support import guarded, setup_logging
 from steps.errors import ModelError
+from steps.model.limits import MAX_CLUSTERS, MIN_CLUSTERS
 
 log = logging.getLogger("rfm.train")
 
@@ -40,9 +41,10 @@ def read_hyperparameters(path: Path) -> dict[str, int]:
 
 
 def check_num_clusters(k: int, where: str) -> int:
-    """``k`` when it is 0 (choose automatically) or 2..50, else a clear error."""
-    if not (k == 0 or 2 <= k <= 50):
-        raise ModelError(f"num_clusters={k} is out of range", where, "use 0 (automatic) or 2..50")
+    """``k`` when it is 0 (choose automatically) or MIN_CLUSTERS..MAX_CLUSTERS, else a clear error."""
+    if not (k == 0 or MIN_CLUSTERS <= k <= MAX_CLUSTERS):
+        raise ModelError(f"num_clusters={k} is out of range", where,
+                         f"use 0 (automatic) or {MIN_CLUSTERS}..{MAX_CLUSTERS}")
     return k
 
 

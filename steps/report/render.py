@@ -20,6 +20,7 @@ import pandas as pd
 
 from steps import columns as c
 from steps import paths
+from steps.errors import RFMError
 from steps.model.segmenter import SILHOUETTE_TOLERANCE
 from steps.playbook import Playbook, load_playbook
 from steps.report import data
@@ -282,8 +283,9 @@ def _model_section(model_meta: dict, evaluation: dict) -> str:
                            color=svg.PALETTE[1]),
         ))
         content = f'<div class="row">{charts}</div>'
-        caption = (f"k was chosen by silhouette on a sample: the largest k within {SILHOUETTE_TOLERANCE} of the best "
-                   "silhouette. Inertia always falls as k grows.")
+        caption = (f"k was chosen by a vote: each selection seed fits every k on its own sample and votes for the "
+                   f"largest k within {SILHOUETTE_TOLERANCE} of its best silhouette; the curves are the means. "
+                   "Inertia always falls as k grows.")
     else:
         content = f'<p class="note">k was given (k = {k}): no k-selection curve was computed.</p>'
         caption = ""
@@ -485,8 +487,12 @@ def with_changes(page: str, features: pd.DataFrame, previous: pd.DataFrame | Non
     The evaluation step cannot see what was published before; the local runner can, and fills
     the section in the copy it keeps.
     """
+    marker = '<section id="changes">'
+    if marker not in page:
+        raise RFMError("the report has no changes section to fill in", None,
+                       "Re-run the pipeline: the report was written by an older version")
     table = data.segment_table(features, data.segments(features), list(SEGMENT_NAMES))
-    start = page.index('<section id="changes">')
+    start = page.index(marker)
     end = page.index("</section>", start) + len("</section>")
     return page[:start] + _changes_section(table, previous, changes, currency) + page[end:]
 
