@@ -275,3 +275,22 @@ def test_diff_and_fingerprint() -> None:
     assert [o.key for o in increment.added] == ["c"] and increment.replaced == [b2]
     assert increment.removed == ["d"] and increment.unchanged == [a]
     assert fingerprint([a, b]) == fingerprint([b, a]) != fingerprint([a, b2])
+
+
+@pytest.mark.parametrize(("code", "status", "missing"), [("404", 404, True), ("403", 403, False)])
+def test_a_refused_state_check_is_not_a_missing_file(code: str, status: int, missing: bool) -> None:
+    """A 404 is a missing file; a 403 (or any other refusal) names the permissions, not a rebuild."""
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    store = StateStore("s3://bucket/rfm/state", client)
+    with Stubber(client) as stub:
+        stub.add_client_error("head_object", service_error_code=code, http_status_code=status,
+                              expected_params={"Bucket": "bucket", "Key": "rfm/state/totals/a.parquet"})
+        if missing:
+            assert store.exists("totals/a.parquet") is False
+        else:
+            with pytest.raises(StateError, match="permissions") as raised:
+                store.exists("totals/a.parquet")
+            assert "Rebuild" not in str(raised.value)

@@ -126,12 +126,13 @@ class StateStore:
         try:
             response = self.client.get_object(Bucket=bucket, Key=key)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            if _is_missing(error):
                 return None
             raise StateError(f"cannot read the state ({error})", self.uri(name), "Check the permissions") from None
         return response["Body"].read().decode(), response.get("ETag", "")
 
     def exists(self, name: str) -> bool:
+        """Whether ``name`` exists; a refused or failed check is an error, not a missing file."""
         if not self.is_s3:
             return (self.root / name).is_file()
         from botocore.exceptions import ClientError
@@ -139,8 +140,10 @@ class StateStore:
         bucket, key = split_s3(self.uri(name))
         try:
             self.client.head_object(Bucket=bucket, Key=key)
-        except ClientError:
-            return False
+        except ClientError as error:
+            if _is_missing(error):
+                return False
+            raise StateError(f"cannot read the state ({error})", self.uri(name), "Check the permissions") from None
         return True
 
     def download(self, name: str, target: Path) -> Path:
@@ -263,6 +266,11 @@ def read_current(store: StateStore) -> Current:
         raise StateError(f"{len(missing)} state file(s) are missing, e.g. {missing[0]}", store.location,
                          REBUILD_FIX)
     return Current(manifest, etag)
+
+
+def _is_missing(error: Exception) -> bool:
+    """Whether an S3 ClientError says the key does not exist (not: access denied, throttled...)."""
+    return getattr(error, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
 
 
 def pointer_text(manifest: Manifest) -> str:
