@@ -22,7 +22,7 @@ from lambdas.trigger import app
 from lambdas.trigger.app import PipelineStarter, Settings, parse_event, trigger
 from lambdas.trigger.single_flight import CLAIM_TIMEOUT_SECONDS, SingleFlight
 from steps.errors import PipelineError
-from steps.features.history import _list_s3, fingerprint
+from steps.features.history import fingerprint, list_history
 
 PIPELINE = "rfm-pipeline"
 BUCKET = "rfm-data"
@@ -146,7 +146,7 @@ def upload(s3: Any, key: str, body: bytes = b"customer_id,timestamp,amount\nc1,2
 
 def plan(s3: Any, arn: str) -> None:
     """What the execution's PlanHistory step writes: the history's fingerprint as it lists it now."""
-    printed = fingerprint(_list_s3(f"s3://{BUCKET}/rfm/input/", s3))
+    printed = fingerprint(list_history(f"s3://{BUCKET}/rfm/input/", s3))
     s3.put_object(Bucket=BUCKET, Key=f"rfm/executions/{arn.rsplit('/', 1)[-1]}/plan/plan.json",
                   Body=json.dumps({"fingerprint": printed}).encode())
 
@@ -318,7 +318,7 @@ def test_a_burst_of_50_part_files_is_one_execution_and_none_is_lost(s3, sagemake
     plan(s3, started[0])  # its PlanHistory listed all 50: the end starts nothing more
     assert "nothing_pending" in starter.on_status_change(end(started[0]))
     assert len(executions(sagemaker)) == 1
-    history = _list_s3(f"s3://{BUCKET}/rfm/input/", s3)
+    history = list_history(f"s3://{BUCKET}/rfm/input/", s3)
     assert len(history) == 50  # and that run's listing held every part
 
 

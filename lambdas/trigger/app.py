@@ -72,7 +72,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from lambdas.trigger.single_flight import Flight, SingleFlight
+from lambdas.trigger.single_flight import INPUT_PARAMETER, Flight, SingleFlight
 from steps.environment import env_number
 from steps.errors import PipelineError
 
@@ -83,7 +83,6 @@ DEFAULT_OUTPUT_PREFIX = "rfm/executions/"
 DEFAULT_STATE_PREFIX = "rfm/state/"
 STATUS_CHANGE = "SageMaker Model Building Pipeline Execution Status Change"
 ENDED = ("Succeeded", "Failed", "Stopped")
-INPUT_PARAMETER = "InputDataUrl"
 IDEMPOTENCY_KEY_PREFIX = "rfm-trigger"
 MAX_PARAMETER_VALUE = 1024  # SageMaker's limit on a pipeline parameter value
 # StartPipelineExecution is throttled per account; let botocore back off with jitter.
@@ -145,7 +144,7 @@ def _parse_parameters(text: str) -> tuple[tuple[str, str], ...]:
                             ) from None
     if not isinstance(parsed, dict) or INPUT_PARAMETER in parsed:
         raise PipelineError(f"PIPELINE_PARAMETERS must be a JSON object without {INPUT_PARAMETER}",
-                            "trigger Lambda environment", f"{INPUT_PARAMETER} is set from each S3 object")
+                            "trigger Lambda environment", f"the trigger sets {INPUT_PARAMETER} to the input prefix")
     # JSON spelling for non-strings: true -> "true", 0.5 -> "0.5", as SageMaker parses parameter values.
     return tuple((str(name), value if isinstance(value, str) else json.dumps(value))
                  for name, value in parsed.items())

@@ -36,6 +36,8 @@ from botocore.exceptions import ClientError
 RUNNING = ("Executing", "Stopping")
 CLAIM_TIMEOUT_SECONDS = 900
 PLAN_FILE = "plan/plan.json"
+INPUT_PARAMETER, REBUILD_PARAMETER = "InputDataUrl", "Rebuild"  # the pipeline parameters a start sets
+MAX_DISPLAY_NAME = 82  # SageMaker's limit on PipelineExecutionDisplayName
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,9 @@ class SingleFlight:
         self.s3.put_object(Bucket=self.flight.bucket, Key=self.flight.key("pending", name), Body=b"{}")
 
     def _history_fingerprint(self) -> str:
-        from steps.features.history import _list_s3, fingerprint
+        from steps.features.history import fingerprint, list_history
 
-        return fingerprint(_list_s3(self.flight.input_url, self.s3))
+        return fingerprint(list_history(self.flight.input_url, self.s3))
 
     def _planned_fingerprint(self, ended: str) -> str | None:
         key = f"{self.flight.executions_prefix.rstrip('/')}/{ended}/{PLAN_FILE}"
@@ -148,14 +150,14 @@ class SingleFlight:
         except ClientError as error:
             if not _precondition_failed(error) or not self._take_over(key, body):
                 return {"deferred_to": f"s3://{self.flight.bucket}/{key}"}
-        parameters = [{"Name": "InputDataUrl", "Value": self.flight.input_url}]
+        parameters = [{"Name": INPUT_PARAMETER, "Value": self.flight.input_url}]
         if rebuild:
-            parameters.append({"Name": "Rebuild", "Value": "true"})
+            parameters.append({"Name": REBUILD_PARAMETER, "Value": "true"})
         parameters += [{"Name": n, "Value": v} for n, v in self.flight.parameters]
         try:
             response = self.sagemaker.start_pipeline_execution(
                 PipelineName=self.flight.pipeline_name,
-                PipelineExecutionDisplayName=f"history-after-{after}"[:82].rstrip("-"),
+                PipelineExecutionDisplayName=f"history-after-{after}"[:MAX_DISPLAY_NAME].rstrip("-"),
                 PipelineExecutionDescription=f"RFM segmentation of {self.flight.input_url} ({why})"[:3072],
                 PipelineParameters=parameters,
                 ClientRequestToken="rfm-" + hashlib.sha256(f"{self.flight.pipeline_name}\n{key}".encode()).hexdigest(),

@@ -60,13 +60,13 @@ from steps.features.quarantine import FLAGGED_CUSTOMERS, INPUT_FILES, REJECTED_L
 from steps.features.sources import sniff
 from steps.features.state import (
     CURRENT,
-    HISTORIES,
     OBJECTS,
     TOTALS,
     Current,
     Manifest,
     StateError,
     StateStore,
+    history_file,
     pointer_text,
     read_current,
 )
@@ -139,7 +139,7 @@ def plan_history(location: str, store: StateStore) -> dict:
     """
     objects = list_history(location)
     printed = fingerprint(objects)
-    name = f"{HISTORIES}/{printed}.json"
+    name = history_file(printed)
     store.write_text(name, json.dumps({"location": location, "fingerprint": printed,
                                        "objects": [o.to_dict() for o in objects]}, indent=1) + "\n")
     return {"fingerprint": printed, "objects": len(objects), "bytes": sum(o.size for o in objects),
@@ -148,7 +148,7 @@ def plan_history(location: str, store: StateStore) -> dict:
 
 def load_history(store: StateStore, fingerprint: str) -> tuple[str, list[HistoryObject]]:
     """The history PlanHistory recorded: (location, objects)."""
-    name = f"{HISTORIES}/{fingerprint}.json"
+    name = history_file(fingerprint)
     found = store.read_text(name)
     if found is None:
         raise StateError(f"no history {fingerprint} in the state", store.uri(name),

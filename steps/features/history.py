@@ -115,8 +115,10 @@ def diff(history: list[HistoryObject], folded: dict[str, HistoryObject]) -> Incr
     return increment
 
 
-def list_history(location: str) -> list[HistoryObject]:
+def list_history(location: str, client=None) -> list[HistoryObject]:  # noqa: ANN001
     """Every transactions object at ``location`` (a file, a folder, ``s3://bucket/key`` or ``.../prefix/``).
+
+    ``client`` is the S3 client for an ``s3://`` location (default: one from the environment).
 
     Raises
     ------
@@ -124,7 +126,7 @@ def list_history(location: str) -> list[HistoryObject]:
         The location does not exist or cannot be listed.
     """
     if location.startswith("s3://"):
-        return _list_s3(location)
+        return _list_s3(location, client)
     path = Path(location.removeprefix("file://")).resolve()
     if path.is_file():
         return [_local_object(path)]

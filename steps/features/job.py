@@ -116,12 +116,12 @@ def _run_incremental(args: argparse.Namespace, mapping: dict[str, str], started:
     from steps.features.compute import parse_as_of, parse_timezone
     from steps.features.fold import load_history, run_history
     from steps.features.history import list_history
-    from steps.features.state import StateStore
+    from steps.features.state import StateStore, history_file
 
     store = StateStore(args.state)
     if args.history_fingerprint:
         location, objects = load_history(store, args.history_fingerprint)
-        history_name = f"histories/{args.history_fingerprint}.json"
+        history_name = history_file(args.history_fingerprint)
     else:
         location, objects, history_name = args.input, list_history(args.input), None
     memory_limit = args.memory_limit if args.memory_limit != "auto" else INCREMENTAL_MEMORY_LIMIT

@@ -268,6 +268,11 @@ def read_current(store: StateStore) -> Current:
     return Current(manifest, etag)
 
 
+def history_file(fingerprint: str) -> str:
+    """The state's name for the history PlanHistory recorded under ``fingerprint``."""
+    return f"{HISTORIES}/{fingerprint}.json"
+
+
 def _is_missing(error: Exception) -> bool:
     """Whether an S3 ClientError says the key does not exist (not: access denied, throttled...)."""
     return getattr(error, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
