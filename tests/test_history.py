@@ -111,7 +111,8 @@ def test_adding_one_object_reads_only_its_rows(tmp_path: Path) -> None:
     _write(tmp_path / "in", "day-99", _rows("rows", "d99", 99), tick)
     second = _features(tmp_path / "in", tmp_path / "state", tmp_path / "two")[1]
     assert second["increment"] == {"objects_added": 1, "objects_replaced": 0, "objects_removed": 0,
-                                   "objects_unchanged": 4, "rows_read": 5, "rebuild": False}
+                                   "objects_unchanged": 4, "objects_redated": 0, "rows_read": 5,
+                                   "rebuild": False}
     assert second["rows_read"] == 5 and second["input_files"] == [str((tmp_path / "in" / "day-99.csv").resolve())]
     assert second["history"]["rows_read"] == first["rows_read"] + 5
 
@@ -294,3 +295,27 @@ def test_a_refused_state_check_is_not_a_missing_file(code: str, status: int, mis
             with pytest.raises(StateError, match="permissions") as raised:
                 store.exists("totals/a.parquet")
             assert "Rebuild" not in str(raised.value)
+
+
+def test_rows_held_back_as_future_count_once_today_reaches_them(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without AsOfDate, a row dated after "today" counts once the date passes, as a rebuild then counts it."""
+    import datetime as dt
+
+    from steps.features import fold
+
+    folder, tick, today = tmp_path / "in", [0], [dt.date(2024, 3, 10)]
+    monkeypatch.setattr(fold, "today_in", lambda timezone: today[0])
+    folder.mkdir()
+    _write(folder, "early", HEADER + "a,o1,2024-03-01,10\nb,o2,2024-03-12,4\n", tick)
+    _write(folder, "plain", HEADER + "a,o3,2024-03-02,20\n", tick)
+    first, quality = _features(folder, tmp_path / "state", tmp_path / "one")
+    assert set(first["customer_id"]) == {"a"} and quality["quarantined_by_reason"]["date_after_as_of"] == 1
+    still = _features(folder, tmp_path / "state", tmp_path / "two")[1]  # the same day: nothing to read again
+    assert still["increment"]["objects_redated"] == 0 and still["rows_read"] == 0
+    today[0] = dt.date(2024, 3, 12)
+    after, quality = _features(folder, tmp_path / "state", tmp_path / "three")
+    assert quality["increment"]["objects_redated"] == 1 and quality["rows_read"] == 2  # only the early object
+    rebuilt = _features(folder, tmp_path / "fresh", tmp_path / "four", rebuild=True)[0]
+    pd.testing.assert_frame_equal(after, rebuilt)
+    assert set(after["customer_id"]) == {"a", "b"}

@@ -70,9 +70,21 @@ from steps.features.state import (
     pointer_text,
     read_current,
 )
-from steps.features.transactions import CONTACT_PREFIX, CUST, ORDER, REASON, ROW_HASH, canonical_select
+from steps.features.transactions import (
+    CONTACT_PREFIX,
+    CUST,
+    ORDER,
+    REASON,
+    ROW_HASH,
+    ROW_REASONS,
+    canonical_select,
+)
 
 log = logging.getLogger("rfm.features")
+# In a manifest entry, without AsOfDate: the first day of the rows held back as dated after "today".
+# Once "today" reaches it, a run reads the object again (a rebuild would count those rows).
+DATED_FROM = "future_rows_from"
+_FUTURE_REASON = ROW_REASONS.index("date_after_as_of") + 1
 
 ALL_CONTACTS = list(c.CONTACT_COLUMNS)
 # A contribution's and the totals' columns with their types; how two of them add up.
@@ -207,12 +219,15 @@ def run_history(
                              "Upload CSV, CSV.gz or Parquet files under the input prefix")
     increment = diff(objects, base.folded() if base else {})
     cutoff = as_of or today_in(timezone)
+    if base is not None and as_of is None:  # "today" moved on: rows it held back may count now
+        increment = increment.redate({o.key for o in increment.unchanged
+                                      if base.objects[o.key].get(DATED_FROM, "9999") <= cutoff.isoformat()})
     with tempfile.TemporaryDirectory(prefix="rfm-history-") as workdir:
         work = Path(workdir)
         con = connect(str(work / "spill"), threads)
         set_memory_limit(con, memory_limit)
         reads = _read_objects(con, increment.to_read, work, store, settings, base, input_format, mapping,
-                              cutoff, encoding, spanning=rebuilt, timezone=timezone)
+                              cutoff, encoding, spanning=rebuilt, timezone=timezone, dated_by_today=as_of is None)
         manifest = _next_manifest(base, increment, reads, settings, history_name)
         if all(o.get("skipped") for o in manifest.objects.values()):
             key, entry = next(iter(manifest.objects.items()))
@@ -239,7 +254,7 @@ def run_history(
 def _read_objects(
     con: duckdb.DuckDBPyConnection, objects: list[HistoryObject], work: Path, store: StateStore, settings: dict,
     base: Manifest | None, input_format: str, mapping: dict[str, str], cutoff: dt.date, encoding: str | None,
-    *, spanning: bool, timezone: str | None = None,
+    *, spanning: bool, timezone: str | None = None, dated_by_today: bool = False,
 ) -> list[_Read]:
     """Read each object alone into a contribution (uploaded to the state); keep its flagged rows in ``con``."""
     con.execute("CREATE OR REPLACE TEMP TABLE run_input_files (file_no INTEGER, path VARCHAR, name VARCHAR, "
@@ -282,12 +297,17 @@ def _read_objects(
         local = work / "contributions" / f"{file_no}.parquet"
         local.parent.mkdir(parents=True, exist_ok=True)
         con.execute(f"COPY (SELECT {_COLUMNS} FROM {CUSTOMER_ROWS}) TO {literal(str(local))} (FORMAT parquet)")
-        rows = int(con.execute(f"SELECT coalesce(sum(n_rows), 0) FROM {CUSTOMER_ROWS}").fetchall()[0][0])
+        rows, future_from = con.execute(
+            f"SELECT coalesce(sum(n_rows), 0), min(coalesce(first_purchase, DATE {literal(cutoff.isoformat())} + 1)) "
+            f"FILTER ({REASON} = {_FUTURE_REASON}) FROM {CUSTOMER_ROWS}").fetchall()[0]
+        rows = int(rows)
         contribution = f"{OBJECTS}/{obj.object_id}-{uuid.uuid4().hex[:12]}.parquet"
         store.write_file(contribution, local)
         entry = {**_identity(obj), "contribution": contribution, "rows_read": rows + malformed,
                  "malformed_lines": malformed, "contacts": [n for n in ALL_CONTACTS if n in planned.fmt.columns],
                  "format": {"name": name, "columns": dict(planned.fmt.columns)}}
+        if future_from is not None and dated_by_today:  # a held-back return alone: read again tomorrow
+            entry[DATED_FROM] = future_from.isoformat()
         if spanning:
             orders = work / "orders" / f"{file_no}.parquet"
             orders.parent.mkdir(parents=True, exist_ok=True)
@@ -311,8 +331,9 @@ def _next_manifest(base: Manifest | None, increment: Increment, reads: list[_Rea
     objects = dict(sorted(objects.items()))
     formats = [r.entry["format"] for r in reads if "format" in r.entry]
     fmt = (base.extra.get("format") if base else None) or (formats[0] if formats else None)
-    identity = json.dumps({"settings": settings, "objects": {k: [v["version_id"], v["etag"], v["size"]]
-                                                             for k, v in objects.items()}}, sort_keys=True)
+    identity = json.dumps({"settings": settings, "objects": {
+        k: [v["version_id"], v["etag"], v["size"], *([v[DATED_FROM]] if DATED_FROM in v else [])]
+        for k, v in objects.items()}}, sort_keys=True)
     generation = hashlib.sha256(identity.encode()).hexdigest()[:16]
     if base is not None and generation == base.generation:
         return base
@@ -329,7 +350,7 @@ def _fold_totals(con: duckdb.DuckDBPyConnection, store: StateStore, base: Manife
     parts = [f"SELECT {_COLUMNS} FROM read_parquet({_list(new)})"] if new else []
     if base is not None:
         old_totals = _list(_locals(store, [base.totals], target.parent / "old"))
-        gone = [*increment.removed, *(o.key for o in increment.replaced)]
+        gone = [*increment.removed, *(o.key for o in increment.replaced + increment.redated)]
         gone_files = [base.objects[k]["contribution"] for k in gone if base.objects[k]["contribution"]]
         if gone_files:
             gone_local = _locals(store, gone_files, target.parent / "gone")

@@ -81,15 +81,24 @@ class Increment:
     replaced: list[HistoryObject] = field(default_factory=list)  # the new versions
     removed: list[str] = field(default_factory=list)  # keys
     unchanged: list[HistoryObject] = field(default_factory=list)
+    # Unchanged objects read again: rows they hold dated after an earlier run's "today" may count now.
+    redated: list[HistoryObject] = field(default_factory=list)
 
     @property
     def to_read(self) -> list[HistoryObject]:
-        """The objects whose rows this run reads: added and replaced, sorted by key."""
-        return sorted(self.added + self.replaced)
+        """The objects whose rows this run reads: added, replaced and redated, sorted by key."""
+        return sorted(self.added + self.replaced + self.redated)
 
     def counts(self) -> dict[str, int]:
         return {"objects_added": len(self.added), "objects_replaced": len(self.replaced),
-                "objects_removed": len(self.removed), "objects_unchanged": len(self.unchanged)}
+                "objects_removed": len(self.removed), "objects_unchanged": len(self.unchanged),
+                "objects_redated": len(self.redated)}
+
+    def redate(self, keys: set[str]) -> Increment:
+        """The same increment with the unchanged objects under ``keys`` read again."""
+        return Increment(self.added, self.replaced, self.removed,
+                         [o for o in self.unchanged if o.key not in keys],
+                         [o for o in self.unchanged if o.key in keys])
 
 
 def fingerprint(objects: list[HistoryObject]) -> str:
