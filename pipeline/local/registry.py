@@ -90,14 +90,7 @@ class LocalRegistry:
 
     def mark_published(self, arn: str, execution_id: str) -> None:
         """Record that ``execution_id`` exported the segments of package ``arn``."""
-        data = self._load()
-        for group in data["ModelPackageGroups"].values():
-            for package in group["ModelPackages"]:
-                if package["ModelPackageArn"] == arn:
-                    package[PUBLISHED] = execution_id
-                    self._save(data)
-                    return
-        raise PipelineError("no such model package in the local registry", arn)
+        self._change(arn, {PUBLISHED: execution_id})
 
     def unpublished_approved(self, group: str | None = None) -> list[dict[str, Any]]:
         """Approved packages whose segments were never exported (a run interrupted after registration)."""
@@ -106,12 +99,15 @@ class LocalRegistry:
     def update_status(self, arn: str, status: str) -> dict[str, Any]:
         if status not in APPROVAL_STATUSES:
             raise PipelineError(f"status {status!r} is not one of {', '.join(APPROVAL_STATUSES)}", arn)
+        return self._change(arn, {"ModelApprovalStatus": status, "LastModifiedTime": _now()})
+
+    def _change(self, arn: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Set ``fields`` on package ``arn`` and save; the package as it is now."""
         data = self._load()
         for group in data["ModelPackageGroups"].values():
             for package in group["ModelPackages"]:
                 if package["ModelPackageArn"] == arn:
-                    package["ModelApprovalStatus"] = status
-                    package["LastModifiedTime"] = _now()
+                    package.update(fields)
                     self._save(data)
                     return package
         raise PipelineError("no such model package in the local registry", arn)
