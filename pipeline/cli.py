@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 from pipeline.naming import MODEL_PACKAGE_GROUP_NAME
 from pipeline.parameters import parameters_help
 from steps import package_metadata
-from steps.cli_support import guarded
+from steps.cli_support import guarded, setup_logging
 from steps.errors import PipelineError, first_line
 
 # Options other commands have that run-local takes as pipeline parameters: the hint names the parameter.
@@ -317,15 +316,9 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
     return args
 
 
-def _plain_logging(debug: bool) -> None:
-    """Messages only, as every rfm command prints them (timestamps and levels with --debug)."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr, force=True,
-                        format="%(asctime)s %(levelname)s %(message)s" if debug else "%(message)s")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse(build_parser(), argv)
-    _plain_logging(getattr(args, "debug", False))
+    setup_logging(getattr(args, "debug", False), plain=True)
 
     def run() -> int:
         try:

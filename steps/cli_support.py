@@ -13,11 +13,12 @@ from steps.errors import RFMError
 EXIT_USER_ERROR = 2
 
 
-def setup_logging(debug: bool = False) -> None:
-    """Plain ``time level message`` lines on stderr (what SageMaker and CI capture)."""
+def setup_logging(debug: bool = False, plain: bool = False) -> None:
+    """``time level message`` lines on stderr (what SageMaker and CI capture); ``plain``: messages only
+    (what the rfm commands print), with the time and level back under ``debug``."""
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
+        format="%(message)s" if plain and not debug else "%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
         force=True,
     )
