@@ -80,13 +80,21 @@ def generate(folder: Path, days: int, rows: int, customers: int) -> None:
 
 
 def measure(name: str, command: list[str]) -> Measure:
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{name} failed:\n{process.stderr.read().decode(errors='replace')[-2000:]}")
-    return Measure(name, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+    """Run ``command`` as its own process; its wall and CPU time and peak memory, printed as they come."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a chatty run cannot fill it and stall
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status):
+            log.seek(0)
+            raise SystemExit(f"{name} failed:\n{log.read().decode(errors='replace')[-2000:]}")
+    found = Measure(name, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+    print(f"  {found.name:<30} {found.wall:>8.1f} s wall {found.cpu:>8.1f} s cpu {found.peak_mb:>8.0f} MB peak",
+          flush=True)
+    return found
 
 
 def features(*args: str) -> list[str]:
