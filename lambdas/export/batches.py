@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lambdas.export import changes as changes_module
 from lambdas.export.changes import (
     BATCH_ROWS,
     CHANGE_ORDER,
@@ -212,7 +213,7 @@ def _plain(changes: pa.Table) -> pa.Table:
 
 def run_pass(assignments: pa.Table, features: FeatureFile, previous: PreviousRows, playbook: Playbook,
              write: Callable[[pa.Table], None], keep_previous_rows: bool = False,
-             batch_rows: int = BATCH_ROWS) -> PassResult:
+             batch_rows: int | None = None) -> PassResult:
     """Join, compare and hand each batch of customers (with its history columns) to ``write``.
 
     Parameters
@@ -222,6 +223,8 @@ def run_pass(assignments: pa.Table, features: FeatureFile, previous: PreviousRow
         (:func:`check_one_assignment_each`).
     keep_previous_rows : bool
         Keep the last publish's rows of the customers who changed or left (Pinpoint needs them).
+    batch_rows : int, optional
+        Customers per batch (default :data:`~lambdas.export.changes.BATCH_ROWS`).
     """
     differ, offset, without_contact = 0, 0, 0
     sends: list[np.ndarray] = []
@@ -229,7 +232,7 @@ def run_pass(assignments: pa.Table, features: FeatureFile, previous: PreviousRow
     previous_changed: list[pa.Table] = []
     changes: dict[str, list[pa.Table]] = {kind: [] for kind in CHANGE_ORDER}
     groups: list[pd.DataFrame] = []
-    batches = features.batches(batch_rows)
+    batches = features.batches(batch_rows or changes_module.BATCH_ROWS)
     batch = next(batches, None)
     if batch is None:  # no customers: one empty batch, so that the last publish's all leave
         batch = features.read()
