@@ -118,11 +118,15 @@ __all__ = ["ExportRequest", "ExportFailed", "Clients", "export_segments", "resol
 
 logger = Logger(service="rfm-export")
 
-if "jemalloc" in pa.supported_memory_backends() and not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-    # Give freed Arrow memory back at once: the export's phases (read, join, files, destinations)
-    # each allocate and free hundreds of MB at millions of customers, and the Lambda's memory is its peak.
-    pa.set_memory_pool(pa.jemalloc_memory_pool())
-    pa.jemalloc_set_decay_ms(0)
+
+
+@functools.cache
+def release_memory_promptly() -> None:
+    """Arrow's memory pool set to jemalloc with decay 0 (freed memory given back at once), unless
+    ``ARROW_DEFAULT_MEMORY_POOL`` chooses one; done by the first export of a process, not on import."""
+    if "jemalloc" in pa.supported_memory_backends() and not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)
 
 ASSIGNMENT_SUFFIX = ".out"
 _FIX_ASSIGN = "Re-run AssignSegments (batch transform) on the features of the same execution"
@@ -452,6 +456,7 @@ def run_export(request: ExportRequest, storage: Storage, settings: ExportSetting
     ExportFailed
         When a destination failed or kept failed records; ``summary`` has all counts.
     """
+    release_memory_promptly()
     retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
     clients = clients or Clients()
 

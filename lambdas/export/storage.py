@@ -28,7 +28,7 @@ from urllib.request import url2pathname
 
 from botocore.exceptions import ClientError
 
-PART_BYTES = 8 * 1024 * 1024  # an S3 upload part (at least 5 MiB); what one open S3 writer holds at most
+PART_BYTES = 5 * 1024 * 1024  # an S3 upload part (the least S3 takes); what one open S3 writer holds at most
 READ_CHUNK = 8 * 1024 * 1024
 
 
