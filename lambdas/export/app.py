@@ -21,8 +21,10 @@ Always ``<output_uri>/segments.parquet``, one row per customer, columns
 phone, address, channel), then ``previous_segment`` and ``previous_cluster_name`` (the customer's
 at the last publish; empty for new customers), sorted by ``customer_id``; and
 ``<output_uri>/changes.parquet``, the customers who entered, left or moved since the last publish
-(:mod:`lambdas.export.changes`). Then each chosen destination, in the order s3, customer-profiles,
-pinpoint (see :mod:`lambdas.export.destinations` and ``docs/export.md``):
+(:mod:`lambdas.export.changes`). All of it is one pass over the customers in id order, a batch at a
+time (:mod:`lambdas.export.batches`): memory stays bounded at millions of customers. Then each chosen
+destination, in the order s3, customer-profiles, pinpoint (see :mod:`lambdas.export.destinations`
+and ``docs/export.md``; the s3 files are written during the pass):
 
 - ``s3``: files people open (``export/segments/<slug>.csv``, ``export/clusters/<slug>.csv``,
   ``export/changes.csv``, ``export/index.csv``) and Parquet partitions for machines

@@ -392,8 +392,3 @@ def read_changes(storage: Storage, uri: str) -> pa.Table:
         where = uri if is_s3(uri) else str(uri)
         raise PipelineError("no changes.parquet: nothing was published yet", where,
                             "Publish segments first (run with ModelApprovalStatus=Approved, or rfm approve)") from None
-
-
-def summary_counts(result: Comparison, published: Published) -> dict[str, Any]:
-    """The ``changes`` entry of the export's result."""
-    return {**result.counts, "compared_with": published.execution_id or None}
