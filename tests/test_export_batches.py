@@ -219,3 +219,10 @@ def test_local_files_appear_only_when_closed(tmp_path: Path) -> None:
         other.write(b"partial")
         raise RuntimeError("stop")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f.csv"]
+
+
+def test_a_missing_object_is_file_not_found_for_every_kind_of_read(s3: Any) -> None:
+    storage, _calls = s3
+    for read in (storage.read_bytes, storage.open_read, lambda uri: list(storage.iter_bytes(uri))):
+        with pytest.raises(FileNotFoundError):
+            read("s3://rfm-batches/missing.parquet")

@@ -167,10 +167,17 @@ class Storage:
         yield from body.iter_chunks(chunk)
 
     def open_read(self, uri: str) -> BinaryIO:
-        """A seekable reader of one file: local files opened, S3 objects read by ranges as needed."""
+        """A seekable reader of one file: local files opened, S3 objects read by ranges as needed;
+        FileNotFoundError when it does not exist, wherever it is."""
         if not is_s3(self._local(uri)):
             return local_path(self._local(uri)).open("rb")
-        return io.BufferedReader(_RangeReader(self._client(uri), *split_s3(uri), self.size(uri)), READ_CHUNK)
+        try:
+            size = self.size(uri)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                raise FileNotFoundError(uri) from None
+            raise
+        return io.BufferedReader(_RangeReader(self._client(uri), *split_s3(uri), size), READ_CHUNK)
 
     def open_write(self, uri: str) -> Writer:
         """A file to write a piece at a time: a local file, or an S3 multipart upload of
