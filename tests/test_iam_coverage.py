@@ -167,6 +167,7 @@ def example_resources(stack: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
                              f"{execution}/segments/pinpoint-import/champions.csv",
                              execution.split("/executions/")[0] + "/published/published.json"],
             "s3:DeleteObject": [f"{execution}/segments/pinpoint-import/champions.csv"],
+            "s3:AbortMultipartUpload": [f"{execution}/segments/export/segments/champions.csv"],
             "mobiletargeting:GetApp": [app],
             "mobiletargeting:CreateImportJob": [f"{app}/jobs/import"],
             "mobiletargeting:GetImportJob": [f"{app}/jobs/import/0a1b2c"],

@@ -21,8 +21,10 @@ Always ``<output_uri>/segments.parquet``, one row per customer, columns
 phone, address, channel), then ``previous_segment`` and ``previous_cluster_name`` (the customer's
 at the last publish; empty for new customers), sorted by ``customer_id``; and
 ``<output_uri>/changes.parquet``, the customers who entered, left or moved since the last publish
-(:mod:`lambdas.export.changes`). Then each chosen destination, in the order s3, customer-profiles,
-pinpoint (see :mod:`lambdas.export.destinations` and ``docs/export.md``):
+(:mod:`lambdas.export.changes`). All of it is one pass over the customers in id order, a batch at a
+time (:mod:`lambdas.export.batches`): memory stays bounded at millions of customers. Then each chosen
+destination, in the order s3, customer-profiles, pinpoint (see :mod:`lambdas.export.destinations`
+and ``docs/export.md``; the s3 files are written during the pass):
 
 - ``s3``: files people open (``export/segments/<slug>.csv``, ``export/clusters/<slug>.csv``,
   ``export/changes.csv``, ``export/index.csv``) and Parquet partitions for machines
@@ -52,17 +54,17 @@ changes.parquet], "changes": {"entered", "left", "moved", "customers_to_send", "
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
 import io
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
@@ -71,14 +73,23 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
+from lambdas.export.audience import FileAudience
+from lambdas.export.batches import (
+    FeatureFile,
+    PassResult,
+    _segments_batch,
+    check_one_assignment_each,
+    plain_changes,
+    run_pass,
+    text_ids,
+    with_recommended_action,
+)
 from lambdas.export.changes import (
-    Comparison,
+    CHANGES_SCHEMA,
+    PreviousRows,
     Published,
-    changes_table,
-    compare,
     published_uri,
     read_published,
-    summary_counts,
     write_published,
 )
 from lambdas.export.config import (
@@ -98,25 +109,26 @@ from steps.columns import (
     CLUSTER_NAME,
     CONTACT_COLUMNS,
     CUSTOMER_ID,
-    PREVIOUS_CLUSTER_NAME,
-    PREVIOUS_SEGMENT,
     RFM_SEGMENT,
-    SEGMENT_COLUMNS,
 )
 from steps.errors import PipelineError, RFMError
-from steps.paths import CHANGES_FILE, RFM_FILE, SEGMENTS_FILE
-from steps.playbook import RECOMMENDED_ACTION, Playbook, load_playbook
+from steps.paths import CHANGES_FILE, SEGMENTS_FILE
+from steps.playbook import load_playbook
 
 __all__ = ["ExportRequest", "ExportFailed", "Clients", "export_segments", "resolve_settings", "run_export",
-           "deadline_of", "handler", "slug"]
+           "deadline_of", "handler", "slug", "join_tables", "with_recommended_action"]
 
 logger = Logger(service="rfm-export")
 
-if "jemalloc" in pa.supported_memory_backends() and not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-    # Give freed Arrow memory back at once: the export's phases (read, join, files, destinations)
-    # each allocate and free hundreds of MB at millions of customers, and the Lambda's memory is its peak.
-    pa.set_memory_pool(pa.jemalloc_memory_pool())
-    pa.jemalloc_set_decay_ms(0)
+
+
+@functools.cache
+def release_memory_promptly() -> None:
+    """Arrow's memory pool set to jemalloc with decay 0 (freed memory given back at once), unless
+    ``ARROW_DEFAULT_MEMORY_POOL`` chooses one; done by the first export of a process, not on import."""
+    if "jemalloc" in pa.supported_memory_backends() and not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)
 
 ASSIGNMENT_SUFFIX = ".out"
 _FIX_ASSIGN = "Re-run AssignSegments (batch transform) on the features of the same execution"
@@ -213,45 +225,72 @@ def _fast_assignments(data: bytes) -> pa.Table | None:
     return None if any(column.null_count for column in table.columns) else table
 
 
-def _careful_assignments(text: str, file: str) -> pa.Table:
+def _careful_assignments(text: str, file: str, first_line: int = 0) -> pa.Table:
     rows = [
         _assignment(record, f"{file} line {number}")
-        for number, line in enumerate(text.splitlines(), start=1)
+        for number, line in enumerate(text.splitlines(), start=first_line + 1)
         for record in _json_values(line, f"{file} line {number}")
     ]
     return pa.Table.from_pylist(rows, schema=_ASSIGNMENT_SCHEMA)
 
 
-def _checked_utf8_is_blank(data: bytes, file: str, chunk: int = 1 << 23) -> bool:
-    """Whether ``data`` is only white space; checked to be UTF-8 8 MB at a time (never one big copy)."""
+ASSIGNMENT_BLOCK = 16 * 1024 * 1024  # bytes of JSON Lines parsed at a time
+
+
+def _blocks(storage: Storage, file: str) -> Iterator[tuple[bytes, int]]:
+    """``(block, lines before it)``: the file cut at line ends into blocks of about
+    :data:`ASSIGNMENT_BLOCK` bytes, read as a stream (one GET); each checked to be UTF-8 (Arrow
+    would take bad bytes and fail later, unnamed)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    blank = True
-    for start in range(0, len(data), chunk):
+    pending, offset, lines = b"", 0, 0
+
+    def checked(block: bytes, final: bool) -> bytes:
         try:
-            text = decoder.decode(data[start:start + chunk], final=start + chunk >= len(data))
+            decoder.decode(block, final=final)
         except UnicodeDecodeError as error:
-            raise PipelineError(f"not UTF-8 text (byte {start + error.start})", file, _FIX_ASSIGN) from None
-        blank = blank and not text.strip()
-    return blank
+            raise PipelineError(f"not UTF-8 text (byte {offset + error.start})", file, _FIX_ASSIGN) from None
+        return block
+
+    for chunk in storage.iter_bytes(file):
+        pending += chunk
+        cut = pending.rfind(b"\n") + 1 if len(pending) >= ASSIGNMENT_BLOCK else 0
+        if cut:
+            block, pending = checked(pending[:cut], False), pending[cut:]
+            yield block, lines
+            offset, lines = offset + len(block), lines + block.count(b"\n")
+    yield checked(pending, True), lines
+
+
+def _compact_assignments(table: pa.Table) -> pa.Table:
+    """The names dictionary-encoded: a few distinct values for millions of customers."""
+    for name in (CLUSTER_NAME, RFM_SEGMENT):
+        table = table.set_column(table.schema.get_field_index(name), name, pc.dictionary_encode(table[name]))
+    return table
 
 
 def read_assignment_table(storage: Storage, uri: str) -> pa.Table:
-    """All assignments from the ``*.out`` files under ``uri``, as Arrow; customer ids stay strings.
+    """All assignments from the ``*.out`` files under ``uri``, as Arrow; customer ids stay strings,
+    ``cluster_name`` and ``rfm_segment`` dictionary-encoded.
 
-    Well-formed JSON Lines take a vectorised path; anything else (glued objects, arrays, floats
-    such as ``1.0`` for a cluster, wrong types) the line-by-line parser, which names the bad line.
+    Each file is read as a stream and parsed a block of lines at a time. Well-formed JSON Lines take
+    a vectorised path; anything else (glued objects, arrays, floats such as ``1.0`` for a cluster,
+    wrong types) the line-by-line parser, which names the bad line.
     """
     files = storage.list(uri, ASSIGNMENT_SUFFIX)
     if not files:
         raise PipelineError(f"no *{ASSIGNMENT_SUFFIX} assignment files", uri, _FIX_ASSIGN)
     tables = []
     for file in files:
-        data = storage.read_bytes(file)
-        blank = _checked_utf8_is_blank(data, file)  # Arrow would take bad bytes and fail later, unnamed
-        table = _ASSIGNMENT_SCHEMA.empty_table() if blank else _fast_assignments(data)
-        tables.append(table if table is not None else _careful_assignments(data.decode("utf-8"), file))
-        del data
-    return pa.concat_tables(tables).combine_chunks()
+        for block, lines in _blocks(storage, file):
+            if not block.strip():  # Arrow would take bad bytes and fail later, unnamed: checked above
+                continue
+            table = _fast_assignments(block)
+            if table is None:
+                table = _careful_assignments(block.decode("utf-8"), file, lines)
+            tables.append(_compact_assignments(table))
+    if not tables:
+        return _compact_assignments(_ASSIGNMENT_SCHEMA.empty_table())
+    return pa.concat_tables(tables).unify_dictionaries().combine_chunks()
 
 
 def read_feature_table(storage: Storage, uri: str) -> pa.Table:
@@ -259,35 +298,14 @@ def read_feature_table(storage: Storage, uri: str) -> pa.Table:
 
     One read (one S3 GET); of the file only those columns are decoded.
     """
-    path = uri if uri.endswith(".parquet") else join(uri, RFM_FILE)
-    try:
-        data = storage.read_bytes(path)
-    except (FileNotFoundError, IsADirectoryError):
-        raise PipelineError(f"{RFM_FILE} not found", path, "Run ComputeRFM first, or fix features_uri") from None
-    parquet = pq.ParquetFile(pa.BufferReader(data))
-    schema = parquet.schema_arrow
-    needed = [c for c in SEGMENT_COLUMNS if c not in ASSIGNMENT_COLUMNS or c == CUSTOMER_ID]
-    missing = [c for c in needed if c not in schema.names]
-    if missing:
-        raise PipelineError(f"columns missing: {', '.join(missing)}", path, "Re-run ComputeRFM")
-    id_type = schema.field(CUSTOMER_ID).type
-    if not pa.types.is_string(id_type) and not pa.types.is_large_string(id_type):
-        raise PipelineError(f"customer_id is {id_type}, expected string", path,
-                            "Re-run ComputeRFM: customer ids must be kept as strings")
-    contacts = [c for c in CONTACT_COLUMNS if c in schema.names]
-    extra = [RFM_SEGMENT] if RFM_SEGMENT in schema.names else []
-    return parquet.read(columns=needed + contacts + extra)
-
-
-def _text_ids(table: pa.Table) -> pa.Array:
-    return table[CUSTOMER_ID].combine_chunks().cast(pa.string())
+    return FeatureFile(storage, uri).read()
 
 
 def join_tables(features: pa.Table, assignments: pa.Table, where: str = "") -> pa.Table:
     """One row per customer, sorted by ``customer_id``: features joined with exactly one assignment each.
 
-    Columns ``SEGMENT_COLUMNS`` then the contact columns present. Arrow throughout (a join and a
-    sort), so a large audience is held once, compactly.
+    Columns ``SEGMENT_COLUMNS`` then the contact columns present (the whole audience at once: the
+    export itself streams, :mod:`lambdas.export.batches`).
 
     Raises
     ------
@@ -295,44 +313,12 @@ def join_tables(features: pa.Table, assignments: pa.Table, where: str = "") -> p
         When some customer has no assignment, several, or an assignment names an unknown customer;
         the message gives the counts (never the ids).
     """
-    feature_ids, assigned_ids = _text_ids(features), _text_ids(assignments)
-    counts = pc.value_counts(assigned_ids)
-    repeated_assignments = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
-    known = pc.is_in(feature_ids, value_set=assigned_ids)
-    missing = len(feature_ids) - pc.sum(known).as_py() if len(feature_ids) else 0
-    several = pc.sum(pc.is_in(feature_ids, value_set=repeated_assignments)).as_py() or 0
-    unknown = pc.sum(pc.invert(pc.is_in(assigned_ids, value_set=feature_ids))).as_py() or 0
-    repeated = len(feature_ids) - len(pc.unique(feature_ids))
-    if missing or several or unknown or repeated:
-        raise PipelineError(
-            f"{len(features)} customers in {RFM_FILE} ({repeated} repeated ids) but {len(assignments)} "
-            f"assignments: {missing} customers without one, {several} with more than one, "
-            f"{unknown} for customers not in {RFM_FILE}", where or None, _FIX_ASSIGN)
-    del counts, repeated_assignments, known
-    # Exactly one assignment per customer: both sorted by id line up row for row (no hash join needed).
-    # Each source column is let go once taken, so the inputs and the result are never both held whole.
-    feature_order = pc.sort_indices(feature_ids)
-    assigned_order = pc.sort_indices(assigned_ids)
-    from_features = {name: features.column(name) for name in features.column_names}
-    from_assignments = {name: assignments.column(name) for name in assignments.column_names}
-    del features, assignments, assigned_ids
-    columns = {CUSTOMER_ID: feature_ids.take(feature_order)}
-    del feature_ids
-    from_features.pop(CUSTOMER_ID)
-    for name in SEGMENT_COLUMNS[1:]:
-        source, order = ((from_assignments, assigned_order) if name in ASSIGNMENT_COLUMNS
-                         else (from_features, feature_order))
-        columns[name] = source.pop(name).take(order).combine_chunks()
-    if RFM_SEGMENT in from_features:
-        previous = from_features.pop(RFM_SEGMENT).take(feature_order)
-        differ = pc.sum(pc.not_equal(previous, columns[RFM_SEGMENT])).as_py() or 0
-        if differ:
-            logger.warning("rfm_segment differs between features and assignments; using the assignments'",
-                           extra={"customers": differ})
-    for name in CONTACT_COLUMNS:
-        if name in from_features:
-            columns[name] = from_features.pop(name).take(feature_order).combine_chunks()
-    return pa.table(columns)
+    feature_ids, assigned_ids = text_ids(features[CUSTOMER_ID]), text_ids(assignments[CUSTOMER_ID])
+    check_one_assignment_each(feature_ids, assigned_ids, where)
+    features = features.take(pc.sort_indices(feature_ids))
+    assignments = assignments.take(pc.sort_indices(assigned_ids))
+    contacts = [c for c in CONTACT_COLUMNS if c in features.column_names]
+    return _segments_batch(features, assignments, contacts)
 
 
 def _safe_reason(error: BaseException) -> str:
@@ -349,21 +335,20 @@ def _safe_reason(error: BaseException) -> str:
 CHECKPOINTS_DIR = "checkpoints"  # under output_uri: where a destination saves how far it got
 
 
-def _run_destination(name: str, table: pa.Table, frame: Callable[[], pd.DataFrame], changes: pa.Table,
-                     comparison: Comparison, published: Published, request: ExportRequest,
-                     storage: Storage, settings: ExportSettings, clients: Clients, retry: RetryPolicy,
-                     clock: Callable[[], float], deadline: float | None) -> dict[str, Any]:
-    if name == S3:
-        return s3_files.export(table, request.output_uri, storage, changes)
+def _run_destination(name: str, audience: Callable[[bool], FileAudience], passed: PassResult,
+                     published: Published, request: ExportRequest, storage: Storage, settings: ExportSettings,
+                     clients: Clients, retry: RetryPolicy, clock: Callable[[], float],
+                     deadline: float | None) -> dict[str, Any]:
     delta = not settings.full_republish and published.reached(name)
-    send = comparison.send if delta else None
     if name == PINPOINT:
         if clients.pinpoint is None:
             raise ValueError("the pinpoint destination needs a Pinpoint client")
-        counts = pinpoint.export(frame(), client=clients.pinpoint, storage=storage, settings=settings.pinpoint,
-                                 output_uri=request.output_uri, run_id=request.execution_id or "manual",
-                                 retry=retry, record_retry_rounds=settings.record_retry_rounds, clock=clock,
-                                 deadline=deadline, send=send, previous=comparison.previous_changed)
+        previous = passed.previous_changed.to_pandas() if passed.previous_changed is not None else None
+        counts = pinpoint.export(audience(delta), client=clients.pinpoint, storage=storage,
+                                 settings=settings.pinpoint, output_uri=request.output_uri,
+                                 run_id=request.execution_id or "manual", retry=retry,
+                                 record_retry_rounds=settings.record_retry_rounds, clock=clock, deadline=deadline,
+                                 previous=previous)
         return {"mode": "delta" if delta else "full", **counts}
     if name == CUSTOMER_PROFILES:
         if clients.customer_profiles is None:
@@ -371,26 +356,51 @@ def _run_destination(name: str, table: pa.Table, frame: Callable[[], pd.DataFram
         checkpoint = customer_profiles.Checkpoint(
             storage, join(request.output_uri, CHECKPOINTS_DIR, f"{CUSTOMER_PROFILES}.json"))
         counts = customer_profiles.export(
-            frame(), client=clients.customer_profiles, settings=settings.customer_profiles, retry=retry,
-            record_retry_rounds=settings.record_retry_rounds, clock=clock, deadline=deadline, send=send,
-            left_ids=comparison.left[CUSTOMER_ID].astype(str).tolist(), checkpoint=checkpoint)
+            audience(delta), client=clients.customer_profiles, settings=settings.customer_profiles, retry=retry,
+            record_retry_rounds=settings.record_retry_rounds, clock=clock, deadline=deadline,
+            left_ids=passed.left_ids.to_pylist(), checkpoint=checkpoint)
         return {"mode": "delta" if delta else "full", **counts}
     raise ValueError(f"unknown destination {name}")
 
 
-def with_recommended_action(segments: pa.Table, playbook: Playbook) -> pa.Table:
-    """``segments`` with ``recommended_action`` (the playbook's action for each customer's RFM segment)
-    right after ``SEGMENT_COLUMNS``."""
-    names = pc.unique(segments[RFM_SEGMENT])
-    actions = pa.array([playbook.for_segment(name) for name in names.to_pylist()], pa.string())
-    column = actions.take(pc.index_in(segments[RFM_SEGMENT], value_set=names))
-    return segments.add_column(len(SEGMENT_COLUMNS), pa.field(RECOMMENDED_ACTION, pa.string()), column)
+class _GuardedFiles:
+    """The s3 destination's :class:`~lambdas.export.destinations.s3_files.FilesWriter`, fed during
+    the pass: a failure is kept (and its files dropped), never raised, so the other destinations
+    still run."""
 
+    def __init__(self, make: Callable[[], s3_files.FilesWriter]) -> None:
+        self.seconds = 0.0
+        self.error: BaseException | None = None
+        self.writer: s3_files.FilesWriter | None = None
+        self.writer = self._run(make)
 
-def with_history(segments: pa.Table, comparison: Comparison) -> pa.Table:
-    """``segments.parquet``'s table: the segments plus each customer's previous segment and cluster name."""
-    return (segments.append_column(PREVIOUS_SEGMENT, comparison.previous_segment)
-            .append_column(PREVIOUS_CLUSTER_NAME, comparison.previous_cluster_name))
+    def _run(self, work: Callable[[], Any]) -> Any:
+        if self.error is not None:
+            return None
+        started = time.monotonic()
+        try:
+            return work()
+        except Exception as error:  # reported as the s3 destination's failure
+            self.error = error
+            if self.writer is not None:
+                with contextlib.suppress(Exception):
+                    self.writer.abort()
+            return None
+        finally:
+            self.seconds += time.monotonic() - started
+
+    def write(self, batch: pa.Table) -> None:
+        if self.writer is not None:
+            self._run(lambda: self.writer.write(batch))
+
+    def finish(self, changes: pa.Table) -> dict[str, Any]:
+        """The s3 destination's counts; its error (kept from the pass or raised now) is raised."""
+        result: dict[str, Any] = {}
+        if self.writer is not None:
+            result = self._run(lambda: self.writer.finish(changes))
+        if self.error is not None:
+            raise self.error
+        return result
 
 
 def resolve_settings(request: ExportRequest, settings: ExportSettings | None = None) -> ExportSettings:
@@ -448,59 +458,88 @@ def run_export(request: ExportRequest, storage: Storage, settings: ExportSetting
     ExportFailed
         When a destination failed or kept failed records; ``summary`` has all counts.
     """
+    release_memory_promptly()
     retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
     clients = clients or Clients()
 
     assignments = read_assignment_table(storage, request.assignments_uri)
-    segments = join_tables(read_feature_table(storage, request.features_uri), assignments, request.assignments_uri)
-    del assignments
-    segments = with_recommended_action(segments, load_playbook())
+    features = FeatureFile(storage, request.features_uri)
+    check_one_assignment_each(features.ids, text_ids(assignments[CUSTOMER_ID]), request.assignments_uri)
+    assignments = assignments.take(pc.sort_indices(assignments[CUSTOMER_ID]))
     published_at = request.published_uri or published_uri(request.output_uri)
     published = read_published(storage, published_at, request.execution_id)
-    comparison = compare(published.segments, segments)
-    published = replace(published, segments=None) if published.segments is not None else published
-    table = with_history(segments, comparison)
-    changes = changes_table(comparison.changes)
+    previous = PreviousRows(storage, published.segments_uri)
+    groups = s3_files.groups_of(assignments) if S3 in settings.destinations else None
+    files = (_GuardedFiles(lambda: s3_files.FilesWriter(request.output_uri, storage, *groups))
+             if groups is not None else None)
     segments_uri = join(request.output_uri, SEGMENTS_FILE)
     changes_uri = join(request.output_uri, CHANGES_FILE)
-    storage.write_bytes(segments_uri, s3_files.to_parquet(table))
-    storage.write_bytes(changes_uri, s3_files.to_parquet(changes))
-    frame = functools.cache(segments.to_pandas)  # only the API destinations need a DataFrame
+    with storage.open_write(segments_uri) as sink:
+        writers: list[pq.ParquetWriter] = []
+
+        def write(batch: pa.Table) -> None:
+            if not writers:
+                writers.append(pq.ParquetWriter(sink, batch.schema))
+            writers[0].write_table(batch)
+            if files is not None:
+                files.write(batch)
+
+        passed = run_pass(assignments, features, previous, load_playbook(), write,
+                          keep_previous_rows=PINPOINT in settings.destinations)
+        writers[0].close()
+    del assignments, features, previous
+    if passed.assignments_differ:
+        logger.warning("rfm_segment differs between features and assignments; using the assignments'",
+                       extra={"customers": passed.assignments_differ})
+    with storage.open_write(changes_uri) as sink, pq.ParquetWriter(sink, CHANGES_SCHEMA) as writer:
+        for chunk in plain_changes(passed.changes):
+            writer.write_table(chunk)
+        if not passed.changes.num_rows:
+            writer.write_table(CHANGES_SCHEMA.empty_table())
+
+    def audience(delta: bool) -> FileAudience:
+        return FileAudience(storage, segments_uri, passed.population, passed.send if delta else None)
 
     results: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for name in [n for n in RUN_ORDER if n in settings.destinations]:
         started = clock()
         try:
-            results[name] = _run_destination(name, table, frame, changes, comparison, published, request,
-                                             storage, settings, clients, retry, clock, deadline)
+            if name == S3 and files is not None:
+                results[name] = files.finish(passed.changes)
+                if files.error is not None:
+                    raise files.error
+            else:
+                results[name] = _run_destination(name, audience, passed, published, request, storage, settings,
+                                                 clients, retry, clock, deadline)
         except DestinationError as error:
             results[name] = {**error.counts, "error": error.what}
             errors[name] = f"{error.what}. {error.fix}" if error.fix else error.what
         except Exception as error:  # one destination failing must not stop the others; reported below
             errors[name] = _safe_reason(error)
             results[name] = {"error": errors[name]}
-        results[name]["seconds"] = round(clock() - started, 2)
+        spent = clock() - started + (files.seconds if name == S3 and files is not None else 0.0)
+        results[name]["seconds"] = round(spent, 2)
     by_destination = {name: results[name] for name in settings.destinations}
     failed = [f"{name}: {errors[name]}" for name in settings.destinations if name in errors]
-    files = [segments_uri, changes_uri, *by_destination.get(S3, {}).get("files", [])]
+    written = [segments_uri, changes_uri, *by_destination.get(S3, {}).get("files", [])]
     if S3 in by_destination and "files" in by_destination[S3]:
         by_destination[S3]["files"] = len(by_destination[S3]["files"])
     summary = {
-        "customers": len(segments),
-        "segments": pc.count_distinct(segments[RFM_SEGMENT]).as_py(),
-        "clusters": pc.count_distinct(segments[CLUSTER]).as_py(),
+        "customers": passed.population.customers,
+        "segments": passed.segments,
+        "clusters": passed.clusters,
         "destinations": ",".join(settings.destinations),
-        "files": files,
-        "changes": summary_counts(comparison, published),
+        "files": written,
+        "changes": {**passed.counts, "compared_with": published.execution_id or None},
         "by_destination": by_destination,
     }
     log = logger.warning if failed else logger.info
     log("Export failed" if failed else "Segments exported",
         extra={"output_uri": request.output_uri, **{k: v for k, v in summary.items() if k != "files"}})
     if not failed:  # only a publish that reached every destination is the one the next compares with
-        write_published(storage, published_at, storage.read_bytes(segments_uri), request.execution_id,
-                        request.model_package_arn, settings.destinations, len(segments))
+        write_published(storage, published_at, segments_uri, request.execution_id,
+                        request.model_package_arn, settings.destinations, passed.population.customers)
     if failed:
         raise ExportFailed(f"{len(failed)} of {len(settings.destinations)} destination(s) failed: "
                            + "; ".join(failed), summary)

@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -66,7 +67,7 @@ from steps.errors import PipelineError
 from steps.paths import EXECUTIONS_DIR, PUBLISHED_DIR, PUBLISHED_MANIFEST, SEGMENTS_FILE
 
 CHANGE_ORDER = (LEFT, MOVED, ENTERED)  # how changes.parquet is sorted: who to act on first
-_CHANGES_SCHEMA = pa.schema([(CUSTOMER_ID, pa.string()), (PREVIOUS_SEGMENT, pa.string()), (SEGMENT, pa.string()),
+CHANGES_SCHEMA = pa.schema([(CUSTOMER_ID, pa.string()), (PREVIOUS_SEGMENT, pa.string()), (SEGMENT, pa.string()),
                              (PREVIOUS_CLUSTER_NAME, pa.string()), (CLUSTER_NAME, pa.string()),
                              (CHANGE, pa.string())])
 _WHERE = "export Lambda: last published segments"
@@ -96,9 +97,9 @@ def published_uri(output_uri: str) -> str:
 
 @dataclass(frozen=True)
 class Published:
-    """The last publish: its segments (None: nothing published yet) and the destinations it reached."""
+    """The last publish: where its segments are ("": nothing published yet) and the destinations it reached."""
 
-    segments: pa.Table | None = None
+    segments_uri: str = ""
     destinations: tuple[str, ...] = ()
     execution_id: str = ""
 
@@ -108,21 +109,67 @@ class Published:
 
 
 PREVIOUS_SEGMENTS = "previous-segments.parquet"  # the publish before the last: for re-runs of the last one
+BATCH_ROWS = 100_000  # customers read, compared and written at a time
 
 
-def _read_segments(storage: Storage, uri: str) -> pa.Table:
-    """The columns of a published ``segments.parquet`` that a comparison needs (not the history)."""
-    try:
-        parquet = pq.ParquetFile(pa.BufferReader(storage.read_bytes(uri)))
-    except FileNotFoundError:
-        raise PipelineError(f"{uri.rsplit('/', 1)[-1]} is missing beside {PUBLISHED_MANIFEST}", uri, _FIX) from None
-    except (pa.ArrowInvalid, OSError):
-        raise PipelineError("not a Parquet file", uri, _FIX) from None
-    names = parquet.schema_arrow.names
-    missing = [c for c in (CUSTOMER_ID, CLUSTER, CLUSTER_NAME, RFM_SEGMENT) if c not in names]
-    if missing:
-        raise PipelineError(f"columns missing: {', '.join(missing)}", uri, _FIX)
-    return parquet.read(columns=[c for c in (*SEGMENT_COLUMNS, *CONTACT_COLUMNS) if c in names])
+def is_increasing(ids: pa.Array) -> bool:
+    """Whether ``ids`` are strictly increasing (sorted, no repeats)."""
+    return len(ids) < 2 or bool(pc.all(pc.greater(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py())
+
+
+class PreviousRows:
+    """A published ``segments.parquet`` in customer id order, handed out up to a customer id at a time.
+
+    Only the columns a comparison needs are read (not the history), a row group at a time: the file
+    is opened with :meth:`Storage.open_read` (S3 byte ranges), never read whole. A file that is not
+    sorted by id (not written by this export) is read whole and sorted instead.
+    """
+
+    def __init__(self, storage: Storage | None = None, uri: str = "") -> None:
+        self._pending: list[pa.Table] = [_empty_previous()]
+        self._batches: Iterator[pa.Table] = iter(())
+        if not uri or storage is None:
+            return
+        try:
+            parquet = pq.ParquetFile(storage.open_read(uri))
+        except FileNotFoundError:
+            raise PipelineError(f"{uri.rsplit('/', 1)[-1]} is missing beside {PUBLISHED_MANIFEST}", uri,
+                                _FIX) from None
+        except (pa.ArrowInvalid, OSError):
+            raise PipelineError("not a Parquet file", uri, _FIX) from None
+        schema = parquet.schema_arrow
+        missing = [c for c in (CUSTOMER_ID, CLUSTER, CLUSTER_NAME, RFM_SEGMENT) if c not in schema.names]
+        if missing:
+            raise PipelineError(f"columns missing: {', '.join(missing)}", uri, _FIX)
+        columns = [c for c in (*SEGMENT_COLUMNS, *CONTACT_COLUMNS) if c in schema.names]
+        ids = parquet.read(columns=[CUSTOMER_ID]).column(0).combine_chunks().cast(pa.string())
+        self._pending = [pa.schema([schema.field(c) for c in columns]).empty_table()]
+        if is_increasing(ids):
+            self._batches = (pa.Table.from_batches([b]) for b in parquet.iter_batches(BATCH_ROWS, columns=columns))
+        else:
+            self._batches = iter([parquet.read(columns=columns).take(pc.sort_indices(ids))])
+
+    def until(self, last: str | None) -> pa.Table:
+        """The rows not handed out yet whose id is at most ``last`` (None: all of them)."""
+        while last is None or self._pending[-1].num_rows == 0 or self._last_id() <= last:
+            batch = next(self._batches, None)
+            if batch is None:
+                break
+            self._pending.append(batch)
+        table = pa.concat_tables(self._pending).combine_chunks()
+        ids = table[CUSTOMER_ID].cast(pa.string())
+        taken = table.num_rows if last is None else int(pc.sum(pc.less_equal(ids, last)).as_py() or 0)
+        self._pending = [table.slice(taken)]
+        return table.slice(0, taken)
+
+    def _last_id(self) -> str:
+        tail = self._pending[-1]
+        return str(tail[CUSTOMER_ID][tail.num_rows - 1].as_py())
+
+
+def _empty_previous() -> pa.Table:
+    return pa.table({CUSTOMER_ID: pa.array([], pa.string()), CLUSTER: pa.array([], pa.int64()),
+                     CLUSTER_NAME: pa.array([], pa.string()), RFM_SEGMENT: pa.array([], pa.string())})
 
 
 def _manifest(storage: Storage, uri: str) -> dict[str, Any] | None:
@@ -143,10 +190,12 @@ def read_published(storage: Storage, uri: str, execution_id: str = "") -> Publis
     When the last publish is ``execution_id`` itself (the same export run again), the publish before
     it is returned, so that a re-run compares with what the first run compared with.
 
+    Its segments are read later, a batch at a time (:class:`PreviousRows`).
+
     Raises
     ------
     PipelineError
-        When the manifest or the segments file is there but cannot be read.
+        When the manifest is there but cannot be read.
     """
     manifest = _manifest(storage, uri)
     if manifest is None:
@@ -155,15 +204,16 @@ def read_published(storage: Storage, uri: str, execution_id: str = "") -> Publis
         before = manifest.get("previous")
         if not isinstance(before, dict):
             return Published()
-        return Published(_read_segments(storage, join(uri, PREVIOUS_SEGMENTS)),
-                         tuple(before.get("destinations", ())), str(before.get("execution_id", "")))
-    return Published(_read_segments(storage, join(uri, SEGMENTS_FILE)), tuple(manifest.get("destinations", ())),
+        return Published(join(uri, PREVIOUS_SEGMENTS), tuple(before.get("destinations", ())),
+                         str(before.get("execution_id", "")))
+    return Published(join(uri, SEGMENTS_FILE), tuple(manifest.get("destinations", ())),
                      str(manifest.get("execution_id", "")))
 
 
-def write_published(storage: Storage, uri: str, segments_file: bytes, execution_id: str,
+def write_published(storage: Storage, uri: str, segments_uri: str, execution_id: str,
                     model_package_arn: str, destinations: tuple[str, ...], customers: int) -> None:
-    """Make this publish the last one: the segments first, then the manifest that points at them.
+    """Make this publish the last one: the segments first (copied from ``segments_uri``, server-side
+    on S3), then the manifest that points at them.
 
     The publish it replaces is kept as ``previous-segments.parquet`` (and ``previous`` in the
     manifest), for re-runs of this one; a re-run of the last publish keeps the one before it.
@@ -171,8 +221,8 @@ def write_published(storage: Storage, uri: str, segments_file: bytes, execution_
     current = _manifest(storage, uri)
     previous = current.get("previous") if current and current.get("execution_id") == execution_id else current
     if current is not None and previous is current:
-        storage.write_bytes(join(uri, PREVIOUS_SEGMENTS), storage.read_bytes(join(uri, SEGMENTS_FILE)))
-    storage.write_bytes(join(uri, SEGMENTS_FILE), segments_file)
+        storage.copy(join(uri, SEGMENTS_FILE), join(uri, PREVIOUS_SEGMENTS))
+    storage.copy(segments_uri, join(uri, SEGMENTS_FILE))
     manifest = {"execution_id": execution_id, "model_package_arn": model_package_arn,
                 "destinations": list(destinations), "customers": customers,
                 "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -194,8 +244,8 @@ class Comparison:
     previous_cluster_name: pa.Array
     changes: pa.Table
     send: np.ndarray
-    left: pd.DataFrame
-    previous_changed: pd.DataFrame
+    left: pd.DataFrame | pa.Table
+    previous_changed: pd.DataFrame | pa.Table
 
     @property
     def counts(self) -> dict[str, int]:
@@ -224,6 +274,15 @@ def _differs(before: pa.Array, after: pa.Array) -> np.ndarray:
 def compare(previous: pa.Table | pd.DataFrame | None, current: pa.Table | pd.DataFrame) -> Comparison:
     """Compare the current segments (one row per customer) with the last published ones (None: none).
 
+    :func:`compare_tables`, with ``left`` and ``previous_changed`` as DataFrames.
+    """
+    result = compare_tables(previous, current)
+    return replace(result, left=result.left.to_pandas(), previous_changed=result.previous_changed.to_pandas())
+
+
+def compare_tables(previous: pa.Table | pd.DataFrame | None, current: pa.Table | pd.DataFrame) -> Comparison:
+    """Compare the current segments (one row per customer) with the last published ones (None: none).
+
     Arrow throughout: the customers are matched by a join on ``customer_id`` and the columns compared
     one at a time, so comparing millions of customers takes little more memory than their ids.
 
@@ -239,8 +298,7 @@ def compare(previous: pa.Table | pd.DataFrame | None, current: pa.Table | pd.Dat
     if isinstance(previous, pd.DataFrame):
         previous = pa.Table.from_pandas(previous, preserve_index=False)
     if previous is None:
-        previous = pa.table({CUSTOMER_ID: pa.array([], pa.string()), CLUSTER: pa.array([], pa.int64()),
-                             CLUSTER_NAME: pa.array([], pa.string()), RFM_SEGMENT: pa.array([], pa.string())})
+        previous = _empty_previous()
     current_ids = current[CUSTOMER_ID].combine_chunks().cast(pa.string())
     previous_ids = previous[CUSTOMER_ID].combine_chunks().cast(pa.string())
     matched = pa.table({CUSTOMER_ID: current_ids, "_c": pa.array(np.arange(len(current_ids)))}).join(
@@ -289,14 +347,14 @@ def compare(previous: pa.Table | pd.DataFrame | None, current: pa.Table | pd.Dat
     order = pc.index_in(changes[CHANGE], value_set=pa.array(CHANGE_ORDER))
     changes = changes.append_column("_order", order).sort_by([("_order", "ascending"), (CUSTOMER_ID, "ascending")])
     return Comparison(previous_segment, previous_cluster, changes.drop_columns(["_order"]).combine_chunks(), send,
-                      left.to_pandas(), previous.take(changed_rows).to_pandas())
+                      left, previous.take(changed_rows))
 
 
 def changes_table(changes: pa.Table | pd.DataFrame) -> pa.Table:
     """``changes.parquet``'s table: :data:`~steps.columns.CHANGE_COLUMNS`, all text, empty where unknown."""
     if isinstance(changes, pd.DataFrame):
-        return pa.Table.from_pandas(changes, schema=_CHANGES_SCHEMA, preserve_index=False)
-    return changes.select(list(CHANGE_COLUMNS)).cast(_CHANGES_SCHEMA)
+        return pa.Table.from_pandas(changes, schema=CHANGES_SCHEMA, preserve_index=False)
+    return changes.select(list(CHANGE_COLUMNS)).cast(CHANGES_SCHEMA)
 
 
 def describe(changes: pa.Table | pd.DataFrame, limit: int = 20) -> str:
@@ -334,8 +392,3 @@ def read_changes(storage: Storage, uri: str) -> pa.Table:
         where = uri if is_s3(uri) else str(uri)
         raise PipelineError("no changes.parquet: nothing was published yet", where,
                             "Publish segments first (run with ModelApprovalStatus=Approved, or rfm approve)") from None
-
-
-def summary_counts(result: Comparison, published: Published) -> dict[str, Any]:
-    """The ``changes`` entry of the export's result."""
-    return {**result.counts, "compared_with": published.execution_id or None}

@@ -70,6 +70,8 @@ import pandas as pd
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
+from lambdas.export.audience import Audience, audience_of
+from lambdas.export.batches import MAX_KEY, Population
 from lambdas.export.config import CustomerProfilesSettings
 from lambdas.export.destinations import DestinationError, same_as_sent
 from lambdas.export.names import cluster_display_name, segment_display_name, segment_names, segment_slugs
@@ -116,7 +118,6 @@ CONTACT_FIELDS: dict[str, tuple[str, str]] = {
 }
 _WHERE = "export to Amazon Connect Customer Profiles"
 _OUT_OF_TIME = "DeadlineReached"  # what _put returns when a retry would have waited past the deadline
-MAX_KEY = 255  # a profile key value (the customer id): at most 255 characters
 CHECKPOINT_EVERY = 5_000  # puts between two checkpoints
 
 
@@ -154,13 +155,21 @@ class Checkpoint:
             "cleared": progress.cleared}).encode())
 
 
+FINGERPRINT_ROWS = 100_000  # customers hashed at a time
+
+
 def fingerprint(objects: ProfileObjects, left_ids: Iterable[str]) -> str:
-    """A digest of everything one export puts and clears: a checkpoint applies only to the same work."""
+    """A digest of everything one export puts and clears: a checkpoint applies only to the same work.
+
+    It hashes the values the objects are made of (vectorised), not the objects' JSON: making the
+    JSON twice cost about a minute at 2M customers.
+    """
     digest = hashlib.blake2b(digest_size=16)
-    for chunk in objects.chunks(CHECKPOINT_EVERY):
-        for _customer, body in chunk:
-            digest.update(body.encode())
-            digest.update(b"\n")
+    fields = objects.fields()
+    digest.update(json.dumps(fields).encode())
+    for frame in objects.audience.frames(FINGERPRINT_ROWS):
+        present = frame.reindex(columns=fields)
+        digest.update(pd.util.hash_pandas_object(present, index=False).to_numpy().tobytes())
     digest.update(b"\x00left")
     for customer in left_ids:
         digest.update(customer.encode())
@@ -226,8 +235,8 @@ def profile_objects(segments: pd.DataFrame, settings: CustomerProfilesSettings) 
 
 
 class ProfileObjects:
-    """:func:`profile_objects` of a table, made a slice at a time: a large audience's JSON is never
-    all in memory at once.
+    """:func:`profile_objects` of an audience (or a DataFrame), made a slice at a time: a large
+    audience's JSON is never all in memory at once.
 
     Example
     -------
@@ -239,20 +248,28 @@ class ProfileObjects:
     (2, 'b')
     """
 
-    def __init__(self, segments: pd.DataFrame, settings: CustomerProfilesSettings) -> None:
-        self.segments = segments.reset_index(drop=True)
+    def __init__(self, segments: pd.DataFrame | Audience, settings: CustomerProfilesSettings) -> None:
+        self.audience = audience_of(segments)
         self.settings = settings
 
     def __len__(self) -> int:
-        return len(self.segments)
+        return len(self.audience)
+
+    def fields(self) -> list[str]:
+        """The object's fields, as :func:`profile_objects` takes them."""
+        fields = [CUSTOMER_ID, *ATTRIBUTE_FIELDS]
+        return fields + ([*CONTACT_FIELDS] if self.settings.map_contacts else [])
 
     def slice(self, start: int, stop: int) -> list[tuple[str, str]]:
-        return profile_objects(self.segments.iloc[start:stop], self.settings)
+        return profile_objects(self.audience.frame(start, stop), self.settings)
 
     def among(self, customer_ids: Iterable[str], stop: int) -> list[tuple[str, str]]:
         """The objects of ``customer_ids`` among the first ``stop``."""
-        head = self.segments.iloc[:stop]
-        return profile_objects(head[head[CUSTOMER_ID].astype(str).isin(set(customer_ids))], self.settings)
+        wanted = set(customer_ids)
+        found: list[tuple[str, str]] = []
+        for frame in self.audience.frames(FINGERPRINT_ROWS, stop):
+            found += profile_objects(frame[frame[CUSTOMER_ID].astype(str).isin(wanted)], self.settings)
+        return found
 
     def chunks(self, size: int) -> Iterable[list[tuple[str, str]]]:
         for start in range(0, len(self), size):
@@ -498,23 +515,25 @@ class CustomerProfilesExport:
         return counts
 
 
-def long_ids_error(segments: pd.DataFrame) -> DestinationError | None:
+def long_ids_error(population: Population | pd.DataFrame) -> DestinationError | None:
     """The error for customer ids the service cannot take as a key (over 255 characters), or None."""
-    lengths = segments[CUSTOMER_ID].astype(str).str.len()
-    too_long = int((lengths > MAX_KEY).sum())
+    if isinstance(population, pd.DataFrame):
+        population = Population.of_frame(population)
+    too_long = population.ids_too_long
     if not too_long:
         return None
-    first = int(lengths.to_numpy().argmax())
+    longest, row = population.longest_id
     return DestinationError(
         f"{too_long} customer id(s) are longer than {MAX_KEY} characters (the longest has "
-        f"{int(lengths.max())}, at row {first + 1} of segments.parquet), the limit of a profile key; "
+        f"{longest}, at row {row + 1} of segments.parquet), the limit of a profile key; "
         "nothing was written", _WHERE,
         "Shorten those ids in the source data (segments.parquet and the s3 files keep them), or leave "
-        "customer-profiles out of EXPORT_DESTINATIONS", {"customers": len(segments), "customer_ids_too_long": too_long})
+        "customer-profiles out of EXPORT_DESTINATIONS", {"customers": population.customers,
+                                                          "customer_ids_too_long": too_long})
 
 
 def export(
-    segments: pd.DataFrame,
+    segments: pd.DataFrame | Audience,
     *,
     client: Any,
     settings: CustomerProfilesSettings,
@@ -532,10 +551,11 @@ def export(
 
     Parameters
     ----------
-    segments : DataFrame
-        Every customer (the segment definitions and the id check cover them all).
+    segments : DataFrame or Audience
+        Every customer (the segment definitions and the id check cover them all), or an
+        :class:`~lambdas.export.audience.Audience` (the customers to send and what is known of all).
     send : array of bool, optional
-        Aligned with ``segments``: whose object to put (None: everyone).
+        Aligned with a DataFrame ``segments``: whose object to put (None: everyone).
     left_ids : list of str, optional
         Customers of the last publish who are gone: their ``rfm_*`` attributes are removed.
     checkpoint : Checkpoint, optional
@@ -555,23 +575,21 @@ def export(
         ``segment_definitions`` (created/replaced/unchanged); with contact mapping on,
         ``customers_without_contact`` too.
     """
-    definitions = segment_definitions(segments)  # checked before anything is written
-    too_long = long_ids_error(segments)
+    audience = audience_of(segments, send)
+    population = audience.population
+    definitions = segment_definitions(population.groups)  # checked before anything is written
+    too_long = long_ids_error(population)
     if too_long is not None:
         raise too_long
-    chosen = segments if send is None else segments[np.asarray(send, dtype=bool)]
-    objects = ProfileObjects(chosen, settings)
+    objects = ProfileObjects(audience, settings)
     left_ids = sorted(left_ids or [])
     run = CustomerProfilesExport(client, settings, retry, record_retry_rounds, clock, deadline)
     run.check_domain()
-    counts: dict[str, Any] = {"customers": len(segments), "customers_unchanged": len(segments) - len(chosen),
+    counts: dict[str, Any] = {"customers": population.customers,
+                              "customers_unchanged": population.customers - len(objects),
                               "object_type": run.ensure_object_type()}
     if settings.map_contacts:
-        contacts = [field for field in CONTACT_FIELDS if field in segments]
-        has_contact = (
-            segments[contacts].notna().any(axis=1) if contacts else pd.Series(False, index=segments.index)
-        )
-        counts["customers_without_contact"] = int((~has_contact).sum())
+        counts["customers_without_contact"] = population.without_contact
     counts["segment_definitions"] = run.upsert_segment_definitions(definitions)  # a few calls: before the puts
     progress = Progress(fingerprint(objects, left_ids))
     if checkpoint is not None:

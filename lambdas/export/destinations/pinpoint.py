@@ -58,6 +58,7 @@ import pyarrow.csv as pa_csv
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from lambdas.export.audience import Audience, audience_of
 from lambdas.export.config import PinpointSettings
 from lambdas.export.destinations import DestinationError, same_as_sent
 from lambdas.export.names import (
@@ -654,7 +655,7 @@ class PinpointExport:
 
 
 def export(
-    segments: pd.DataFrame,
+    segments: pd.DataFrame | Audience,
     *,
     client: Any,
     storage: Storage,
@@ -671,9 +672,11 @@ def export(
 ) -> dict[str, Any]:
     """Upsert the segments and import the endpoints; the counts, or :class:`DestinationError`.
 
-    ``send`` (booleans aligned with ``segments``; None: everyone) picks the customers whose
-    endpoints are imported; ``previous`` (the last publish's rows of the customers who left or
-    changed; more rows do no harm) gives the endpoints to retire.
+    ``segments`` is every customer (a DataFrame) or an :class:`~lambdas.export.audience.Audience`
+    (the customers to send, and what is known of all). ``send`` (booleans aligned with a DataFrame
+    ``segments``; None: everyone) picks the customers whose endpoints are imported; ``previous``
+    (the last publish's rows of the customers who left or changed; more rows do no harm) gives the
+    endpoints to retire.
 
     The segments come first (they select by attribute, so they need no finished import), the import
     last: with a ``deadline`` (``clock()`` time, see :class:`PinpointExport`) waiting for it is the only
@@ -726,16 +729,21 @@ def retired_endpoints(previous: pd.DataFrame, keep_ids: pa.Array) -> pa.Table:
     return rows
 
 
-def _export(run: PinpointExport, segments: pd.DataFrame, output_uri: str, run_id: str, record_retry_rounds: int,
-            send: pd.Series | np.ndarray | None, previous: pd.DataFrame | None) -> dict[str, Any]:
+def _export(run: PinpointExport, segments: pd.DataFrame | Audience, output_uri: str, run_id: str,
+            record_retry_rounds: int, send: pd.Series | np.ndarray | None,
+            previous: pd.DataFrame | None) -> dict[str, Any]:
     run.check_project()
-    labels = cluster_labels(segments)
-    chosen = segments if send is None else segments[np.asarray(send, dtype=bool)]
+    audience = audience_of(segments, send)
+    population = audience.population
+    labels = cluster_labels(population.groups)
+    chosen = audience.whole()
     rows, counts = endpoints(chosen, labels)
-    counts["customers_unchanged"] = len(segments) - len(chosen)
+    counts["customers_unchanged"] = population.customers - len(chosen)
     if previous is not None and len(previous):
-        unchanged_ids = segments[CUSTOMER_ID].astype(str)[~np.asarray(send, dtype=bool)] if send is not None else []
-        affected = previous[~previous[CUSTOMER_ID].astype(str).isin(set(unchanged_ids))]
+        affected = previous
+        if isinstance(segments, pd.DataFrame) and send is not None:
+            unchanged_ids = segments[CUSTOMER_ID].astype(str)[~np.asarray(send, dtype=bool)]
+            affected = previous[~previous[CUSTOMER_ID].astype(str).isin(set(unchanged_ids))]
         retired = retired_endpoints(affected, rows["Id"].combine_chunks())
         # one chunk, no empty ones: Arrow's CSV writer can write a zero-row chunk as NUL bytes
         rows = pa.concat_tables([t for t in (rows, retired.cast(rows.schema)) if t.num_rows]
@@ -744,7 +752,7 @@ def _export(run: PinpointExport, segments: pd.DataFrame, output_uri: str, run_id
     else:
         counts["endpoints_retired"] = 0
     folder = run.import_folder(output_uri, run_id)
-    counts["segments"] = run.upsert_segments(desired_segments(segments, labels), previous_names(labels))
+    counts["segments"] = run.upsert_segments(desired_segments(population.groups, labels), previous_names(labels))
     try:
         counts.update(run.import_endpoints(rows, folder) if rows.num_rows else _import_counts())
     except ImportOutOfTime as error:

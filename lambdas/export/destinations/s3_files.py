@@ -124,63 +124,154 @@ def to_parquet(table: pa.Table, rows: pa.Array | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def to_csv(table: pa.Table, rows: pa.Array | None = None) -> bytes:
-    """CSV with a header; text quoted (``"007"``) and neutralised (:func:`neutralise`), numbers bare,
-    nulls empty, ``\\n`` line ends; ``rows``: only those rows. Written a chunk at a time."""
-    buffer = io.BytesIO()
-    with pa_csv.CSVWriter(buffer, table.schema, write_options=pa_csv.WriteOptions(quoting_style="needed")) as writer:
+def _decoded(table: pa.Table) -> pa.Table:
+    """``table`` with dictionary-encoded columns as their plain values."""
+    return table.cast(pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+                                 for f in table.schema]))
+
+
+def write_csv(table: pa.Table, sink: Any, rows: pa.Array | None = None) -> None:
+    """CSV with a header into ``sink``; text quoted (``"007"``) and neutralised (:func:`neutralise`),
+    numbers bare, nulls empty, ``\\n`` line ends; ``rows``: only those rows. Written a chunk at a time
+    (dictionary-encoded columns decoded a chunk at a time)."""
+    schema = _decoded(table.slice(0, 0)).schema
+    with pa_csv.CSVWriter(sink, schema, write_options=pa_csv.WriteOptions(quoting_style="needed")) as writer:
         for chunk in _chunks(table, rows):
-            writer.write_table(safe_for_spreadsheets(chunk))
+            writer.write_table(safe_for_spreadsheets(_decoded(chunk)))
+
+
+def to_csv(table: pa.Table, rows: pa.Array | None = None) -> bytes:
+    """:func:`write_csv` as bytes."""
+    buffer = io.BytesIO()
+    write_csv(table, buffer, rows)
     return buffer.getvalue()
 
 
-def _revenue(segments: pa.Table, rows: pa.Array) -> float:
-    if MONETARY not in segments.column_names:
-        return 0.0
-    return round(float(pc.sum(segments[MONETARY].take(rows)).as_py() or 0.0), 2)
+class FilesWriter:
+    """The files of :func:`export`, written a batch of customers at a time (each file streamed).
+
+    Parameters
+    ----------
+    output_uri : str
+        Where ``export/`` goes.
+    storage : Storage
+        Each file is opened with :meth:`Storage.open_write` (an S3 multipart upload).
+    segment_names : list of str
+        Every RFM segment with customers (their slugs are checked here, before anything is written).
+    clusters : dict
+        Cluster -> its name as the index shows it (the name of its first customer by id), for every
+        cluster with customers; :func:`cluster_file_names` gives its file name.
+    """
+
+    def __init__(self, output_uri: str, storage: Storage, segment_names: list[str], clusters: dict[int, str],
+                 file_names: dict[int, str]) -> None:
+        self.output_uri, self.storage = output_uri, storage
+        names = sorted(segment_names)
+        slugs = segment_slugs(names)
+        self.groups: list[dict[str, Any]] = [
+            {"group": RFM_SEGMENT, "name": name, "column": RFM_SEGMENT, "value": name,
+             "csv": f"{EXPORT_DIR}/segments/{slugs[name]}.csv",
+             "parquet": f"{EXPORT_DIR}/{RFM_SEGMENT}={slugs[name]}/part.parquet"}
+            for name in names
+        ] + [
+            {"group": CLUSTER, "name": clusters[cluster], "column": CLUSTER, "value": cluster,
+             "csv": f"{EXPORT_DIR}/clusters/{file_names[cluster]}.csv",
+             "parquet": f"{EXPORT_DIR}/{CLUSTER}={cluster}/part.parquet"}
+            for cluster in sorted(clusters)
+        ]
+        self.open: list[tuple[Any, Any, Any, Any]] = []  # per group: csv sink, csv writer, parquet sink, writer
+        self.customers = 0
+        self.counts = [0] * len(self.groups)
+        self.revenue = [0.0] * len(self.groups)
+
+    def _uri(self, relative: str) -> str:
+        return join(self.output_uri, *relative.split("/"))
+
+    def write(self, batch: pa.Table) -> None:
+        """Append ``batch`` (customers in id order) to the files of the groups its customers are in."""
+        if not self.open:
+            for group in self.groups:
+                csv_sink = self.storage.open_write(self._uri(group["csv"]))
+                parquet_sink = self.storage.open_write(self._uri(group["parquet"]))
+                self.open.append((csv_sink, pa_csv.CSVWriter(csv_sink, batch.schema, write_options=pa_csv.WriteOptions(
+                    quoting_style="needed")), parquet_sink, pq.ParquetWriter(parquet_sink, batch.schema)))
+        self.customers += batch.num_rows
+        for number, group in enumerate(self.groups):
+            rows = pc.indices_nonzero(pc.equal(batch[group["column"]], group["value"]))
+            if not len(rows):
+                continue
+            part = batch.take(rows)
+            _csv_sink, csv_writer, _parquet_sink, parquet_writer = self.open[number]
+            csv_writer.write_table(safe_for_spreadsheets(part))
+            parquet_writer.write_table(part)
+            self.counts[number] += len(rows)
+            if MONETARY in part.column_names:
+                self.revenue[number] += float(pc.sum(part[MONETARY]).as_py() or 0.0)
+
+    def abort(self) -> None:
+        """Drop every file not finished (S3 uploads aborted)."""
+        for csv_sink, _csv, parquet_sink, _parquet in self.open:
+            csv_sink.abort()
+            parquet_sink.abort()
+        self.open = []
+
+    def finish(self, changes: pa.Table | None = None) -> dict[str, Any]:
+        """Close the files, write ``changes.csv`` and ``index.csv``, delete stale files; :func:`export`'s counts."""
+        written: list[str] = []
+        index: list[dict[str, Any]] = []
+        for number, group in enumerate(self.groups):
+            if self.open:
+                csv_sink, csv_writer, parquet_sink, parquet_writer = self.open[number]
+                csv_writer.close()
+                csv_sink.close()
+                parquet_writer.close()
+                parquet_sink.close()
+            written += [self._uri(group["csv"]), self._uri(group["parquet"])]
+            index.append({"group": group["group"], "name": group["name"], "customers": self.counts[number],
+                          "revenue": round(self.revenue[number], 2), "csv": group["csv"].removeprefix(f"{EXPORT_DIR}/"),
+                          "parquet": group["parquet"].removeprefix(f"{EXPORT_DIR}/")})
+        self.open = []
+        if changes is not None:
+            relative = f"{EXPORT_DIR}/{CHANGES_CSV}"
+            with self.storage.open_write(self._uri(relative)) as sink:
+                write_csv(changes, sink)
+            written.append(self._uri(relative))
+            index.append({"group": "changes", "name": "since the last publish", "customers": changes.num_rows,
+                          "revenue": None, "csv": CHANGES_CSV, "parquet": None})
+        index_table = pa.Table.from_pylist(index, schema=pa.schema([
+            ("group", pa.string()), ("name", pa.string()), ("customers", pa.int64()), ("revenue", pa.float64()),
+            ("csv", pa.string()), ("parquet", pa.string())]))
+        self.storage.write_bytes(self._uri(f"{EXPORT_DIR}/{INDEX_FILE}"), to_csv(index_table))
+        written.append(self._uri(f"{EXPORT_DIR}/{INDEX_FILE}"))
+        keep = set(written)
+        stale = [uri for uri in self.storage.list(join(self.output_uri, EXPORT_DIR)) if uri not in keep]
+        self.storage.delete(stale)
+        return {"customers": self.customers, "files": written, "stale_files_deleted": len(stale)}
+
+
+def groups_of(segments: pa.Table) -> tuple[list[str], dict[int, str], dict[int, str]]:
+    """The RFM segments with customers, each cluster's name in the index (that of its first
+    customer) and each cluster's file name (:func:`cluster_file_names`), of a table with
+    ``rfm_segment``, ``cluster`` and ``cluster_name`` sorted by ``customer_id``."""
+    table = segments.select([CLUSTER, CLUSTER_NAME, RFM_SEGMENT]).cast(pa.schema([
+        (CLUSTER, pa.int64()), (CLUSTER_NAME, pa.string()), (RFM_SEGMENT, pa.string())]))
+    names = sorted(pc.unique(table[RFM_SEGMENT]).to_pylist())
+    clusters = {}
+    for cluster in sorted(pc.unique(table[CLUSTER]).to_pylist()):
+        clusters[int(cluster)] = str(table[CLUSTER_NAME][pc.index(table[CLUSTER], cluster).as_py()].as_py())
+    pairs = table.select([CLUSTER, CLUSTER_NAME]).group_by([CLUSTER, CLUSTER_NAME]).aggregate([])
+    return names, clusters, cluster_file_names(pairs)
 
 
 def export(segments: pa.Table, output_uri: str, storage: Storage, changes: pa.Table | None = None) -> dict[str, Any]:
-    """Write the files under ``output_uri`` and delete stale ones.
+    """Write the files under ``output_uri`` and delete stale ones (:class:`FilesWriter`, in one batch).
 
     Returns
     -------
     dict
         ``{"customers": rows, "files": [URIs written], "stale_files_deleted": n}``.
     """
-    written: list[str] = []
-    index: list[dict[str, Any]] = []
-
-    def write(relative: str, data: bytes) -> str:
-        uri = join(output_uri, *relative.split("/"))
-        storage.write_bytes(uri, data)
-        written.append(uri)
-        return relative.removeprefix(f"{EXPORT_DIR}/")
-
-    names = sorted(pc.unique(segments[RFM_SEGMENT]).to_pylist())
-    slugs = segment_slugs(names)
-    for name in names:
-        rows = pc.indices_nonzero(pc.equal(segments[RFM_SEGMENT], name))
-        index.append({"group": RFM_SEGMENT, "name": name, "customers": len(rows),
-                      "revenue": _revenue(segments, rows),
-                      "csv": write(f"{EXPORT_DIR}/segments/{slugs[name]}.csv", to_csv(segments, rows)),
-                      "parquet": write(f"{EXPORT_DIR}/{RFM_SEGMENT}={slugs[name]}/part.parquet",
-                                       to_parquet(segments, rows))})
-    files = cluster_file_names(segments)
-    for cluster, file_name in files.items():
-        rows = pc.indices_nonzero(pc.equal(segments[CLUSTER], cluster))
-        index.append({"group": CLUSTER, "name": segments[CLUSTER_NAME].take(rows.slice(0, 1))[0].as_py(),
-                      "customers": len(rows), "revenue": _revenue(segments, rows),
-                      "csv": write(f"{EXPORT_DIR}/clusters/{file_name}.csv", to_csv(segments, rows)),
-                      "parquet": write(f"{EXPORT_DIR}/{CLUSTER}={cluster}/part.parquet", to_parquet(segments, rows))})
-    if changes is not None:
-        index.append({"group": "changes", "name": "since the last publish", "customers": changes.num_rows,
-                      "revenue": None, "csv": write(f"{EXPORT_DIR}/{CHANGES_CSV}", to_csv(changes)), "parquet": None})
-    index_table = pa.Table.from_pylist(index, schema=pa.schema([
-        ("group", pa.string()), ("name", pa.string()), ("customers", pa.int64()), ("revenue", pa.float64()),
-        ("csv", pa.string()), ("parquet", pa.string())]))
-    write(f"{EXPORT_DIR}/{INDEX_FILE}", to_csv(index_table))
-    keep = set(written)
-    stale = [uri for uri in storage.list(join(output_uri, EXPORT_DIR)) if uri not in keep]
-    storage.delete(stale)
-    return {"customers": segments.num_rows, "files": written, "stale_files_deleted": len(stale)}
+    writer = FilesWriter(output_uri, storage, *groups_of(segments))
+    for chunk in _chunks(segments):
+        writer.write(chunk)
+    return writer.finish(changes)
