@@ -170,3 +170,31 @@ def test_generated_transactions(tmp_path: Path, rows: list, with_order: bool, co
         assert str(caught.value) == str(error)
         return
     both(source, out, as_of=AS_OF, timezone="Asia/Kolkata" if copies == 2 else None)
+
+
+def test_a_task_on_another_instance_downloads_its_object(tmp_path: Path, fake_aws: None) -> None:
+    """The driver's download is not on the other instances: the task fetches the S3 object itself."""
+    import boto3
+    from moto import mock_aws
+
+    from steps.features.formats import resolve_format
+    from steps.features.sources import sniff
+    from steps.features.spark.tasks import local_copy
+    from steps.features.transactions import CanonicalSource
+
+    data = DATA / "real" / "float_ids_from_pandas.csv"
+    sniffed = sniff(data)
+    fmt = resolve_format(sniffed.header, sniffed.first_line, "auto", {}, str(data))
+    elsewhere = CanonicalSource(
+        type(sniffed)(**{**sniffed.__dict__, "path": tmp_path / "gone" / data.name, "origin": "s3://bucket/in/x.csv"}),
+        fmt, 0)
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="bucket")
+        boto3.client("s3").put_object(Bucket="bucket", Key="in/x.csv", Body=data.read_bytes())
+        with local_copy(elsewhere) as local:
+            assert local.source.path.read_bytes() == data.read_bytes()
+            assert local.source.name == "s3://bucket/in/x.csv"
+        assert not local.source.path.exists()  # removed after the task
+    here = CanonicalSource(sniffed, fmt, 0)
+    with local_copy(here) as same:
+        assert same is here

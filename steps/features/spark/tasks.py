@@ -16,11 +16,15 @@ columns, as Arrow IPC chunks.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import io
 import json
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -104,10 +108,35 @@ def raise_payload(payload: bytes) -> None:
     raise InputDataError(fields["what"], fields["where"], fields["fix"])
 
 
+@contextlib.contextmanager
+def local_copy(src: CanonicalSource) -> Iterator[CanonicalSource]:
+    """``src`` with a file this machine can read.
+
+    The driver downloads S3 objects to its own disk to sniff them; a task on
+    another instance of the cluster finds no such file there and downloads
+    its object (``src.source.origin``) itself, into a folder removed after.
+    """
+    path = src.source.path
+    if path.exists() or not src.source.origin.startswith("s3://"):
+        yield src
+        return
+    import boto3
+
+    bucket, _, key = src.source.origin.removeprefix("s3://").partition("/")
+    with tempfile.TemporaryDirectory(prefix="rfm-task-") as folder:
+        local = Path(folder) / path.name
+        boto3.client("s3").download_file(bucket, key, str(local))
+        yield dataclasses.replace(src, source=dataclasses.replace(src.source, path=local))
+
+
 def canonical_batches(task: FileTask) -> Iterator[pa.RecordBatch]:
     """The file's canonical rows, then one side row (its rejected lines, or the error)."""
+    with local_copy(task.src) as src:
+        yield from _canonical_batches(task, src)
+
+
+def _canonical_batches(task: FileTask, src: CanonicalSource) -> Iterator[pa.RecordBatch]:
     con = _connect()
-    src = task.src
     schema: pa.Schema | None = None
     try:
         register_files(con, [src])
@@ -155,13 +184,18 @@ def flagged_batches(task: FileTask, flagged: bytes) -> Iterator[pa.RecordBatch]:
     flagged : bytes
         Arrow IPC of the flagged customers (``flagged_customers`` on the driver).
     """
+    with local_copy(task.src) as src:
+        yield from _flagged_batches(task, src, flagged)
+
+
+def _flagged_batches(task: FileTask, src: CanonicalSource, flagged: bytes) -> Iterator[pa.RecordBatch]:
     con = _connect()
     try:
-        register_files(con, [task.src])
+        register_files(con, [src])
         con.register("flagged_arrow", from_ipc(flagged))
         con.execute(f"CREATE TEMP TABLE {FLAGGED_CUSTOMERS} AS SELECT * FROM flagged_arrow")
         con.execute("SET preserve_insertion_order=true")  # CSV row numbers come from the read order
-        select = canonical_select(task.src, as_of=task.as_of, contacts=list(task.contacts), keep_raw=True,
+        select = canonical_select(src, as_of=task.as_of, contacts=list(task.contacts), keep_raw=True,
                                   timezone=task.timezone)
         reader = con.sql(f"""
             SELECT * FROM ({select})
@@ -170,10 +204,10 @@ def flagged_batches(task: FileTask, flagged: bytes) -> Iterator[pa.RecordBatch]:
             BATCH_ROWS)
         part = 0
         for batch in reader:
-            yield _payload_batch(task.src.file_no, part, to_ipc(pa.Table.from_batches([batch])))
+            yield _payload_batch(src.file_no, part, to_ipc(pa.Table.from_batches([batch])))
             part += 1
         if part == 0:  # the schema even when nothing matched
-            yield _payload_batch(task.src.file_no, 0, to_ipc(reader.schema.empty_table()))
+            yield _payload_batch(src.file_no, 0, to_ipc(reader.schema.empty_table()))
     finally:
         con.close()
 
