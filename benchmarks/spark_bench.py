@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from steps.features.spark.session import spark_session
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="rfm-spark-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
     folder = work / f"input-{args.rows}-{args.files}"
     if not folder.is_dir():
         single = work / f"tx-{args.rows}.parquet"
