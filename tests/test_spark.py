@@ -30,6 +30,7 @@ if not shutil.which("java"):
 
 from steps.features.spark.engine import run_spark  # noqa: E402  (after the skips: needs pyspark)
 
+pytestmark = pytest.mark.slow  # a Spark run costs seconds; still part of make test
 DATA = Path(__file__).parent / "data"
 AS_OF = dt.date(2026, 11, 1)
 
@@ -150,7 +151,7 @@ _ROW = st.tuples(
 )
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(_ROW, min_size=1, max_size=25), with_order=st.booleans(), copies=st.integers(0, 3))
 def test_generated_transactions(tmp_path: Path, rows: list, with_order: bool, copies: int) -> None:
     rows = rows + rows[:copies]  # exact duplicates

@@ -24,7 +24,7 @@ MASTER_ENV = "RFM_SPARK_MASTER"
 APP_NAME = "rfm-features"
 DEFAULT_MASTER = "local[*]"
 # Small local inputs: a handful of shuffle partitions, not Spark's 200 (one task each).
-LOCAL_SHUFFLE_PARTITIONS = "8"
+LOCAL_SHUFFLE_PARTITIONS = "4"
 LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 _session: SparkSession | None = None
@@ -66,12 +66,14 @@ def spark_session(master: str | None = None) -> SparkSession:
         require_java()
         # The tasks run this interpreter (the project's environment), not whatever python3 is on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        # The driver JVM starts before any builder option applies: its log configuration goes on the submit.
+        options = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
+        os.environ.setdefault("PYSPARK_SUBMIT_ARGS", f"--driver-java-options {options} pyspark-shell")
         builder = (
             builder.master(master or os.environ.get(MASTER_ENV) or DEFAULT_MASTER)
             .config("spark.sql.shuffle.partitions", LOCAL_SHUFFLE_PARTITIONS)
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
-            .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}")
 
         )
     builder = builder.config("spark.sql.session.timeZone", "UTC").config("spark.sql.ansi.enabled", "false")
