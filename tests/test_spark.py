@@ -196,6 +196,14 @@ def test_a_task_on_another_instance_downloads_its_object(tmp_path: Path, fake_aw
             assert local.source.path.read_bytes() == data.read_bytes()
             assert local.source.name == "s3://bucket/in/x.csv"
         assert not local.source.path.exists()  # removed after the task
+        # An object gone since the driver listed it: one line, carried to the driver as the file's error.
+        boto3.client("s3").delete_object(Bucket="bucket", Key="in/x.csv")
+        from steps.features.spark.tasks import ERROR_SENTINEL, FileTask, canonical_batches, raise_payload
+
+        (batch,) = list(canonical_batches(FileTask(elsewhere, AS_OF, (), "x")))
+        assert batch.column("reason").to_pylist() == [ERROR_SENTINEL]
+        with pytest.raises(RFMError, match=r"^s3://bucket/in/x.csv: a Spark task cannot download the object"):
+            raise_payload(batch.column("side")[0].as_py())
     here = CanonicalSource(sniffed, fmt, 0)
     with local_copy(here) as same:
         assert same is here

@@ -121,18 +121,26 @@ def local_copy(src: CanonicalSource) -> Iterator[CanonicalSource]:
         yield src
         return
     import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, _, key = src.source.origin.removeprefix("s3://").partition("/")
     with tempfile.TemporaryDirectory(prefix="rfm-task-") as folder:
         local = Path(folder) / path.name
-        boto3.client("s3").download_file(bucket, key, str(local))
+        try:
+            boto3.client("s3").download_file(bucket, key, str(local))
+        except (BotoCoreError, ClientError) as error:
+            raise InputDataError(f"a Spark task cannot download the object: {first_line(error)}",
+                                 src.source.origin, "Check that it still exists and the role may read it") from None
         yield dataclasses.replace(src, source=dataclasses.replace(src.source, path=local))
 
 
 def canonical_batches(task: FileTask) -> Iterator[pa.RecordBatch]:
     """The file's canonical rows, then one side row (its rejected lines, or the error)."""
-    with local_copy(task.src) as src:
-        yield from _canonical_batches(task, src)
+    try:
+        with local_copy(task.src) as src:
+            yield from _canonical_batches(task, src)
+    except InputDataError as error:  # the download failed: nothing was yielded yet
+        yield _side_batch(None, task, ERROR_SENTINEL, error_payload(error))
 
 
 def _canonical_batches(task: FileTask, src: CanonicalSource) -> Iterator[pa.RecordBatch]:
