@@ -16,7 +16,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 $(STAMP): constraints.txt setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,spark]"
 	touch $(STAMP)
 
 # checkov (tests/test_deploy.py) pins its own boto3, which clashes with the lock file's: it gets a
@@ -59,7 +59,7 @@ MUTANTS ?= steps.features.scoring.* \
 	lambdas.approval.app.x_model_name_for__mutmut_*
 
 $(MUTATION_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,mutation]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,spark,mutation]"
 	touch $(MUTATION_STAMP)
 
 mutation: $(MUTATION_STAMP)

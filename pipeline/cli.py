@@ -79,7 +79,8 @@ def _cmd_run_local(args: argparse.Namespace) -> int:
     reporter = StepReporter()
     try:
         with export_destinations(args.destination, Path(args.output)):
-            result = run_local(args.input, Path(args.output), params, on_step=reporter, keep=args.keep)
+            result = run_local(args.input, Path(args.output), params, on_step=reporter, keep=args.keep,
+                               feature_engine=args.engine)
     finally:
         reporter.stop()
     elapsed = time.perf_counter() - started
@@ -263,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--column", action="append", default=[], metavar="CANONICAL=SOURCE",
                      help="map a canonical column to the file's column (the ColumnMapping parameter); repeatable")
     run.add_argument("--mapping", default=None, help="YAML file of canonical: source column names")
+    run.add_argument("--engine", default="duckdb", choices=["duckdb", "spark"],
+                     help="ComputeRFM's engine: duckdb, or spark (the Spark step, run on local pyspark; "
+                          "docs/scale.md)")
     run.add_argument("--timezone", default="", metavar="ZONE",
                      help="IANA time zone whose calendar days count (the Timezone parameter; default UTC)")
     run.set_defaults(handler=_cmd_run_local)

@@ -28,7 +28,9 @@ from pipeline.publish_definition import get_publish_pipeline  # noqa: F401  (run
 from pipeline.session import no_role_validation
 from pipeline.step_builders import (
     CACHE_EXPIRY,
+    FEATURE_ENGINES,
     Context,
+    compute_rfm_spark_step,
     compute_rfm_step,
     evaluate_step,
     make_parameters,
@@ -40,6 +42,8 @@ from pipeline.step_builders import (
     resolve_defaults,
     train_step,
 )
+from pipeline.step_builders import spark_image_uri as spark_image_uri_for
+from steps.errors import PipelineError
 
 
 def get_pipeline(
@@ -54,6 +58,9 @@ def get_pipeline(
     export_function_arn: str | None = None,
     enable_caching: bool = True,
     sagemaker_session: Session | None = None,
+    feature_engine: str = "duckdb",
+    processing_instance_count: int = 1,
+    spark_image_uri: str | None = None,
 ) -> Pipeline:
     """Build the RFM segmentation pipeline.
 
@@ -84,6 +91,13 @@ def get_pipeline(
         Cache the processing and training steps for 30 days.
     sagemaker_session : Session, optional
         Session to build with; default an offline ``PipelineSession`` (see ``pipeline.session``).
+    feature_engine : str
+        ``duckdb`` (one instance, incremental state) or ``spark`` (a Spark processing job of
+        ``processing_instance_count`` instances; see docs/scale.md).
+    processing_instance_count : int
+        Instances of the Spark ComputeRFM step (``feature_engine="spark"`` only).
+    spark_image_uri : str, optional
+        The Spark step's image; default the SDK's SageMaker Spark processing image (3.5, py312).
 
     Returns
     -------
@@ -100,6 +114,9 @@ def get_pipeline(
         region, role, default_bucket, sagemaker_session, export_function_arn
     )
     image_uri = require_image_uri(image_uri, pipeline_name)
+    if feature_engine not in FEATURE_ENGINES:
+        raise PipelineError(f"feature_engine {feature_engine!r} is not one of {', '.join(FEATURE_ENGINES)}",
+                            "get_pipeline", 'Pass --kwargs \'{"feature_engine": "spark"}\' or leave it out')
 
     params = make_parameters(default_bucket, base_job_prefix)
     ctx = Context(
@@ -112,7 +129,13 @@ def get_pipeline(
     )
     with no_role_validation():
         plan_step, plan = plan_history_step(ctx, params)
-        compute_rfm = compute_rfm_step(ctx, params, plan_step, plan)
+        if feature_engine == "spark":
+            compute_rfm = compute_rfm_spark_step(
+                ctx, params, plan_step, plan, image_uri=spark_image_uri or spark_image_uri_for(region),
+                instance_count=int(processing_instance_count),
+            )
+        else:
+            compute_rfm = compute_rfm_step(ctx, params, plan_step, plan)
         train = train_step(ctx, params, compute_rfm)
         evaluate, report = evaluate_step(ctx, params, compute_rfm, train)
         register = register_step(ctx, params, model_package_group_name, compute_rfm, train, evaluate)

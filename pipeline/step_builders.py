@@ -249,6 +249,81 @@ def compute_rfm_step(
     )
 
 
+FEATURE_ENGINES = ("duckdb", "spark")
+# The AWS Spark processing image the SDK resolves (image_uri_config/spark.json); pyspark is pinned to its 3.5.
+SPARK_FRAMEWORK_VERSION = "3.5"
+SPARK_PY_VERSION = "py312"
+SPARK_APP = "steps/features/spark/app.py"
+SPARK_APP_KEY = "code/spark/app.py"
+SPARK_WORK = "spark-work"
+
+
+def spark_image_uri(region: str, instance_type: str = DEFAULT_INSTANCE_TYPE) -> str:
+    """The SageMaker Spark processing image (Spark 3.5, Python 3.12) of ``region``, from the SDK's lookup."""
+    from sagemaker.core import image_uris
+
+    return image_uris.retrieve("spark", region, version=SPARK_FRAMEWORK_VERSION, py_version=SPARK_PY_VERSION,
+                               instance_type=instance_type, image_scope="processing")
+
+
+def compute_rfm_spark_step(
+    ctx: Context, params: Parameters, plan_step: ProcessingStep, plan: PropertyFile, *, image_uri: str,
+    instance_count: int,
+) -> ProcessingStep:
+    """ComputeRFM on Spark: the same outputs as :func:`compute_rfm_step`, from the whole input every run.
+
+    ``spark-submit`` runs ``steps/features/spark/app.py`` (``rfm-features --engine spark``), staged at
+    ``s3://.../code/spark/app.py``. The Spark engine does not fold into the incremental state: it reads
+    InputDataUrl whole (exactly that object or folder); the history's fingerprint is an argument so the
+    step's cache key still changes with any object version.
+    """
+    from sagemaker.core.spark.processing import PySparkProcessor
+
+    if instance_count < 1:
+        raise PipelineError(f"processing_instance_count {instance_count} is not a number of instances",
+                            "get_pipeline", "Pass 1 or more")
+    fingerprint = JsonGet(step_name=plan_step.name, property_file=plan, json_path="fingerprint")
+    processor = PySparkProcessor(
+        role=ctx.role,
+        image_uri=image_uri,
+        instance_type=params.processing_instance_type,
+        instance_count=instance_count,
+        base_job_name=f"{ctx.base_job_prefix}-features-spark",
+        sagemaker_session=ctx.session,
+        env={"RFM_SPARK_WORKDIR": ctx.execution_uri(SPARK_WORK)},
+    )
+    step_args = processor.run(
+        submit_app=f"{ctx.data_prefix}/{SPARK_APP_KEY}",
+        outputs=[
+            _processing_output("features", paths.PROCESSING_FEATURES_OUT, ctx.package_uri("features")),
+            _processing_output("transform", paths.PROCESSING_TRANSFORM_OUT, ctx.package_uri("transform")),
+            _processing_output("quarantine", paths.PROCESSING_QUARANTINE_OUT, ctx.quarantine_uri()),
+        ],
+        arguments=[
+            Join(on="", values=["--input=", params.input_data_url]),
+            Join(on="", values=["--history-fingerprint=", fingerprint]),
+            "--output", paths.PROCESSING_FEATURES_OUT,
+            "--transform-output", paths.PROCESSING_TRANSFORM_OUT,
+            "--quarantine-output", paths.PROCESSING_QUARANTINE_OUT,
+            Join(on="", values=["--format=", params.input_format]),
+            Join(on="", values=["--as-of=", params.as_of_date]),
+            Join(on="", values=["--column-mapping=", params.column_mapping]),
+            Join(on="", values=["--timezone=", params.timezone]),
+        ],
+    )  # fmt: skip
+    return ProcessingStep(
+        name="ComputeRFM",
+        display_name="Compute RFM features (Spark)",
+        description=(
+            f"Spark on {instance_count} instance(s): reads every transactions object under InputDataUrl, "
+            "quarantines unusable rows and scores recency, frequency and monetary value 1-5 per customer "
+            "(the same definitions and outputs as the DuckDB step)."
+        ),
+        step_args=step_args,
+        cache_config=ctx.cache,
+    )
+
+
 def train_step(ctx: Context, params: Parameters, compute_rfm: ProcessingStep) -> TrainingStep:
     """TrainSegmenter: scaled k-means on the RFM features; the image's ``train`` runs."""
     trainer = ModelTrainer(

@@ -159,8 +159,12 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
 
 
 def run_local(input_location: str, output: Path, params: dict[str, str],
-              on_step=None, definition: dict | None = None, keep: int = DEFAULT_KEEP) -> ExecutionResult:
-    """Run the whole pipeline on ``input_location``; artifacts go under ``output``; keep ``keep`` executions."""
+              on_step=None, definition: dict | None = None, keep: int = DEFAULT_KEEP,
+              feature_engine: str = "duckdb") -> ExecutionResult:
+    """Run the whole pipeline on ``input_location``; artifacts go under ``output``; keep ``keep`` executions.
+
+    ``feature_engine="spark"`` builds the definition with the Spark ComputeRFM step (run on local pyspark).
+    """
     output = paths.output_folder(Path(output).resolve())
     if not input_location.startswith("s3://"):
         location = Path(input_location.removeprefix("file://"))
@@ -169,17 +173,18 @@ def run_local(input_location: str, output: Path, params: dict[str, str],
         input_location = str(location.resolve())
     parameter_values(declared_parameters(), {"InputDataUrl": input_location, **params})  # before the slow build
     if definition is None:
-        definition = timed_build(default_cache_dir(), MAIN_PIPELINE, on_step)
+        overrides = {"feature_engine": feature_engine} if feature_engine != "duckdb" else {}
+        definition = timed_build(default_cache_dir(), MAIN_PIPELINE, on_step, **overrides)
     return execute(definition, {"InputDataUrl": input_location, **params}, output, on_step, keep)
 
 
-def timed_build(cache_dir: Path, builder: str, on_step=None) -> dict:
+def timed_build(cache_dir: Path, builder: str, on_step=None, **overrides: object) -> dict:
     """``build_definition``, reported to ``on_step`` like a step (it takes seconds when not cached)."""
     run = StepRun("(definition)", "SageMaker SDK", "Executing")
     if on_step:
         on_step(run)
     started = time.perf_counter()
-    definition = build_definition(cache_dir=cache_dir, builder=builder)
+    definition = build_definition(cache_dir=cache_dir, builder=builder, **overrides)
     run.status, run.seconds = "Succeeded", time.perf_counter() - started
     run.detail = "cached" if definition["_cached"] else "built and cached"
     if on_step:

@@ -40,10 +40,19 @@ class Environment:
     models: dict[str, str]  # model name -> model data URL (CreateModel results)
 
 
+# A Spark processing step's entrypoint; its submit app is the project's own (steps/features/spark/app.py),
+# run here on local pyspark instead of being downloaded from the code input.
+SPARK_SUBMIT = "smspark-submit"
+SPARK_APP_MODULE = "steps.features.spark.app"
+
+
 def run_processing(name: str, args: dict, env: Environment) -> dict[str, Any]:
     container = ContainerPaths(env.workdir / name)
     write_job_config(container, {"ProcessingJobName": f"{name}-{env.execution_id}", **args})
+    spark = (args["AppSpecification"].get("ContainerEntrypoint") or [""])[0] == SPARK_SUBMIT
     for item in args.get("ProcessingInputs", []):
+        if spark and item["InputName"] == "code":
+            continue
         s3 = item["S3Input"]
         env.store.download(s3["S3Uri"], container.local(s3["LocalPath"]))
     outputs = args.get("ProcessingOutputConfig", {}).get("Outputs", [])
@@ -53,9 +62,11 @@ def run_processing(name: str, args: dict, env: Environment) -> dict[str, Any]:
     entrypoint = app.get("ContainerEntrypoint") or []
     if not entrypoint:
         raise PipelineError("processing step has no ContainerEntrypoint", name)
-    command = [executable(entrypoint[0]), *entrypoint[1:]]
+    # Spark: local pyspark, with a local work folder instead of the cluster's S3 one.
+    command = [sys.executable, "-m", SPARK_APP_MODULE] if spark else [executable(entrypoint[0]), *entrypoint[1:]]
     command += [_store_path(container.rewrite(str(a)), env.store) for a in app.get("ContainerArguments", [])]
-    environment = {k: str(v) for k, v in args.get("Environment", {}).items()}
+    environment = {k: str(v) for k, v in args.get("Environment", {}).items()
+                   if not (spark and k.startswith("RFM_SPARK"))}
     run_command(command, environment, env.workdir / "logs" / f"{name}.log", name)
     properties: dict[str, Any] = {}
     for item in outputs:

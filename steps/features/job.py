@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DuckDB memory limit, e.g. 2GB; past it work spills to disk (default: auto, "
                              "30 bytes an input row, at least 800MB, at most half the memory)")
     parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
+    parser.add_argument("--engine", default="duckdb", choices=["duckdb", "spark"],
+                        help="duckdb (one machine) or spark (local pyspark, or the cluster of a Spark "
+                             "processing job; needs Java 17 and the spark extra; see docs/scale.md)")
     parser.add_argument("--state", default=None,
                         help="folder or s3:// prefix of the incremental state: fold only the files added, "
                              "replaced or removed since it (see docs/history.md)")
@@ -84,9 +87,18 @@ def run_from_args(args: argparse.Namespace) -> int:
     mapping.update(load_mapping_file(args.mapping) if args.mapping else {})
     mapping.update(parse_column_options(args.column))
     started = time.perf_counter()
-    if args.state:
-        return _run_incremental(args, mapping, started)
-    result = run(
+    if getattr(args, "engine", "duckdb") == "spark":
+        from steps.features.spark.engine import refuse_incremental, run_spark
+
+        refuse_incremental(args.state, args.engine)
+        runner = run_spark
+        engine_options = {}
+    else:
+        if args.state:
+            return _run_incremental(args, mapping, started)
+        runner = run
+        engine_options = {"memory_limit": args.memory_limit, "threads": args.threads}
+    result = runner(
         args.input,
         Path(args.output),
         transform_output=Path(args.transform_output) if args.transform_output else None,
@@ -95,9 +107,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         mapping=mapping,
         as_of=parse_as_of(args.as_of),
         encoding=args.encoding,
-        memory_limit=args.memory_limit,
-        threads=args.threads,
         timezone=parse_timezone(args.timezone),
+        **engine_options,
     )
     quality = result.quality
     log.info(
