@@ -1,11 +1,12 @@
 """RFM features: from transaction files to one row per purchasing customer.
 
-The functional core of ``ComputeRFM``. :func:`compute_features` reads every
-input file once with DuckDB, classifies each row (usable, or the reason it is
+The functional core of ``ComputeRFM``. :func:`compute_features` reads the
+input files with DuckDB, classifies each row (usable, or the reason it is
 quarantined, or excluded as not a purchase), aggregates per customer, and
-scores R, F and M from histograms (``steps.features.scoring``); a second,
-filtered read happens only when some rows are quarantined (to keep their own
-columns and to recount the customers with exact duplicates). :func:`write_features` writes
+scores R, F and M from histograms (``steps.features.scoring``). Parquet inputs
+are read a second time for the keys of identical rows; a filtered read happens
+only when some rows are quarantined or identical (to keep their own columns
+and to count the identical rows exactly). :func:`write_features` writes
 ``rfm.parquet``, ``quality.json``, ``quarantine/`` and the batch-transform
 input. Nothing here loads all customers into Python.
 """
