@@ -185,7 +185,7 @@ MESSY = (
             "a,7,2024-01-06,-2.00",  # row 9: a return netted against a's purchases
             "c,8,2024-01-07,1.00",  # row 10: used
             "c,8,2024-01-07,1.00",  # row 11: duplicate
-            "c,8,2024-01-07,1.00",  # row 12: duplicate (three copies: the exact recount)
+            "c,8,2024-01-07,1.00",  # row 12: duplicate (three copies: counted exactly)
             "c,8,2024-01-07,2.00",  # row 13: used (same order, another line)
         ]
     )

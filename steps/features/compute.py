@@ -292,7 +292,7 @@ def compute_features(
     clock = _Clock()
     malformed, tables = aggregate_sources(con, planned, cutoff=cutoff, contacts=contacts, where=where,
                                           timezone=timezone)
-    clock.lap("aggregated, quarantined and recounted")
+    clock.lap("aggregated, checked for identical rows and quarantined")
     warnings = as_of_warnings(con, as_of)
     as_of, features_sql = score_customers(con, as_of, where, contacts)
     quality = quality_report(
