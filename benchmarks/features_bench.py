@@ -18,7 +18,11 @@ time and peak resident memory (``os.wait4``):
   quality.json, scores, segments, sorted rfm.parquet);
 - ``pandas``, ``polars``, ``duckdb``: what one would write by hand for the
   same work: exact-duplicate removal, then first and last purchase day,
-  distinct purchase orders, net spend, recency, written to Parquet.
+  distinct purchase orders, net spend, recency, average order value, 1-5
+  scores by rank (``ceil(5 * cume_dist)``: equal values get equal scores, as
+  ours do), sorted by customer id (as ``rfm.parquet`` is), written to
+  Parquet. ``--references aggregate`` leaves out the average, the scores and
+  the sort (the references of the first measurements).
 
 The results are checked to agree (customers, total frequency, total spend).
 """
@@ -39,8 +43,8 @@ GENERATOR_VERSION = 4
 SHAPES = (1.1, 2.5, 20.0)  # lines per order
 
 PANDAS = """
-import sys, pandas as pd
-source, target = sys.argv[1], sys.argv[2]
+import sys, numpy as np, pandas as pd
+source, target, scores = sys.argv[1], sys.argv[2], sys.argv[3] == "scores"
 frame = pd.read_parquet(source, columns=["customer_id", "order_id", "timestamp", "amount"]).drop_duplicates()
 frame["day"] = frame["timestamp"].dt.normalize()
 purchases = frame[frame["amount"] >= 0]
@@ -49,30 +53,45 @@ customers = purchases.groupby("customer_id").agg(
 customers["monetary"] = frame.groupby("customer_id")["amount"].sum()
 as_of = frame["day"].max() + pd.Timedelta(days=1)
 customers["recency_days"] = (as_of - customers["last_purchase"]).dt.days
+if scores:
+    customers["avg_order_value"] = (customers["monetary"] / customers["frequency"]).round(4)
+    for score, column, ascending in (("r_score", "recency_days", False), ("f_score", "frequency", True),
+                                     ("m_score", "monetary", True)):
+        ranks = customers[column].rank(method="max", ascending=ascending, pct=True)
+        customers[score] = np.ceil(ranks * 5).astype("int8")
+    customers = customers.sort_index()
 customers.reset_index().to_parquet(target, index=False)
 """
 
 POLARS = """
 import sys, polars as pl
-source, target = sys.argv[1], sys.argv[2]
+source, target, scores = sys.argv[1], sys.argv[2], sys.argv[3] == "scores"
 day, purchase = pl.col("timestamp").dt.date(), pl.col("amount") >= 0
-(pl.scan_parquet(source)
-   .unique()
-   .group_by("customer_id")
-   .agg(first_purchase=day.filter(purchase).min(), last_purchase=day.filter(purchase).max(),
-        frequency=pl.col("order_id").filter(purchase).n_unique(), monetary=pl.col("amount").sum(),
-        last_day=day.max())
-   .with_columns(recency_days=(pl.col("last_day").max() + pl.duration(days=1)
-                               - pl.col("last_purchase")).dt.total_days())
-   .drop("last_day")
-   .sink_parquet(target))
+customers = (
+    pl.scan_parquet(source)
+    .unique()
+    .group_by("customer_id")
+    .agg(first_purchase=day.filter(purchase).min(), last_purchase=day.filter(purchase).max(),
+         frequency=pl.col("order_id").filter(purchase).n_unique(), monetary=pl.col("amount").sum(),
+         last_day=day.max())
+    .with_columns(recency_days=(pl.col("last_day").max() + pl.duration(days=1)
+                                - pl.col("last_purchase")).dt.total_days())
+    .drop("last_day"))
+if scores:
+    def score(column, descending=False):
+        return (pl.col(column).rank("max", descending=descending) * 5 / pl.len()).ceil().cast(pl.Int8)
+    customers = (customers
+                 .with_columns(avg_order_value=(pl.col("monetary") / pl.col("frequency")).round(4),
+                               r_score=score("recency_days", descending=True), f_score=score("frequency"),
+                               m_score=score("monetary"))
+                 .sort("customer_id"))
+customers.sink_parquet(target)
 """
 
 DUCKDB = """
 import sys, duckdb
-source, target = sys.argv[1], sys.argv[2]
-duckdb.sql(f'''
-COPY (
+source, target, scores = sys.argv[1], sys.argv[2], sys.argv[3] == "scores"
+features = f'''
     WITH customers AS (
         SELECT customer_id,
                min(CAST(timestamp AS DATE)) FILTER (WHERE amount >= 0) AS first_purchase,
@@ -82,8 +101,15 @@ COPY (
         FROM (SELECT DISTINCT * FROM read_parquet('{source}')) GROUP BY customer_id)
     SELECT * EXCLUDE (last_day),
            date_diff('day', last_purchase, (SELECT max(last_day) FROM customers) + 1) AS recency_days
-    FROM customers
-) TO '{target}' (FORMAT parquet)''')
+    FROM customers'''
+if scores:
+    features = f'''
+        SELECT *, round(monetary / frequency, 4) AS avg_order_value,
+               CAST(ceil(5 * cume_dist() OVER (ORDER BY recency_days DESC)) AS TINYINT) AS r_score,
+               CAST(ceil(5 * cume_dist() OVER (ORDER BY frequency)) AS TINYINT) AS f_score,
+               CAST(ceil(5 * cume_dist() OVER (ORDER BY monetary)) AS TINYINT) AS m_score
+        FROM ({features}) ORDER BY customer_id'''
+duckdb.sql(f"COPY ({features}) TO '{target}' (FORMAT parquet)")
 """
 
 PLAIN = {"pandas": PANDAS, "polars": POLARS, "duckdb": DUCKDB}
@@ -160,12 +186,14 @@ def run_measured(tool: str, command: list[str]) -> Measure:
     return Measure(tool, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
-def command_for(tool: str, source: Path, out: Path, ours_args: list[str]) -> list[str]:
+def command_for(
+    tool: str, source: Path, out: Path, ours_args: list[str], references: str = "scores"
+) -> list[str]:
     if tool == "ours":
         script = Path(sys.executable).parent / "rfm-features"
         entry = [str(script)] if script.exists() else [sys.executable, "-m", "steps.features.job"]
         return [*entry, "--input", str(source), "--output", str(out / "ours"), *ours_args]
-    return [sys.executable, "-c", PLAIN[tool], str(source), str(out / f"{tool}.parquet")]
+    return [sys.executable, "-c", PLAIN[tool], str(source), str(out / f"{tool}.parquet"), references]
 
 
 def check_agreement(out: Path, tools: list[str]) -> list[str]:
@@ -247,7 +275,7 @@ def run_shape(args: argparse.Namespace, tools: list[str], lines_per_order: float
     measures: dict[str, list[Measure]] = {tool: [] for tool in tools}
     for round_no in range(args.repeat):
         for tool in tools:
-            measure = run_measured(tool, command_for(tool, source, out, ours_args))
+            measure = run_measured(tool, command_for(tool, source, out, ours_args, args.references))
             measures[tool].append(measure)
             print(
                 f"  run {round_no + 1}: {tool:>7} {measure.wall:7.2f} s wall {measure.cpu:7.2f} s CPU "
@@ -256,7 +284,7 @@ def run_shape(args: argparse.Namespace, tools: list[str], lines_per_order: float
             )
     print(
         f"\n{args.rows:,} transactions, {customers:,} customers, about {lines_per_order:g} lines per order, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, references: {args.references}\n"
     )
     print(report(measures))
     print("\nresults:")
@@ -282,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per tool, interleaved; the best is reported"
+    )
+    parser.add_argument(
+        "--references", choices=["scores", "aggregate"], default="scores",
+        help="what the plain references do: the same work as ours (average order value, scores, output "
+             "sorted by customer; default) or only the aggregation",
     )
     parser.add_argument("--ours-args", default="", help="extra rfm-features options, e.g. --memory-limit=3GB")
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)

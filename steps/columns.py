@@ -19,7 +19,12 @@ PHONE = "phone"
 ADDRESS = "address"
 CHANNEL = "channel"
 
+EVENT_ID = "event_id"
+LINE_ID = "line_id"
+
 CONTACT_COLUMNS: tuple[str, ...] = (EMAIL, PHONE, ADDRESS, CHANNEL)
+# Ids that tell two purchases apart: with any of them, identical rows are exact duplicates.
+ROW_ID_COLUMNS: tuple[str, ...] = (ORDER_ID, EVENT_ID, LINE_ID)
 
 # Per-customer feature columns (rfm.parquet).
 FIRST_PURCHASE = "first_purchase"

@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv  # noqa: F401  (pa.csv)
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -184,7 +185,7 @@ MESSY = (
             "a,7,2024-01-06,-2.00",  # row 9: a return netted against a's purchases
             "c,8,2024-01-07,1.00",  # row 10: used
             "c,8,2024-01-07,1.00",  # row 11: duplicate
-            "c,8,2024-01-07,1.00",  # row 12: duplicate (three copies: the exact recount)
+            "c,8,2024-01-07,1.00",  # row 12: duplicate (three copies: counted exactly)
             "c,8,2024-01-07,2.00",  # row 13: used (same order, another line)
         ]
     )
@@ -529,6 +530,52 @@ def test_identical_rows_are_purchases_without_an_order_id(tmp_path: Path) -> Non
     assert features.loc["a", c.MONETARY] == pytest.approx(15.0)  # an order id: the copy is a duplicate
     assert quality["quarantined_by_reason"] == {"duplicate_row": 1}
     assert quality["identical_rows_kept"] == 0
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+@pytest.mark.parametrize(("name", "id_column"), [("identical_rows_with_line_id.csv", "line_id"),
+                                                 ("identical_rows_with_event_id.csv", "event_id")])
+def test_an_event_or_line_id_makes_identical_rows_duplicates(tmp_path: Path, name: str, id_column: str,
+                                                              kind: str) -> None:
+    """DESIGN.md: identical rows are exact duplicates when rows carry an order, event or line id."""
+    path = REAL / name
+    if kind == "parquet":
+        path = tmp_path / name.replace(".csv", ".parquet")
+        pq.write_table(pa.csv.read_csv(REAL / name), path)
+    features, quality = _features(path, tmp_path)
+    assert quality["column_mapping"][id_column] == id_column
+    assert quality["quarantined_by_reason"] == {"duplicate_row": 1}
+    assert quality["identical_rows_kept"] == 0
+    assert features.loc["a", c.MONETARY] == pytest.approx(20.0 if id_column == "line_id" else 15.0)
+    rows = quarantine(tmp_path / "out")
+    assert rows[[c.QUARANTINE_REASON, c.SOURCE_ROW]].values.tolist() == [["duplicate_row", 2]]
+
+
+def test_identical_rows_in_parquet_files_are_found_across_files(tmp_path: Path) -> None:
+    """Parquet inputs find identical rows with a second, columnar read of the row keys."""
+    def table(rows: list[tuple]) -> pa.Table:
+        return pa.table({name: [r[i] for r in rows] for i, name in enumerate(("customer_id", "order_id",
+                                                                               "timestamp", "amount"))})
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(table([("a", "1", "2024-01-01", 10.0), ("b", "2", "2024-01-02", -4.0),
+                          ("b", "3", "2024-01-01", 6.0), ("c", "4", "2024-01-03", 3.0),
+                          ("17850.0", "6", "2024-01-05", 2.0)]), folder / "1.parquet")
+    pq.write_table(table([("a", "1", "2024-01-01", 10.0), ("b", "2", "2024-01-02", -4.0),
+                          ("b", "2", "2024-01-02", -4.0), ("a", "5", "2024-01-04", 1.0),
+                          ("17850", "6", "2024-01-05", 2.0)]), folder / "2.parquet")
+    features, quality = _features(folder, tmp_path)
+    assert quality["quarantined_by_reason"] == {"duplicate_row": 4}  # 17850.0 is 17850, as in a CSV
+    assert quality["rows_used"] == 6
+    assert quality["returns_netted"] == 1
+    assert features.loc["a", c.MONETARY] == pytest.approx(11.0)
+    assert features.loc["a", c.FREQUENCY] == 2
+    assert features.loc["b", c.MONETARY] == pytest.approx(2.0)
+    assert features.loc["17850", c.MONETARY] == pytest.approx(2.0)
+    rows = quarantine(tmp_path / "out")
+    assert rows[[c.SOURCE_FILE, c.SOURCE_ROW]].values.tolist() == [[str(folder / "2.parquet"), n]
+                                                                   for n in (1, 2, 3, 5)]
 
 
 def test_cdnow_with_a_header_line_is_detected_and_the_header_is_not_a_row(tmp_path: Path) -> None:

@@ -1,21 +1,34 @@
-"""Per-customer totals of classified transactions, in one pass over the input.
+"""Per-customer totals of classified transactions, and the exact count of identical rows.
 
 :func:`aggregate_customers` builds the table ``customer_rows``: one row per
 (reason, customer) for usable rows (``reason = 0``) and one row per reason for
-the others (customer NULL). It is one hash aggregation by customer with two
-distinct counts, the plan DuckDB gives a hand-written ``count(DISTINCT ...)``:
-distinct orders with a purchase row (``frequency``) and distinct rows (a
-64-bit hash of every column but the customer id). Its cost depends on the
-number of rows, orders and customers, not on how many lines an order has.
+the others (customer NULL), in one hash aggregation by customer with one
+distinct count (orders with a purchase row, ``frequency``). Its cost depends
+on the number of rows, orders and customers, not on how many lines an order
+has.
 
-A customer whose rows are fewer than distinct is one with identical rows.
+Identical rows (same customer and ``row_hash``) are found apart from it, by
+one of two exact checks, so the big aggregation never carries a distinct count
+of rows:
+
+- all inputs Parquet: :func:`find_repeated_keys` reads the files again (a
+  columnar read is cheap) and keeps the 64-bit keys ``hash(cust, row_hash)``
+  seen more than once (``repeated_keys``, usually empty): every set of
+  identical rows has its key there;
+- otherwise (CSV, read once): the aggregation also counts distinct
+  ``row_hash`` per customer (``repeated_rows``: rows minus distinct rows), and
+  such customers are suspects.
+
+Either way the suspects' rows come back with the quarantine read, and
+:func:`correct_identical_rows` counts each set of identical rows exactly.
 Identical rows are exact duplicates only when the rows carry an order id
-(``dedupe``): those customers (few) are recounted exactly by
-:func:`recount_customers` from their rows, which the quarantine read collects
-anyway. Without an order id nothing tells identical rows apart from two equal
-purchases: every copy counts, and ``identical_rows`` says how many repeated.
+(``dedupe``): the copies leave ``amount`` and ``return_rows`` and are counted in
+``duplicate_rows``. Without an order id nothing tells identical rows apart
+from two equal purchases: every copy counts, and ``identical_rows`` says how
+many repeated. Removing a copy never changes a customer's orders, days or
+contacts (one copy stays), so the correction is a subtraction.
 
-Both functions can be called on any subset of the input files (one S3 object
+All functions can be called on any subset of the input files (one S3 object
 at a time, say): the schema of ``customer_rows`` does not depend on the input.
 """
 
@@ -38,6 +51,7 @@ from steps.features.transactions import (
 )
 
 CUSTOMER_ROWS = "customer_rows"
+REPEATED_KEYS = "repeated_keys"
 
 
 def union_sql(selects: Sequence[str]) -> str:
@@ -60,7 +74,7 @@ def _usable(aggregate: str) -> str:
 
 
 def aggregate_customers(
-    con: duckdb.DuckDBPyConnection, selects: Sequence[str], contacts: Sequence[str], *, dedupe: bool = True
+    con: duckdb.DuckDBPyConnection, selects: Sequence[str], contacts: Sequence[str], *, count_repeats: bool = True
 ) -> None:
     """Create ``customer_rows`` from the canonical rows of ``selects`` (any subset of the input files).
 
@@ -72,30 +86,28 @@ def aggregate_customers(
         :func:`~steps.features.transactions.canonical_select` of each file.
     contacts : sequence of str
         Contact column names (each becomes a ``contact_<name>`` struct ``{day, value}``).
-    dedupe : bool
-        The rows carry an order id: identical rows are duplicates, counted
-        once (``duplicate_rows``; such customers need :func:`recount_customers`).
-        Otherwise every copy counts (``identical_rows``).
+    count_repeats : bool
+        Count distinct rows per customer (``repeated_rows``); leave it to
+        :func:`find_repeated_keys` when the inputs are Parquet.
 
     Notes
     -----
     Columns: ``reason``, ``cust`` (NULL unless reason is 0), ``n_rows`` (rows
-    read, copies included), ``duplicate_rows``, ``identical_rows``,
-    ``amount`` (net, in ten-thousandths), ``return_rows``,
-    ``first_purchase``, ``last_purchase``, ``last_day`` (last day of any
-    row), ``frequency`` (distinct orders with a purchase row),
-    ``float_id_rows`` (rows whose id was written as a float, ``17850.0``),
-    then the contact structs. Until recounted, a customer with duplicates has
-    its copies in ``amount`` and ``return_rows``.
+    read, copies included), ``duplicate_rows`` and ``identical_rows`` (0 until
+    :func:`correct_identical_rows`), ``repeated_rows``, ``amount`` (net, in
+    ten-thousandths), ``return_rows``, ``first_purchase``,
+    ``last_purchase``, ``last_day`` (last day of any row), ``frequency``
+    (distinct orders with a purchase row), ``float_id_rows`` (rows whose id
+    was written as a float, ``17850.0``), then the contact structs.
     """
     latest = "".join(f", {_latest(name)}" for name in _contact_names(contacts))
-    repeated = f"count(*) - count(DISTINCT {ROW_HASH})"
+    repeated = _usable(f"count(*) - count(DISTINCT {ROW_HASH})") if count_repeats else "0"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {CUSTOMER_ROWS} AS
         SELECT {REASON}, CASE WHEN {REASON} = 0 THEN {CUST} END AS {CUST},
                count(*) AS n_rows,
-               CAST({_usable(repeated) if dedupe else '0'} AS BIGINT) AS duplicate_rows,
-               CAST({'0' if dedupe else _usable(repeated)} AS BIGINT) AS identical_rows,
+               CAST(0 AS BIGINT) AS duplicate_rows, CAST(0 AS BIGINT) AS identical_rows,
+               CAST({repeated} AS BIGINT) AS repeated_rows,
                CAST({_usable(f'sum({AMOUNT})')} AS HUGEINT) AS amount,
                CAST({_usable(f'count(*) FILTER (WHERE {IS_RETURN})')} AS BIGINT) AS return_rows,
                min({DAY}) FILTER (WHERE NOT {IS_RETURN}) AS first_purchase,
@@ -107,48 +119,56 @@ def aggregate_customers(
         GROUP BY {REASON}, 2""")
 
 
-def recount_customers(con: duckdb.DuckDBPyConnection, rows: str, contacts: Sequence[str]) -> int:
-    """Recount the customers with duplicate rows exactly, from ``rows``; return how many.
+def find_repeated_keys(con: duckdb.DuckDBPyConnection, key_selects: Sequence[str]) -> int:
+    """Create ``repeated_keys``: the row keys seen more than once in ``key_selects``; return how many.
+
+    ``key_selects`` give one column ``row_key``
+    (:func:`~steps.features.transactions.row_key_select`). Identical rows have
+    equal keys, so a row outside ``repeated_keys`` has no copy; a key there
+    may still be two different rows whose hashes collide, which
+    :func:`correct_identical_rows` tells apart.
+    """
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {REPEATED_KEYS} AS
+        SELECT row_key FROM ({union_sql(key_selects)}) GROUP BY row_key HAVING count(*) > 1""")
+    return int(con.execute(f"SELECT count(*) FROM {REPEATED_KEYS}").fetchall()[0][0])
+
+
+def no_repeated_keys(con: duckdb.DuckDBPyConnection) -> None:
+    """An empty ``repeated_keys`` (the CSV check counts ``repeated_rows`` instead)."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {REPEATED_KEYS} (row_key UBIGINT)")
+
+
+def correct_identical_rows(con: duckdb.DuckDBPyConnection, rows: str, *, dedupe: bool) -> int:
+    """Count each set of identical usable rows in ``rows`` exactly; update ``customer_rows``; return the copies.
 
     Parameters
     ----------
     rows : str
-        A relation with the canonical columns holding (at least) every usable
-        row of the customers whose ``duplicate_rows`` is above 0.
-
-    Each set of identical rows (same customer and row hash) counts once; the
-    copies stay in ``n_rows`` and ``duplicate_rows``.
+        A relation with the canonical columns holding every copy of every set
+        of identical usable rows (the quarantine read of the suspects).
+    dedupe : bool
+        The rows carry an order id: the copies beyond the first are duplicates
+        (``duplicate_rows``) and leave ``amount`` and ``return_rows``.
+        Otherwise they stay and are counted in ``identical_rows``.
     """
-    wanted = f"SELECT {CUST} FROM {CUSTOMER_ROWS} WHERE {REASON} = 0 AND duplicate_rows > 0"
-    count = int(con.execute(f"SELECT count(*) FROM ({wanted})").fetchall()[0][0])
-    if not count:
-        return 0
-    latest = "".join(f", {_latest(name)}" for name in _contact_names(contacts))
-    once = "".join(f", any_value({name}) AS {name}" for name in _contact_names(contacts))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE recount_targets AS {wanted}")
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE recounted AS
-        WITH distinct_rows AS (
-            SELECT {CUST}, {ROW_HASH}, count(*) AS copies, any_value({ORDER}) AS {ORDER},
-                   any_value({DAY}) AS {DAY}, any_value({AMOUNT}) AS {AMOUNT},
-                   any_value({IS_RETURN}) AS {IS_RETURN}, count(*) FILTER (WHERE {FLOAT_ID}) AS float_ids {once}
-            FROM {rows}
-            WHERE {REASON} = 0 AND {CUST} IN (SELECT {CUST} FROM recount_targets)
-            GROUP BY {CUST}, {ROW_HASH}
-        )
-        SELECT CAST(0 AS UTINYINT) AS {REASON}, {CUST}, CAST(sum(copies) AS BIGINT) AS n_rows,
-               CAST(sum(copies - 1) AS BIGINT) AS duplicate_rows, CAST(0 AS BIGINT) AS identical_rows,
-               CAST(sum({AMOUNT}) AS HUGEINT) AS amount,
-               CAST(count(*) FILTER (WHERE {IS_RETURN}) AS BIGINT) AS return_rows,
-               min({DAY}) FILTER (WHERE NOT {IS_RETURN}) AS first_purchase,
-               max({DAY}) FILTER (WHERE NOT {IS_RETURN}) AS last_purchase,
-               max({DAY}) AS last_day,
-               CAST(count(DISTINCT {ORDER}) FILTER (WHERE NOT {IS_RETURN}) AS BIGINT) AS frequency,
-               CAST(sum(float_ids) AS BIGINT) AS float_id_rows {latest}
-        FROM distinct_rows GROUP BY {CUST}""")
-    con.execute(f"""
-        DELETE FROM {CUSTOMER_ROWS} WHERE {REASON} = 0 AND {CUST} IN (SELECT {CUST} FROM recount_targets)""")
-    con.execute(f"INSERT INTO {CUSTOMER_ROWS} BY NAME SELECT * FROM recounted")
-    con.execute("DROP TABLE recounted")
-    con.execute("DROP TABLE recount_targets")
-    return count
+        CREATE OR REPLACE TEMP TABLE identical_copies AS
+        SELECT {CUST}, CAST(sum(copies - 1) AS BIGINT) AS copies,
+               CAST(sum((copies - 1) * {AMOUNT}) AS HUGEINT) AS amount,
+               CAST(sum(copies - 1) FILTER (WHERE {IS_RETURN}) AS BIGINT) AS return_rows
+        FROM (SELECT {CUST}, count(*) AS copies, any_value({AMOUNT}) AS {AMOUNT},
+                     any_value({IS_RETURN}) AS {IS_RETURN}
+              FROM {rows} WHERE {REASON} = 0 GROUP BY {CUST}, {ROW_HASH} HAVING count(*) > 1)
+        GROUP BY {CUST}""")
+    copies = int(con.execute("SELECT coalesce(sum(copies), 0) FROM identical_copies").fetchall()[0][0])
+    if copies:
+        changes = "identical_rows = i.copies"
+        if dedupe:
+            changes = ("duplicate_rows = i.copies, amount = k.amount - i.amount, "
+                       "return_rows = k.return_rows - coalesce(i.return_rows, 0)")
+        con.execute(f"""
+            UPDATE {CUSTOMER_ROWS} AS k SET {changes}
+            FROM identical_copies i WHERE k.{REASON} = 0 AND k.{CUST} = i.{CUST}""")
+    con.execute("DROP TABLE identical_copies")
+    return copies

@@ -1,11 +1,12 @@
 """RFM features: from transaction files to one row per purchasing customer.
 
-The functional core of ``ComputeRFM``. :func:`compute_features` reads every
-input file once with DuckDB, classifies each row (usable, or the reason it is
+The functional core of ``ComputeRFM``. :func:`compute_features` reads the
+input files with DuckDB, classifies each row (usable, or the reason it is
 quarantined, or excluded as not a purchase), aggregates per customer, and
-scores R, F and M from histograms (``steps.features.scoring``); a second,
-filtered read happens only when some rows are quarantined (to keep their own
-columns and to recount the customers with exact duplicates). :func:`write_features` writes
+scores R, F and M from histograms (``steps.features.scoring``). Parquet inputs
+are read a second time for the keys of identical rows; a filtered read happens
+only when some rows are quarantined or identical (to keep their own columns
+and to count the identical rows exactly). :func:`write_features` writes
 ``rfm.parquet``, ``quality.json``, ``quarantine/`` and the batch-transform
 input. Nothing here loads all customers into Python.
 """
@@ -27,7 +28,13 @@ import duckdb
 from steps import columns as c
 from steps import paths
 from steps.errors import EmptyInputError, InputDataError, RFMError, first_line
-from steps.features.aggregate import CUSTOMER_ROWS, aggregate_customers, recount_customers
+from steps.features.aggregate import (
+    CUSTOMER_ROWS,
+    aggregate_customers,
+    correct_identical_rows,
+    find_repeated_keys,
+    no_repeated_keys,
+)
 from steps.features.formats import InputFormat, resolve_format
 from steps.features.parsing import DEFAULT_TEXT_PARSERS, literal, order_date_parsers, quote, slashed_dates
 from steps.features.quality import quality_report
@@ -42,7 +49,15 @@ from steps.features.quarantine import (
 )
 from steps.features.scoring import SCORED_FEATURES, score_cuts_from_counts, score_sql
 from steps.features.sources import Source, find_input_files, sniff
-from steps.features.transactions import CONTACT_PREFIX, CUST, REASON, ROW_REASONS, CanonicalSource, canonical_select
+from steps.features.transactions import (
+    CONTACT_PREFIX,
+    CUST,
+    REASON,
+    ROW_REASONS,
+    CanonicalSource,
+    canonical_select,
+    row_key_select,
+)
 from steps.segments import SCORE_LEVELS, SEGMENT_GRID
 
 if TYPE_CHECKING:
@@ -277,7 +292,7 @@ def compute_features(
     clock = _Clock()
     malformed, tables = aggregate_sources(con, planned, cutoff=cutoff, contacts=contacts, where=where,
                                           timezone=timezone)
-    clock.lap("aggregated, quarantined and recounted")
+    clock.lap("aggregated, checked for identical rows and quarantined")
     warnings = as_of_warnings(con, as_of)
     as_of, features_sql = score_customers(con, as_of, where, contacts)
     quality = quality_report(
@@ -299,10 +314,13 @@ def aggregate_sources(
     where: str,
     timezone: str | None = None,
 ) -> tuple[int, list[str]]:
-    """Create ``customer_rows`` (exact: recounted where needed) and the flagged-rows tables of ``planned``.
+    """Create ``customer_rows`` (exact) and the flagged-rows tables of ``planned``.
 
     The per-customer aggregation of a set of files, which the incremental
-    history (``steps.features.fold``) calls once per object.
+    history (``steps.features.fold``) calls once per object. Identical rows
+    are found by reading Parquet inputs a second time (cheap, columnar) or,
+    when any input is text, by a distinct count in the aggregation (a text
+    file is read once); see ``steps.features.aggregate``.
 
     Returns
     -------
@@ -312,21 +330,29 @@ def aggregate_sources(
         The flagged-rows tables (see ``steps.features.quarantine.read_flagged_rows``).
     """
     register_files(con, planned)
-    # Identical rows are duplicates only when an order id tells purchases apart.
-    dedupe = any(c.ORDER_ID in p.fmt.columns for p in planned)
+    # Identical rows are duplicates only when an id tells purchases apart.
+    dedupe = any(any(name in p.fmt.columns for name in c.ROW_ID_COLUMNS) for p in planned)
+    columnar = all(p.source.kind == "parquet" for p in planned)
     selects = [
         canonical_select(p, as_of=cutoff, contacts=contacts, store_rejects=True, timezone=timezone) for p in planned
     ]
     try:
-        aggregate_customers(con, selects, contacts, dedupe=dedupe)
+        aggregate_customers(con, selects, contacts, count_repeats=not columnar)
         malformed = collect_rejected_lines(con)
-        bad_rows, flagged = flag_customers(con)
-        log.debug("quarantined %d rows by row reason, %d customers flagged", bad_rows, flagged)
+        repeated = 0
+        if columnar:
+            float_ids = con.execute(f"SELECT sum(float_id_rows) > 0 FROM {CUSTOMER_ROWS}").fetchall()[0][0]
+            repeated = find_repeated_keys(con, [row_key_select(p, float_ids=bool(float_ids)) for p in planned])
+        else:
+            no_repeated_keys(con)
+        bad_rows, flagged = flag_customers(con, suspects=True)
+        log.debug("quarantined %d rows by row reason, %d customers flagged, %d repeated row keys",
+                  bad_rows, flagged, repeated)
         tables = []
-        if bad_rows or flagged:
+        if bad_rows or flagged or repeated:
             tables = read_flagged_rows(con, planned, as_of=cutoff, contacts=contacts, timezone=timezone)
-        if dedupe and tables:
-            recount_customers(con, canonical_rows(tables), contacts)
+            correct_identical_rows(con, canonical_rows(tables), dedupe=dedupe)
+            flag_customers(con)
     except duckdb.OutOfMemoryException:
         raise  # not a problem of the data: the caller knows the limit
     except duckdb.Error as error:

@@ -25,6 +25,8 @@ ENCODINGS = ("utf-8", "utf-16", "latin-1")  # what DuckDB's CSV reader decodes
 CANONICAL_COLUMNS = (
     c.CUSTOMER_ID,
     c.ORDER_ID,
+    c.EVENT_ID,
+    c.LINE_ID,
     c.TIMESTAMP,
     c.AMOUNT,
     c.QUANTITY,
@@ -134,6 +136,9 @@ GENERIC_ALIASES: dict[str, tuple[str, ...]] = {
                     "member_id", "account_id", "household_id", "household_key"),
     c.ORDER_ID: ("order_id", "order", "transaction_id", "invoice_id", "invoice", "invoice_no",
                  "order_number", "basket_id", "receipt_id"),
+    # Ids of one event or one order line: they tell identical-looking purchases apart too.
+    c.EVENT_ID: ("event_id",),
+    c.LINE_ID: ("line_id", "line_item_id", "order_line_id", "order_item_id"),
     c.TIMESTAMP: ("timestamp", "order_date", "date", "datetime", "purchase_date", "created_at",
                   "transaction_date", "invoice_date", "order_timestamp", "transaction_timestamp", "time"),
     c.AMOUNT: ("amount", "total", "revenue", "order_total", "total_amount", "sales", "order_value", "spend",

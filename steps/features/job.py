@@ -45,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--as-of", default="",
                         help="reference date YYYY-MM-DD (default: the day after the last transaction)")
     parser.add_argument("--column", action="append", default=[], metavar="CANONICAL=SOURCE",
-                        help="map a canonical column (customer_id, order_id, timestamp, amount, quantity, "
-                             "unit_price, email, phone, address, channel) to the file's column; repeatable")
+                        help="map a canonical column (customer_id, order_id, event_id, line_id, timestamp, amount, "
+                             "quantity, unit_price, email, phone, address, channel) to the file's column; repeatable")
     parser.add_argument("--mapping", default=None, help="YAML file of canonical: source column names")
     parser.add_argument("--column-mapping", default="", metavar="JSON",
                         help='the mapping as JSON, e.g. \'{"customer_id": "Cust"}\' (the ColumnMapping parameter)')

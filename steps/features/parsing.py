@@ -260,17 +260,17 @@ def text_expr(column: str, dtype: str) -> str:
     return f"CAST({column} AS VARCHAR)"
 
 
-def customer_id_expr(column: str, dtype: str) -> str:
+def customer_id_expr(column: str, dtype: str, float_id: str | None = None) -> str:
     """The text of a customer id: :func:`text_expr`, and text like ``17850.0`` written ``17850``.
 
     A whole number written as a float is the same id whether the column is
     typed (Parquet) or text (a CSV written by pandas). Only digits followed by
-    ``.`` and zeros change; ``0042`` and `` 42`` stay as they are.
+    ``.`` and zeros change; ``0042`` and `` 42`` stay as they are. ``float_id``
+    is :func:`float_id_expr` of the column when the caller has it already.
     """
     if _base(dtype) != "VARCHAR":
         return text_expr(column, dtype)
-    return (f"CASE WHEN ends_with({column}, '0') AND regexp_full_match({column}, '-?[0-9]+[.]0+') "
-            f"THEN split_part({column}, '.', 1) ELSE {column} END")
+    return f"CASE WHEN {float_id or float_id_expr(column, dtype)} THEN split_part({column}, '.', 1) ELSE {column} END"
 
 
 def float_id_expr(column: str, dtype: str) -> str:
@@ -280,7 +280,9 @@ def float_id_expr(column: str, dtype: str) -> str:
         return f"coalesce({column} = trunc({column}) AND abs({column}) < 1e15, false)"
     if base != "VARCHAR":
         return "false"
-    return f"coalesce(ends_with({column}, '0') AND regexp_full_match({column}, '-?[0-9]+[.]0+'), false)"
+    # ends_with and contains first: the regular expression then sees almost no row.
+    return (f"coalesce(ends_with({column}, '0') AND contains({column}, '.') "
+            f"AND regexp_full_match({column}, '-?[0-9]+[.]0+'), false)")
 
 
 def blank_expr(text: str, dtype: str) -> str:

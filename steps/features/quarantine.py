@@ -24,7 +24,7 @@ import duckdb
 
 from steps import columns as c
 from steps.errors import InputDataError
-from steps.features.aggregate import CUSTOMER_ROWS, union_sql
+from steps.features.aggregate import CUSTOMER_ROWS, REPEATED_KEYS, union_sql
 from steps.features.parsing import literal
 from steps.features.transactions import (
     CUST,
@@ -40,6 +40,7 @@ from steps.features.transactions import (
     canonical_select,
     quarantined_sql,
     reason_name_sql,
+    row_key_sql,
 )
 
 INPUT_FILES = "input_files"
@@ -111,18 +112,22 @@ def _refuse_runaway_quotes(con: duckdb.DuckDBPyConnection) -> None:
         )
 
 
-def flag_customers(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+def flag_customers(con: duckdb.DuckDBPyConnection, *, suspects: bool = False) -> tuple[int, int]:
     """Create ``flagged_customers``: customers with exact duplicates or only returns.
+
+    With ``suspects``, also the customers whose identical rows are not
+    counted yet (``repeated_rows``, see ``steps.features.aggregate``).
 
     Returns
     -------
     tuple of int
         (rows quarantined by a row-level reason, flagged customers).
     """
+    also = " OR repeated_rows > 0" if suspects else ""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {FLAGGED_CUSTOMERS} AS
         SELECT {CUST}, duplicate_rows > 0 AS has_duplicates FROM {CUSTOMER_ROWS}
-        WHERE {REASON} = 0 AND (duplicate_rows > 0 OR frequency = 0)""")
+        WHERE {REASON} = 0 AND (duplicate_rows > 0 OR frequency = 0{also})""")
     bad = con.execute(
         f"SELECT coalesce(sum(n_rows), 0) FROM {CUSTOMER_ROWS} WHERE {quarantined_sql(REASON)}"
     ).fetchall()[0][0]
@@ -138,7 +143,8 @@ def read_flagged_rows(
     contacts: Sequence[str],
     timezone: str | None = None,
 ) -> list[str]:
-    """Second read: the quarantined rows and the flagged customers' rows, with their own columns.
+    """Second read: the quarantined rows, the flagged customers' rows and the rows whose key is in
+    ``repeated_keys`` (see ``steps.features.aggregate``), with their own columns.
 
     Files with the same columns share one table ``flagged_rows_<n>``; returns
     the table names.
@@ -156,11 +162,12 @@ def read_flagged_rows(
                 for s in members
             ]
             table = f"flagged_rows_{number}"
+            repeated = f"{row_key_sql(CUST, ROW_HASH)} IN (SELECT row_key FROM {REPEATED_KEYS})"
             con.execute(f"""
                 CREATE OR REPLACE TEMP TABLE {table} AS
                 SELECT * FROM ({union_sql(selects)})
                 WHERE {quarantined_sql(REASON)}
-                   OR ({REASON} = 0 AND {CUST} IN (SELECT {CUST} FROM {FLAGGED_CUSTOMERS}))""")
+                   OR ({REASON} = 0 AND ({CUST} IN (SELECT {CUST} FROM {FLAGGED_CUSTOMERS}) OR {repeated}))""")
             tables.append(table)
     finally:
         con.execute("SET preserve_insertion_order=false")

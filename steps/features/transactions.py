@@ -21,6 +21,9 @@
     column but the customer id (rows of one customer with equal hashes are
     identical).
 
+:func:`row_key_select` reads just the key of each row (:func:`row_key_sql` of
+the customer id and ``row_hash``), for the check for identical rows.
+
 Rows are never dropped here: every row the reader returns gets a reason or 0.
 Lines the CSV reader itself rejects are counted separately (``malformed_line``).
 """
@@ -138,6 +141,32 @@ class CanonicalSource:
         return f"(SELECT *, row_number() OVER () AS {_ROW} FROM {reader})"
 
 
+def row_key_sql(cust: str, row_hash: str) -> str:
+    """SQL: the 64-bit key of a row, equal for identical rows (same customer id, same other columns)."""
+    return f"hash({cust}, {row_hash})"
+
+
+def _hashed_columns(src: CanonicalSource) -> list[str]:
+    """The columns ``row_hash`` covers: every column but the customer id (the order id included)."""
+    if src.fmt.headerless:
+        return ["line"]
+    return [n for n in src.raw_types if n != src.fmt.columns.get(c.CUSTOMER_ID)]
+
+
+def row_key_select(src: CanonicalSource, *, float_ids: bool = True) -> str:
+    """SELECT of one column ``row_key``, :func:`row_key_sql` of each row of the file (every row).
+
+    Without ``float_ids`` (no usable row has a customer id written as a float,
+    ``17850.0``) the id is hashed as written, which is then the same text and
+    saves a test per row.
+    """
+    name = src.fmt.columns[c.CUSTOMER_ID]
+    dtype = src.raw_types[name]
+    cust = customer_id_expr(quote(name), dtype) if float_ids else text_expr(quote(name), dtype)
+    row_hash = f"hash({', '.join(map(quote, _hashed_columns(src)))})"
+    return f"SELECT {row_key_sql(cust, row_hash)} AS row_key FROM {src.raw_sql()}"
+
+
 def canonical_select(
     src: CanonicalSource,
     *,
@@ -172,8 +201,9 @@ def canonical_select(
     def dtype(name: str) -> str:
         return types[cols[name]]
 
-    cust = customer_id_expr(col(c.CUSTOMER_ID), dtype(c.CUSTOMER_ID))
     float_id = float_id_expr(col(c.CUSTOMER_ID), dtype(c.CUSTOMER_ID))
+    # The float-id test once per row (it is the costly part of reading the customer id).
+    cust = customer_id_expr(col(c.CUSTOMER_ID), dtype(c.CUSTOMER_ID), "__rfm_float_id")
     day = day_expr(col(c.TIMESTAMP), dtype(c.TIMESTAMP), list(src.date_parsers) or None, timezone)
     quantity = number_expr(col(c.QUANTITY), dtype(c.QUANTITY)) if c.QUANTITY in cols else None
     if c.AMOUNT in cols:
@@ -195,8 +225,7 @@ def canonical_select(
     else:
         cancelled = "false"
     own = list(types)
-    # Every column but the customer id (the grouping key next to the hash); the order id included.
-    hashed = ["line"] if fmt.headerless else [n for n in own if n != cols.get(c.CUSTOMER_ID)]
+    hashed = _hashed_columns(src)
     contact_sql = "".join(
         f", {text_expr(col(name), dtype(name)) if name in cols else 'CAST(NULL AS VARCHAR)'} "
         f"AS {CONTACT_PREFIX}{name}"
@@ -221,7 +250,7 @@ def canonical_select(
         SELECT {kept}CAST({reason} AS UTINYINT) AS {REASON}, __rfm_cust AS {CUST}, {order} AS {ORDER},
                __rfm_day AS {DAY},
                CASE WHEN __rfm_is_return THEN -abs(__rfm_units) ELSE __rfm_units END AS {AMOUNT},
-               __rfm_is_return AS {IS_RETURN}, {float_id} AS {FLOAT_ID},
+               __rfm_is_return AS {IS_RETURN}, __rfm_float_id AS {FLOAT_ID},
                hash({', '.join(map(quote, hashed))}) AS {ROW_HASH}{contact_sql}
         FROM (
             SELECT *, {cancelled} OR coalesce(__rfm_amount < 0, false) AS __rfm_is_return
@@ -229,6 +258,7 @@ def canonical_select(
                 SELECT raw.*, {cust} AS __rfm_cust, {day} AS __rfm_day, {amount} AS __rfm_amount,
                        {amount_units_expr(amount)} AS __rfm_units, {quantity or 'NULL'} AS __rfm_quantity,
                        {is_purchase} AS __rfm_is_purchase
-                FROM {src.raw_sql(store_rejects=store_rejects, row_numbers=keep_raw)} AS raw
+                FROM (SELECT *, {float_id} AS __rfm_float_id
+                      FROM {src.raw_sql(store_rejects=store_rejects, row_numbers=keep_raw)}) AS raw
             )
         )"""
