@@ -718,3 +718,19 @@ def test_integral_float_ids_are_integers_from_csv_and_parquet(tmp_path: Path) ->
     assert from_csv.loc["17850", c.FREQUENCY] == from_parquet.loc["17850", c.FREQUENCY] == 2
     assert quality["customer_id_note"].startswith("3 rows had a customer id written as a whole float")
     assert parquet_quality["customer_id_note"].startswith("3 rows")
+
+
+def test_rows_after_a_malformed_quoted_line_are_quarantined_too(tmp_path: Path) -> None:
+    """The quarantine's second read keeps the rows after a bad quoted line, as the counting read does."""
+    source = tmp_path / "in.csv"
+    source.write_text("customer_id,order_id,timestamp,amount\n"
+                      "a,1,2026-01-02,10.5\na,1,2026-01-02,10.5\n"
+                      'b,2,2026-01-03,"5,"oops",1\n'
+                      "b,3,2026-01-04,-4\nc,4,not a date,3\n,5,2026-01-05,3\nd,6,2026-01-06,7\n")
+    run(str(source), tmp_path / "out", as_of=dt.date(2026, 2, 1))
+    quality = json.loads((tmp_path / "out" / "quality.json").read_text())
+    rows = pd.read_parquet(tmp_path / "out" / "quarantine" / "rows.parquet")
+    assert dict(Counter(rows[c.QUARANTINE_REASON])) == {
+        "duplicate_row": 1, "return_without_purchase": 1, "unparseable_date": 1, "missing_customer_id": 1}
+    assert rows[c.SOURCE_ROW].tolist() == [2, 4, 5, 6]
+    assert quality["quarantined_by_reason"]["malformed_line"] == 1 and quality["rows_read"] == 7

@@ -305,6 +305,11 @@ def compute_features(
     return FeatureResult(quality, fmt, con, features_sql, tables, contacts)
 
 
+def dedupes(planned: list[CanonicalSource]) -> bool:
+    """Whether identical rows are duplicates: only when an order, event or line id tells purchases apart."""
+    return any(any(name in p.fmt.columns for name in c.ROW_ID_COLUMNS) for p in planned)
+
+
 def aggregate_sources(
     con: duckdb.DuckDBPyConnection,
     planned: list[CanonicalSource],
@@ -330,8 +335,7 @@ def aggregate_sources(
         The flagged-rows tables (see ``steps.features.quarantine.read_flagged_rows``).
     """
     register_files(con, planned)
-    # Identical rows are duplicates only when an id tells purchases apart.
-    dedupe = any(any(name in p.fmt.columns for name in c.ROW_ID_COLUMNS) for p in planned)
+    dedupe = dedupes(planned)
     columnar = all(p.source.kind == "parquet" for p in planned)
     selects = [
         canonical_select(p, as_of=cutoff, contacts=contacts, store_rejects=True, timezone=timezone) for p in planned

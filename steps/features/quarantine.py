@@ -158,7 +158,10 @@ def read_flagged_rows(
     try:
         for number, members in enumerate(groups.values()):
             selects = [
-                canonical_select(s, as_of=as_of, contacts=list(contacts), keep_raw=True, timezone=timezone)
+                # store_rejects as in the first read: without it DuckDB's reader (1.x-2.0) drops every line
+                # after a malformed quoted one, and the rows read here would not match the counts.
+                canonical_select(s, as_of=as_of, contacts=list(contacts), keep_raw=True, store_rejects=True,
+                                 timezone=timezone)
                 for s in members
             ]
             table = f"flagged_rows_{number}"

@@ -29,6 +29,7 @@ from steps.features.compute import (
     as_of_warnings,
     check_outputs,
     connect,
+    dedupes,
     open_sources,
     plan_sources,
     score_customers,
@@ -128,7 +129,7 @@ def aggregate_in_spark(
 
     spark = spark_session()
     register_files(con, planned)
-    dedupe = any(c.ORDER_ID in p.fmt.columns for p in planned)
+    dedupe = dedupes(planned)
     by_number = {t.src.file_no: t for t in tasks}
 
     def read(batches):  # one partition holds one file number

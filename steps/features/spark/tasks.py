@@ -204,7 +204,7 @@ def _flagged_batches(task: FileTask, src: CanonicalSource, flagged: bytes) -> It
         con.execute(f"CREATE TEMP TABLE {FLAGGED_CUSTOMERS} AS SELECT * FROM flagged_arrow")
         con.execute("SET preserve_insertion_order=true")  # CSV row numbers come from the read order
         select = canonical_select(src, as_of=task.as_of, contacts=list(task.contacts), keep_raw=True,
-                                  timezone=task.timezone)
+                                  store_rejects=True, timezone=task.timezone)  # see read_flagged_rows
         reader = con.sql(f"""
             SELECT * FROM ({select})
             WHERE {quarantined_sql(REASON)}
