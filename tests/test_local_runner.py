@@ -76,8 +76,15 @@ def test_cycles_are_reported() -> None:
 def approved_run(tmp_path_factory: pytest.TempPathFactory, definition: dict):
     output = tmp_path_factory.mktemp("approved")
     with export_destinations("pinpoint,customer-profiles", output):
-        result = run_local(str(SAMPLE), output, {"ModelApprovalStatus": "Approved"}, definition=definition)
+        result = run_local(str(SAMPLE), output, {"ModelApprovalStatus": "Approved", "TransformInstanceCount": "2"},
+                           definition=definition)
     return output, result
+
+
+def test_approved_run_gives_the_transform_its_instance_count(approved_run) -> None:
+    _, result = approved_run
+    assert result.status == "Succeeded", result.failure
+    assert result.arguments["AssignSegments"]["TransformResources"]["InstanceCount"] == 2
 
 
 def test_approved_run_publishes_one_segment_per_customer(approved_run) -> None:
