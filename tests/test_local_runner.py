@@ -124,6 +124,27 @@ def test_approved_run_report_names_its_execution(approved_run) -> None:
     assert f"<title>RFM segmentation report \u2013 {result.execution_id}</title>" in page
 
 
+def test_a_run_after_a_publish_compares_with_it_as_on_sagemaker(approved_run, tmp_path: Path,
+                                                               definition: dict) -> None:
+    """The evaluation step reads the last publish itself (--published), here from the local store's published/."""
+    import shutil
+
+    first, published = approved_run
+    assert "First run" in (first / paths.REPORT_FILE).read_text()  # nothing was published before it
+    output = shutil.copytree(first, tmp_path / "run")
+    result = run_local(str(SAMPLE), output, {}, definition=definition)
+    assert result.status == "Succeeded", result.failure
+    page = (output / paths.REPORT_FILE).read_text()
+    changes = page[page.index('<section id="changes">'):]
+    changes = changes[:changes.index("</section>")]
+    assert f"Compared with the segments of execution {published.execution_id}" in changes
+    assert 'id="segment-comparison"' in changes and "First run" not in changes
+    evaluation = json.loads((output / "evaluation" / paths.EVALUATION_FILE).read_text())
+    segments = pd.read_parquet(output / "segments" / paths.SEGMENTS_FILE)
+    assert evaluation["compared_with"]["execution_id"] == published.execution_id
+    assert evaluation["compared_with"]["customers_before"] == len(segments)
+
+
 def test_approved_run_registers_an_approved_package(approved_run) -> None:
     output, result = approved_run
     packages = LocalRegistry(output / paths.REGISTRY_FILE).packages(MODEL_PACKAGE_GROUP_NAME)

@@ -158,7 +158,7 @@ def test_quality_accounting_and_run_parameters(html: str) -> None:
     assert run["Execution id"][1] == "exec-42"
     assert run["Parameters"][1] == "ModelApprovalStatus=Approved"
     assert run["As-of date"][1] == "2024-01-01"
-    assert run["Model hyperparameters"][1] == "num_clusters=3, random_state=0"
+    assert run["Model hyperparameters"][1] == "max_customers=200000, num_clusters=3, random_state=0"
     assert "Rows quarantined" in html and "unparseable_date" in html and "1,000" in html
     assert "Every row is accounted for" in html
 
@@ -287,7 +287,7 @@ def test_evaluate_writes_the_report_next_to_evaluation_json(tmp_path: Path, feat
                           "--execution-id", "exec-7"]) == 0
     evaluation = json.loads((output / paths.EVALUATION_FILE).read_text())
     assert set(evaluation) == {"segmentation_metrics", "clusters", "rfm_segments", "k_selection",
-                               "metric_sample_size", "quality_gate"}
+                               "metric_sample_size", "metric_sample", "quality_gate", "compared_with"}
     page = (output / paths.REPORT_FILE).read_text()
     run = rows_by_first_cell(parse(page).tables["run-parameters"])
     assert run["Execution id"][1] == "exec-7"
@@ -750,7 +750,7 @@ def test_evaluate_shows_the_parameters_used_and_the_gate(tmp_path: Path, feature
     page = (output / paths.REPORT_FILE).read_text()
     run = rows_by_first_cell(parse(page).tables["run-parameters"])
     assert "MinSilhouette=0.99" in run["Parameters"][1] and "NumClusters=3" in run["Parameters"][1]
-    assert "Currency=GBP" in run["Parameters"][1]
+    assert "Currency=GBP" in run["Parameters"][1] and "TrainingSampleSize=200000" in run["Parameters"][1]
     assert run["Input"][1] == "s3://bucket/rfm/input/"
     assert "\u00a3" in page
 def test_excluded_rows_and_quality_warnings_are_shown(features_frame: pd.DataFrame, model_meta: dict) -> None:

@@ -168,6 +168,7 @@ def _write_html_report(output: Path, features: pd.DataFrame, model: SegmentModel
     parameters = {"InputDataUrl": args.input_location or None, "InputFormat": (quality or {}).get("input_format"),
                   "NumClusters": hyperparameters.get("num_clusters"),
                   "RandomSeed": hyperparameters.get("random_state"),
+                  "TrainingSampleSize": hyperparameters.get("max_customers"),
                   "MinSilhouette": args.min_silhouette, "MinClusterShare": args.min_cluster_share,
                   "Currency": args.currency}
     run_info = {
