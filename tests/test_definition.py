@@ -526,7 +526,7 @@ def test_every_output_is_under_the_execution_quarantine_or_state_prefix(definiti
     text = json.dumps(definition)
     s3_literals = set(re.findall(r'"(s3://[^"]*)"', text))
     assert s3_literals == {EXECUTION_PREFIX, PACKAGE_PREFIX, f"s3://{BUCKET}/rfm/quarantine", f"s3://{BUCKET}/rfm/input/",
-                           f"s3://{BUCKET}/rfm/state"}
+                           f"s3://{BUCKET}/rfm/state", f"s3://{BUCKET}/rfm/published"}  # published/: read only
 
 
 # --------------------------------------------------------------------------- offline and stable
