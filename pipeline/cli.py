@@ -121,7 +121,7 @@ def _cmd_approve(args: argparse.Namespace) -> int:
 
         try:
             client = boto3.client("sagemaker", region_name=args.region) if args.region else boto3.client("sagemaker")
-            arn = approve_sagemaker(client, args.package, args.group, status)
+            result = approve_sagemaker(client, args.package, args.group, status)
         except NoRegionError:
             raise PipelineError("no AWS region", "rfm approve --sagemaker",
                                 "Pass --region, or set AWS_REGION / a profile's region") from None
@@ -131,8 +131,12 @@ def _cmd_approve(args: argparse.Namespace) -> int:
         except (BotoCoreError, ClientError) as error:
             raise PipelineError(f"the SageMaker call failed: {first_line(error)}", "rfm approve --sagemaker",
                                 "Check the package ARN, --group, --region and your permissions") from None
-        print(f"{arn} is {status} in SageMaker's model registry.")
-        print(f"Its report: the package's {package_metadata.REPORT_URI} metadata (Studio: the package's details).")
+        print(f"{result['model_package_arn']} is {status} in SageMaker's model registry.")
+        if result["report"]:
+            print(f"its report (the one to review): {result['report']}")
+        else:
+            print(f"its report: none named (no {package_metadata.REPORT_URI} in the package's metadata: "
+                  "registered by an older version of the pipeline)")
         if status == "Approved":
             print("The approval rule starts the publish pipeline; follow it in Studio (Pipelines).")
         return 0

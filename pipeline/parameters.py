@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from steps.errors import InputDataError, PipelineError
-from steps.model.limits import MAX_CLUSTERS, MIN_CLUSTERS
+from steps.model.limits import MAX_CLUSTERS, MAX_TRAINING_CUSTOMERS, MIN_CLUSTERS, MIN_TRAINING_SAMPLE
 from steps.report.money import DEFAULT_CURRENCY
 
 # The values SageMaker accepts for a model package's approval status (ModelApprovalStatus).
@@ -25,6 +25,7 @@ APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 INPUT_FORMATS = ("auto", "guidance", "online-retail", "cdnow", "generic")
 # NumClusters: 0 chooses k automatically; otherwise the range the TrainSegmenter step accepts.
 MAX_SEED = 2**32 - 1  # NumPy and scikit-learn seeds
+MAX_TRANSFORM_INSTANCES = 100  # TransformInstanceCount: 1.. this (SageMaker's own bound is the account quota)
 DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
 
 DEFAULTS: dict[str, Any] = {
@@ -36,15 +37,18 @@ DEFAULTS: dict[str, Any] = {
     "ProcessingInstanceType": DEFAULT_INSTANCE_TYPE,
     "TrainingInstanceType": DEFAULT_INSTANCE_TYPE,
     "TransformInstanceType": DEFAULT_INSTANCE_TYPE,
+    "TransformInstanceCount": 1,
     "NumClusters": 0,
     "RandomSeed": 0,
+    "TrainingSampleSize": MAX_TRAINING_CUSTOMERS,
     "MinSilhouette": 0.25,
     "MinClusterShare": 0.01,
     "Currency": DEFAULT_CURRENCY,
     "Rebuild": False,
 }
 
-TYPES: dict[str, str] = {"NumClusters": "Integer", "RandomSeed": "Integer", "MinSilhouette": "Float",
+TYPES: dict[str, str] = {"TransformInstanceCount": "Integer", "NumClusters": "Integer", "RandomSeed": "Integer",
+                         "TrainingSampleSize": "Integer", "MinSilhouette": "Float",
                          "MinClusterShare": "Float", "Rebuild": "Boolean"}  # the others are String
 
 HELP: dict[str, str] = {
@@ -58,8 +62,11 @@ HELP: dict[str, str] = {
     "ProcessingInstanceType": "instance of the processing steps (ml.*)",
     "TrainingInstanceType": "instance of the training step (ml.*)",
     "TransformInstanceType": "instance of the batch transform (ml.*)",
+    "TransformInstanceCount": f"instances of the batch transform, 1..{MAX_TRANSFORM_INSTANCES}",
     "NumClusters": f"0 = choose k automatically, else {MIN_CLUSTERS}..{MAX_CLUSTERS}",
     "RandomSeed": f"seed of k-means, sampling and evaluation, 0..{MAX_SEED}",
+    "TrainingSampleSize": "with more customers than this, train on a fixed-seed sample of this many; "
+                          f"0 = every customer, else {MIN_TRAINING_SAMPLE} or more",
     "MinSilhouette": "quality gate: lowest silhouette accepted, -1..1",
     "MinClusterShare": "quality gate: smallest cluster's lowest share of customers, 0..1",
     "Currency": "ISO 4217 code the report and console show money in, e.g. USD, EUR, GBP",
@@ -93,6 +100,12 @@ def _currency(value: str) -> str | None:
     return None if re.fullmatch(r"[A-Z]{3}", value) else "is not an ISO 4217 code of three capital letters, e.g. EUR"
 
 
+def _training_sample(value: int) -> str | None:
+    if value == 0 or MIN_TRAINING_SAMPLE <= value <= MAX_SEED:
+        return None
+    return f"is out of range: use 0 (every customer) or {MIN_TRAINING_SAMPLE}..{MAX_SEED}"
+
+
 def _num_clusters(value: int) -> str | None:
     if value == 0 or MIN_CLUSTERS <= value <= MAX_CLUSTERS:
         return None
@@ -106,8 +119,10 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "ProcessingInstanceType": _instance,
     "TrainingInstanceType": _instance,
     "TransformInstanceType": _instance,
+    "TransformInstanceCount": _between(1, MAX_TRANSFORM_INSTANCES, f"1..{MAX_TRANSFORM_INSTANCES}"),
     "NumClusters": _num_clusters,
     "RandomSeed": _between(0, MAX_SEED, f"0..{MAX_SEED}"),
+    "TrainingSampleSize": _training_sample,
     "MinSilhouette": _between(-1.0, 1.0, "-1..1 (a silhouette is never above 1)"),
     "MinClusterShare": _between(0.0, 1.0, "0..1 (a share of customers)"),
     "Currency": _currency,

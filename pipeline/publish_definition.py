@@ -11,12 +11,13 @@ ExportSegments, built by the same functions.
 from __future__ import annotations
 
 from sagemaker.core.helper.session_helper import Session
-from sagemaker.core.workflow import ParameterString
+from sagemaker.core.workflow import ParameterInteger, ParameterString
 from sagemaker.core.workflow.pipeline_context import PipelineSession
 from sagemaker.mlops.workflow.pipeline import Pipeline
 from sagemaker.mlops.workflow.steps import CacheConfig
 
 from pipeline.naming import MAIN_PIPELINE_NAME, publish_pipeline_name
+from pipeline.parameters import DEFAULTS
 from pipeline.session import no_role_validation
 from pipeline.step_builders import (
     CACHE_EXPIRY,
@@ -61,7 +62,7 @@ def get_publish_pipeline(
     Pipeline
         Parameters ``ModelName`` (a model created from the approved package),
         ``ModelPackageArn``, ``FeaturesUrl``, ``TransformInputUrl`` and
-        ``TransformInstanceType``.
+        ``TransformInstanceType`` and ``TransformInstanceCount``.
     """
     role, default_bucket, session, export_function_arn = resolve_defaults(
         region, role, default_bucket, sagemaker_session, export_function_arn
@@ -71,6 +72,7 @@ def get_publish_pipeline(
     features_url = ParameterString(FEATURES_URL, "")
     transform_input_url = ParameterString(TRANSFORM_INPUT_URL, "")
     instance_type = ParameterString("TransformInstanceType", DEFAULT_INSTANCE_TYPE)
+    instance_count = ParameterInteger("TransformInstanceCount", DEFAULTS["TransformInstanceCount"])
     ctx = Context(
         session=session,
         role=role,
@@ -80,11 +82,11 @@ def get_publish_pipeline(
         cache=CacheConfig(enable_caching=False, expire_after=CACHE_EXPIRY),
     )
     with no_role_validation():
-        assign = assign_segments_step(ctx, instance_type, model_name, transform_input_url)
+        assign = assign_segments_step(ctx, instance_type, model_name, transform_input_url, instance_count)
         export = export_segments_step(ctx, export_function_arn, assign, features_url, package_arn)
     return Pipeline(
         name=publish_pipeline_name(pipeline_name),
-        parameters=[model_name, package_arn, features_url, transform_input_url, instance_type],
+        parameters=[model_name, package_arn, features_url, transform_input_url, instance_type, instance_count],
         steps=[assign, export],
         sagemaker_session=session,
         pipeline_experiment_config=None,  # as the main pipeline: no experiments, no trials

@@ -82,8 +82,10 @@ class Parameters:
     processing_instance_type: ParameterString
     training_instance_type: ParameterString
     transform_instance_type: ParameterString
+    transform_instance_count: ParameterInteger
     num_clusters: ParameterInteger
     random_seed: ParameterInteger
+    training_sample_size: ParameterInteger
     min_silhouette: ParameterFloat
     min_cluster_share: ParameterFloat
     currency: ParameterString
@@ -108,8 +110,10 @@ def make_parameters(default_bucket: str, base_job_prefix: str) -> Parameters:
         processing_instance_type=ParameterString("ProcessingInstanceType", DEFAULTS["ProcessingInstanceType"]),
         training_instance_type=ParameterString("TrainingInstanceType", DEFAULTS["TrainingInstanceType"]),
         transform_instance_type=ParameterString("TransformInstanceType", DEFAULTS["TransformInstanceType"]),
+        transform_instance_count=ParameterInteger("TransformInstanceCount", DEFAULTS["TransformInstanceCount"]),
         num_clusters=ParameterInteger("NumClusters", DEFAULTS["NumClusters"]),
         random_seed=ParameterInteger("RandomSeed", DEFAULTS["RandomSeed"]),
+        training_sample_size=ParameterInteger("TrainingSampleSize", DEFAULTS["TrainingSampleSize"]),
         min_silhouette=ParameterFloat("MinSilhouette", DEFAULTS["MinSilhouette"]),
         min_cluster_share=ParameterFloat("MinClusterShare", DEFAULTS["MinClusterShare"]),
         currency=ParameterString("Currency", DEFAULTS["Currency"]),
@@ -142,6 +146,11 @@ class Context:
     def state_uri(self) -> str:
         """``s3://.../state``: the incremental per-customer state (docs/history.md)."""
         return f"{self.data_prefix}/{paths.STATE_DIR}"
+
+    @property
+    def published_uri(self) -> str:
+        """``s3://.../published``: the last published segments (the export Lambda's baseline, docs/export.md)."""
+        return f"{self.data_prefix}/{paths.PUBLISHED_DIR}"
 
     def quarantine_uri(self) -> Join:
         """``s3://.../quarantine/{PipelineExecutionId}``: quarantined rows, kept for a shorter time than the rest."""
@@ -335,6 +344,7 @@ def train_step(ctx: Context, params: Parameters, compute_rfm: ProcessingStep) ->
         hyperparameters={
             "num_clusters": params.num_clusters.to_string(),
             "random_state": params.random_seed.to_string(),
+            "max_customers": params.training_sample_size.to_string(),
         },
         sagemaker_session=ctx.session,
     )
@@ -346,7 +356,8 @@ def train_step(ctx: Context, params: Parameters, compute_rfm: ProcessingStep) ->
         display_name="Train customer segmenter",
         description=(
             "Fits k-means on scaled recency, frequency and monetary value (NumClusters=0 picks the "
-            "number of clusters by silhouette) and names each cluster."
+            "number of clusters by a vote over seeds; above TrainingSampleSize customers, on a sample "
+            "of that many) and names each cluster."
         ),
         step_args=trainer.train(input_data_config=[features]),
         cache_config=ctx.cache,
@@ -358,7 +369,8 @@ def evaluate_step(
 ) -> tuple[ProcessingStep, PropertyFile]:
     """EvaluateSegmenter: segmentation metrics as ``evaluation.json`` (a PropertyFile) and ``report.html``.
 
-    No argument names the execution: a processing step's cache key is its arguments,
+    The report compares the run with the last publish (``<prefix>/published/``), which the step reads
+    when it exists (``--published``). No argument names the execution: a processing step's cache key is its arguments,
     environment and inputs, so that would make every run miss the cache. The report
     takes the execution id from the job's output URI in ``processingjobconfig.json``.
     """
@@ -382,6 +394,9 @@ def evaluate_step(
             Join(on="", values=["--min-cluster-share=", params.min_cluster_share]),
             Join(on="", values=["--currency=", params.currency]),
             Join(on="", values=["--input-location=", params.input_data_url]),
+            # The last publish, read by the step itself when there is one (a ProcessingInput would fail the
+            # job before anything was published). A constant string: the cache key does not change with it.
+            "--published", ctx.published_uri,
         ],
     )  # fmt: skip
     step = ProcessingStep(
@@ -469,13 +484,39 @@ def create_model_step(ctx: Context, train: TrainingStep) -> ModelStep:
     )
 
 
+class _CountedTransformStep(TransformStep):
+    """A TransformStep whose ``InstanceCount`` may be a pipeline parameter.
+
+    The SDK's ``TransformResources`` shape takes only a plain int for the count (its instance type
+    may be a parameter), so the request is built with 1 and the count set in the step's arguments.
+    """
+
+    def __init__(self, *args: object, instance_count: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._instance_count = instance_count
+
+    @property
+    def arguments(self) -> dict:
+        request = super().arguments
+        resources = request["TransformResources"]
+        if not isinstance(resources, dict):  # a shape object: the definition serialises dicts alike
+            resources = resources.model_dump(by_alias=True, exclude_unset=True)
+        request["TransformResources"] = {**resources, "InstanceCount": self._instance_count}
+        return request
+
+
 def assign_segments_step(
-    ctx: Context, transform_instance_type: object, model_name: object, transform_input: object
+    ctx: Context, transform_instance_type: object, model_name: object, transform_input: object,
+    transform_instance_count: object = 1,
 ) -> TransformStep:
-    """AssignSegments: batch transform of every customer to a cluster and an RFM segment."""
+    """AssignSegments: batch transform of every customer to a cluster and an RFM segment.
+
+    SageMaker hands each instance whole S3 objects of the input, so ``transform_instance_count``
+    instances share the work only when the transform input is written in several files.
+    """
     transformer = Transformer(
         model_name=model_name,
-        instance_count=1,
+        instance_count=1,  # the step's InstanceCount is transform_instance_count (see _CountedTransformStep)
         instance_type=transform_instance_type,
         strategy="MultiRecord",
         max_payload=6,
@@ -485,11 +526,12 @@ def assign_segments_step(
         base_transform_job_name=f"{ctx.base_job_prefix}-assign",
         sagemaker_session=ctx.session,
     )
-    return TransformStep(
+    return _CountedTransformStep(
         name="AssignSegments",
         display_name="Assign segments",
         description="Batch transform: assigns every customer to a cluster and an RFM segment (JSON Lines).",
         step_args=transformer.transform(data=transform_input, content_type="text/csv", split_type="Line"),
+        instance_count=transform_instance_count,
     )
 
 
@@ -535,7 +577,8 @@ def publish_step(
     """PublishIfApproved: assign and export segments now when the package is registered Approved."""
     create_model = create_model_step(ctx, train)
     assign = assign_segments_step(
-        ctx, params.transform_instance_type, create_model.properties.ModelName, _output_uri(compute_rfm, "transform")
+        ctx, params.transform_instance_type, create_model.properties.ModelName, _output_uri(compute_rfm, "transform"),
+        params.transform_instance_count,
     )
     export = export_segments_step(
         ctx, export_function_arn, assign, _output_uri(compute_rfm, "features"), register.properties.ModelPackageArn

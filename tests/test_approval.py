@@ -115,8 +115,38 @@ def test_model_names_are_valid_and_stable() -> None:
 def test_rfm_approve_sagemaker_picks_the_newest_pending_package(sagemaker) -> None:
     register(sagemaker)
     newest = register(sagemaker)
-    assert approve_sagemaker(sagemaker, None, GROUP) == newest
+    assert approve_sagemaker(sagemaker, None, GROUP)["model_package_arn"] == newest
     assert sagemaker.describe_model_package(ModelPackageName=newest)["ModelApprovalStatus"] == "Approved"
+
+
+def register_with_report(client, report: str) -> str:
+    return client.create_model_package(
+        ModelPackageGroupName=GROUP, ModelApprovalStatus="PendingManualApproval",
+        CustomerMetadataProperties={**metadata(), package_metadata.REPORT_URI: report},
+        InferenceSpecification={"Containers": [{"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/rfm:1",
+                                                "ModelDataUrl": "s3://b/model.tar.gz"}],
+                                "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]},
+    )["ModelPackageArn"]
+
+
+def test_rfm_approve_sagemaker_names_the_packages_own_report(sagemaker) -> None:
+    older = register_with_report(sagemaker, "s3://b/rfm/model/e1/evaluation/report.html")
+    newest = register_with_report(sagemaker, "s3://b/rfm/model/e2/evaluation/report.html")
+    assert approve_sagemaker(sagemaker, None, GROUP) == {
+        "model_package_arn": newest, "report": "s3://b/rfm/model/e2/evaluation/report.html"}
+    assert approve_sagemaker(sagemaker, older, GROUP, "Rejected")["report"] == (
+        "s3://b/rfm/model/e1/evaluation/report.html")
+    assert approve_sagemaker(sagemaker, register(sagemaker), GROUP)["report"] == ""  # registered without one
+
+
+def test_rfm_approve_sagemaker_prints_the_report_uri(sagemaker, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    arn = register_with_report(sagemaker, "s3://b/rfm/model/e7/evaluation/report.html")
+    assert main(["approve", "--sagemaker", "--region", "us-east-1", arn]) == 0
+    out = capsys.readouterr().out
+    assert f"{arn} is Approved" in out
+    assert "its report (the one to review): s3://b/rfm/model/e7/evaluation/report.html" in out
 
 
 def test_an_event_without_a_package_is_a_clear_error(sagemaker) -> None:

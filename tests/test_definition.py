@@ -370,8 +370,12 @@ def test_evaluate_arguments(steps: dict[str, dict[str, Any]]) -> None:
         join("--min-cluster-share=", {"Get": "Parameters.MinClusterShare"}),
         join("--currency=", {"Get": "Parameters.Currency"}),
         join("--input-location=", {"Get": "Parameters.InputDataUrl"}),
+        # The last publish: read by the step when there is one, so not a ProcessingInput (which fails on an
+        # empty prefix), and a constant, so the step's cache key does not change with it.
+        "--published", f"s3://{BUCKET}/rfm/published",
     ]  # fmt: skip
     inputs = {i["InputName"]: i["S3Input"] for i in arguments["ProcessingInputs"]}
+    assert set(inputs) == {"model", "features"}
     assert inputs["model"]["S3Uri"] == {"Get": "Steps.TrainSegmenter.ModelArtifacts.S3ModelArtifacts"}
     assert inputs["model"]["LocalPath"] == "/opt/ml/processing/input/model"
     assert inputs["features"]["S3Uri"] == output_uri("ComputeRFM", "features")
@@ -391,6 +395,7 @@ def test_training_arguments(steps: dict[str, dict[str, Any]]) -> None:
     assert arguments["HyperParameters"] == {
         "num_clusters": join({"Get": "Parameters.NumClusters"}),
         "random_state": join({"Get": "Parameters.RandomSeed"}),
+        "max_customers": join({"Get": "Parameters.TrainingSampleSize"}),
     }
     [channel] = arguments["InputDataConfig"]
     assert channel["ChannelName"] == "features"
@@ -491,7 +496,7 @@ def test_create_model_and_transform(steps: dict[str, dict[str, Any]]) -> None:
         "S3OutputPath": execution_uri("assignments"),
     }
     assert transform["TransformResources"] == {
-        "InstanceCount": 1,
+        "InstanceCount": {"Get": "Parameters.TransformInstanceCount"},
         "InstanceType": {"Get": "Parameters.TransformInstanceType"},
     }
     condition = steps["PublishIfApproved"]["Arguments"]["Conditions"]
@@ -521,7 +526,7 @@ def test_every_output_is_under_the_execution_quarantine_or_state_prefix(definiti
     text = json.dumps(definition)
     s3_literals = set(re.findall(r'"(s3://[^"]*)"', text))
     assert s3_literals == {EXECUTION_PREFIX, PACKAGE_PREFIX, f"s3://{BUCKET}/rfm/quarantine", f"s3://{BUCKET}/rfm/input/",
-                           f"s3://{BUCKET}/rfm/state"}
+                           f"s3://{BUCKET}/rfm/state", f"s3://{BUCKET}/rfm/published"}  # published/: read only
 
 
 # --------------------------------------------------------------------------- offline and stable
@@ -899,3 +904,25 @@ def test_both_pipelines_take_the_sessions_bucket(offline: Offline) -> None:
     for build in (get_pipeline, get_publish_pipeline):
         text = build(**kwargs).definition()
         assert "s3://team-bucket/rfm/executions" in text and "sagemaker-us-east-1" not in text, build.__name__
+
+
+def _all_steps(steps: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for step in steps:
+        yield step
+        for branch in ("IfSteps", "ElseSteps"):
+            yield from _all_steps(step.get("Arguments", {}).get(branch, []))
+
+
+def test_transform_instance_count_is_a_parameter_of_both_pipelines(offline: Offline) -> None:
+    """AssignSegments runs on TransformInstanceCount instances (default 1), in the main and the publish pipeline."""
+    from pipeline.definition import get_pipeline
+    from pipeline.publish_definition import get_publish_pipeline
+
+    for build in (get_pipeline, get_publish_pipeline):
+        definition = json.loads(build(**KWARGS).definition())
+        declared = {p["Name"]: p for p in definition["Parameters"]}
+        assert declared["TransformInstanceCount"] == {"Name": "TransformInstanceCount", "Type": "Integer",
+                                                      "DefaultValue": 1}, build.__name__
+        [assign] = [s for s in _all_steps(definition["Steps"]) if s["Name"] == "AssignSegments"]
+        assert assign["Arguments"]["TransformResources"]["InstanceCount"] == {
+            "Get": "Parameters.TransformInstanceCount"}, build.__name__

@@ -10,6 +10,7 @@ Pipelines and the jobs do for every step of the built pipeline definitions.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import warnings
@@ -210,6 +211,7 @@ def example_resources(stack: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
         },
         "ApproverPolicy": {
             "sagemaker:ListModelPackages": [_sm("model-package/*")],
+            "sagemaker:DescribeModelPackage": [package],  # its report_uri: rfm approve --sagemaker prints it
             "sagemaker:UpdateModelPackage": [package],
         },
     }
@@ -270,7 +272,8 @@ def test_the_collector_finds_the_known_calls() -> None:
             "mobiletargeting:CreateImportJob"} <= export
     assert {"sagemaker:DescribeModelPackage", "sagemaker:CreateModel", "sagemaker:StartPipelineExecution"} <= approval
     approver = {a for c in collect(code_units("ApproverPolicy"), ROOT) for a in c.actions}
-    assert approver == {"sagemaker:ListModelPackages", "sagemaker:UpdateModelPackage"}  # not the local stand-ins'
+    assert approver == {"sagemaker:ListModelPackages", "sagemaker:DescribeModelPackage",  # the report's address
+                        "sagemaker:UpdateModelPackage"}  # not the local stand-ins'
     build = {a for c in collect(code_units("BuildRole"), ROOT) for a in c.actions}
     assert "sagemaker:ListPipelineExecutionSteps" in build  # via session.sagemaker_client
 
@@ -447,6 +450,25 @@ def test_pipeline_role_allows_what_pipelines_and_jobs_do(stack: dict[str, Any],
     denied = sorted({f"{action} on {arn}: {why}" for action, arn, why in pipeline_role_needs(stack, definitions)
                      if not allowed(statements, action, arn)})
     assert denied == []
+
+
+def test_pipeline_role_reads_but_never_writes_the_last_publish(stack: dict[str, Any],
+                                                               definitions: list[dict[str, Any]]) -> None:
+    """EvaluateSegmenter reads <prefix>/published/ (its report compares with it); only the export replaces it."""
+    resolver, bucket, prefix = stack["resolver"], stack["bucket"], stack["prefix"]
+    statements = role_statements(stack["resources"], "PipelineExecutionRole",
+                                 resolver.physical_name("PipelineExecutionRole"))
+    [evaluate] = [s for s in _steps(definitions[0]["Steps"]) if s["Name"] == "EvaluateSegmenter"]
+    arguments = evaluate["Arguments"]["AppSpecification"]["ContainerArguments"]
+    assert arguments[arguments.index("--published") + 1] == f"s3://{bucket}/{prefix}/published"
+    for name in ("published.json", "segments.parquet"):
+        assert allowed(statements, "s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/{prefix}/published/{name}")
+        assert not allowed(statements, "s3:PutObject", f"arn:{PARTITION}:s3:::{bucket}/{prefix}/published/{name}")
+    # Listing published/ tells "nothing published yet" from a refused read; ListData is limited by s3:prefix.
+    [listing] = [statement for policy in stack["resources"]["PipelineExecutionRole"]["Properties"]["Policies"]
+                 for statement in policy["PolicyDocument"]["Statement"] if statement.get("Sid") == "ListData"]
+    patterns = listing["Condition"]["StringLike"]["s3:prefix"]
+    assert any(fnmatch.fnmatchcase(f"{prefix}/published/published.json", pattern) for pattern in patterns)
 
 
 def test_pipeline_role_is_not_wider_than_its_bucket_prefixes(stack: dict[str, Any]) -> None:

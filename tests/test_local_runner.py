@@ -76,8 +76,15 @@ def test_cycles_are_reported() -> None:
 def approved_run(tmp_path_factory: pytest.TempPathFactory, definition: dict):
     output = tmp_path_factory.mktemp("approved")
     with export_destinations("pinpoint,customer-profiles", output):
-        result = run_local(str(SAMPLE), output, {"ModelApprovalStatus": "Approved"}, definition=definition)
+        result = run_local(str(SAMPLE), output, {"ModelApprovalStatus": "Approved", "TransformInstanceCount": "2"},
+                           definition=definition)
     return output, result
+
+
+def test_approved_run_gives_the_transform_its_instance_count(approved_run) -> None:
+    _, result = approved_run
+    assert result.status == "Succeeded", result.failure
+    assert result.arguments["AssignSegments"]["TransformResources"]["InstanceCount"] == 2
 
 
 def test_approved_run_publishes_one_segment_per_customer(approved_run) -> None:
@@ -115,6 +122,27 @@ def test_approved_run_report_names_its_execution(approved_run) -> None:
     output, result = approved_run
     page = (output / paths.REPORT_FILE).read_text()
     assert f"<title>RFM segmentation report \u2013 {result.execution_id}</title>" in page
+
+
+def test_a_run_after_a_publish_compares_with_it_as_on_sagemaker(approved_run, tmp_path: Path,
+                                                               definition: dict) -> None:
+    """The evaluation step reads the last publish itself (--published), here from the local store's published/."""
+    import shutil
+
+    first, published = approved_run
+    assert "First run" in (first / paths.REPORT_FILE).read_text()  # nothing was published before it
+    output = shutil.copytree(first, tmp_path / "run")
+    result = run_local(str(SAMPLE), output, {}, definition=definition)
+    assert result.status == "Succeeded", result.failure
+    page = (output / paths.REPORT_FILE).read_text()
+    changes = page[page.index('<section id="changes">'):]
+    changes = changes[:changes.index("</section>")]
+    assert f"Compared with the segments of execution {published.execution_id}" in changes
+    assert 'id="segment-comparison"' in changes and "First run" not in changes
+    evaluation = json.loads((output / "evaluation" / paths.EVALUATION_FILE).read_text())
+    segments = pd.read_parquet(output / "segments" / paths.SEGMENTS_FILE)
+    assert evaluation["compared_with"]["execution_id"] == published.execution_id
+    assert evaluation["compared_with"]["customers_before"] == len(segments)
 
 
 def test_approved_run_registers_an_approved_package(approved_run) -> None:

@@ -38,6 +38,11 @@ def test_defaults_pass_their_own_checks() -> None:
     ("ProcessingInstanceType", "m5.xlarge", "ProcessingInstanceType='m5.xlarge' is not an instance type"),
     ("ModelApprovalStatus", "approved", "ModelApprovalStatus='approved' is not one of PendingManualApproval"),
     ("Rebuild", "maybe", "Rebuild='maybe' is not a valid Boolean"),
+    ("TrainingSampleSize", "5000", "parameter TrainingSampleSize=5000 is out of range: use 0 (every customer) or"),
+    ("TrainingSampleSize", "-1", "TrainingSampleSize=-1 is out of range"),
+    ("TransformInstanceCount", "0", "parameter TransformInstanceCount=0 is out of range: use 1..100"),
+    ("TransformInstanceCount", "101", "TransformInstanceCount=101 is out of range"),
+    ("TransformInstanceCount", "two", "TransformInstanceCount='two' is not a valid Integer"),
 ])
 def test_bad_values_are_named_as_the_user_typed_them(name: str, value: str, message: str) -> None:
     with pytest.raises(PipelineError) as error:
@@ -47,7 +52,9 @@ def test_bad_values_are_named_as_the_user_typed_them(name: str, value: str, mess
 
 @pytest.mark.parametrize(("name", "value"), [("NumClusters", "2"), ("NumClusters", "50"), ("AsOfDate", "2024-02-29"),
                                              ("MinSilhouette", "-1"), ("Currency", "JPY"), ("InputFormat", "cdnow"),
-                                             ("ModelApprovalStatus", "Approved")])
+                                             ("ModelApprovalStatus", "Approved"), ("TransformInstanceCount", "1"),
+                                             ("TrainingSampleSize", "0"), ("TrainingSampleSize", "10000"),
+                                             ("TransformInstanceCount", "100")])
 def test_good_values_pass(name: str, value: str) -> None:
     assert str(parameter_values(DECLARED, {name: value})[name]).startswith(value.split(".")[0])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -22,7 +23,7 @@ from steps.model.evaluate import main as evaluate_main
 from steps.model.model_io import SegmentModel, load_model
 from steps.report import data
 from steps.report import svg_charts as svg
-from steps.report.render import CHART_IDS, TABLE_IDS, render_report, stamp_package, with_changes, write_report
+from steps.report.render import CHART_IDS, TABLE_IDS, render_report, stamp_package, write_report
 from steps.segments import SEGMENT_GRID, SEGMENT_NAMES, segments_of
 from tests.conftest import synthetic_features
 
@@ -157,7 +158,7 @@ def test_quality_accounting_and_run_parameters(html: str) -> None:
     assert run["Execution id"][1] == "exec-42"
     assert run["Parameters"][1] == "ModelApprovalStatus=Approved"
     assert run["As-of date"][1] == "2024-01-01"
-    assert run["Model hyperparameters"][1] == "num_clusters=3, random_state=0"
+    assert run["Model hyperparameters"][1] == "max_customers=200000, num_clusters=3, random_state=0"
     assert "Rows quarantined" in html and "unparseable_date" in html and "1,000" in html
     assert "Every row is accounted for" in html
 
@@ -286,7 +287,7 @@ def test_evaluate_writes_the_report_next_to_evaluation_json(tmp_path: Path, feat
                           "--execution-id", "exec-7"]) == 0
     evaluation = json.loads((output / paths.EVALUATION_FILE).read_text())
     assert set(evaluation) == {"segmentation_metrics", "clusters", "rfm_segments", "k_selection",
-                               "metric_sample_size", "quality_gate"}
+                               "metric_sample_size", "metric_sample", "quality_gate", "compared_with"}
     page = (output / paths.REPORT_FILE).read_text()
     run = rows_by_first_cell(parse(page).tables["run-parameters"])
     assert run["Execution id"][1] == "exec-7"
@@ -550,17 +551,20 @@ def test_changes_say_first_run_without_a_previous_one(html: str) -> None:
 
 
 def test_changes_compare_sizes_and_revenue_and_show_the_migration_matrix(features_frame: pd.DataFrame,
-                                                                        html: str) -> None:
+                                                                        model_meta: dict, evaluation: dict) -> None:
     previous = features_frame.iloc[:400].copy()
     previous[c.MONETARY] = previous[c.MONETARY] * 2
     changes = pd.DataFrame({
         "customer_id": ["a", "b", "c", "d"], "previous_segment": ["Champions", "Loyal", None, "Hibernating"],
         "segment": ["Loyal", "Loyal", "Champions", None], "previous_cluster_name": ["x", "y", None, "z"],
         "cluster_name": ["y", "y", "x", None], "change": ["moved", "moved", "entered", "left"]})
-    page = with_changes(html, features_frame, previous, changes)
+    page = render_report(features_frame, model_meta, evaluation, QUALITY, RUN_INFO, previous=previous,
+                         changes=changes, baseline_note="Compared with the segments of execution e1.")
     rows = rows_by_first_cell(parse(page).tables["segment-comparison"])
     now = int((features_frame[c.RFM_SEGMENT] == "Champions").sum())
-    assert rows["Champions"][1:4] == ["1", f"{now:,}", f"{now - 1:+,}"]  # sizes before: from changes.parquet
+    before = int((previous[c.RFM_SEGMENT] == "Champions").sum())  # every customer published, not only movers
+    assert before > 1
+    assert rows["Champions"][1:4] == [f"{before:,}", f"{now:,}", f"{now - before:+,}"]
     was = previous.loc[previous[c.RFM_SEGMENT] == "Champions", c.MONETARY].sum()
     assert rows["Champions"][4] == f"${was:,.2f}"
     matrix = rows_by_first_cell(parse(page).tables["migration-matrix"])
@@ -569,6 +573,157 @@ def test_changes_compare_sizes_and_revenue_and_show_the_migration_matrix(feature
     assert matrix["(entered)"][header.index("Champions")] == "1"
     assert matrix["Hibernating"][header.index("(left)")] == "1"
     assert page.count('<section id="changes">') == 1 and "First run" not in page
+    assert "Compared with the segments of execution e1." in section(page, "changes")
+
+
+# --- issue 12 item 6 / 15 item 6: the comparison with the last publish, made by the evaluation step -------------
+
+
+def _segments_of(features: pd.DataFrame, model_dir: Path) -> pd.DataFrame:
+    """The segments.parquet a publish of ``features`` with the model writes (the columns the baseline reads)."""
+    model = load_model(model_dir)
+    frame = features[[c.CUSTOMER_ID, c.RFM_SEGMENT, c.MONETARY]].copy()
+    frame[c.CLUSTER_NAME] = np.asarray(model.names, dtype=object)[model.clusters(features[list(c.MODEL_FEATURES)]
+                                                                                 .to_numpy(dtype=float))]
+    return frame
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_evaluations_changes_are_the_exports(seed: int) -> None:
+    """compare_segments gives the rows the export Lambda writes to changes.parquet."""
+    from lambdas.export.changes import changes_table, compare
+    from steps.report.baseline import compare_segments
+
+    rng = np.random.default_rng(seed)
+    names, clusters = np.array(["Champions", "Loyal", "At Risk"]), np.array(["Big", "Small"])
+
+    def frame(ids: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({c.CUSTOMER_ID: ids.astype(str), c.CLUSTER: rng.integers(0, 2, len(ids)),
+                             c.CLUSTER_NAME: rng.choice(clusters, len(ids)),
+                             c.RFM_SEGMENT: rng.choice(names, len(ids))})
+
+    previous, current = frame(rng.choice(300, 200, replace=False)), frame(rng.choice(300, 200, replace=False))
+    ours = compare_segments(previous, current)
+    theirs = changes_table(compare(previous, current).changes).to_pandas()
+    assert len(ours) > 0 and set(ours[c.CHANGE]) == {"left", "moved", "entered"}
+    pd.testing.assert_frame_equal(ours.astype(object).where(ours.notna(), None),
+                                  theirs.astype(object).where(theirs.notna(), None))
+
+
+@pytest.fixture
+def s3_bucket(fake_aws):
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="rfm-bucket")
+        yield client
+
+
+def _publish_to(client, segments: pd.DataFrame, execution_id: str = "e1") -> None:
+    """What the export Lambda leaves under <prefix>/published/ (lambdas/export/changes.write_published)."""
+    from lambdas.export.changes import write_published
+    from lambdas.export.storage import Storage
+
+    buffer = io.BytesIO()
+    segments.to_parquet(buffer, index=False)
+    write_published(Storage(s3=client), "s3://rfm-bucket/rfm/published", buffer.getvalue(), execution_id,
+                    "arn:aws:sagemaker:us-east-1:123456789012:model-package/rfm-segmenter/1", ("s3",), len(segments))
+
+
+def test_the_baseline_is_read_from_s3_when_something_was_published(s3_bucket, features_frame: pd.DataFrame,
+                                                                   model_dir: Path) -> None:
+    from steps.report.baseline import read_baseline
+
+    assert not read_baseline("s3://rfm-bucket/rfm/published", s3_bucket).found  # nothing published yet
+    _publish_to(s3_bucket, _segments_of(features_frame, model_dir))
+    baseline = read_baseline("s3://rfm-bucket/rfm/published", s3_bucket)
+    assert baseline.found and baseline.execution_id == "e1" and not baseline.problem
+    assert len(baseline.segments) == len(features_frame)
+    assert set(baseline.segments.columns) == {c.CUSTOMER_ID, c.RFM_SEGMENT, c.CLUSTER_NAME, c.MONETARY}
+
+
+def test_an_unreadable_baseline_is_named_in_the_report_and_stops_nothing(s3_bucket, tmp_path: Path,
+                                                                         features_frame: pd.DataFrame,
+                                                                         model_dir: Path) -> None:
+    s3_bucket.put_object(Bucket="rfm-bucket", Key="rfm/published/published.json", Body=b'{"execution_id": "e1"}')
+    s3_bucket.put_object(Bucket="rfm-bucket", Key="rfm/published/segments.parquet", Body=b"not parquet")
+    features = tmp_path / "features"
+    features.mkdir()
+    features_frame.to_parquet(features / paths.RFM_FILE)
+    output = tmp_path / "evaluation"
+    assert evaluate_main(["--model", str(model_dir), "--features", str(features), "--output", str(output),
+                          "--published", "s3://rfm-bucket/rfm/published"]) == 0
+    report = json.loads((output / paths.EVALUATION_FILE).read_text())
+    assert report["compared_with"]["found"] is False and "could not be read" in report["compared_with"]["problem"]
+    changes = section((output / paths.REPORT_FILE).read_text(), "changes")
+    assert "No comparison: the last publish at s3://rfm-bucket/rfm/published could not be read" in changes
+
+
+def test_on_sagemaker_the_report_compares_with_the_last_publish(s3_bucket, tmp_path: Path,
+                                                                features_frame: pd.DataFrame, model_dir: Path) -> None:
+    """The evaluation container reads <prefix>/published/ from S3 and renders sizes, revenue and the matrix."""
+    features = tmp_path / "features"
+    features.mkdir()
+    features_frame.to_parquet(features / paths.RFM_FILE)
+    arguments = ["--model", str(model_dir), "--features", str(features), "--published", "s3://rfm-bucket/rfm/published"]
+
+    first = tmp_path / "first"
+    assert evaluate_main([*arguments, "--output", str(first)]) == 0
+    assert "First run" in section((first / paths.REPORT_FILE).read_text(), "changes")
+    assert json.loads((first / paths.EVALUATION_FILE).read_text())["compared_with"] == {"found": False,
+                                                                                         "problem": None}
+
+    published = _segments_of(features_frame, model_dir)
+    published = published.iloc[50:].copy()  # 50 customers are new since then
+    published.loc[published.index[:30], c.RFM_SEGMENT] = "Hibernating"  # ... and some were elsewhere
+    gone = pd.DataFrame({c.CUSTOMER_ID: ["gone-1", "gone-2"], c.RFM_SEGMENT: ["Champions", "Champions"],
+                         c.CLUSTER_NAME: ["x", "x"], c.MONETARY: [10.0, 20.0]})
+    _publish_to(s3_bucket, pd.concat([published, gone], ignore_index=True), "exec-previous")
+    second = tmp_path / "second"
+    assert evaluate_main([*arguments, "--output", str(second)]) == 0
+    page = (second / paths.REPORT_FILE).read_text()
+    changes = section(page, "changes")
+    assert "First run" not in changes and "execution exec-previous" in changes
+    matrix = rows_by_first_cell(parse(page).tables["migration-matrix"])
+    header = parse(page).tables["migration-matrix"][0]
+    assert sum(int(v) for v in matrix["(entered)"][1:]) == 50
+    assert matrix["Champions"][header.index("(left)")] == "2"
+    moved_back = (features_frame.iloc[50:80][c.RFM_SEGMENT] != "Hibernating").sum()
+    assert sum(int(v.replace(",", "")) for v in matrix["Hibernating"][1:]) == moved_back
+    summary = json.loads((second / paths.EVALUATION_FILE).read_text())["compared_with"]
+    assert summary["execution_id"] == "exec-previous" and summary["customers_before"] == len(published) + 2
+    assert (summary["entered"], summary["left"]) == (50, 2)
+
+
+def test_the_metrics_sample_is_said_in_the_evaluation_and_the_report(features_frame: pd.DataFrame,
+                                                                     model_dir: Path, model_meta: dict,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from steps.model import evaluate as evaluate_module
+
+    model = load_model(model_dir)
+    everyone = evaluate(model, features_frame, random_state=5)
+    assert everyone["metric_sample"] == {"customers": len(features_frame), "sampled": len(features_frame),
+                                         "is_sample": False, "seed": 5,
+                                         "metrics": list(evaluate_module.SAMPLED_METRICS)}
+    page = render_report(features_frame, model_meta, everyone, QUALITY, RUN_INFO)
+    assert f"Metrics computed on all {len(features_frame):,} customers" in section(page, "model")
+    monkeypatch.setattr(evaluate_module, "METRIC_SAMPLE", 200)
+    sampled = evaluate(model, features_frame, random_state=5)
+    assert sampled["metric_sample"]["sampled"] == 200 and sampled["metric_sample"]["is_sample"] is True
+    assert sum(cluster["size"] for cluster in sampled["clusters"]) == len(features_frame)  # sizes count everyone
+    assert evaluate(model, features_frame, random_state=5)["segmentation_metrics"] == sampled["segmentation_metrics"]
+    page = render_report(features_frame, model_meta, sampled, QUALITY, RUN_INFO)
+    assert (f"Computed on a random sample of 200 of the {len(features_frame):,} customers (seed 5)"
+            in section(page, "model"))
+
+
+def test_a_model_fitted_on_a_sample_says_so(features_frame: pd.DataFrame, model_meta: dict, evaluation: dict) -> None:
+    sampled = dict(model_meta, training_sample={"customers": 2_000_000, "fitted_on": 200_000, "max_customers": 200_000})
+    assert "fitted on a sample of 200,000 of the 2,000,000 customers" in section(
+        render_report(features_frame, sampled, evaluation, QUALITY, RUN_INFO), "model")
+    assert 'id="training-sample"' not in render_report(features_frame, model_meta, evaluation, QUALITY, RUN_INFO)
 
 
 def test_stamp_names_the_package(html: str) -> None:
@@ -595,7 +750,7 @@ def test_evaluate_shows_the_parameters_used_and_the_gate(tmp_path: Path, feature
     page = (output / paths.REPORT_FILE).read_text()
     run = rows_by_first_cell(parse(page).tables["run-parameters"])
     assert "MinSilhouette=0.99" in run["Parameters"][1] and "NumClusters=3" in run["Parameters"][1]
-    assert "Currency=GBP" in run["Parameters"][1]
+    assert "Currency=GBP" in run["Parameters"][1] and "TrainingSampleSize=200000" in run["Parameters"][1]
     assert run["Input"][1] == "s3://bucket/rfm/input/"
     assert "\u00a3" in page
 def test_excluded_rows_and_quality_warnings_are_shown(features_frame: pd.DataFrame, model_meta: dict) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from steps import columns as c
 from steps.errors import ModelError
+from steps.model.limits import MAX_TRAINING_CUSTOMERS, MIN_TRAINING_SAMPLE
 from steps.model.model_io import load_model
 from steps.model.segmenter import SILHOUETTE_TOLERANCE, Segmenter
 from steps.model.train import read_hyperparameters, train
@@ -83,9 +84,11 @@ def test_broken_artifact_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
-    ({}, {"num_clusters": 0, "random_state": 0}),
-    ({"num_clusters": "5", "random_state": "7"}, {"num_clusters": 5, "random_state": 7}),
-    ({"num_clusters": '"4"'}, {"num_clusters": 4, "random_state": 0}),
+    ({}, {"num_clusters": 0, "random_state": 0, "max_customers": MAX_TRAINING_CUSTOMERS}),
+    ({"num_clusters": "5", "random_state": "7"}, {"num_clusters": 5, "random_state": 7,
+                                                  "max_customers": MAX_TRAINING_CUSTOMERS}),
+    ({"num_clusters": '"4"', "max_customers": "0"}, {"num_clusters": 4, "random_state": 0, "max_customers": 0}),
+    ({"max_customers": "50000"}, {"num_clusters": 0, "random_state": 0, "max_customers": 50_000}),
 ])
 def test_hyperparameters_from_sagemaker_strings(tmp_path: Path, raw: dict, expected: dict) -> None:
     path = tmp_path / "hyperparameters.json"
@@ -93,12 +96,59 @@ def test_hyperparameters_from_sagemaker_strings(tmp_path: Path, raw: dict, expec
     assert read_hyperparameters(path) == expected
 
 
-@pytest.mark.parametrize("raw", [{"num_clusters": "five"}, {"num_clusters": "1"}, {"num_clusters": "99"}])
+@pytest.mark.parametrize("raw", [{"num_clusters": "five"}, {"num_clusters": "1"}, {"num_clusters": "99"},
+                                 {"max_customers": "9999"}, {"max_customers": "-1"}, {"max_customers": "all"}])
 def test_bad_hyperparameters_are_clear_errors(tmp_path: Path, raw: dict) -> None:
     path = tmp_path / "hyperparameters.json"
     path.write_text(json.dumps(raw))
-    with pytest.raises(ModelError, match="num_clusters"):
+    with pytest.raises(ModelError, match=next(iter(raw))):
         read_hyperparameters(path)
+
+
+# --- issue 16: training on a bounded sample ----------------------------------------------------------------------
+
+
+def test_above_max_customers_the_fit_uses_a_sample_and_assigns_everyone() -> None:
+    frame = planted(4, per_group=1_500, seed=2)  # 6,000 customers
+    segmenter = Segmenter(n_clusters=0, random_state=0, max_customers=2_000).fit(frame)
+    assert (segmenter.customers_, segmenter.sample_size_) == (6_000, 2_000)
+    assert len(segmenter.kmeans_.labels_) == 2_000  # the centres were fitted on the sample only
+    assert segmenter.k_ == 4
+    sizes = [profile["size"] for profile in segmenter.profiles_]
+    assert sum(sizes) == 6_000 and sizes == [1_500] * 4  # but every customer is assigned and described
+    full = Segmenter(n_clusters=0, random_state=0, max_customers=0).fit(frame)
+    assert (full.customers_, full.sample_size_) == (6_000, 6_000)
+    assert full.k_ == segmenter.k_ and full.names_ == segmenter.names_
+
+
+def test_the_training_sample_does_not_depend_on_the_seed(features_frame: pd.DataFrame) -> None:
+    """k is chosen on the sample, and k must not change with RandomSeed: the sample's seed is fixed."""
+    bounded = len(features_frame) // 2
+    first = Segmenter(n_clusters=0, random_state=0, max_customers=bounded).fit(features_frame)
+    other = Segmenter(n_clusters=0, random_state=3, max_customers=bounded).fit(features_frame)
+    assert first.sample_size_ == other.sample_size_ == bounded
+    assert first.k_selection_ == other.k_selection_ and first.k_ == other.k_
+
+
+def test_train_records_the_training_sample(tmp_path: Path, features_frame: pd.DataFrame) -> None:
+    meta = train(features_frame, tmp_path / "model", num_clusters=3, random_state=0, max_customers=250)
+    assert meta["training_sample"] == {"customers": len(features_frame), "fitted_on": 250, "max_customers": 250}
+    assert meta["hyperparameters"]["max_customers"] == 250
+    assert sum(profile["size"] for profile in meta["profiles"]) == len(features_frame)
+    assert json.loads((tmp_path / "model" / "model.json").read_text())["training_sample"]["fitted_on"] == 250
+
+
+@pytest.mark.parametrize("n", [0, 1, MIN_TRAINING_SAMPLE - 1, MIN_TRAINING_SAMPLE, MAX_TRAINING_CUSTOMERS])
+def test_training_sample_size_range_is_the_training_steps(n: int) -> None:
+    from pipeline.parameters import CHECKS
+    from steps.model.train import check_max_customers
+
+    try:
+        check_max_customers(n, "test")
+        trains = True
+    except ModelError:
+        trains = False
+    assert (CHECKS["TrainingSampleSize"](n) is None) == trains
 
 
 def two_groups_differing_in(feature: str, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:

@@ -103,8 +103,18 @@ def approve_local(output: Path, package_arn: str | None, on_step: Callable[[Step
         return {**publish_approved(detail, sagemaker, settings), "report": report}
 
 
-def approve_sagemaker(client: Any, package_arn: str | None, group: str, status: str = "Approved") -> str:
-    """Set a package's status in SageMaker's registry; the EventBridge rule publishes it."""
+def approve_sagemaker(client: Any, package_arn: str | None, group: str, status: str = "Approved") -> dict[str, str]:
+    """Set a package's status in SageMaker's registry (the EventBridge rule publishes it) and say where its report is.
+
+    The package is described first (``sagemaker:DescribeModelPackage``, in ApproverPolicy), so a
+    package that cannot be read is refused before its status changes.
+
+    Returns
+    -------
+    dict
+        ``model_package_arn``, and ``report``: its metadata's ``report_uri`` (the ``report.html``
+        the evaluation step wrote beside ``evaluation.json``), empty when it has none.
+    """
     if package_arn is None:
         pages = client.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus="PendingManualApproval",
                                            SortBy="CreationTime", SortOrder="Descending", MaxResults=1)
@@ -113,6 +123,8 @@ def approve_sagemaker(client: Any, package_arn: str | None, group: str, status: 
             raise PipelineError(f"no package of {group} is waiting for approval", "SageMaker model registry",
                                 "name a package: rfm approve --sagemaker ARN")
         package_arn = packages[0]["ModelPackageArn"]
+    package = client.describe_model_package(ModelPackageName=package_arn)
+    report = (package.get("CustomerMetadataProperties") or {}).get(package_metadata.REPORT_URI, "")
     client.update_model_package(ModelPackageArn=package_arn, ModelApprovalStatus=status,
                                 ApprovalDescription=f"{status} with rfm approve")
-    return package_arn
+    return {"model_package_arn": package_arn, "report": report}

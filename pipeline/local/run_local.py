@@ -216,11 +216,10 @@ def execute(definition: dict, params: dict[str, str], output: Path, on_step=None
         shutil.rmtree(workdir / execution_id, ignore_errors=True)
         with contextlib.suppress(OSError):
             workdir.rmdir()  # only when empty: another run may be using it
-    currency = params.get("Currency") or None
     if result.status == "Succeeded":
-        publish(result, store, output, registry, currency)
+        publish(result, store, output, registry)
     else:
-        report = _publish_report(result, store, output, currency, _read_segments(output / "segments"), None)
+        report = _publish_report(result, store, output)
         if report is not None:
             uri = _evaluation_uri(result)
             shown = f"{uri.rstrip('/')}/{paths.REPORT_FILE}"
@@ -237,23 +236,13 @@ def _evaluation_uri(result: ExecutionResult) -> str | None:
         "ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri")
 
 
-def _read_segments(folder: Path, name: str = paths.SEGMENTS_FILE):
-    """A published table (``segments.parquet``, ``changes.parquet``) under ``folder``, or None."""
-    import pandas as pd
+def _publish_report(result: ExecutionResult, store, output: Path) -> Path | None:
+    """Copy the run's report to ``report.html``, stamped with its package, and keep it as ``reports/<version>.html``.
 
-    path = folder / name
-    return pd.read_parquet(path) if path.is_file() else None
-
-
-def _publish_report(result: ExecutionResult, store, output: Path, currency: str | None, previous,
-                    changes) -> Path | None:
-    """Copy the run's report to ``report.html``: its comparison with ``previous`` / ``changes`` filled in,
-    stamped with its package, and kept as ``reports/<version>.html``."""
-    import pandas as pd
-
+    Its comparison with the last publish is the evaluation step's own (``--published``, as on SageMaker).
+    """
     from pipeline.local.summary import package_report_path
-    from steps.report.money import DEFAULT_CURRENCY
-    from steps.report.render import stamp_package, with_changes
+    from steps.report.render import stamp_package
 
     uri = _evaluation_uri(result)
     if uri is None:
@@ -265,13 +254,6 @@ def _publish_report(result: ExecutionResult, store, output: Path, currency: str 
     if not source.is_file():
         return None
     page = source.read_text(encoding="utf-8")
-    features_uri = result.properties.get("ComputeRFM", {}).get(PUBLISHED[0][1])
-    if features_uri and (previous is not None or changes is not None):
-        staging = output / f".features-{result.execution_id}"
-        store.download(features_uri, staging)
-        features = pd.read_parquet(staging / paths.RFM_FILE)
-        shutil.rmtree(staging, ignore_errors=True)
-        page = with_changes(page, features, previous, changes, currency or DEFAULT_CURRENCY)
     latest = output / paths.REPORT_FILE
     package = result.properties.get("RegisterSegmenter")
     if package:
@@ -283,8 +265,7 @@ def _publish_report(result: ExecutionResult, store, output: Path, currency: str 
     return latest
 
 
-def publish(result: ExecutionResult, store, output: Path, registry: LocalRegistry | None = None,
-            currency: str | None = None) -> None:
+def publish(result: ExecutionResult, store, output: Path, registry: LocalRegistry | None = None) -> None:
     """Copy the latest run's artifacts to the documented paths under ``output``."""
     registry = registry or LocalRegistry(output / paths.REGISTRY_FILE)
     for step, prop, target in PUBLISHED:
@@ -295,9 +276,7 @@ def publish(result: ExecutionResult, store, output: Path, registry: LocalRegistr
         shutil.rmtree(destination, ignore_errors=True)
         store.download(uri, destination)
         destination.mkdir(parents=True, exist_ok=True)  # an output with no files is still shown
-    previous = _read_segments(output / "segments")  # what was published before this run
     segments_uri = _segments_uri(result)
-    changes = None
     if segments_uri:  # only a run that exported replaces the published segments
         shutil.rmtree(output / "segments", ignore_errors=True)
         shutil.rmtree(output / "export", ignore_errors=True)
@@ -311,11 +290,10 @@ def publish(result: ExecutionResult, store, output: Path, registry: LocalRegistr
         if (staging / "export").is_dir():
             shutil.move(staging / "export", output / "export")
         shutil.rmtree(staging, ignore_errors=True)
-        changes = _read_segments(output / "segments", paths.CHANGES_FILE)
         package_arn = result.arguments.get("ExportSegments", {}).get("model_package_arn")
         if package_arn:
             registry.mark_published(package_arn, result.execution_id)
-    _publish_report(result, store, output, currency, previous, changes)
+    _publish_report(result, store, output)
 
 
 def _write_last_run(result: ExecutionResult, output: Path, params: dict[str, str]) -> None:

@@ -154,6 +154,12 @@ def run_create_model(name: str, args: dict, env: Environment) -> dict[str, Any]:
 
 
 def run_transform(name: str, args: dict, env: Environment) -> dict[str, Any]:
+    """Batch transform through one local ``serve``; ``InstanceCount`` is checked, and one server stands in
+    for all the instances (SageMaker would hand each instance whole input objects)."""
+    instances = args.get("TransformResources", {}).get("InstanceCount", 1)
+    if not isinstance(instances, int) or isinstance(instances, bool) or instances < 1:
+        raise PipelineError(f"InstanceCount={instances!r} is not a count of instances", name,
+                            "Set TransformInstanceCount to 1 or more")
     model_url = env.models.get(args["ModelName"])
     if model_url is None:
         raise PipelineError(f"model {args['ModelName']!r} was not created in this run", name)

@@ -30,11 +30,18 @@ from steps.model.model_io import SegmentModel, load_model
 from steps.model.quality_gate import gate_verdict
 from steps.model.segmenter import feature_matrix
 from steps.model.train import read_features
+from steps.report import data as report_data
+from steps.report.baseline import CHANGE_ORDER, Baseline, compare_segments, read_baseline
 from steps.report.money import DEFAULT_CURRENCY
 
 log = logging.getLogger("rfm.evaluate")
 
+# Above this many customers, the metrics that compare customers with each other (silhouette, per cluster
+# too, Davies-Bouldin, Calinski-Harabasz, stability) are computed on a sample of this many, drawn with
+# the evaluation's random state; sizes and shares always count every customer. evaluation.json's
+# "metric_sample" and the report say which.
 METRIC_SAMPLE = 20_000
+SAMPLED_METRICS = ("silhouette", "davies_bouldin", "calinski_harabasz", "stability_ari", "cluster silhouette")
 STABILITY_SEEDS = 3
 
 
@@ -42,9 +49,11 @@ def evaluate(model: SegmentModel, features: pd.DataFrame, random_state: int = 0,
              labels: np.ndarray | None = None) -> dict:
     """Quality metrics of ``model`` on ``features``.
 
-    Silhouette, Davies-Bouldin and Calinski-Harabasz are computed on a random
-    sample of at most 20,000 customers; stability is the mean adjusted Rand
-    index between the model's clusters and k-means refits with other seeds.
+    Silhouette (overall and per cluster), Davies-Bouldin, Calinski-Harabasz and stability
+    are computed on a sample of at most ``METRIC_SAMPLE`` customers drawn with
+    ``random_state`` (every customer when fewer), described in ``metric_sample``; stability
+    is the mean adjusted Rand index between the model's clusters and k-means refits with
+    other seeds. Sizes, shares and ``min_cluster_share`` count every customer.
     ``labels`` are the customers' clusters when already assigned
     (``model.clusters``); without them they are assigned here.
     """
@@ -88,6 +97,9 @@ def evaluate(model: SegmentModel, features: pd.DataFrame, random_state: int = 0,
         "rfm_segments": {str(k): int(v) for k, v in segment_counts.items()},
         "k_selection": model.meta.get("k_selection", []),
         "metric_sample_size": int(len(index)),
+        "metric_sample": {"customers": int(len(features)), "sampled": int(len(index)),
+                          "is_sample": bool(len(index) < len(features)), "seed": int(random_state),
+                          "metrics": list(SAMPLED_METRICS)},
     }
 
 
@@ -124,9 +136,30 @@ def gate_of(report: dict, model: SegmentModel, min_silhouette: float | None,
                         num_clusters, min_silhouette, min_share)
 
 
+def compare_with_baseline(baseline: Baseline, features: pd.DataFrame, model: SegmentModel,
+                          labels: np.ndarray) -> pd.DataFrame | None:
+    """This run's segments against the last publish (``changes.parquet``'s rows), or None when nothing was."""
+    if not baseline.found:
+        return None
+    current = pd.DataFrame({c.CUSTOMER_ID: features[c.CUSTOMER_ID],
+                            c.RFM_SEGMENT: report_data.segments(features).to_numpy(),
+                            c.CLUSTER_NAME: np.asarray(model.names, dtype=object)[labels]})
+    return compare_segments(baseline.segments, current)
+
+
+def baseline_summary(baseline: Baseline, changes: pd.DataFrame | None) -> dict:
+    """``evaluation.json``'s ``compared_with``: the last publish and how many customers left, moved or entered."""
+    if changes is None:
+        return {"found": False, "problem": baseline.problem or None}
+    counts = changes[c.CHANGE].value_counts()
+    return {"found": True, "execution_id": baseline.execution_id or None, "published": baseline.published_at or None,
+            "customers_before": int(len(baseline.segments)),
+            **{kind: int(counts.get(kind, 0)) for kind in CHANGE_ORDER}}
+
+
 def _write_html_report(output: Path, features: pd.DataFrame, model: SegmentModel, evaluation: dict,
                        features_location: Path, execution_id: str, labels: np.ndarray,
-                       args: argparse.Namespace) -> Path:
+                       args: argparse.Namespace, baseline: Baseline, changes: pd.DataFrame | None) -> Path:
     """``report.html`` next to ``evaluation.json``, with ``quality.json`` from the features folder if present."""
     from steps.report.render import read_quality, write_report
 
@@ -135,6 +168,7 @@ def _write_html_report(output: Path, features: pd.DataFrame, model: SegmentModel
     parameters = {"InputDataUrl": args.input_location or None, "InputFormat": (quality or {}).get("input_format"),
                   "NumClusters": hyperparameters.get("num_clusters"),
                   "RandomSeed": hyperparameters.get("random_state"),
+                  "TrainingSampleSize": hyperparameters.get("max_customers"),
                   "MinSilhouette": args.min_silhouette, "MinClusterShare": args.min_cluster_share,
                   "Currency": args.currency}
     run_info = {
@@ -146,7 +180,8 @@ def _write_html_report(output: Path, features: pd.DataFrame, model: SegmentModel
         "hyperparameters": hyperparameters,
         "currency": args.currency,
     }
-    path = write_report(output, features, model.meta, evaluation, quality, run_info, cluster_of=labels)
+    path = write_report(output, features, model.meta, evaluation, quality, run_info, cluster_of=labels,
+                        previous=baseline.segments, changes=changes, baseline_note=baseline.note())
     log.info("report: %s", path)
     return path
 
@@ -164,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-cluster-share", type=float, default=None, help="the quality gate's MinClusterShare")
     parser.add_argument("--currency", default=DEFAULT_CURRENCY, help="ISO 4217 code money is shown in")
     parser.add_argument("--input-location", default="", help="where the transactions came from (InputDataUrl)")
+    parser.add_argument("--published", default="",
+                        help="the last publish's folder (s3://bucket/<prefix>/published or a folder): the report "
+                             "compares this run with it when something was published")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.debug)
@@ -174,12 +212,20 @@ def main(argv: list[str] | None = None) -> int:
         labels = model.clusters(feature_matrix(features))  # once, for the metrics and the report
         report = evaluate(model, features, args.random_state, labels)
         report["quality_gate"] = gate_of(report, model, args.min_silhouette, args.min_cluster_share)
+        baseline = read_baseline(args.published)
+        changes = compare_with_baseline(baseline, features, model, labels)
+        report["compared_with"] = baseline_summary(baseline, changes)
         output = Path(args.output)
         output.mkdir(parents=True, exist_ok=True)
         (output / paths.EVALUATION_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         execution_id = args.execution_id or execution_id_from_job_config(args.job_config)
-        _write_html_report(output, features, model, report, Path(args.features), execution_id, labels, args)
+        _write_html_report(output, features, model, report, Path(args.features), execution_id, labels, args,
+                           baseline, changes)
         metrics = report["segmentation_metrics"]
+        sample = report["metric_sample"]
+        if sample["is_sample"]:
+            log.info("silhouette, Davies-Bouldin, Calinski-Harabasz and stability on a sample of %d of %d customers "
+                     "(seed %d)", sample["sampled"], sample["customers"], sample["seed"])
         log.info("k=%d silhouette=%.3f davies_bouldin=%.3f min_cluster_share=%.3f stability_ari=%.3f",
                  metrics["k"]["value"], metrics["silhouette"]["value"], metrics["davies_bouldin"]["value"],
                  metrics["min_cluster_share"]["value"], metrics["stability_ari"]["value"])

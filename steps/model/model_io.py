@@ -52,6 +52,10 @@ def save_model(segmenter, model_dir: Path, feature_stats: dict, hyperparameters:
         "k_selection": segmenter.k_selection_,
         "k_votes": {str(k): n for k, n in getattr(segmenter, "k_votes_", {}).items()},
         "inertia": float(segmenter.kmeans_.inertia_),
+        # Customers given and customers fitted on (fewer above the segmenter's max_customers).
+        "training_sample": {"customers": int(getattr(segmenter, "customers_", 0)),
+                            "fitted_on": int(getattr(segmenter, "sample_size_", 0)),
+                            "max_customers": int(getattr(segmenter, "max_customers", 0))},
         "feature_stats": feature_stats,
         "hyperparameters": hyperparameters,
     }

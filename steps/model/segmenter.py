@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from steps import columns as c
+from steps.model.limits import MAX_TRAINING_CUSTOMERS, TRAINING_SAMPLE_SEED
 from steps.model.model_io import log_transform
 
 K_RANGE = range(2, 11)
@@ -77,10 +78,18 @@ class Segmenter:
         gets a vote; the k with most votes wins (ties: the higher mean silhouette).
     random_state : int
         Seed for sampling and k-means; the same seed gives the same clusters and names.
+    max_customers : int
+        With more customers than this, everything is fitted on a sample of this many (drawn with
+        ``TRAINING_SAMPLE_SEED``, so k does not depend on ``random_state``) and every customer is
+        then assigned to its nearest centre; 0 fits on every customer.
 
     Attributes
     ----------
     k_ : int
+    customers_ : int
+        Customers given to ``fit``.
+    sample_size_ : int
+        Customers the model was fitted on (``customers_`` when not sampled).
     scaler_ : StandardScaler
     kmeans_ : KMeans
     names_ : list of str
@@ -93,7 +102,7 @@ class Segmenter:
     k_votes_ : dict
         How many selection seeds voted for each k (empty when k was given).
     profiles_ : list of dict
-        Per cluster: size, share, median and mean of each feature.
+        Per cluster: size, share, median and mean of each feature, over every customer.
 
     Examples
     --------
@@ -105,9 +114,11 @@ class Segmenter:
     3
     """
 
-    def __init__(self, n_clusters: int = 0, random_state: int = 0) -> None:
+    def __init__(self, n_clusters: int = 0, random_state: int = 0,
+                 max_customers: int = MAX_TRAINING_CUSTOMERS) -> None:
         self.n_clusters = n_clusters
         self.random_state = random_state
+        self.max_customers = max_customers
 
     def fit(self, frame: pd.DataFrame) -> Segmenter:
         # Three features: BLAS threads only contend (silhouette's distance products are tiny).
@@ -121,6 +132,13 @@ class Segmenter:
             raise ModelError(
                 f"{len(frame)} customer(s) are too few to segment", "TrainSegmenter", "use more transactions"
             )
+        everyone = frame
+        self.customers_ = len(frame)
+        if self.max_customers and len(frame) > self.max_customers:
+            rows = np.random.default_rng(TRAINING_SAMPLE_SEED).choice(len(frame), int(self.max_customers),
+                                                                      replace=False)
+            frame = frame.iloc[np.sort(rows)]
+        self.sample_size_ = len(frame)
         scaled_raw = log_transform(feature_matrix(frame))
         self.scaler_ = StandardScaler().fit(scaled_raw)
         scaled = self.scaler_.transform(scaled_raw)
@@ -138,7 +156,8 @@ class Segmenter:
         kmeans = KMeans(n_clusters=k, init=seed_model.cluster_centers_, n_init=1, random_state=self.random_state)
         self._order_clusters(kmeans.fit(scaled))
         self.k_ = k
-        self._describe(frame)
+        labels = self.kmeans_.labels_ if everyone is frame else self.predict(everyone)
+        self._describe(everyone, labels)
         return self
 
     def _sample(self, scaled: np.ndarray, seed: int | None = None) -> np.ndarray:
@@ -183,8 +202,7 @@ class Segmenter:
         kmeans.labels_ = remap[kmeans.labels_]
         self.kmeans_ = kmeans
 
-    def _describe(self, frame: pd.DataFrame) -> None:
-        labels = self.kmeans_.labels_
+    def _describe(self, frame: pd.DataFrame, labels: np.ndarray) -> None:
         quantiles = {
             name: tuple(np.quantile(frame[name].to_numpy(dtype=float), [1 / 3, 2 / 3]))
             for name in c.MODEL_FEATURES

@@ -20,7 +20,6 @@ import pandas as pd
 
 from steps import columns as c
 from steps import paths
-from steps.errors import RFMError
 from steps.model.segmenter import SILHOUETTE_TOLERANCE
 from steps.playbook import Playbook, load_playbook
 from steps.report import data
@@ -296,8 +295,7 @@ def _model_section(model_meta: dict, evaluation: dict) -> str:
         value, spread = entry.get("value"), entry.get("standard_deviation")
         shown = _int(value) if isinstance(value, int) else _num(value, 3) if value is not None else DASH
         rows.append([name, shown, DASH if spread is None else _num(spread, 3)])
-    sample = evaluation.get("metric_sample_size")
-    note = f'<p class="note">Metrics computed on {_int(sample)} customers.</p>' if sample is not None else ""
+    note = _metric_sample_note(evaluation)
     table = _table(["Metric", "Value", "Std. dev."], rows, [False, True, True], "model-metrics")
     votes = model_meta.get("k_votes") or {}
     votes_note = ""
@@ -306,7 +304,7 @@ def _model_section(model_meta: dict, evaluation: dict) -> str:
         votes_note = (f'<p class="note">k was chosen over {sum(votes.values())} seeds; how often each k won: '
                       f"{_e(counted)}.</p>")
     return (f'<section id="model"><h2>Model selection and quality</h2>{_figure("k-selection", content, caption)}'
-            f"{votes_note}<h3>Quality gate</h3>{_gate_table(evaluation)}"
+            f"{votes_note}{_training_sample_note(model_meta)}<h3>Quality gate</h3>{_gate_table(evaluation)}"
             f"<h3>Evaluation metrics</h3>{table}{note}</section>")
 
 
@@ -439,24 +437,53 @@ def _playbook_section(model_meta: dict, segment_table: pd.DataFrame, playbook: P
     return f'<section id="playbook"><h2>What to do</h2>{table}{note}</section>'
 
 
+def _training_sample_note(model_meta: dict) -> str:
+    """Say when the model was fitted on a sample of the customers (model.json's ``training_sample``)."""
+    sample = model_meta.get("training_sample") or {}
+    customers, fitted = sample.get("customers"), sample.get("fitted_on")
+    if not customers or not fitted or fitted >= customers:
+        return ""
+    return (f'<p class="note" id="training-sample">The model was fitted on a sample of {_int(fitted)} of the '
+            f"{_int(customers)} customers (TrainingSampleSize; the same sample whatever the seed): k was chosen "
+            "and the centres were fitted on it, then every customer was assigned to the nearest centre.</p>")
+
+
+def _metric_sample_note(evaluation: dict) -> str:
+    """Which customers the evaluation metrics were computed on: all of them, or a seeded sample."""
+    sample = evaluation.get("metric_sample")
+    if not sample:  # evaluation.json of an older version: only the size
+        size = evaluation.get("metric_sample_size")
+        return f'<p class="note">Metrics computed on {_int(size)} customers.</p>' if size is not None else ""
+    if not sample.get("is_sample"):
+        return f'<p class="note" id="metric-sample">Metrics computed on all {_int(sample["customers"])} customers.</p>'
+    return (f'<p class="note" id="metric-sample">Computed on a random sample of {_int(sample["sampled"])} of the '
+            f'{_int(sample["customers"])} customers (seed {_int(sample["seed"])}): silhouette (overall and per '
+            "cluster), Davies-Bouldin, Calinski-Harabasz and stability, which compare customers with each other. "
+            "Cluster sizes and shares count every customer.</p>")
+
+
 def _changes_section(segment_table: pd.DataFrame, previous: pd.DataFrame | None, changes: pd.DataFrame | None,
-                     currency: str) -> str:
+                     currency: str, note: str = "") -> str:
     """Sizes and revenue against the previous published run, and the migration matrix when given.
 
-    Sizes before come from ``changes`` (its ``previous_segment``) when given, else from ``previous``;
-    revenue before needs ``previous`` (the published ``segments.parquet``).
+    Sizes and revenue before come from ``previous`` (the published ``segments.parquet``); without it,
+    sizes before are counted from ``changes`` (its ``previous_segment``: only the customers who changed).
+    ``note`` says what was compared (or why nothing could be).
     """
     have_changes = changes is not None and not changes.empty
-    if (previous is None or previous.empty) and not have_changes:
-        content = '<p class="note">First run: no previously published segments to compare with.</p>'
+    have_previous = previous is not None and not previous.empty
+    shown_note = f'<p class="note" id="changes-baseline">{_e(note)}</p>' if note else ""
+    if not have_previous and not have_changes:
+        content = (shown_note if note.startswith("No comparison") else
+                   '<p class="note">First run: no previously published segments to compare with.</p>')
         return (f'<section id="changes"><h2>Changes since the last published run</h2>'
                 f'{_figure("segment-changes", content)}</section>')
-    if have_changes:
-        sizes_before = changes["previous_segment"].dropna().astype(str).value_counts()
-    else:
+    if have_previous:
         sizes_before = data.segments(previous).value_counts()
+    else:
+        sizes_before = changes["previous_segment"].dropna().astype(str).value_counts()
     revenue_before = None
-    if previous is not None and not previous.empty:
+    if have_previous and c.MONETARY in previous:
         revenue_before = previous[c.MONETARY].groupby(data.segments(previous).to_numpy()).sum()
     rows = []
     for name in segment_table.index:
@@ -472,29 +499,13 @@ def _changes_section(segment_table: pd.DataFrame, previous: pd.DataFrame | None,
         rows.append(row)
     table = _table(["Segment", "Customers before", "Customers now", "Change", "Revenue before", "Revenue now",
                     "Revenue change"], rows, [False] + [True] * 6, "segment-comparison")
-    matrix = _migration_matrix(changes) if have_changes else ""
+    matrix = (_migration_matrix(changes) if have_changes else
+              '<p class="note">No customer changed segment or cluster.</p>' if changes is not None else "")
     caption = ("Before: the segments published last (what your destinations hold now). The migration matrix counts "
                "customers by previous (rows) and current (columns) segment; (entered) and (left) are customers new "
                "to or gone from the data.")
-    return (f'<section id="changes"><h2>Changes since the last published run</h2>'
+    return (f'<section id="changes"><h2>Changes since the last published run</h2>{shown_note}'
             f'{_figure("segment-changes", table + matrix, caption)}</section>')
-
-
-def with_changes(page: str, features: pd.DataFrame, previous: pd.DataFrame | None, changes: pd.DataFrame | None,
-                 currency: str = DEFAULT_CURRENCY) -> str:
-    """``page`` with its "Changes since the last published run" section rendered from ``previous``/``changes``.
-
-    The evaluation step cannot see what was published before; the local runner can, and fills
-    the section in the copy it keeps.
-    """
-    marker = '<section id="changes">'
-    if marker not in page:
-        raise RFMError("the report has no changes section to fill in", None,
-                       "Re-run the pipeline: the report was written by an older version")
-    table = data.segment_table(features, data.segments(features), list(SEGMENT_NAMES))
-    start = page.index(marker)
-    end = page.index("</section>", start) + len("</section>")
-    return page[:start] + _changes_section(table, previous, changes, currency) + page[end:]
 
 
 def _migration_matrix(changes: pd.DataFrame) -> str:
@@ -527,7 +538,8 @@ def _guide_section() -> str:
 
 def render_report(features: pd.DataFrame, model_meta: dict, evaluation: dict, quality: dict | None,
                   run_info: dict, cluster_of: np.ndarray | None = None, playbook: Playbook | None = None,
-                  previous: pd.DataFrame | None = None, changes: pd.DataFrame | None = None) -> str:
+                  previous: pd.DataFrame | None = None, changes: pd.DataFrame | None = None,
+                  baseline_note: str = "") -> str:
     """Render the run's report as one self-contained HTML page.
 
     Parameters
@@ -558,6 +570,8 @@ def render_report(features: pd.DataFrame, model_meta: dict, evaluation: dict, qu
         revenue are compared with it; None says this is the first run.
     changes : DataFrame, optional
         ``segments/changes.parquet`` (``previous_segment``, ``segment``, ``change``): the migration matrix.
+    baseline_note : str, optional
+        One sentence on what was compared (which publish), or why nothing could be.
 
     Returns
     -------
@@ -588,7 +602,7 @@ def render_report(features: pd.DataFrame, model_meta: dict, evaluation: dict, qu
         _header(features, model_meta, evaluation, run_info, currency),
         _playbook_section(model_meta, segment_table, playbook or load_playbook(), currency),
         _segment_section(features, segment_table, currency),
-        _changes_section(segment_table, previous, changes, currency),
+        _changes_section(segment_table, previous, changes, currency, baseline_note),
         _grid_section(features, currency),
         _distribution_section(features, currency),
         _cluster_section(features, model_meta, evaluation, cluster_of, segment_of, currency),
