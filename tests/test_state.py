@@ -140,8 +140,9 @@ def test_the_first_swap_needs_no_current_and_later_ones_the_etag_read(store: Sta
     assert text == "second\n" and newer != etag
     with pytest.raises(StateConflict) as caught:
         store.swap_current("third\n", etag)  # the run that read "first" lost the race
-    assert caught.value.where == store.uri(CURRENT)
-    assert "did not become current" in caught.value.what
+    assert (caught.value.what, caught.value.where, caught.value.fix) == (
+        "another run changed the state while this one ran; this run's state did not become current",
+        store.uri(CURRENT), "Nothing is lost: the next run folds what this one read")
     assert store.read_text(CURRENT)[0] == "second\n"
 
 
