@@ -47,7 +47,7 @@ def s3_client(fake_aws: None) -> Iterator[Any]:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> StateStore:
     """A fresh, empty state: a local folder, or an S3 prefix in moto."""
     if request.param == "local":
-        return StateStore(str(tmp_path / "state"))
+        return StateStore(str(tmp_path / "bucket" / "rfm" / "state"))  # folders made as needed
     client = request.getfixturevalue("s3_client")
     return StateStore(f"s3://{BUCKET}/rfm/state/", client=client)
 
@@ -82,9 +82,9 @@ def test_a_file_is_written_from_bytes_or_from_a_local_file(store: StateStore, tm
     source.write_bytes(b"PAR1 data")
     store.write_file("totals/t.parquet", source)
     store.write_file("objects/o.parquet", b"other")
-    copy = store.download("totals/t.parquet", tmp_path / "copy" / "t.parquet")
+    copy = store.download("totals/t.parquet", tmp_path / "copy" / "totals" / "t.parquet")
     assert copy.read_bytes() == b"PAR1 data"
-    assert store.download("objects/o.parquet", tmp_path / "copy" / "o.parquet").read_bytes() == b"other"
+    assert store.download("objects/o.parquet", tmp_path / "copy" / "objects" / "o.parquet").read_bytes() == b"other"
 
 
 def test_a_missing_file_to_download_says_to_rebuild(store: StateStore, tmp_path: Path) -> None:
