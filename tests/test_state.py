@@ -229,3 +229,13 @@ def test_a_broken_current_state_says_what_is_missing_and_to_rebuild(store: State
         read_current(store)
     assert caught.value.what == message
     assert caught.value.fix == REBUILD_FIX
+
+
+def test_an_s3_error_that_is_not_a_lost_race_is_not_called_one(s3_client: Any) -> None:
+    from botocore.exceptions import ClientError
+
+    store = StateStore("s3://no-such-bucket/rfm/state", client=s3_client)
+    with pytest.raises(ClientError) as caught:
+        store.swap_current("first\n", None)
+    assert not isinstance(caught.value, StateConflict)
+    assert caught.value.response["Error"]["Code"] == "NoSuchBucket"
