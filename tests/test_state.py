@@ -239,3 +239,19 @@ def test_an_s3_error_that_is_not_a_lost_race_is_not_called_one(s3_client: Any) -
         store.swap_current("first\n", None)
     assert not isinstance(caught.value, StateConflict)
     assert caught.value.response["Error"]["Code"] == "NoSuchBucket"
+
+
+@pytest.mark.parametrize(("code", "status"), [("PreconditionFailed", 412), ("ConditionalRequestConflict", 409),
+                                              ("412", 412), ("409", 409)])
+def test_every_answer_s3_gives_a_lost_conditional_write_is_a_conflict(code: str, status: int) -> None:
+    # S3 answers a conditional write whose condition failed with 412 PreconditionFailed, and one that raced
+    # another conditional write to the same key with 409 ConditionalRequestConflict
+    # (docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html); without a body
+    # botocore names the error by its status code. moto only gives the first, hence the stub.
+    from botocore.stub import Stubber
+
+    client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(client) as stub:
+        stub.add_client_error("put_object", service_error_code=code, http_status_code=status)
+        with pytest.raises(StateConflict):
+            StateStore(f"s3://{BUCKET}/rfm/state", client=client).swap_current("text\n", "etag-read")
