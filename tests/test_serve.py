@@ -272,3 +272,11 @@ def test_a_value_that_is_not_a_number_is_named_by_its_record() -> None:
                      for name in one_record()})
     with pytest.raises(PayloadError, match="^record 3: monetary='x' is not a number$"):
         validate(text)
+
+
+def test_every_repeated_field_is_named() -> None:
+    record = one_record()
+    names = [*record, c.R_SCORE, c.MONETARY]
+    repeated = pa.Table.from_arrays([pa.array([record[n]]) for n in names], names=names)
+    with pytest.raises(PayloadError, match=r"^field\(s\) monetary, r_score appear more than once$"):
+        validate(repeated)
