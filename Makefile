@@ -31,9 +31,11 @@ setup: $(STAMP) $(CHECKOV_STAMP)
 run: $(STAMP)
 	$(BIN)/rfm run-local --input $(SAMPLE) --output $(OUTPUT) --param ModelApprovalStatus=Approved
 
+# Two pytest-xdist workers (whole files each; tests/conftest.py); PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS))
 
 lint: setup
 	$(BIN)/ruff check .
@@ -54,9 +56,12 @@ MUTATION_STAMP := $(VENV)/.installed-mutation
 MUTANTS ?= steps.features.scoring.* \
 	steps.model.segmenter.xǁSegmenterǁ_order_clusters__mutmut_* steps.model.segmenter.xǁSegmenterǁ_choose_k__mutmut_* \
 	steps.model.serve.x_validate__mutmut_* steps.model.serve.x__floats__mutmut_* steps.model.serve.x__not_a_number__mutmut_* \
-	lambdas.trigger.app.x_ignore_reason__mutmut_* \
+	lambdas.trigger.app.x_ignore_reason__mutmut_* lambdas.trigger.app.x_parse_event__mutmut_* \
+	lambdas.trigger.app.xǁPipelineStarterǁ__init____mutmut_* \
 	lambdas.approval.app.x_ignore_reason__mutmut_* lambdas.approval.app.x__create_model__mutmut_* \
-	lambdas.approval.app.x_model_name_for__mutmut_*
+	lambdas.approval.app.x_model_name_for__mutmut_* \
+	steps.features.quality.* steps.features.aggregate.x_aggregate_customers__mutmut_* \
+	steps.features.aggregate.x_recount_customers__mutmut_* steps.features.state.*
 
 $(MUTATION_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,spark,mutation]"

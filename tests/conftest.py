@@ -2,6 +2,10 @@
 
 Building a pipeline definition imports the SageMaker SDK and takes seconds, and a whole local run
 takes tens of seconds: the session fixtures below do each once, and the tests that only read them share them.
+
+``make test`` runs the suite on two pytest-xdist workers. Each worker gets whole test files (module
+fixtures such as moto servers and the approved run stay built once), and the files that read the one
+pending run (:data:`SHARED_RUN_FILES`) go to the same worker, so that it is still built once.
 """
 
 from __future__ import annotations
@@ -21,6 +25,21 @@ from steps.segments import segments_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "transactions.csv.gz"
+# Test files that use the session's ``pending_run``: one xdist worker runs them all.
+SHARED_RUN_FILES = ("tests/test_approval.py", "tests/test_local_runner.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Whole files per worker (xdist's ``loadfile``), the files of :data:`SHARED_RUN_FILES` as one."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedRunScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = super()._split_scope(nodeid)
+            return SHARED_RUN_FILES[0] if module in SHARED_RUN_FILES else module
+
+    return SharedRunScheduling(config, log)
 
 
 def synthetic_features(customers: int = 600, seed: int = 0) -> pd.DataFrame:

@@ -4,7 +4,8 @@
 
 Reads mutmut's results (``mutants/**/*.py.meta``) and prints, per module, how many mutants of the
 given names (fnmatch patterns, as ``mutmut run`` takes them; all when none) were killed, timed out
-(counted as killed: the tests did not pass) or survived. Exits 1 when a module is below 90% killed.
+(counted as killed: the tests did not pass), survived, or were not run yet (an interrupted run; they
+are left out of the share). Exits 1 when a module is below 90% killed.
 """
 
 from __future__ import annotations
@@ -38,14 +39,14 @@ def main(argv: list[str]) -> int:
         print("no mutants/ folder: run `make mutation` first", file=sys.stderr)
         return 1
     below = []
-    print(f"{'module':<28} {'mutants':>7} {'killed':>7} {'timeout':>7} {'survived':>8} {'killed %':>8}")
+    print(f"{'module':<28} {'mutants':>7} {'killed':>7} {'timeout':>7} {'survived':>8} {'killed %':>8} {'not run':>7}")
     for module, counts in outcomes(root, argv).items():
         checked = sum(counts.values()) - counts["not checked"]
         caught = counts["killed"] + counts["timeout"]
         share = caught / checked if checked else 0.0
         below += [module] if share < TARGET else []
         print(f"{module:<28} {checked:>7} {counts['killed']:>7} {counts['timeout']:>7} "
-              f"{checked - caught:>8} {share:>8.1%}")
+              f"{checked - caught:>8} {share:>8.1%} {counts['not checked']:>7}")
     if below:
         print(f"below {TARGET:.0%} killed: {', '.join(below)}; `mutmut results` lists the survivors", file=sys.stderr)
     return 1 if below else 0

@@ -314,3 +314,17 @@ def test_handler_without_configuration_is_a_clear_error(monkeypatch: pytest.Monk
     monkeypatch.setattr(approval_app, "_runtime", None)
     with pytest.raises(PipelineError, match="MODEL_PACKAGE_GROUP, PUBLISH_PIPELINE_NAME, MODEL_EXECUTION_ROLE_ARN"):
         approval_app.handler(state_change_event("arn:x"), LambdaContext())
+
+
+def test_model_names_are_valid_readable_and_distinct() -> None:
+    import re
+
+    valid = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")  # SageMaker's ModelName pattern
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:model-package/{}"
+    seven, eight = model_name_for(arn.format("rfm-segments/7"), "rfm"), model_name_for(arn.format("rfm-segments/8"),
+                                                                                       "rfm")
+    assert re.fullmatch(r"rfm-rfm-segments-7-[0-9a-f]{8}", seven) and seven != eight
+    odd = model_name_for(arn.format("Xgroup_v.2/3"), "X")
+    assert re.fullmatch(r"X-Xgroup-v-2-3-[0-9a-f]{8}", odd), odd
+    long = model_name_for(arn.format("g" * 100 + "/3"), "rfm")
+    assert len(long) == 63 and valid.fullmatch(long) and long.startswith("rfm-ggg")

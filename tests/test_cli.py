@@ -58,22 +58,32 @@ def test_every_command_has_help_with_an_example(command: str, capsys: pytest.Cap
     (["run-local", "--input", "data/sample/transactions.csv.gz", "--output", "{tmp}/o", "--destination", "pinpont"],
      "--destination: unknown export destination(s) pinpont"),
 ])
-def test_errors_are_one_line_without_traceback(args: list[str], message: str, tmp_path: Path) -> None:
-    completed = run_cli(*(arg.replace("{tmp}", str(tmp_path)) for arg in args))
-    assert completed.returncode != 0
-    lines = [line for line in completed.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith("error: ") and message in lines[-1], completed.stderr
-    assert "Traceback" not in completed.stderr
+def test_errors_are_one_line_without_traceback(args: list[str], message: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # In-process (main() is what the console script calls; an escaping exception fails the test): the
+    # real process, its exit status and its stderr are checked by test_debug_shows_the_traceback and
+    # test_a_closed_pipe_ends_quietly.
+    monkeypatch.chdir(ROOT)
+    status = main([arg.replace("{tmp}", str(tmp_path)) for arg in args])
+    out, err = capsys.readouterr()
+    assert status != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and message in lines[-1], err
+    assert "Traceback" not in err
 
 
-def test_run_local_rejects_a_bad_approval_status_before_any_step(tmp_path: Path) -> None:
-    completed = run_cli("run-local", "--input", "data/sample/transactions.csv.gz", "--output", str(tmp_path),
-                        "--param", "ModelApprovalStatus=approved")
-    assert completed.returncode != 0
-    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+def test_run_local_rejects_a_bad_approval_status_before_any_step(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    status = main(["run-local", "--input", "data/sample/transactions.csv.gz", "--output", str(tmp_path),
+                   "--param", "ModelApprovalStatus=approved"])
+    out, err = capsys.readouterr()
+    assert status != 0
+    lines = [line for line in err.splitlines() if line.strip()]
     assert lines == ["error: --param: parameter ModelApprovalStatus='approved' is not one of "
-                     "PendingManualApproval, Approved, Rejected."], completed.stderr
-    assert "ComputeRFM" not in completed.stdout + completed.stderr
+                     "PendingManualApproval, Approved, Rejected."], err
+    assert "ComputeRFM" not in out + err
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

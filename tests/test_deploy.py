@@ -551,17 +551,20 @@ def test_every_folder_the_pipeline_writes_is_excluded_from_runs(template: dict[s
     assert ignored == {"${BaseJobPrefix}/" + folder + "/" for folder in PIPELINE_FOLDERS}
 
 
-def test_what_a_model_package_refers_to_never_expires(template: dict[str, Any], fake_aws: None) -> None:
-    """ModelDataUrl, the evaluation and the features/transform input a package names are under model/."""
-    from pipeline.definition import get_pipeline
+def test_what_a_model_package_refers_to_never_expires(template: dict[str, Any],
+                                                      local_definition: dict[str, Any]) -> None:
+    """ModelDataUrl, the evaluation and the features/transform input a package names are under model/.
+
+    Read from the session's definition (``local_definition``, get_pipeline with run-local's kwargs): one
+    definition build less.
+    """
+    from pipeline.local.run_local import LOCAL_KWARGS
 
     rules = template["Resources"]["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
     expiring = [rule["Prefix"]["Fn::Sub"] for rule in rules if "ExpirationInDays" in rule]
     assert expiring and all(not "${BaseJobPrefix}/model/".startswith(p) and not p.startswith("${BaseJobPrefix}/model")
                             for p in expiring)
-    definition = get_pipeline("us-east-1", role=f"arn:aws:iam::{ACCOUNT}:role/r", default_bucket="b",
-                              image_uri="x.dkr.ecr.us-east-1.amazonaws.com/rfm-segmentation:src-1").definition()
-    steps = {s["Name"]: s for s in json.loads(definition)["Steps"]}
+    steps = {s["Name"]: s for s in local_definition["Steps"]}
     register = next(s for s in steps["CheckQuality"]["Arguments"]["IfSteps"]
                     if s["Type"] == "RegisterModel")
     referenced = [steps["TrainSegmenter"]["Arguments"]["OutputDataConfig"]["S3OutputPath"],
@@ -569,7 +572,8 @@ def test_what_a_model_package_refers_to_never_expires(template: dict[str, Any], 
                     for o in steps[s]["Arguments"]["ProcessingOutputConfig"]["Outputs"]
                     if o["OutputName"] != "quarantine"]]
     for uri in referenced:
-        assert uri["Std:Join"]["Values"][0] == "s3://b/rfm/model", uri
+        assert uri["Std:Join"]["Values"][0] == (f"s3://{LOCAL_KWARGS['default_bucket']}/"
+                                                f"{LOCAL_KWARGS['base_job_prefix']}/model"), uri
     assert "ModelMetrics" in register["Arguments"]
 
 

@@ -263,3 +263,20 @@ def test_a_bad_f_score_over_http_is_a_json_400(port) -> None:
     status, content_type, answer = call(port, "POST", "/invocations", body, {"Content-Type": "application/jsonlines"})
     assert status == 400 and content_type.startswith("application/json")
     assert "f_score=9" in json.loads(answer)["error"]
+
+
+def test_a_value_that_is_not_a_number_is_named_by_its_record() -> None:
+    """Text where a number belongs (the CSV path gives every column as text): the first such record is named."""
+    text = pa.table({name: pa.array(["A", "B", "C"] if name == c.CUSTOMER_ID else
+                                    ["3", "7", "x"] if name == c.MONETARY else ["1", "2", "3"])
+                     for name in one_record()})
+    with pytest.raises(PayloadError, match="^record 3: monetary='x' is not a number$"):
+        validate(text)
+
+
+def test_every_repeated_field_is_named() -> None:
+    record = one_record()
+    names = [*record, c.R_SCORE, c.MONETARY]
+    repeated = pa.Table.from_arrays([pa.array([record[n]]) for n in names], names=names)
+    with pytest.raises(PayloadError, match=r"^field\(s\) monetary, r_score appear more than once$"):
+        validate(repeated)
