@@ -292,6 +292,7 @@ def _upsert_and_run(args: argparse.Namespace) -> int:
     tags = parse_tags(args.tags)
     parameters = parse_parameters(args.parameters)
     check_parameters_before_building(args.module_name, kwargs, parameters)
+    _require_credentials()  # before the minute of building the pipeline, not after it
     pipeline = get_pipeline_driver(args.module_name, kwargs, defaults={"role": args.role_arn})
     check_parameters(pipeline, parameters)
     if kwargs.get("sagemaker_project_arn"):
@@ -308,6 +309,15 @@ def _upsert_and_run(args: argparse.Namespace) -> int:
         poll_seconds=args.poll_seconds,
         max_wait_seconds=args.max_wait_minutes * 60.0,
     )
+
+
+def _require_credentials() -> None:
+    """Raise botocore's NoCredentialsError (one line, see ``aws_setup_errors``) when none are configured."""
+    import boto3
+    from botocore.exceptions import NoCredentialsError
+
+    if boto3.Session().get_credentials() is None:
+        raise NoCredentialsError()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
