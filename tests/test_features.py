@@ -734,3 +734,26 @@ def test_rows_after_a_malformed_quoted_line_are_quarantined_too(tmp_path: Path) 
         "duplicate_row": 1, "return_without_purchase": 1, "unparseable_date": 1, "missing_customer_id": 1}
     assert rows[c.SOURCE_ROW].tolist() == [2, 4, 5, 6]
     assert quality["quarantined_by_reason"]["malformed_line"] == 1 and quality["rows_read"] == 7
+
+
+def test_an_automatic_memory_limit_grows_when_duckdb_runs_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are only a guess at the memory a history needs: the automatic limit doubles and the run goes on;
+    a limit the user set is kept, and running out of it is one line."""
+    from steps.features import compute
+
+    real, limits = compute.compute_features, []
+
+    def needs_more(*args, con, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        limits.append(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        if len(limits) == 1:
+            raise duckdb.OutOfMemoryException("out of memory")
+        return real(*args, con=con, **kwargs)
+
+    monkeypatch.setattr(compute, "compute_features", needs_more)
+    monkeypatch.setattr(compute, "_memory_mb", lambda: 4000)
+    result = run(str(SAMPLE), tmp_path / "auto")
+    assert result.quality["customers"] > 0 and len(limits) == 2 and limits[0] != limits[1]
+    assert compute.doubled_memory_limit("800MB") == "1600MB" and compute.doubled_memory_limit("2000MB") is None
+    limits.clear()
+    with pytest.raises(compute.RFMError, match="ran out of memory under the 900MB limit"):
+        run(str(SAMPLE), tmp_path / "set", memory_limit="900MB")

@@ -153,6 +153,13 @@ def auto_memory_limit(sources: list[Source]) -> str:
     return f"{min(wanted, max(MIN_MEMORY_LIMIT_MB, _memory_mb() // 2))}MB"
 
 
+def doubled_memory_limit(limit: str) -> str | None:
+    """Twice an automatic limit (``NNNMB``), at most half the memory; None once it is there."""
+    cap = max(MIN_MEMORY_LIMIT_MB, _memory_mb() // 2)
+    current = int(limit.removesuffix("MB"))
+    return f"{min(2 * current, cap)}MB" if current < cap else None
+
+
 def _memory_mb() -> int:
     """Physical memory (or the container's limit, when lower), in MB."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -565,19 +572,29 @@ def run(
     with tempfile.TemporaryDirectory(prefix="rfm-features-") as workdir:
         con = connect(os.path.join(workdir, "spill"), threads)  # sniffing needs little memory
         sources, skipped = open_sources(location, Path(workdir), encoding, con)
-        if not memory_limit or memory_limit == "auto":
-            memory_limit = auto_memory_limit(sources)
-        set_memory_limit(con, memory_limit)
-        log.debug("DuckDB memory limit %s, threads %s", memory_limit, threads or "all")
-        try:
-            result = compute_features(
-                sources, input_format=input_format, mapping=mapping, as_of=as_of, con=con, skipped_files=skipped,
-                timezone=timezone,
-            )
-            write_features(result, output, transform_output, quarantine_output)
-        except duckdb.OutOfMemoryException:
-            raise RFMError(
-                f"DuckDB ran out of memory under the {memory_limit} limit", location,
-                "Raise --memory-limit (auto sizes it from the input), or free disk space for spilling",
-            ) from None
+        automatic = not memory_limit or memory_limit == "auto"
+        limit = auto_memory_limit(sources) if automatic else memory_limit
+        while True:
+            set_memory_limit(con, limit)
+            log.debug("DuckDB memory limit %s, threads %s", limit, threads or "all")
+            try:
+                result = compute_features(
+                    sources, input_format=input_format, mapping=mapping, as_of=as_of, con=con,
+                    skipped_files=skipped, timezone=timezone,
+                )
+                write_features(result, output, transform_output, quarantine_output)
+                break
+            except duckdb.OutOfMemoryException:
+                bigger = doubled_memory_limit(limit) if automatic else None
+                if bigger is None:
+                    raise RFMError(
+                        f"DuckDB ran out of memory under the {limit} limit", location,
+                        "Raise --memory-limit (auto sizes it from the input), or free disk space for spilling",
+                    ) from None
+                # Rows are a guess at the need: many distinct orders per customer need more (a year of daily
+                # files, 37M rows and 33M orders, needs about 2 GB).
+                log.warning("DuckDB needed more than %s for this input; trying again with %s", limit, bigger)
+                con.close()
+                con = connect(os.path.join(workdir, "spill"), threads)
+                limit = bigger
     return result
