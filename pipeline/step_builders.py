@@ -227,22 +227,12 @@ def compute_rfm_step(
     """
     fingerprint = JsonGet(step_name=plan_step.name, property_file=plan, json_path="fingerprint")
     step_args = _processor(ctx, params, "rfm-features", "features").run(
-        outputs=[
-            _processing_output("features", paths.PROCESSING_FEATURES_OUT, ctx.package_uri("features")),
-            _processing_output("transform", paths.PROCESSING_TRANSFORM_OUT, ctx.package_uri("transform")),
-            _processing_output("quarantine", paths.PROCESSING_QUARANTINE_OUT, ctx.quarantine_uri()),
-        ],
+        outputs=_features_outputs(ctx),
         arguments=[
             "--state", ctx.state_uri,
             Join(on="", values=["--history-fingerprint=", fingerprint]),
             Join(on="", values=["--rebuild=", params.rebuild]),
-            "--output", paths.PROCESSING_FEATURES_OUT,
-            "--transform-output", paths.PROCESSING_TRANSFORM_OUT,
-            "--quarantine-output", paths.PROCESSING_QUARANTINE_OUT,
-            Join(on="", values=["--format=", params.input_format]),
-            Join(on="", values=["--as-of=", params.as_of_date]),
-            Join(on="", values=["--column-mapping=", params.column_mapping]),
-            Join(on="", values=["--timezone=", params.timezone]),
+            *_features_arguments(params),
         ],
     )  # fmt: skip
     return ProcessingStep(
@@ -262,6 +252,28 @@ FEATURE_ENGINES = ("duckdb", "spark")
 # The AWS Spark processing image the SDK resolves (image_uri_config/spark.json); pyspark is pinned to its 3.5.
 SPARK_FRAMEWORK_VERSION = "3.5"
 SPARK_PY_VERSION = "py312"
+def _features_outputs(ctx: Context) -> list[ProcessingOutput]:
+    """ComputeRFM's outputs, on either engine: features, the transform input, the quarantine."""
+    return [
+        _processing_output("features", paths.PROCESSING_FEATURES_OUT, ctx.package_uri("features")),
+        _processing_output("transform", paths.PROCESSING_TRANSFORM_OUT, ctx.package_uri("transform")),
+        _processing_output("quarantine", paths.PROCESSING_QUARANTINE_OUT, ctx.quarantine_uri()),
+    ]
+
+
+def _features_arguments(params: Parameters) -> list[object]:
+    """ComputeRFM's arguments after the input, on either engine: where to write, how to read."""
+    return [
+        "--output", paths.PROCESSING_FEATURES_OUT,
+        "--transform-output", paths.PROCESSING_TRANSFORM_OUT,
+        "--quarantine-output", paths.PROCESSING_QUARANTINE_OUT,
+        Join(on="", values=["--format=", params.input_format]),
+        Join(on="", values=["--as-of=", params.as_of_date]),
+        Join(on="", values=["--column-mapping=", params.column_mapping]),
+        Join(on="", values=["--timezone=", params.timezone]),
+    ]  # fmt: skip
+
+
 SPARK_APP = "steps/features/spark/app.py"
 SPARK_APP_KEY = "code/spark/app.py"
 SPARK_WORK = "spark-work"
@@ -303,21 +315,11 @@ def compute_rfm_spark_step(
     )
     step_args = processor.run(
         submit_app=f"{ctx.data_prefix}/{SPARK_APP_KEY}",
-        outputs=[
-            _processing_output("features", paths.PROCESSING_FEATURES_OUT, ctx.package_uri("features")),
-            _processing_output("transform", paths.PROCESSING_TRANSFORM_OUT, ctx.package_uri("transform")),
-            _processing_output("quarantine", paths.PROCESSING_QUARANTINE_OUT, ctx.quarantine_uri()),
-        ],
+        outputs=_features_outputs(ctx),
         arguments=[
             Join(on="", values=["--input=", params.input_data_url]),
             Join(on="", values=["--history-fingerprint=", fingerprint]),
-            "--output", paths.PROCESSING_FEATURES_OUT,
-            "--transform-output", paths.PROCESSING_TRANSFORM_OUT,
-            "--quarantine-output", paths.PROCESSING_QUARANTINE_OUT,
-            Join(on="", values=["--format=", params.input_format]),
-            Join(on="", values=["--as-of=", params.as_of_date]),
-            Join(on="", values=["--column-mapping=", params.column_mapping]),
-            Join(on="", values=["--timezone=", params.timezone]),
+            *_features_arguments(params),
         ],
     )  # fmt: skip
     return ProcessingStep(
