@@ -65,7 +65,7 @@ LIBRARY_CALLS: dict[str, list[tuple[str, str, tuple[str, ...], str]]] = {
         ("lambdas/trigger/app.py", "DynamoDBPersistenceLayer",
          ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"),
          "Powertools idempotency: reads, writes, completes and deletes the record of each object"),
-        ("lambdas/trigger/single_flight.py", "_list_s3", ("s3:ListBucket", "s3:ListBucketVersions"),
+        ("lambdas/trigger/single_flight.py", "list_history", ("s3:ListBucket", "s3:ListBucketVersions"),
          "steps.features.history lists the input prefix to compare it with what an execution planned"),
     ],
     "BuildRole": [

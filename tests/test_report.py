@@ -628,7 +628,10 @@ def _publish_to(client, segments: pd.DataFrame, execution_id: str = "e1") -> Non
 
     buffer = io.BytesIO()
     segments.to_parquet(buffer, index=False)
-    write_published(Storage(s3=client), "s3://rfm-bucket/rfm/published", buffer.getvalue(), execution_id,
+    client.put_object(Bucket="rfm-bucket", Key=f"rfm/executions/{execution_id}/segments/segments.parquet",
+                      Body=buffer.getvalue())  # where the export wrote this run's segments
+    write_published(Storage(s3=client), "s3://rfm-bucket/rfm/published",
+                    f"s3://rfm-bucket/rfm/executions/{execution_id}/segments/segments.parquet", execution_id,
                     "arn:aws:sagemaker:us-east-1:123456789012:model-package/rfm-segmenter/1", ("s3",), len(segments))
 
 

@@ -119,7 +119,8 @@ def test_an_unreadable_s3_state_is_a_one_line_error(s3_client: Any, tmp_path: Pa
         store.read_text(CURRENT)
     assert caught.value.what.startswith("cannot read the state")
     assert caught.value.where == "s3://no-such-bucket/rfm/state/current.json"
-    assert not store.exists(CURRENT)
+    with pytest.raises(StateError, match="cannot read the state"):  # a missing bucket is not a missing file
+        store.exists(CURRENT)
     with pytest.raises(StateError, match="cannot be read"):
         store.download("totals/t.parquet", tmp_path / "t.parquet")
 
