@@ -101,9 +101,9 @@ def _currency(value: str) -> str | None:
 
 
 def _training_sample(value: int) -> str | None:
-    if value == 0 or MIN_TRAINING_SAMPLE <= value <= MAX_SEED:
+    if value == 0 or value >= MIN_TRAINING_SAMPLE:  # the same rule as steps.model.train.check_max_customers
         return None
-    return f"is out of range: use 0 (every customer) or {MIN_TRAINING_SAMPLE}..{MAX_SEED}"
+    return f"is out of range: use 0 (every customer) or {MIN_TRAINING_SAMPLE} or more"
 
 
 def _num_clusters(value: int) -> str | None:

@@ -329,3 +329,17 @@ def test_a_retry_clears_the_departed_customers_a_failed_export_could_not(tmp_pat
     assert summary["by_destination"]["customer-profiles"]["profiles_cleared"] == 1
     profile = fakes.customer_profiles.find_profile(DOMAIN, gone)
     assert not any(name.startswith("rfm_") for name in profile["Attributes"])
+
+
+@pytest.mark.parametrize("ids", [["b", "a", "b"], ["a", None]])
+def test_a_last_publish_with_repeated_or_empty_ids_is_one_line(tmp_path: Path, ids: list) -> None:
+    """A hand-made or damaged published segments.parquet names itself instead of an Arrow index error."""
+    from lambdas.export.changes import PreviousRows
+    from steps.errors import PipelineError
+
+    path = tmp_path / "segments.parquet"
+    pd.DataFrame({"customer_id": ids, "cluster": [0] * len(ids), "cluster_name": ["x"] * len(ids),
+                  "rfm_segment": ["Champions"] * len(ids)}).to_parquet(path, index=False)
+    with pytest.raises(PipelineError, match="customer ids repeated or empty") as raised:
+        PreviousRows(Storage(), str(path))
+    assert "\n" not in str(raised.value)

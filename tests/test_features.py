@@ -645,6 +645,9 @@ def test_files_that_are_not_what_they_claim(tmp_path: Path) -> None:
     assert result.quality["input_files"] == [str(folder / "part-0.csv")]
     assert sorted(result.quality["skipped_files"]) == sorted(
         str(folder / n) for n in ("README.txt", "_SUCCESS", ".part-0.csv.crc", ".DS_Store"))
+    write(folder / "manifest_2024.csv", HEADER + "b,2,2024-01-02,5.00\n")  # named like a note, but data
+    again = run(str(folder), tmp_path / "again")
+    assert again.quality["input_files"] == [str(folder / "manifest_2024.csv"), str(folder / "part-0.csv")]
 
 
 def test_common_column_names_and_the_column_mapping_parameter(tmp_path: Path) -> None:

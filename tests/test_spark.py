@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -25,7 +24,9 @@ from steps.features.compute import run as run_duckdb
 from steps.features.quarantine import MALFORMED_FILE, ROWS_FILE
 
 pytest.importorskip("pyspark", reason="the spark extra is not installed (pip install -e '.[spark]')")
-if not shutil.which("java"):
+from steps.features.spark.session import has_java  # noqa: E402  (after the skip: the spark extra is there)
+
+if not has_java():  # the same test as the engine's: JAVA_HOME or java on the PATH
     pytest.skip("no Java runtime: install openjdk-17-jre-headless (.ci/run does)", allow_module_level=True)
 
 from steps.features.spark.engine import run_spark  # noqa: E402  (after the skips: needs pyspark)

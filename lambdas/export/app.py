@@ -75,6 +75,7 @@ from botocore.exceptions import ClientError
 
 from lambdas.export.audience import FileAudience
 from lambdas.export.batches import (
+    FIX_ASSIGN,
     FeatureFile,
     PassResult,
     _segments_batch,
@@ -131,7 +132,6 @@ def release_memory_promptly() -> None:
         pa.jemalloc_set_decay_ms(0)
 
 ASSIGNMENT_SUFFIX = ".out"
-_FIX_ASSIGN = "Re-run AssignSegments (batch transform) on the features of the same execution"
 DEADLINE_MARGIN_SECONDS = 30.0  # left to the Lambda after waiting stops: report, write the summary, return
 _ASSIGNMENT_SCHEMA = pa.schema([(CUSTOMER_ID, pa.string()), (CLUSTER, pa.int64()),
                                 (CLUSTER_NAME, pa.string()), (RFM_SEGMENT, pa.string())])
@@ -193,7 +193,7 @@ def _json_values(line: str, where: str) -> list[Any]:
         try:
             value, position = decoder.raw_decode(text, position)
         except json.JSONDecodeError as error:
-            raise PipelineError(f"not JSON ({error.msg})", where, _FIX_ASSIGN) from None
+            raise PipelineError(f"not JSON ({error.msg})", where, FIX_ASSIGN) from None
         values.extend(value if isinstance(value, list) else [value])
         while position < len(text) and text[position] in " \t,":
             position += 1
@@ -202,14 +202,14 @@ def _json_values(line: str, where: str) -> list[Any]:
 
 def _assignment(record: Any, where: str) -> dict[str, Any]:
     if not isinstance(record, dict) or any(k not in record for k in ASSIGNMENT_COLUMNS):
-        raise PipelineError(f"expected an object with {', '.join(ASSIGNMENT_COLUMNS)}", where, _FIX_ASSIGN)
+        raise PipelineError(f"expected an object with {', '.join(ASSIGNMENT_COLUMNS)}", where, FIX_ASSIGN)
     cluster = record[CLUSTER]
     if isinstance(cluster, float) and cluster.is_integer():
         cluster = int(cluster)
     if not isinstance(record[CUSTOMER_ID], str) or not isinstance(cluster, int) or isinstance(cluster, bool):
-        raise PipelineError("customer_id must be a JSON string and cluster an integer", where, _FIX_ASSIGN)
+        raise PipelineError("customer_id must be a JSON string and cluster an integer", where, FIX_ASSIGN)
     if not isinstance(record[CLUSTER_NAME], str) or not isinstance(record[RFM_SEGMENT], str):
-        raise PipelineError("cluster_name and rfm_segment must be strings", where, _FIX_ASSIGN)
+        raise PipelineError("cluster_name and rfm_segment must be strings", where, FIX_ASSIGN)
     return {CUSTOMER_ID: record[CUSTOMER_ID], CLUSTER: cluster,
             CLUSTER_NAME: record[CLUSTER_NAME], RFM_SEGMENT: record[RFM_SEGMENT]}
 
@@ -248,7 +248,7 @@ def _blocks(storage: Storage, file: str) -> Iterator[tuple[bytes, int]]:
         try:
             decoder.decode(block, final=final)
         except UnicodeDecodeError as error:
-            raise PipelineError(f"not UTF-8 text (byte {offset + error.start})", file, _FIX_ASSIGN) from None
+            raise PipelineError(f"not UTF-8 text (byte {offset + error.start})", file, FIX_ASSIGN) from None
         return block
 
     for chunk in storage.iter_bytes(file):
@@ -278,7 +278,7 @@ def read_assignment_table(storage: Storage, uri: str) -> pa.Table:
     """
     files = storage.list(uri, ASSIGNMENT_SUFFIX)
     if not files:
-        raise PipelineError(f"no *{ASSIGNMENT_SUFFIX} assignment files", uri, _FIX_ASSIGN)
+        raise PipelineError(f"no *{ASSIGNMENT_SUFFIX} assignment files", uri, FIX_ASSIGN)
     tables = []
     for file in files:
         for block, lines in _blocks(storage, file):
@@ -291,14 +291,6 @@ def read_assignment_table(storage: Storage, uri: str) -> pa.Table:
     if not tables:
         return _compact_assignments(_ASSIGNMENT_SCHEMA.empty_table())
     return pa.concat_tables(tables).unify_dictionaries().combine_chunks()
-
-
-def read_feature_table(storage: Storage, uri: str) -> pa.Table:
-    """``rfm.parquet`` under ``uri`` (or ``uri`` itself), with the columns segments.parquet needs.
-
-    One read (one S3 GET); of the file only those columns are decoded.
-    """
-    return FeatureFile(storage, uri).read()
 
 
 def join_tables(features: pa.Table, assignments: pa.Table, where: str = "") -> pa.Table:

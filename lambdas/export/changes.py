@@ -144,6 +144,8 @@ class PreviousRows:
         columns = [c for c in (*SEGMENT_COLUMNS, *CONTACT_COLUMNS) if c in schema.names]
         ids = parquet.read(columns=[CUSTOMER_ID]).column(0).combine_chunks().cast(pa.string())
         self._pending = [pa.schema([schema.field(c) for c in columns]).empty_table()]
+        if ids.null_count or (not is_increasing(ids) and len(pc.unique(ids)) != len(ids)):
+            raise PipelineError("customer ids repeated or empty (one row per customer expected)", uri, _FIX)
         if is_increasing(ids):
             self._batches = (pa.Table.from_batches([b]) for b in parquet.iter_batches(BATCH_ROWS, columns=columns))
         else:

@@ -25,8 +25,9 @@ from steps.errors import InputDataError
 SUFFIXES = (".csv", ".csv.gz", ".txt", ".txt.gz", ".parquet", ".tsv", ".tsv.gz")
 # Prefixes the pipeline writes under <prefix>/: never part of the history.
 OWN_PREFIXES = ("state/", "executions/", "quarantine/", "model/", "published/")
-# Notes shipped beside data files (README.txt, LICENSE.csv ...): never transactions.
-NOT_DATA_NAMES = re.compile(r"^(readme|license|licence|changelog|manifest|notes?)([._-].*)?$", re.IGNORECASE)
+# Notes shipped beside data files (README.txt, LICENSE.csv, notes.md ...): never transactions. Only the bare
+# name with extensions: manifest_2024.csv or notes-q1.csv may well be data, and are read.
+NOT_DATA_NAMES = re.compile(r"^(readme|license|licence|changelog|manifest|notes?)(\.[a-z0-9]+)*$", re.IGNORECASE)
 
 
 def is_supported(relative: Path) -> bool:

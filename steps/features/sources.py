@@ -151,7 +151,8 @@ def find_input_files(location: str, workdir: Path) -> tuple[list[tuple[Path, str
                 str(path),
                 "Point --input at a file or a folder holding them",
             )
-        skipped = {str(p): NOT_DATA for p in everything if p not in set(files)}
+        kept = set(files)
+        skipped = {str(p): NOT_DATA for p in everything if p not in kept}
         return [(f, str(f)) for f in files], skipped
     raise InputDataError("no such file or folder", str(path), "Check the --input path")
 
@@ -180,7 +181,8 @@ def download_s3(uri: str, workdir: Path) -> tuple[list[tuple[Path, str]], dict[s
         base = uri.rstrip("/")
         objects = listing(base + "/") if not uri.endswith("/") else objects
     wanted = sorted(o for o in objects if _is_supported(Path(o.removeprefix(base).lstrip("/"))))
-    skipped = {o: NOT_DATA for o in sorted(objects) if o not in set(wanted)}
+    kept = set(wanted)
+    skipped = {o: NOT_DATA for o in sorted(objects) if o not in kept}
     if not wanted:
         raise InputDataError(
             "no transaction files (.csv, .csv.gz, .tsv, .txt, .parquet) under this S3 prefix",

@@ -24,7 +24,7 @@ from steps.model.segmenter import SILHOUETTE_TOLERANCE
 from steps.playbook import Playbook, load_playbook
 from steps.report import data
 from steps.report import svg_charts as svg
-from steps.report.money import DEFAULT_CURRENCY, money
+from steps.report.money import DASH, DEFAULT_CURRENCY, money
 from steps.segments import SCORE_LEVELS, SEGMENT_GRID, SEGMENT_NAMES
 
 # The id of every chart, in page order: each is a <figure class="chart" id=...>.
@@ -45,7 +45,6 @@ TABLE_IDS: tuple[str, ...] = ("segment-table", "cluster-table", "playbook-table"
                               "run-parameters")
 # The guide to this page, in the project's documentation (the report links nothing outside itself).
 GUIDE = "docs/reading-the-report.md"
-DASH = "\u2013"
 # +1: higher is better; -1: lower is better (few days since the last purchase). Colours follow "better".
 BETTER_DIRECTION = {c.RECENCY_DAYS: -1, c.FREQUENCY: 1, c.MONETARY: 1}
 

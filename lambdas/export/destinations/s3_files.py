@@ -113,17 +113,6 @@ def _chunks(table: pa.Table, rows: pa.Array | None = None) -> Iterator[pa.Table]
                else table.take(rows.slice(start, CHUNK_ROWS)))
 
 
-def to_parquet(table: pa.Table, rows: pa.Array | None = None) -> bytes:
-    """Parquet bytes of ``table`` (or of its ``rows``), written a chunk at a time."""
-    buffer = io.BytesIO()
-    with pq.ParquetWriter(buffer, table.schema) as writer:
-        for chunk in _chunks(table, rows):
-            writer.write_table(chunk)
-        if (table.num_rows if rows is None else len(rows)) == 0:
-            writer.write_table(table.slice(0, 0))
-    return buffer.getvalue()
-
-
 def _decoded(table: pa.Table) -> pa.Table:
     """``table`` with dictionary-encoded columns as their plain values."""
     return table.cast(pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
@@ -261,17 +250,3 @@ def groups_of(segments: pa.Table) -> tuple[list[str], dict[int, str], dict[int, 
         clusters[int(cluster)] = str(table[CLUSTER_NAME][pc.index(table[CLUSTER], cluster).as_py()].as_py())
     pairs = table.select([CLUSTER, CLUSTER_NAME]).group_by([CLUSTER, CLUSTER_NAME]).aggregate([])
     return names, clusters, cluster_file_names(pairs)
-
-
-def export(segments: pa.Table, output_uri: str, storage: Storage, changes: pa.Table | None = None) -> dict[str, Any]:
-    """Write the files under ``output_uri`` and delete stale ones (:class:`FilesWriter`, in one batch).
-
-    Returns
-    -------
-    dict
-        ``{"customers": rows, "files": [URIs written], "stale_files_deleted": n}``.
-    """
-    writer = FilesWriter(output_uri, storage, *groups_of(segments))
-    for chunk in _chunks(segments):
-        writer.write(chunk)
-    return writer.finish(changes)

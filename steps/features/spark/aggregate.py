@@ -1,7 +1,7 @@
 """``customer_rows`` in Spark: the DuckDB engine's per-customer totals, exact.
 
 Same columns and meaning as :func:`steps.features.aggregate.aggregate_customers`
-followed by :func:`~steps.features.aggregate.recount_customers`: one row per
+after :func:`~steps.features.aggregate.correct_identical_rows`: one row per
 usable customer and one per row-level reason (customer NULL). Spark groups
 identical rows first (same customer and row hash; rows of a reason collapse
 to one group per reason), then totals per customer, so exact duplicates are
@@ -72,7 +72,6 @@ def customer_rows_frame(rows: DataFrame, contacts: Sequence[str], *, dedupe: boo
         *latest,
         F.first(SIDE).alias(SIDE),
     )
-    usable = F.col(REASON) == 0
     zero = F.lit(0).cast("long")
     repeated = F.sum(F.col("copies") - 1)
     return identical.groupBy(REASON, F.col("k_cust").alias(CUST)).agg(

@@ -58,7 +58,6 @@ from steps.features.transactions import CONTACT_PREFIX, CUST, FILE_NO, REASON, C
 
 log = logging.getLogger("rfm.features")
 
-ENGINES = ("duckdb", "spark")
 # The driver's DuckDB only scores the per-customer rows and writes the files.
 DRIVER_MEMORY_LIMIT = "2GB"
 

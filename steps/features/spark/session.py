@@ -30,9 +30,14 @@ LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
 _session: SparkSession | None = None
 
 
+def has_java() -> bool:
+    """Whether a Java runtime is there for local pyspark (``JAVA_HOME``, or ``java`` on the PATH)."""
+    return bool(os.environ.get("JAVA_HOME") or shutil.which("java"))
+
+
 def require_java() -> None:
     """Stop with one line when no Java runtime is installed (local pyspark starts a JVM)."""
-    if os.environ.get("JAVA_HOME") or shutil.which("java"):
+    if has_java():
         return
     raise RFMError(
         "the Spark engine needs a Java 17 runtime and none is installed", "--engine spark",
