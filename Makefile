@@ -11,7 +11,7 @@ OUTPUT ?= output
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: setup run test lint bench mutation definition clean image \
+.PHONY: setup run test lint explore bench mutation definition clean image \
 	build-TriggerFunction build-ApprovalFunction build-ExportFunction build-PandasLayer
 
 $(STAMP): constraints.txt setup.py
@@ -39,6 +39,14 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+# The property tests draw the same examples on every `make test` (tests/conftest.py); this draws new
+# random ones, EXPLORE_RUNS times over. A failure prints the example and a @reproduce_failure blob.
+EXPLORE_RUNS ?= 3
+PROPERTY_TESTS := tests/test_scoring.py tests/test_features.py tests/test_history.py tests/test_spark.py
+explore: setup
+	for run in $$(seq $(EXPLORE_RUNS)); do \
+	  HYPOTHESIS_PROFILE=explore $(BIN)/pytest -q -p no:cacheprovider -n 2 $(PROPERTY_TESTS) || exit 1; done
 
 # An example definition (get_pipeline has no default image: the build records the one it pushed in SSM).
 EXAMPLE_IMAGE := 123456789012.dkr.ecr.us-east-1.amazonaws.com/rfm-segmentation:src-0000000000000000

@@ -6,10 +6,15 @@ takes tens of seconds: the session fixtures below do each once, and the tests th
 ``make test`` runs the suite on two pytest-xdist workers. Each worker gets whole test files (module
 fixtures such as moto servers and the approved run stay built once), and the files that read the one
 pending run (:data:`SHARED_RUN_FILES`) go to the same worker, so that it is still built once.
+
+Hypothesis draws the same examples on every run (the ``ci`` profile), so a red build is reproducible
+and never a coin toss; ``make explore`` (``HYPOTHESIS_PROFILE=explore``) draws new random examples on
+every run, to look for cases the fixed ones miss.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +23,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import settings
 
 from steps import columns as c
 from steps.features.scoring import RFMScorer
 from steps.segments import segments_of
+
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "transactions.csv.gz"

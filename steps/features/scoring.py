@@ -63,14 +63,17 @@ def score_cuts_from_counts(distinct: np.ndarray, counts: np.ndarray) -> tuple[np
     if n_distinct <= N_SCORES:
         spread = 1 + np.rint(np.arange(n_distinct) * (N_SCORES - 1) / (n_distinct - 1)).astype(int)
         return distinct[:-1], spread
-    share_through = np.cumsum(counts) / counts.sum()  # share of customers at or below each value
+    # Shares in exact integer arithmetic: customers at or below each value, times N_SCORES, against k
+    # times the total. Floating point would break exact ties (17/30 and 19/30 around 3/5) either way.
+    through = np.cumsum(counts.astype(np.int64)) * N_SCORES
+    total = int(counts.sum())
     cut_index: list[int] = []
     previous = -1
     for k in range(1, N_SCORES):
-        target = k / N_SCORES
-        i = int(np.searchsorted(share_through, target))
-        # nearest boundary to the target: i or i-1
-        if i > 0 and (i >= n_distinct or target - share_through[i - 1] <= share_through[i] - target):
+        target = k * total
+        i = int(np.searchsorted(through, target))
+        # nearest boundary to the target: i or i-1 (the lower one when equally near)
+        if i > 0 and (i >= n_distinct or target - through[i - 1] <= through[i] - target):
             i -= 1
         lowest, highest = previous + 1, n_distinct - 1 - (N_SCORES - k)
         i = min(max(i, lowest), highest)
