@@ -92,24 +92,25 @@ def segment_table(features: pd.DataFrame, groups: pd.Series, order: list) -> pd.
     return table[list(TABLE_COLUMNS)]
 
 
-def rf_grid(features: pd.DataFrame) -> np.ndarray:
-    """Customers per (r_score, f_score) cell: a 5x5 array, row ``r - 1``, column ``f - 1``."""
+def _rf_cells(features: pd.DataFrame, weights: np.ndarray | None) -> np.ndarray:
+    """Sum of ``weights`` (None: count) per (r_score, f_score) cell: row ``r - 1``, column ``f - 1``."""
     levels = len(SCORE_LEVELS)
     r = features[c.R_SCORE].to_numpy(dtype=int) - 1
     f = features[c.F_SCORE].to_numpy(dtype=int) - 1
     valid = (r >= 0) & (r < levels) & (f >= 0) & (f < levels)
-    return np.bincount(r[valid] * levels + f[valid], minlength=levels * levels).reshape(levels, levels)
+    cells = np.bincount(r[valid] * levels + f[valid], weights=None if weights is None else weights[valid],
+                        minlength=levels * levels)
+    return cells.reshape(levels, levels)
+
+
+def rf_grid(features: pd.DataFrame) -> np.ndarray:
+    """Customers per (r_score, f_score) cell: a 5x5 array, row ``r - 1``, column ``f - 1``."""
+    return _rf_cells(features, None)
 
 
 def rf_revenue(features: pd.DataFrame) -> np.ndarray:
     """Revenue (sum of ``monetary``) per (r_score, f_score) cell, shaped like :func:`rf_grid`."""
-    levels = len(SCORE_LEVELS)
-    r = features[c.R_SCORE].to_numpy(dtype=int) - 1
-    f = features[c.F_SCORE].to_numpy(dtype=int) - 1
-    valid = (r >= 0) & (r < levels) & (f >= 0) & (f < levels)
-    weights = features[c.MONETARY].to_numpy(dtype=float)[valid]
-    return np.bincount(r[valid] * levels + f[valid], weights=weights, minlength=levels * levels).reshape(levels,
-                                                                                                         levels)
+    return _rf_cells(features, features[c.MONETARY].to_numpy(dtype=float))
 
 
 def crosstab(cluster_of: np.ndarray, segment_of: pd.Series, k: int) -> pd.DataFrame:
