@@ -11,7 +11,7 @@ OUTPUT ?= output
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: setup run test lint explore bench mutation definition clean image \
+.PHONY: setup run test lint explore bench mutation definition clean image image-spark \
 	build-TriggerFunction build-ApprovalFunction build-ExportFunction build-PandasLayer
 
 $(STAMP): constraints.txt setup.py
@@ -82,6 +82,14 @@ mutation: $(MUTATION_STAMP)
 # Tagged with the hash of what the image is built from (containers/source_hash.py), as buildspec.yml does.
 image:
 	docker build -f containers/Dockerfile -t rfm-segmentation:$(or $(IMAGE_TAG),src-$(shell $(PYTHON) containers/source_hash.py)) .
+
+# The Spark ComputeRFM step's image, FROM AWS's Spark processing image of REGION (log in to that registry
+# first: docs/deploy.md, "ComputeRFM on Spark").
+REGION ?= us-east-1
+image-spark: $(STAMP)
+	docker build -f containers/Dockerfile.spark \
+	  --build-arg SPARK_REGISTRY=$$($(BIN)/python containers/spark_base_image.py $(REGION) --registry) \
+	  -t rfm-segmentation:spark-src-$(shell $(PYTHON) containers/source_hash.py --dockerfile containers/Dockerfile.spark) .
 
 # `sam build` (template.yaml: BuildMethod makefile) calls build-<LogicalId> with ARTIFACTS_DIR set. Each Lambda
 # zip holds the lambdas/<name>/ and steps/ packages plus lambdas/<name>/requirements.txt, pinned by

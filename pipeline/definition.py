@@ -41,8 +41,8 @@ from pipeline.step_builders import (
     require_image_uri,
     resolve_defaults,
     train_step,
+    whole_number,
 )
-from pipeline.step_builders import spark_image_uri as spark_image_uri_for
 from steps.errors import PipelineError
 
 
@@ -95,9 +95,13 @@ def get_pipeline(
         ``duckdb`` (one instance, incremental state) or ``spark`` (a Spark processing job of
         ``processing_instance_count`` instances; see docs/scale.md).
     processing_instance_count : int
-        Instances of the Spark ComputeRFM step (``feature_engine="spark"`` only).
+        Instances of the Spark ComputeRFM step (``feature_engine="spark"`` only); its decimal text
+        (``"4"``) too, as buildspec.yml's ``--kwargs`` carries it.
     spark_image_uri : str, optional
-        The Spark step's image; default the SDK's SageMaker Spark processing image (3.5, py312).
+        The Spark step's image, required with ``feature_engine="spark"``: containers/Dockerfile.spark
+        built ``FROM`` AWS's Spark processing image (3.5, py312), which lacks the project's package
+        (buildspec.yml with ``FEATURE_ENGINE=spark`` builds it and writes its URI to the SSM parameter
+        ``/<pipeline_name>/spark-image-uri``).
 
     Returns
     -------
@@ -107,7 +111,8 @@ def get_pipeline(
     Raises
     ------
     PipelineError
-        Without ``image_uri`` (one line naming what to pass), or with a role that is not a role ARN.
+        Without ``image_uri`` (or ``spark_image_uri`` on Spark; one line naming what to pass), with a
+        role that is not a role ARN, or with a ``processing_instance_count`` that is not a whole number.
     """
     del sagemaker_project_arn  # accepted for the MLOps template's kwargs; tags are run-pipeline's job
     role, default_bucket, session, export_function_arn = resolve_defaults(
@@ -117,6 +122,9 @@ def get_pipeline(
     if feature_engine not in FEATURE_ENGINES:
         raise PipelineError(f"feature_engine {feature_engine!r} is not one of {', '.join(FEATURE_ENGINES)}",
                             "get_pipeline", 'Pass --kwargs \'{"feature_engine": "spark"}\' or leave it out')
+    if feature_engine == "spark":
+        spark_image_uri = require_image_uri(spark_image_uri, pipeline_name, "spark_image_uri")
+        instance_count = whole_number(processing_instance_count, "processing_instance_count")
 
     params = make_parameters(default_bucket, base_job_prefix)
     ctx = Context(
@@ -131,8 +139,7 @@ def get_pipeline(
         plan_step, plan = plan_history_step(ctx, params)
         if feature_engine == "spark":
             compute_rfm = compute_rfm_spark_step(
-                ctx, params, plan_step, plan, image_uri=spark_image_uri or spark_image_uri_for(region),
-                instance_count=int(processing_instance_count),
+                ctx, params, plan_step, plan, image_uri=spark_image_uri, instance_count=instance_count,
             )
         else:
             compute_rfm = compute_rfm_step(ctx, params, plan_step, plan)

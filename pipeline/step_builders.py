@@ -249,9 +249,8 @@ def compute_rfm_step(
 
 
 FEATURE_ENGINES = ("duckdb", "spark")
-# The AWS Spark processing image the SDK resolves (image_uri_config/spark.json); pyspark is pinned to its 3.5.
-SPARK_FRAMEWORK_VERSION = "3.5"
-SPARK_PY_VERSION = "py312"
+
+
 def _features_outputs(ctx: Context) -> list[ProcessingOutput]:
     """ComputeRFM's outputs, on either engine: features, the transform input, the quarantine."""
     return [
@@ -279,22 +278,16 @@ SPARK_APP_KEY = "code/spark/app.py"
 SPARK_WORK = "spark-work"
 
 
-def spark_image_uri(region: str, instance_type: str = DEFAULT_INSTANCE_TYPE) -> str:
-    """The SageMaker Spark processing image (Spark 3.5, Python 3.12) of ``region``, from the SDK's lookup."""
-    from sagemaker.core import image_uris
-
-    return image_uris.retrieve("spark", region, version=SPARK_FRAMEWORK_VERSION, py_version=SPARK_PY_VERSION,
-                               instance_type=instance_type, image_scope="processing")
-
-
 def compute_rfm_spark_step(
     ctx: Context, params: Parameters, plan_step: ProcessingStep, plan: PropertyFile, *, image_uri: str,
     instance_count: int,
 ) -> ProcessingStep:
     """ComputeRFM on Spark: the same outputs as :func:`compute_rfm_step`, from the whole input every run.
 
-    ``spark-submit`` runs ``steps/features/spark/app.py`` (``rfm-features --engine spark``), staged at
-    ``s3://.../code/spark/app.py``. The Spark engine does not fold into the incremental state: it reads
+    ``spark-submit`` runs ``steps/features/spark/app.py`` (``rfm-features --engine spark``), which
+    buildspec.yml uploads to ``s3://.../code/spark/app.py``, on ``image_uri``: the project's Spark image
+    (containers/Dockerfile.spark, FROM :func:`pipeline.spark_image.spark_base_image_uri`), never AWS's
+    own, which lacks the package. The Spark engine does not fold into the incremental state: it reads
     InputDataUrl whole (exactly that object or folder); the history's fingerprint is an argument so the
     step's cache key still changes with any object version.
     """
@@ -659,13 +652,23 @@ def account_from_role(role: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-def image_parameter_name(pipeline_name: str) -> str:
-    """The SSM parameter buildspec.yml writes the pushed image URI to: ``/<pipeline name>/image-uri``."""
-    return f"/{pipeline_name}/image-uri"
+# get_pipeline's image kwargs -> (why it has no default, the tag buildspec.yml gives the image it pushes).
+IMAGE_KWARGS = {
+    "image_uri": ("the image repository is immutable and nothing pushes 'latest'", "src-TAG"),
+    "spark_image_uri": ("AWS's Spark image lacks the project's package; the build makes one FROM it "
+                        "when FEATURE_ENGINE=spark", "spark-src-TAG"),
+}
 
 
-def require_image_uri(image_uri: str | None, pipeline_name: str) -> str:
+def image_parameter_name(pipeline_name: str, kwarg: str = "image_uri") -> str:
+    """The SSM parameter buildspec.yml writes an image URI to: ``/<pipeline name>/image-uri`` (``spark-image-uri``)."""
+    return f"/{pipeline_name}/{kwarg.replace('_', '-')}"
+
+
+def require_image_uri(image_uri: str | None, pipeline_name: str, kwarg: str = "image_uri") -> str:
     """``image_uri``, or a one-line error saying what to pass (there is no ``latest`` to fall back on).
+
+    ``kwarg`` names the image: ``image_uri`` (every step) or ``spark_image_uri`` (the Spark ComputeRFM).
 
     Raises
     ------
@@ -674,12 +677,28 @@ def require_image_uri(image_uri: str | None, pipeline_name: str) -> str:
     """
     if image_uri:
         return image_uri
-    parameter = image_parameter_name(pipeline_name)
+    why, tag = IMAGE_KWARGS[kwarg]
+    parameter = image_parameter_name(pipeline_name, kwarg)
     raise PipelineError(
-        "no image_uri given (the image repository is immutable and nothing pushes 'latest')",
-        fix=(f'Pass --kwargs \'{{"image_uri": "ACCOUNT.dkr.ecr.REGION.amazonaws.com/rfm-segmentation:TAG"}}\'; '
+        f"no {kwarg} given ({why})",
+        fix=(f'Pass --kwargs \'{{"{kwarg}": "ACCOUNT.dkr.ecr.REGION.amazonaws.com/rfm-segmentation:{tag}"}}\'; '
              f"the build writes the URI it pushed to SSM: aws ssm get-parameter --name {parameter}"),
     )
+
+
+def whole_number(value: object, name: str) -> int:
+    """``value`` as an int: an int, or its decimal text (as a shell-built ``--kwargs`` may carry it).
+
+    Raises
+    ------
+    PipelineError
+        When ``value`` is anything else (a bool, a fraction, words).
+    """
+    text = str(value).strip()
+    if isinstance(value, bool) or not re.fullmatch(r"[0-9]+", text):
+        raise PipelineError(f"{name} {value!r} is not a whole number", "get_pipeline",
+                            f"Pass e.g. --kwargs '{{\"{name}\": 4}}'")
+    return int(text)
 
 
 def _resolve_role(role: str | None, region: str, session: Session | None) -> str:

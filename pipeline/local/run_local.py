@@ -40,6 +40,7 @@ LOCAL_KWARGS = {
     "model_package_group_name": MODEL_PACKAGE_GROUP_NAME,
     "base_job_prefix": "rfm",
     "image_uri": "rfm-segmentation:local",  # the local runner runs the entrypoints, not an image
+    "spark_image_uri": "rfm-segmentation:spark-local",  # nor the Spark image (local pyspark instead)
 }
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Everything the definition JSON is built from (a change invalidates the cached definition).
