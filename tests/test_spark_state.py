@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from steps import paths
-from steps.features.fold import run_history
+from steps.features.fold import plan_history, run_history
 from steps.features.history import list_history
 from steps.features.quarantine import MALFORMED_FILE, ROWS_FILE
 from steps.features.state import CURRENT, StateStore, read_current
@@ -209,6 +209,9 @@ def test_rfm_features_engine_spark_folds_and_stops_on_a_bad_object_as_duckdb_doe
     assert errors[0] == errors[1] and errors[0].count("\n") == 0 and "bad.csv" in errors[0]
     assert (state / CURRENT).read_text() == pointer  # the state is unchanged
     (history.folder / "bad.csv").unlink()
-    assert main(["--engine", "spark", *command, "--output", str(tmp_path / "two"), "--rebuild"]) == 0
+    planned = plan_history(str(history.folder), StateStore(str(state)))  # as the pipeline's PlanHistory
+    assert main(["--engine", "spark", "--state", str(state), f"--history-fingerprint={planned['fingerprint']}",
+                 "--rebuild=true", "--output", str(tmp_path / "two")]) == 0
     quality = json.loads((tmp_path / "two" / paths.QUALITY_FILE).read_text())
     assert quality["increment"]["rebuild"] and quality["history"]["objects"] == 2
+    assert read_current(StateStore(str(state))).manifest.history == f"histories/{planned['fingerprint']}.json"
