@@ -4,6 +4,8 @@ Not a test: run it by hand on a quiet machine.
 
     .venv/bin/python benchmarks/history_bench.py                                  # 365 x 100,000 rows, 1M customers
     .venv/bin/python benchmarks/history_bench.py --rows-per-day 10000 --customers 100000   # a tenth
+    RFM_SPARK_MASTER=local[2] .venv/bin/python benchmarks/history_bench.py --engine spark --days 30 \
+        --rows-per-day 20000 --customers 20000 --skip-rebuild                  # the Spark engine (docs/scale.md)
 
 It writes ``--days`` daily Parquet files of ``--rows-per-day`` rows (generic columns
 ``customer_id, order_id, timestamp, amount``; ~2% returns, some two-line orders; cached in
@@ -111,27 +113,30 @@ def main() -> int:
     parser.add_argument("--workdir", default="/tmp/rfm-history-bench")
     parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
     parser.add_argument("--skip-rebuild", action="store_true", help="do not time --rebuild")
+    parser.add_argument("--engine", default="duckdb", choices=["duckdb", "spark"],
+                        help="the engine of every run (spark: local pyspark, one JVM per run)")
     args = parser.parse_args()
     work = Path(args.workdir)
     history = work / "history"
     generate(history, args.days, args.rows_per_day, args.customers)
-    threads = ["--threads", str(args.threads)] if args.threads else []
+    common = ["--threads", str(args.threads)] if args.threads else []
+    common += ["--engine", args.engine]
     new_day = history / f"day-{args.days:03d}.parquet"
     new_day.unlink(missing_ok=True)
     for name in ("state", "fresh", "out-first", "out-incremental", "out-full", "out-rebuild"):
         shutil.rmtree(work / name, ignore_errors=True)
     first = measure("first run (fold every day)",
                     features("--input", str(history), "--state", str(work / "state"),
-                             "--output", str(work / "out-first"), *threads))
+                             "--output", str(work / "out-first"), *common))
     day_file(new_day, args.days, args.rows_per_day, args.customers)
     rows = [first,
             measure("incremental (day added)", features("--input", str(history), "--state", str(work / "state"),
-                                                        "--output", str(work / "out-incremental"), *threads)),
+                                                        "--output", str(work / "out-incremental"), *common)),
             measure("full recompute (no state)", features("--input", str(history),
-                                                          "--output", str(work / "out-full"), *threads))]
+                                                          "--output", str(work / "out-full"), *common))]
     if not args.skip_rebuild:
         rows.append(measure("--rebuild", features("--input", str(history), "--state", str(work / "fresh"),
-                                                  "--output", str(work / "out-rebuild"), "--rebuild", *threads)))
+                                                  "--output", str(work / "out-rebuild"), "--rebuild", *common)))
     import pandas as pd
 
     incremental = pd.read_parquet(work / "out-incremental" / "rfm.parquet")
@@ -139,7 +144,7 @@ def main() -> int:
     pd.testing.assert_frame_equal(incremental, full)
     total = (args.days + 1) * args.rows_per_day
     print(f"\nhistory of {args.days + 1} daily files, {total:,} rows, {len(full):,} customers "
-          f"(threads: {args.threads or 'all'})")
+          f"(engine: {args.engine}, threads: {args.threads or 'all'})")
     print(f"  {'':<30} {'wall s':>8} {'cpu s':>8} {'peak MB':>8}")
     for row in rows:
         print(f"  {row.name:<30} {row.wall:>8.1f} {row.cpu:>8.1f} {row.peak_mb:>8.0f}")

@@ -282,14 +282,14 @@ def compute_rfm_spark_step(
     ctx: Context, params: Parameters, plan_step: ProcessingStep, plan: PropertyFile, *, image_uri: str,
     instance_count: int,
 ) -> ProcessingStep:
-    """ComputeRFM on Spark: the same outputs as :func:`compute_rfm_step`, from the whole input every run.
+    """ComputeRFM on Spark: the same outputs and the same incremental state as :func:`compute_rfm_step`.
 
     ``spark-submit`` runs ``steps/features/spark/app.py`` (``rfm-features --engine spark``), which
     buildspec.yml uploads to ``s3://.../code/spark/app.py``, on ``image_uri``: the project's Spark image
     (containers/Dockerfile.spark, FROM :func:`pipeline.spark_image.spark_base_image_uri`), never AWS's
-    own, which lacks the package. The Spark engine does not fold into the incremental state: it reads
-    InputDataUrl whole (exactly that object or folder); the history's fingerprint is an argument so the
-    step's cache key still changes with any object version.
+    own, which lacks the package. It takes the DuckDB step's state arguments: the objects that changed
+    since the state are read in Spark tasks and folded into it (all of them when Rebuild is true), so the
+    engines can take turns on one state. The history's fingerprint also keys the step's cache.
     """
     from sagemaker.core.spark.processing import PySparkProcessor
 
@@ -310,8 +310,9 @@ def compute_rfm_spark_step(
         submit_app=f"{ctx.data_prefix}/{SPARK_APP_KEY}",
         outputs=_features_outputs(ctx),
         arguments=[
-            Join(on="", values=["--input=", params.input_data_url]),
+            "--state", ctx.state_uri,
             Join(on="", values=["--history-fingerprint=", fingerprint]),
+            Join(on="", values=["--rebuild=", params.rebuild]),
             *_features_arguments(params),
         ],
     )  # fmt: skip
@@ -319,9 +320,10 @@ def compute_rfm_spark_step(
         name="ComputeRFM",
         display_name="Compute RFM features (Spark)",
         description=(
-            f"Spark on {instance_count} instance(s): reads every transactions object under InputDataUrl, "
-            "quarantines unusable rows and scores recency, frequency and monetary value 1-5 per customer "
-            "(the same definitions and outputs as the DuckDB step)."
+            f"Spark on {instance_count} instance(s): folds the transactions objects added, replaced or "
+            "removed since the state into it (all of them when Rebuild is true), quarantines unusable rows "
+            "and scores recency, frequency and monetary value 1-5 per customer (the same definitions, "
+            "outputs and state as the DuckDB step)."
         ),
         step_args=step_args,
         cache_config=ctx.cache,

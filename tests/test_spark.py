@@ -132,15 +132,6 @@ def test_malformed_lines_and_duplicates_are_quarantined_alike(tmp_path: Path) ->
     both(source, tmp_path / "out", as_of=AS_OF)
 
 
-def test_incremental_state_is_refused_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from steps.features.job import main
-
-    assert main(["--engine", "spark", "--input", str(DATA / "real" / "float_ids_from_pandas.csv"),
-                 "--output", str(tmp_path / "out"), "--state", str(tmp_path / "state")]) != 0
-    error = capsys.readouterr().err.strip()
-    assert error.count("\n") == 0 and "--state" in error and "--engine duckdb" in error
-
-
 # Hypothesis: ties, returns, duplicates, offsets, missing values, with and without an order id.
 _DAYS = st.dates(dt.date(2025, 1, 1), dt.date(2026, 10, 30))
 _OFFSETS = st.sampled_from(["", "Z", "+05:30", "-08:00"])

@@ -31,7 +31,15 @@ def steps(spark_pipeline: Any) -> dict[str, dict[str, Any]]:
     return {step["Name"]: step for step in definition["Steps"]}
 
 
-def test_compute_rfm_is_a_spark_processing_step(steps: dict[str, dict[str, Any]]) -> None:
+@pytest.fixture(scope="module")
+def duckdb_steps(offline: Offline) -> dict[str, dict[str, Any]]:  # noqa: F811
+    from pipeline.definition import get_pipeline
+
+    return {step["Name"]: step for step in json.loads(get_pipeline(**KWARGS).definition())["Steps"]}
+
+
+def test_compute_rfm_is_a_spark_processing_step(steps: dict[str, dict[str, Any]],
+                                                duckdb_steps: dict[str, dict[str, Any]]) -> None:
     from pipeline.step_builders import SPARK_APP_KEY
 
     step = steps["ComputeRFM"]
@@ -46,10 +54,14 @@ def test_compute_rfm_is_a_spark_processing_step(steps: dict[str, dict[str, Any]]
     code = [i for i in args["ProcessingInputs"] if i["InputName"] == "code"]
     assert code[0]["S3Input"]["S3Uri"] == f"s3://{KWARGS['default_bucket']}/rfm/{SPARK_APP_KEY}"
     arguments = app["ContainerArguments"]
-    assert join("--input=", {"Get": "Parameters.InputDataUrl"}) in arguments
-    assert "--state" not in arguments  # the Spark engine recomputes from the whole input
+    # The DuckDB step's state arguments: the Spark engine folds into the same incremental state.
+    duckdb_arguments = duckdb_steps["ComputeRFM"]["Arguments"]["AppSpecification"]["ContainerArguments"]
+    state = f"s3://{KWARGS['default_bucket']}/rfm/state"
+    assert arguments[arguments.index("--state") + 1] == duckdb_arguments[duckdb_arguments.index("--state") + 1] == state
+    assert join("--rebuild=", {"Get": "Parameters.Rebuild"}) in arguments
     fingerprint = [a for a in arguments if isinstance(a, dict) and "--history-fingerprint=" in json.dumps(a)]
-    assert len(fingerprint) == 1  # the cache key still follows the data
+    assert len(fingerprint) == 1 and fingerprint[0] in duckdb_arguments  # the plan's fingerprint keys the run
+    assert arguments == duckdb_arguments  # the whole command line, as the DuckDB step's
     for option in ("--output", "--transform-output", "--quarantine-output"):
         assert option in arguments
     for option, parameter in (("--format=", "InputFormat"), ("--as-of=", "AsOfDate"),
@@ -58,10 +70,8 @@ def test_compute_rfm_is_a_spark_processing_step(steps: dict[str, dict[str, Any]]
     assert set(args["Environment"]) == {"RFM_SPARK_WORKDIR"}
 
 
-def test_downstream_steps_are_unchanged(offline: Offline, steps: dict[str, dict[str, Any]]) -> None:  # noqa: F811
-    from pipeline.definition import get_pipeline
-
-    duckdb_steps = {s["Name"]: s for s in json.loads(get_pipeline(**KWARGS).definition())["Steps"]}
+def test_downstream_steps_are_unchanged(steps: dict[str, dict[str, Any]],
+                                        duckdb_steps: dict[str, dict[str, Any]]) -> None:
     assert set(duckdb_steps) == set(steps)
     for name in set(steps) - {"ComputeRFM"}:
         assert steps[name] == duckdb_steps[name], name

@@ -32,6 +32,7 @@ import json
 import logging
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +125,7 @@ class FoldResult:
 
 
 @dataclass
-class _Read:
+class ObjectRead:
     """One object read this run."""
 
     obj: HistoryObject
@@ -190,8 +191,12 @@ def run_history(
     rebuild: bool = False,
     history_name: str | None = None,
     timezone: str | None = None,
+    reader: ObjectReader | None = None,
 ) -> FoldResult:
     """Fold ``objects`` (the whole history) into the state at ``store``; write the features to ``output``.
+
+    ``reader`` reads the objects that changed into contributions (default: one after another here;
+    the Spark engine passes its own, see ``steps.features.spark.contributions``).
 
     Raises
     ------
@@ -226,8 +231,10 @@ def run_history(
         work = Path(workdir)
         con = connect(str(work / "spill"), threads)
         set_memory_limit(con, memory_limit)
+        reader = reader or ObjectReader()
         reads = _read_objects(con, increment.to_read, work, store, settings, base, input_format, mapping,
-                              cutoff, encoding, spanning=rebuilt, timezone=timezone, dated_by_today=as_of is None)
+                              cutoff, encoding, spanning=rebuilt, timezone=timezone, dated_by_today=as_of is None,
+                              reader=reader)
         manifest = _next_manifest(base, increment, reads, settings, history_name)
         if all(o.get("skipped") for o in manifest.objects.values()):
             key, entry = next(iter(manifest.objects.items()))
@@ -243,7 +250,7 @@ def run_history(
             totals_local = work / "totals.parquet"  # just written: no need to fetch it back
         else:
             totals_local = store.download(totals_name, work / "current-totals.parquet")
-        result = _finish(con, manifest, reads, increment, totals_local, as_of, rebuilt, work, timezone)
+        result = _finish(con, manifest, reads, increment, totals_local, as_of, rebuilt, work, timezone, reader)
         write_features(result, output, transform_output, quarantine_output)
         if changed:  # last: an interrupted or failed run never becomes current
             store.swap_current(pointer_text(manifest), current.etag)
@@ -251,11 +258,113 @@ def run_history(
     return FoldResult(result, increment, manifest.generation, rebuilt)
 
 
+@dataclass(frozen=True)
+class ObjectJob:
+    """What reading one object into its contribution needs (pickled to a Spark task as it is).
+
+    ``recorded`` is the history's format when known: an object of another format stops the run
+    before it is aggregated.
+    """
+
+    obj: HistoryObject
+    file_no: int
+    input_format: str
+    mapping: dict[str, str]
+    cutoff: dt.date
+    encoding: str | None
+    timezone: str | None
+    spanning: bool
+    dated_by_today: bool
+    recorded: str | None = None
+
+
+class ObjectReader:
+    """How a run reads the objects it folds: here one after another, in the run's own DuckDB connection.
+
+    The hook of the Spark engine (``steps.features.spark.contributions``), which reads each object in
+    its own Spark task with the same :func:`read_object`; the fold itself is the same for both.
+    """
+
+    def read(self, con: duckdb.DuckDBPyConnection, jobs: list[ObjectJob], work: Path) -> Iterator[ObjectRead]:
+        """Each object's read, in ``jobs`` order, with its tables in ``con`` (see :func:`read_object`)."""
+        recorded = None
+        for job in jobs:
+            read = read_object(con, dataclasses.replace(job, recorded=job.recorded or recorded), work)
+            recorded = recorded or (read.fmt.name if read.fmt else None)
+            yield read
+
+    def spanning_orders(self, con: duckdb.DuckDBPyConnection, work: Path) -> int:
+        """Orders whose lines are in more than one object, from the files :func:`read_object` wrote."""
+        return _spanning_orders(con, work / "orders")
+
+
+def contribution_name(obj: HistoryObject) -> str:
+    """A new contribution file's name in the state (written once, never changed)."""
+    return f"{OBJECTS}/{obj.object_id}-{uuid.uuid4().hex[:12]}.parquet"
+
+
+def read_object(con: duckdb.DuckDBPyConnection, job: ObjectJob, work: Path) -> ObjectRead:
+    """Read one object alone with the features core into its contribution.
+
+    Writes ``work/contributions/<file_no>.parquet`` (the entry's ``_local``) and, for a rebuild,
+    ``work/orders/<file_no>.parquet``; leaves the object's ``input_files``, ``rejected_lines`` and
+    ``flagged_customers`` in ``con``, and its flagged rows in the returned tables. An object without
+    data rows is a skipped entry.
+    """
+    obj, file_no, cutoff = job.obj, job.file_no, job.cutoff
+    path = fetch(obj, work / "objects")
+    try:
+        source = sniff(path, job.encoding, obj.key, con)
+        planned = dataclasses.replace(plan_sources(con, [source], job.input_format, job.mapping)[0],
+                                      file_no=file_no)
+    except EmptyInputError as error:
+        log.warning("skipping %s: %s", obj.key, error.what)
+        entry = {**_identity(obj), "contribution": "", "rows_read": 0, "malformed_lines": 0,
+                 "contacts": [], "skipped": error.what}
+        return ObjectRead(obj, entry, [], None)
+    except InputDataError as error:
+        raise InputDataError(error.what, error.where or obj.key,
+                             f"{error.fix or 'Fix or remove it'}; the state is unchanged and the next run "
+                             "reads it again") from None
+    _check_format(obj, planned.fmt.name, job.recorded)
+    malformed, tables = aggregate_sources(con, [planned], cutoff=cutoff, contacts=ALL_CONTACTS, where=obj.key,
+                                          timezone=job.timezone)
+    renamed = []
+    for table in tables:  # keep them apart; duplicates are judged within an object
+        con.execute(f"UPDATE {table} SET {ROW_HASH} = hash({ROW_HASH}, {file_no})")
+        con.execute(f"ALTER TABLE {table} RENAME TO obj{file_no}_{table}")
+        renamed.append(f"obj{file_no}_{table}")
+    local = work / "contributions" / f"{file_no}.parquet"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    con.execute(f"COPY (SELECT {_COLUMNS} FROM {CUSTOMER_ROWS}) TO {literal(str(local))} (FORMAT parquet)")
+    rows, future_from = con.execute(
+        f"SELECT coalesce(sum(n_rows), 0), min(coalesce(first_purchase, DATE {literal(cutoff.isoformat())} + 1)) "
+        f"FILTER ({REASON} = {_FUTURE_REASON}) FROM {CUSTOMER_ROWS}").fetchall()[0]
+    entry = {**_identity(obj), "rows_read": int(rows) + malformed,
+             "malformed_lines": malformed, "contacts": [n for n in ALL_CONTACTS if n in planned.fmt.columns],
+             "format": {"name": planned.fmt.name, "columns": dict(planned.fmt.columns)}}
+    if future_from is not None and job.dated_by_today:  # a held-back return alone: read again tomorrow
+        entry[DATED_FROM] = future_from.isoformat()
+    if job.spanning:
+        orders = work / "orders" / f"{file_no}.parquet"
+        orders.parent.mkdir(parents=True, exist_ok=True)
+        select = canonical_select(planned, as_of=cutoff, contacts=[], timezone=job.timezone)
+        con.execute(f"COPY (SELECT DISTINCT {CUST}, {ORDER}, {file_no} AS file_no FROM ({select}) "
+                    f"WHERE {REASON} = 0) TO {literal(str(orders))} (FORMAT parquet)")
+    return ObjectRead(obj, {**entry, "_local": str(local)}, renamed, planned.fmt)
+
+
+def _check_format(obj: HistoryObject, name: str, recorded: str | None) -> None:
+    if recorded and name != recorded:
+        raise InputDataError(f"this object is {name} but the history is {recorded}", obj.key,
+                             "Put each format under its own prefix, or pass InputFormat / --format")
+
+
 def _read_objects(
     con: duckdb.DuckDBPyConnection, objects: list[HistoryObject], work: Path, store: StateStore, settings: dict,
     base: Manifest | None, input_format: str, mapping: dict[str, str], cutoff: dt.date, encoding: str | None,
-    *, spanning: bool, timezone: str | None = None, dated_by_today: bool = False,
-) -> list[_Read]:
+    *, spanning: bool, timezone: str | None = None, dated_by_today: bool = False, reader: ObjectReader,
+) -> list[ObjectRead]:
     """Read each object alone into a contribution (uploaded to the state); keep its flagged rows in ``con``."""
     con.execute("CREATE OR REPLACE TEMP TABLE run_input_files (file_no INTEGER, path VARCHAR, name VARCHAR, "
                 "header_lines INTEGER)")
@@ -263,58 +372,22 @@ def _read_objects(
                 "error VARCHAR, rows_before BIGINT)")
     con.execute(f"CREATE OR REPLACE TEMP TABLE run_flagged ({CUST} VARCHAR, has_duplicates BOOLEAN)")
     recorded = (base.extra.get("format") or {}).get("name") if base else None
-    reads: list[_Read] = []
-    for file_no, obj in enumerate(objects):
-        path = fetch(obj, work / "objects")
-        try:
-            source = sniff(path, encoding, obj.key, con)
-            planned = dataclasses.replace(plan_sources(con, [source], input_format, mapping)[0], file_no=file_no)
-        except EmptyInputError as error:
-            log.warning("skipping %s: %s", obj.key, error.what)
-            entry = {**_identity(obj), "contribution": "", "rows_read": 0, "malformed_lines": 0,
-                     "contacts": [], "skipped": error.what}
-            reads.append(_Read(obj, entry, [], None))
+    jobs = [ObjectJob(obj, file_no, input_format, mapping, cutoff, encoding, timezone, spanning, dated_by_today,
+                      recorded) for file_no, obj in enumerate(objects)]
+    reads: list[ObjectRead] = []
+    for read in reader.read(con, jobs, work):
+        if read.fmt is None:  # skipped: no data rows
+            reads.append(read)
             continue
-        except InputDataError as error:
-            raise InputDataError(error.what, error.where or obj.key,
-                                 f"{error.fix or 'Fix or remove it'}; the state is unchanged and the next run "
-                                 "reads it again") from None
-        name = planned.fmt.name
-        recorded = recorded or name
-        if name != recorded:
-            raise InputDataError(f"this object is {name} but the history is {recorded}", obj.key,
-                                 "Put each format under its own prefix, or pass InputFormat / --format")
-        malformed, tables = aggregate_sources(con, [planned], cutoff=cutoff, contacts=ALL_CONTACTS, where=obj.key,
-                                              timezone=timezone)
-        renamed = []
-        for table in tables:  # keep them apart; duplicates are judged within an object
-            con.execute(f"UPDATE {table} SET {ROW_HASH} = hash({ROW_HASH}, {file_no})")
-            con.execute(f"ALTER TABLE {table} RENAME TO obj{file_no}_{table}")
-            renamed.append(f"obj{file_no}_{table}")
+        recorded = recorded or read.fmt.name
+        _check_format(read.obj, read.fmt.name, recorded)
         con.execute(f"INSERT INTO run_input_files SELECT * FROM {INPUT_FILES}")
         con.execute(f"INSERT INTO run_flagged SELECT {CUST}, has_duplicates FROM {FLAGGED_CUSTOMERS}")
         con.execute(f"INSERT INTO run_rejected_lines BY NAME SELECT * FROM {REJECTED_LINES}")
-        local = work / "contributions" / f"{file_no}.parquet"
-        local.parent.mkdir(parents=True, exist_ok=True)
-        con.execute(f"COPY (SELECT {_COLUMNS} FROM {CUSTOMER_ROWS}) TO {literal(str(local))} (FORMAT parquet)")
-        rows, future_from = con.execute(
-            f"SELECT coalesce(sum(n_rows), 0), min(coalesce(first_purchase, DATE {literal(cutoff.isoformat())} + 1)) "
-            f"FILTER ({REASON} = {_FUTURE_REASON}) FROM {CUSTOMER_ROWS}").fetchall()[0]
-        rows = int(rows)
-        contribution = f"{OBJECTS}/{obj.object_id}-{uuid.uuid4().hex[:12]}.parquet"
-        store.write_file(contribution, local)
-        entry = {**_identity(obj), "contribution": contribution, "rows_read": rows + malformed,
-                 "malformed_lines": malformed, "contacts": [n for n in ALL_CONTACTS if n in planned.fmt.columns],
-                 "format": {"name": name, "columns": dict(planned.fmt.columns)}}
-        if future_from is not None and dated_by_today:  # a held-back return alone: read again tomorrow
-            entry[DATED_FROM] = future_from.isoformat()
-        if spanning:
-            orders = work / "orders" / f"{file_no}.parquet"
-            orders.parent.mkdir(parents=True, exist_ok=True)
-            select = canonical_select(planned, as_of=cutoff, contacts=[], timezone=timezone)
-            con.execute(f"COPY (SELECT DISTINCT {CUST}, {ORDER}, {file_no} AS file_no FROM ({select}) "
-                        f"WHERE {REASON} = 0) TO {literal(str(orders))} (FORMAT parquet)")
-        reads.append(_Read(obj, {**entry, "_local": str(local)}, renamed, planned.fmt))
+        if not read.entry.get("contribution"):  # a Spark task uploads its own
+            read.entry["contribution"] = contribution_name(read.obj)
+            store.write_file(read.entry["contribution"], Path(read.entry["_local"]))
+        reads.append(read)
     return reads
 
 
@@ -322,7 +395,7 @@ def _identity(obj: HistoryObject) -> dict:
     return {"version_id": obj.version_id, "etag": obj.etag, "size": obj.size}
 
 
-def _next_manifest(base: Manifest | None, increment: Increment, reads: list[_Read], settings: dict,
+def _next_manifest(base: Manifest | None, increment: Increment, reads: list[ObjectRead], settings: dict,
                    history_name: str | None) -> Manifest:
     """The manifest after this fold; its generation names its content."""
     objects = {o.key: base.objects[o.key] for o in increment.unchanged} if base else {}
@@ -344,7 +417,7 @@ def _next_manifest(base: Manifest | None, increment: Increment, reads: list[_Rea
 
 
 def _fold_totals(con: duckdb.DuckDBPyConnection, store: StateStore, base: Manifest | None, increment: Increment,
-                 reads: list[_Read], target: Path) -> None:
+                 reads: list[ObjectRead], target: Path) -> None:
     """Write the new totals: old totals + new contributions, affected customers summed again."""
     new = [r.entry["_local"] for r in reads if r.entry.get("_local")]
     parts = [f"SELECT {_COLUMNS} FROM read_parquet({_list(new)})"] if new else []
@@ -382,8 +455,9 @@ def _list(paths: list[str]) -> str:
     return "[" + ", ".join(literal(p) for p in paths) + "]"
 
 
-def _finish(con: duckdb.DuckDBPyConnection, manifest: Manifest, reads: list[_Read], increment: Increment,
-            totals: Path, as_of: dt.date | None, rebuilt: bool, work: Path, timezone: str | None) -> FeatureResult:
+def _finish(con: duckdb.DuckDBPyConnection, manifest: Manifest, reads: list[ObjectRead], increment: Increment,
+            totals: Path, as_of: dt.date | None, rebuilt: bool, work: Path, timezone: str | None,
+            reader: ObjectReader) -> FeatureResult:
     """Score every customer from the totals; account for this run's rows and the history's."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE {CUSTOMER_ROWS} AS SELECT * FROM read_parquet({literal(str(totals))})")
     contacts = [n for n in ALL_CONTACTS if any(n in o.get("contacts", []) for o in manifest.objects.values())]
@@ -409,12 +483,12 @@ def _finish(con: duckdb.DuckDBPyConnection, manifest: Manifest, reads: list[_Rea
     quality["history"]["generation"] = manifest.generation
     quality["increment"] = {**increment.counts(), "rows_read": quality["rows_read"], "rebuild": rebuilt}
     if rebuilt:
-        quality["increment"]["orders_spanning_objects"] = _spanning_orders(con, work / "orders")
+        quality["increment"]["orders_spanning_objects"] = reader.spanning_orders(con, work)
     tables = [t for r in reads for t in r.tables]
     return FeatureResult(quality, fmt, con, scored_sql, tables, contacts)
 
 
-def _run_quality(con: duckdb.DuckDBPyConnection, reads: list[_Read], fmt: InputFormat, as_of: dt.date,
+def _run_quality(con: duckdb.DuckDBPyConnection, reads: list[ObjectRead], fmt: InputFormat, as_of: dt.date,
                  warnings: list[str], timezone: str | None) -> dict:
     """quality.json's accounting of the rows read in this run; ``return_without_purchase`` is judged on the
     whole history (a return of a customer who bought in an older object is netted, not quarantined)."""
@@ -445,8 +519,13 @@ def _spanning_orders(con: duckdb.DuckDBPyConnection, folder: Path) -> int:
         SELECT count(*), arg_min({CUST}, {CUST}), arg_min({ORDER}, {CUST}) FROM (
             SELECT {CUST}, {ORDER} FROM read_parquet({_list([str(f) for f in files])})
             GROUP BY 1, 2 HAVING count(DISTINCT file_no) > 1)""").fetchall()[0]
+    return warn_spanning(int(count), example_customer, example_order)
+
+
+def warn_spanning(count: int, customer: str | None, order: str | None) -> int:
+    """Log ``count`` orders that span objects (with an example), and return the count."""
     if count:
         log.warning("%d orders have lines in more than one object (e.g. customer %s, order %s): the incremental "
                     "state assumes an order's lines arrive in one object; their frequency counts each object's "
-                    "part", count, example_customer, example_order)
-    return int(count)
+                    "part", count, customer, order)
+    return count

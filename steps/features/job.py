@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
@@ -87,15 +88,14 @@ def run_from_args(args: argparse.Namespace) -> int:
     mapping.update(load_mapping_file(args.mapping) if args.mapping else {})
     mapping.update(parse_column_options(args.column))
     started = time.perf_counter()
+    if args.state:
+        return _run_incremental(args, mapping, started)
     if getattr(args, "engine", "duckdb") == "spark":
-        from steps.features.spark.engine import refuse_incremental, run_spark
+        from steps.features.spark.engine import run_spark
 
-        refuse_incremental(args.state, args.engine)
         runner = run_spark
         engine_options = {}
     else:
-        if args.state:
-            return _run_incremental(args, mapping, started)
         runner = run
         engine_options = {"memory_limit": args.memory_limit, "threads": args.threads}
     result = runner(
@@ -136,14 +136,20 @@ def _run_incremental(args: argparse.Namespace, mapping: dict[str, str], started:
     else:
         location, objects, history_name = args.input, list_history(args.input), None
     memory_limit = args.memory_limit if args.memory_limit != "auto" else INCREMENTAL_MEMORY_LIMIT
-    folded = run_history(
-        objects, store, Path(args.output), location=location,
-        transform_output=Path(args.transform_output) if args.transform_output else None,
-        quarantine_output=Path(args.quarantine_output) if args.quarantine_output else None,
-        input_format=args.format, mapping=mapping, as_of=parse_as_of(args.as_of), encoding=args.encoding,
-        memory_limit=memory_limit, threads=args.threads, rebuild=args.rebuild, history_name=history_name,
-        timezone=parse_timezone(args.timezone),
-    )
+    with contextlib.ExitStack() as stack:
+        reader = None
+        if getattr(args, "engine", "duckdb") == "spark":  # each object read in a Spark task; the fold is the same
+            from steps.features.spark.contributions import spark_reader
+
+            reader = stack.enter_context(spark_reader(store, memory_limit))
+        folded = run_history(
+            objects, store, Path(args.output), location=location,
+            transform_output=Path(args.transform_output) if args.transform_output else None,
+            quarantine_output=Path(args.quarantine_output) if args.quarantine_output else None,
+            input_format=args.format, mapping=mapping, as_of=parse_as_of(args.as_of), encoding=args.encoding,
+            memory_limit=memory_limit, threads=args.threads, rebuild=args.rebuild, history_name=history_name,
+            timezone=parse_timezone(args.timezone), reader=reader,
+        )
     quality, increment = folded.result.quality, folded.result.quality["increment"]
     log.info(
         "%s: %d objects added, %d replaced, %d removed, %d unchanged; %d rows read; %d customers, state %s "

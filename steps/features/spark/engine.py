@@ -8,6 +8,8 @@ DuckDB engine's SQL on one file) and aggregates per customer into the rows of
 row hash) before the per-customer totals, so no recount is needed. The driver
 loads that table into DuckDB and the DuckDB engine's own code scores the
 customers and writes ``rfm.parquet``, ``quality.json`` and ``quarantine/``.
+
+With ``--state`` the run is incremental: see ``steps.features.spark.contributions``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from steps import columns as c
-from steps.errors import InputDataError, RFMError
+from steps.errors import InputDataError
 from steps.features.aggregate import CUSTOMER_ROWS
 from steps.features.compute import (
     FeatureResult,
@@ -60,16 +62,6 @@ log = logging.getLogger("rfm.features")
 
 # The driver's DuckDB only scores the per-customer rows and writes the files.
 DRIVER_MEMORY_LIMIT = "2GB"
-
-
-def refuse_incremental(state: str | None, engine: str) -> None:
-    """The Spark engine recomputes from the whole input: the incremental state is the DuckDB engine's."""
-    if engine == "spark" and state:
-        raise RFMError(
-            "--engine spark recomputes the features from the whole input and does not fold into the "
-            "incremental state", "--state",
-            "Leave out --state (and --history-fingerprint) with --engine spark, or use --engine duckdb",
-        )
 
 
 def compute_features_spark(
