@@ -814,6 +814,7 @@ def test_a_bad_transform_file_size_is_one_line(tmp_path: Path, monkeypatch: pyte
     error = capsys.readouterr().err.strip()
     assert code != 0
     assert len(error.splitlines()) == 1 and f"{FILE_ROWS_ENV} must be at least 1" in error
+    assert not (tmp_path / "out" / paths.RFM_FILE).exists()  # stopped before the work
 
 
 def test_the_incremental_fold_writes_the_same_transform_files_as_a_full_run(

@@ -58,7 +58,7 @@ from steps.features.transactions import (
     canonical_select,
     row_key_select,
 )
-from steps.features.transform_input import write_transform_input
+from steps.features.transform_input import file_rows, write_transform_input
 from steps.segments import SCORE_LEVELS, SEGMENT_GRID
 
 if TYPE_CHECKING:
@@ -550,6 +550,7 @@ def check_outputs(output: Path, transform_output: Path | None, quarantine_output
     paths.output_folder(output)
     if transform_output is not None:
         paths.output_folder(transform_output, "--transform-output")
+        file_rows()  # a bad RFM_TRANSFORM_FILE_ROWS stops the step before the work
     if quarantine_output is not None:
         paths.output_folder(quarantine_output, "--quarantine-output")
 
