@@ -55,7 +55,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         train(features.sample(min(len(features), 100_000), random_state=0), folder / "model", 6, 0)
-        source = folder / paths.TRANSFORM_INPUT_FILE
+        source = folder / paths.transform_input_file(0)
         features[list(c.TRANSFORM_INPUT_COLUMNS)].to_csv(source, index=False, header=False)
         batches = list(mini_batches(source, 6 * 1024 * 1024))
         model = load_model(folder / "model")

@@ -61,8 +61,9 @@ def get_publish_pipeline(
     -------
     Pipeline
         Parameters ``ModelName`` (a model created from the approved package),
-        ``ModelPackageArn``, ``FeaturesUrl``, ``TransformInputUrl`` and
-        ``TransformInstanceType`` and ``TransformInstanceCount``.
+        ``ModelPackageArn``, ``FeaturesUrl``, ``TransformInputUrl`` (the prefix of the run's transform
+        input files, all of them transformed) and ``TransformInstanceType`` and ``TransformInstanceCount``
+        (the approval handler passes the registering run's count, recorded in the package metadata).
     """
     role, default_bucket, session, export_function_arn = resolve_defaults(
         region, role, default_bucket, sagemaker_session, export_function_arn

@@ -457,6 +457,8 @@ def register_step(
                                                               paths.REPORT_FILE]),
             # The approval handler skips packages registered Approved: their own run publishes them.
             package_metadata.REGISTERED_STATUS: params.model_approval_status,
+            # Metadata values are strings: the count as text, for the approval handler's publish.
+            package_metadata.TRANSFORM_INSTANCE_COUNT: params.transform_instance_count.to_string(),
         },
         description="RFM customer segmenter: scaled k-means on recency, frequency and monetary value.",
     )

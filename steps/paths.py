@@ -13,7 +13,12 @@ from pathlib import Path
 RFM_FILE = "rfm.parquet"
 QUALITY_FILE = "quality.json"
 QUARANTINE_DIR = "quarantine"
-TRANSFORM_INPUT_FILE = "customers.csv"
+# The batch-transform input: ComputeRFM writes it as customers-00000.csv, customers-00001.csv, ... (a fixed
+# number of customers each, in customer id order; the name sorts as the ids do), because SageMaker hands each
+# transform instance whole files: several files let TransformInstanceCount instances share the work.
+TRANSFORM_INPUT_PREFIX = "customers-"
+TRANSFORM_INPUT_SUFFIX = ".csv"
+TRANSFORM_INPUT_GLOB = f"{TRANSFORM_INPUT_PREFIX}*{TRANSFORM_INPUT_SUFFIX}"
 MODEL_ARCHIVE = "model.tar.gz"
 MODEL_FILE = "segmenter.joblib"
 MODEL_META_FILE = "model.json"
@@ -63,6 +68,11 @@ _DEFAULTS = {
     "SM_INPUT_CONFIG_DIR": "/opt/ml/input/config",
     f"SM_CHANNEL_{TRAINING_CHANNEL.upper()}": f"/opt/ml/input/data/{TRAINING_CHANNEL}",
 }
+
+
+def transform_input_file(index: int) -> str:
+    """The name of the transform input's file ``index`` (from 0): ``customers-00000.csv``, ..."""
+    return f"{TRANSFORM_INPUT_PREFIX}{index:05d}{TRANSFORM_INPUT_SUFFIX}"
 
 
 def output_folder(path: str | Path, option: str = "--output") -> Path:

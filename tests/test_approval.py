@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,21 +40,21 @@ def sagemaker(fake_aws):
         yield client
 
 
-def metadata(status: str = "PendingManualApproval") -> dict[str, str]:
+def metadata(status: str = "PendingManualApproval", **extra: str) -> dict[str, str]:
     return {package_metadata.FEATURES_URI: "s3://b/rfm/executions/e1/features",
             package_metadata.TRANSFORM_INPUT_URI: "s3://b/rfm/executions/e1/transform",
-            package_metadata.REGISTERED_STATUS: status}
+            package_metadata.REGISTERED_STATUS: status, **extra}
 
 
-def approve(client, arn: str) -> None:
+def approve(client, arn: str, **extra: str) -> None:
     # moto's UpdateModelPackage drops metadata that is not passed again (SageMaker keeps it).
     client.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved",
-                                CustomerMetadataProperties=metadata())
+                                CustomerMetadataProperties=metadata(**extra))
 
 
-def register(client, status: str = "PendingManualApproval") -> str:
+def register(client, status: str = "PendingManualApproval", **extra: str) -> str:
     return client.create_model_package(
-        ModelPackageGroupName=GROUP, ModelApprovalStatus=status, CustomerMetadataProperties=metadata(status),
+        ModelPackageGroupName=GROUP, ModelApprovalStatus=status, CustomerMetadataProperties=metadata(status, **extra),
         InferenceSpecification={"Containers": [{"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/rfm:1",
                                                 "ModelDataUrl": "s3://b/model.tar.gz"}],
                                 "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]},
@@ -77,6 +78,27 @@ def test_approving_a_pending_package_starts_the_publish_pipeline(sagemaker) -> N
     model = sagemaker.describe_model(ModelName=result["model_name"])
     assert model["ExecutionRoleArn"] == ROLE
     assert [c["ModelPackageName"] for c in model["Containers"]] == [arn]  # the model serves the approved package
+
+
+def test_an_approval_publishes_with_the_registering_runs_transform_instance_count(sagemaker) -> None:
+    count = {package_metadata.TRANSFORM_INSTANCE_COUNT: "3"}
+    arn = register(sagemaker, **count)
+    approve(sagemaker, arn, **count)
+    result = publish_approved(detail(arn), sagemaker, SETTINGS)
+    parameters = sagemaker.list_pipeline_parameters_for_execution(PipelineExecutionArn=result["execution_arn"])
+    values = {p["Name"]: p["Value"] for p in parameters["PipelineParameters"]}
+    assert values["TransformInstanceCount"] == "3"
+    assert values["TransformInputUrl"] == "s3://b/rfm/executions/e1/transform"
+
+
+@pytest.mark.parametrize("recorded", ["0", "two", "-1", "1.5"])
+def test_a_bad_recorded_transform_instance_count_is_a_clear_error_and_starts_nothing(sagemaker, recorded: str) -> None:
+    count = {package_metadata.TRANSFORM_INSTANCE_COUNT: recorded}
+    arn = register(sagemaker, **count)
+    approve(sagemaker, arn, **count)
+    with pytest.raises(PipelineError, match=rf"transform_instance_count='{re.escape(recorded)}' .* not a count"):
+        publish_approved(detail(arn), sagemaker, SETTINGS)
+    assert sagemaker.list_pipeline_executions(PipelineName=PUBLISH)["PipelineExecutionSummaries"] == []
 
 
 def test_a_repeated_event_reuses_the_model(sagemaker) -> None:

@@ -926,3 +926,15 @@ def test_transform_instance_count_is_a_parameter_of_both_pipelines(offline: Offl
         [assign] = [s for s in _all_steps(definition["Steps"]) if s["Name"] == "AssignSegments"]
         assert assign["Arguments"]["TransformResources"]["InstanceCount"] == {
             "Get": "Parameters.TransformInstanceCount"}, build.__name__
+
+
+def test_the_package_records_the_transform_instance_count_for_its_approval(offline: Offline) -> None:
+    """RegisterSegmenter writes the run's TransformInstanceCount, as text, into the package metadata; the
+    approval Lambda reads it back (tests/test_approval.py) and the publish pipeline declares the parameter."""
+    from pipeline.definition import get_pipeline
+    from steps import package_metadata
+
+    definition = json.loads(get_pipeline(**KWARGS).definition())
+    [register] = [s for s in _all_steps(definition["Steps"]) if s["Name"].startswith("RegisterSegmenter")]
+    recorded = register["Arguments"]["CustomerMetadataProperties"][package_metadata.TRANSFORM_INSTANCE_COUNT]
+    assert recorded == {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.TransformInstanceCount"}]}}

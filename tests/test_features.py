@@ -273,7 +273,7 @@ def test_outputs_and_transform_csv(tmp_path: Path) -> None:
     assert frame[c.RFM_SCORE].tolist() == [f"{r}{f}{m}" for r, f, m in scores]
     assert frame[c.RFM_SEGMENT].tolist() == [SEGMENT_GRID[(r, f)] for r, f, _ in scores]
     assert len(set(frame[c.RFM_SCORE])) > 5  # the check above sees many cells
-    transform = pd.read_csv(tmp_path / "transform" / paths.TRANSFORM_INPUT_FILE, dtype={c.CUSTOMER_ID: str})
+    transform = pd.read_csv(tmp_path / "transform" / paths.transform_input_file(0), dtype={c.CUSTOMER_ID: str})
     assert list(transform.columns) == list(c.TRANSFORM_INPUT_COLUMNS)
     assert transform[c.CUSTOMER_ID].tolist() == frame[c.CUSTOMER_ID].tolist()
     assert not (tmp_path / "out" / paths.QUARANTINE_DIR / "rows.parquet").exists()
@@ -760,3 +760,86 @@ def test_an_automatic_memory_limit_grows_when_duckdb_runs_out(tmp_path: Path, mo
     limits.clear()
     with pytest.raises(compute.RFMError, match="ran out of memory under the 900MB limit"):
         run(str(SAMPLE), tmp_path / "set", memory_limit="900MB")
+
+
+def _transform_assignments(model_dir: Path, folder: Path) -> tuple[list[str], list[dict]]:
+    """The transform input files of ``folder`` (sorted names) and what serve assigns to them, file after file."""
+    from steps.model.model_io import load_model
+    from steps.model.serve import predict
+
+    model = load_model(model_dir)
+    names = sorted(p.name for p in folder.iterdir())
+    answers = []
+    for name in names:
+        body, _ = predict(model, (folder / name).read_bytes(), "text/csv", "application/jsonlines")
+        answers += [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+    return names, answers
+
+
+def test_a_transform_input_in_several_files_assigns_every_customer_once_as_one_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from steps.features.transform_input import FILE_ROWS_ENV
+    from steps.model.train import train
+
+    text = HEADER + "".join(f"c{i:03d},{i},2024-01-{1 + i % 28:02d},{(i * 37) % 500 + 1}.25\n" for i in range(60))
+    source = write(tmp_path / "tx.csv", text)
+    run(str(source), tmp_path / "out", transform_output=tmp_path / "one")
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / paths.transform_input_file(99)).write_text("stale,from,an,earlier,run\n")  # must not be transformed
+    monkeypatch.setenv(FILE_ROWS_ENV, "7")
+    run(str(source), tmp_path / "out2", transform_output=split)
+    train(pd.read_parquet(tmp_path / "out" / paths.RFM_FILE), tmp_path / "model", num_clusters=3, random_state=0)
+
+    one_names, one = _transform_assignments(tmp_path / "model", tmp_path / "one")
+    names, several = _transform_assignments(tmp_path / "model", split)
+    assert one_names == [paths.transform_input_file(0)] == ["customers-00000.csv"]
+    assert names == [f"customers-{i:05d}.csv" for i in range(9)]  # 60 customers, 7 a file: 8 full and 4
+    sizes = [len(pd.read_csv(split / name, dtype={c.CUSTOMER_ID: str})) for name in names]
+    assert sizes == [7] * 8 + [4]
+    for name in names:
+        assert (split / name).read_text().splitlines()[0] == ",".join(c.TRANSFORM_INPUT_COLUMNS)
+    assert several == one  # same customers, same order, same clusters and segments
+    ids = [row[c.CUSTOMER_ID] for row in several]
+    assert ids == sorted(ids) and len(ids) == len(set(ids)) == 60
+
+
+def test_a_bad_transform_file_size_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from steps.features.transform_input import FILE_ROWS_ENV
+
+    monkeypatch.setenv(FILE_ROWS_ENV, "0")
+    code = features_main(["--input", str(write(tmp_path / "tx.csv", HEADER + "a,1,2024-01-05,5\n")),
+                          "--output", str(tmp_path / "out"), "--transform-output", str(tmp_path / "transform")])
+    error = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(error.splitlines()) == 1 and f"{FILE_ROWS_ENV} must be at least 1" in error
+    assert not (tmp_path / "out" / paths.RFM_FILE).exists()  # stopped before the work
+
+
+def test_the_incremental_fold_writes_the_same_transform_files_as_a_full_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--state``: the first run and a run after a new file split the transform input as the one-shot path."""
+    from steps.features.transform_input import FILE_ROWS_ENV
+
+    monkeypatch.setenv(FILE_ROWS_ENV, "5")
+    history = tmp_path / "history"
+    history.mkdir()
+    write(history / "a.csv",
+          HEADER + "".join(f"c{i:03d},a{i},2024-01-{1 + i % 28:02d},{i + 1}.50\n" for i in range(12)))
+    common = ["--input", str(history), "--as-of", "2024-03-01"]
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+    for step, added in enumerate(["", "b.csv"]):
+        if added:
+            write(history / added, HEADER + "".join(f"c{i:03d},b{i},2024-02-{1 + i % 28:02d},{i + 2}.25\n"
+                                                    for i in range(8, 20)))
+        assert features_main([*common, "--output", str(tmp_path / f"inc{step}"), "--state", str(tmp_path / "state"),
+                              "--transform-output", str(tmp_path / f"inc-transform{step}")]) == 0
+        assert features_main([*common, "--output", str(tmp_path / f"full{step}"),
+                              "--transform-output", str(tmp_path / f"full-transform{step}")]) == 0
+        incremental, full = files(tmp_path / f"inc-transform{step}"), files(tmp_path / f"full-transform{step}")
+        assert incremental == full
+        assert list(incremental) == [paths.transform_input_file(i) for i in range(-(-(12 + 8 * step) // 5))]

@@ -17,6 +17,7 @@ from pipeline.naming import MODEL_PACKAGE_GROUP_NAME
 from steps import columns as c
 from steps import paths
 from steps.errors import PipelineError
+from steps.features.transform_input import FILE_ROWS_ENV
 from tests.conftest import SAMPLE
 
 
@@ -75,16 +76,31 @@ def test_cycles_are_reported() -> None:
 @pytest.fixture(scope="module")
 def approved_run(tmp_path_factory: pytest.TempPathFactory, definition: dict):
     output = tmp_path_factory.mktemp("approved")
-    with export_destinations("pinpoint,customer-profiles", output):
+    # The sample's customers in files of 1,000: several transform input files for the two instances.
+    with export_destinations("pinpoint,customer-profiles", output), pytest.MonkeyPatch.context() as patch:
+        patch.setenv(FILE_ROWS_ENV, str(APPROVED_RUN_FILE_ROWS))
         result = run_local(str(SAMPLE), output, {"ModelApprovalStatus": "Approved", "TransformInstanceCount": "2"},
                            definition=definition)
     return output, result
+
+
+APPROVED_RUN_FILE_ROWS = 1000
 
 
 def test_approved_run_gives_the_transform_its_instance_count(approved_run) -> None:
     _, result = approved_run
     assert result.status == "Succeeded", result.failure
     assert result.arguments["AssignSegments"]["TransformResources"]["InstanceCount"] == 2
+
+
+def test_approved_run_spreads_the_transform_files_over_its_two_instances(approved_run) -> None:
+    output, result = approved_run
+    assert result.status == "Succeeded", result.failure
+    customers = len(pd.read_parquet(output / "features" / paths.RFM_FILE))
+    files = [paths.transform_input_file(i) for i in range(-(-customers // APPROVED_RUN_FILE_ROWS))]
+    assert len(files) >= 3
+    shares = result.properties["AssignSegments"]["Local.InstanceFiles"]
+    assert shares == [files[0::2], files[1::2]]  # whole files, dealt in name order, every file once
 
 
 def test_approved_run_publishes_one_segment_per_customer(approved_run) -> None:

@@ -67,8 +67,10 @@ def assert_same_artifacts(duck: Path, spark: Path) -> None:
             a, b = pq.read_table(here), pq.read_table(there)
             assert a.schema == b.schema
             assert a.to_pylist() == b.to_pylist()
-    transform = paths.TRANSFORM_INPUT_FILE
-    assert (duck / "transform" / transform).read_bytes() == (spark / "transform" / transform).read_bytes()
+    names = sorted(p.name for p in (duck / "transform").glob(paths.TRANSFORM_INPUT_GLOB))
+    assert names and names == sorted(p.name for p in (spark / "transform").glob(paths.TRANSFORM_INPUT_GLOB))
+    for name in names:
+        assert (duck / "transform" / name).read_bytes() == (spark / "transform" / name).read_bytes()
 
 
 # Every format fixture, with the options its regression test in test_features.py uses.

@@ -12,7 +12,9 @@ the configured group it
 2. creates a SageMaker model from the package (``CreateModel`` with ``ModelPackageName``;
    SageMaker refuses this for packages that are not Approved), reusing it if it exists;
 3. starts the publish pipeline (``StartPipelineExecution``) with ``ModelName``,
-   ``ModelPackageArn``, ``FeaturesUrl`` and ``TransformInputUrl``, with a
+   ``ModelPackageArn``, ``FeaturesUrl``, ``TransformInputUrl`` and ``TransformInstanceCount``
+   (the registering run's count, from the package's ``transform_instance_count`` metadata; a
+   package registered without it is published with the pipeline's default of 1), with a
    ``ClientRequestToken`` derived from the package and its approval time, so a repeated
    event starts nothing new.
 
@@ -119,21 +121,47 @@ def publish_approved(detail: Mapping[str, Any], sagemaker: Any, settings: Settin
     _create_model(sagemaker, model_name, arn, settings.model_execution_role_arn)
     approved_at = str(package.get("LastModifiedTime") or package.get("CreationTime") or "")
     token = "approve-" + hashlib.sha256(f"{arn}|{approved_at}".encode()).hexdigest()[:48]
+    parameters = [
+        {"Name": "ModelName", "Value": model_name},
+        {"Name": "ModelPackageArn", "Value": arn},
+        {"Name": "FeaturesUrl", "Value": metadata[package_metadata.FEATURES_URI]},
+        {"Name": "TransformInputUrl", "Value": metadata[package_metadata.TRANSFORM_INPUT_URI]},
+    ]
+    count = transform_instance_count(metadata, arn)
+    if count is None:
+        logger.info("No transform instance count in the package metadata: the publish pipeline's default",
+                    extra={"model_package_arn": arn})
+    else:
+        parameters.append({"Name": "TransformInstanceCount", "Value": str(count)})
     response = sagemaker.start_pipeline_execution(
         PipelineName=settings.publish_pipeline_name,
         PipelineExecutionDisplayName=model_name[:82],
         PipelineExecutionDescription=f"Publish the segments of approved package {arn}"[:3072],
-        PipelineParameters=[
-            {"Name": "ModelName", "Value": model_name},
-            {"Name": "ModelPackageArn", "Value": arn},
-            {"Name": "FeaturesUrl", "Value": metadata[package_metadata.FEATURES_URI]},
-            {"Name": "TransformInputUrl", "Value": metadata[package_metadata.TRANSFORM_INPUT_URI]},
-        ],
+        PipelineParameters=parameters,
         ClientRequestToken=token,
     )
     execution_arn = response["PipelineExecutionArn"]
     logger.info("Publish started", extra={"model_package_arn": arn, "execution_arn": execution_arn})
     return {"status": "started", "execution_arn": execution_arn, "model_name": model_name, "model_package_arn": arn}
+
+
+def transform_instance_count(metadata: Mapping[str, str], package_arn: str) -> int | None:
+    """The registering run's ``TransformInstanceCount`` from the package metadata; None when it has none
+    (registered before the pipeline recorded it).
+
+    Raises
+    ------
+    PipelineError
+        When the recorded value is not a whole number of at least 1.
+    """
+    text = str(metadata.get(package_metadata.TRANSFORM_INSTANCE_COUNT, "")).strip()
+    if not text:
+        return None
+    if not text.isdecimal() or int(text) < 1:
+        raise PipelineError(f"{package_metadata.TRANSFORM_INSTANCE_COUNT}={text!r} in the package metadata is not "
+                            "a count of instances", package_arn,
+                            "set it to 1 or more (update-model-package --customer-metadata-properties), or remove it")
+    return int(text)
 
 
 def _create_model(sagemaker: Any, model_name: str, package_arn: str, role_arn: str) -> None:

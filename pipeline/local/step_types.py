@@ -14,6 +14,7 @@ import logging
 import sys
 import tarfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,8 +155,9 @@ def run_create_model(name: str, args: dict, env: Environment) -> dict[str, Any]:
 
 
 def run_transform(name: str, args: dict, env: Environment) -> dict[str, Any]:
-    """Batch transform through one local ``serve``; ``InstanceCount`` is checked, and one server stands in
-    for all the instances (SageMaker would hand each instance whole input objects)."""
+    """Batch transform as SageMaker runs it on ``InstanceCount`` instances: each instance (a local ``serve``
+    of its own) gets whole input files, dealt in name order (file i to instance i mod the count), and
+    they run at once. Besides the SageMaker property, ``Local.InstanceFiles`` lists each instance's files."""
     instances = args.get("TransformResources", {}).get("InstanceCount", 1)
     if not isinstance(instances, int) or isinstance(instances, bool) or instances < 1:
         raise PipelineError(f"InstanceCount={instances!r} is not a count of instances", name,
@@ -170,14 +172,23 @@ def run_transform(name: str, args: dict, env: Environment) -> dict[str, Any]:
     source = env.workdir / name / "input"
     env.store.download(args["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"], source)
     output = env.workdir / name / "output"
-    accept = args["TransformOutput"].get("Accept", "application/jsonlines")
-    with serving(model_dir, env.workdir / "logs" / f"{name}-serve.log") as port:
-        for path in sorted(p for p in source.rglob("*") if p.is_file()):
-            relative = path.relative_to(source)
-            transform_file(port, path, output / f"{relative}.out", args["TransformInput"].get("ContentType",
-                           "text/csv"), accept, int(args.get("MaxPayloadInMB", 6)))
+    files = [p.relative_to(source) for p in sorted(source.rglob("*")) if p.is_file()]
+    shares = [files[i::instances] for i in range(min(instances, len(files)))]
+
+    def instance(number: int, share: list[Path]) -> None:
+        with serving(model_dir, env.workdir / "logs" / f"{name}-serve-{number}.log") as port:
+            for relative in share:
+                transform_file(port, source / relative, output / f"{relative}.out",
+                               args["TransformInput"].get("ContentType", "text/csv"),
+                               args["TransformOutput"].get("Accept", "application/jsonlines"),
+                               int(args.get("MaxPayloadInMB", 6)))
+
+    with ThreadPoolExecutor(max_workers=max(1, len(shares))) as pool:
+        for running in [pool.submit(instance, number, share) for number, share in enumerate(shares)]:
+            running.result()  # the first failure (a PipelineError naming its file) fails the step
     env.store.upload(output, args["TransformOutput"]["S3OutputPath"])
-    return {"TransformOutput.S3OutputPath": args["TransformOutput"]["S3OutputPath"]}
+    return {"TransformOutput.S3OutputPath": args["TransformOutput"]["S3OutputPath"],
+            "Local.InstanceFiles": [[str(path) for path in share] for share in shares]}
 
 
 def lambda_handler(function_arn: str) -> Callable[[dict, Any], Any]:

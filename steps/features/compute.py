@@ -58,6 +58,7 @@ from steps.features.transactions import (
     canonical_select,
     row_key_select,
 )
+from steps.features.transform_input import file_rows, write_transform_input
 from steps.segments import SCORE_LEVELS, SEGMENT_GRID
 
 if TYPE_CHECKING:
@@ -519,7 +520,8 @@ def write_features(
     result: FeatureResult, output: Path, transform_output: Path | None = None, quarantine_output: Path | None = None
 ) -> None:
     """Write ``rfm.parquet``, ``quality.json``, the quarantine files (default ``output/quarantine/``)
-    and the transform CSV (when ``transform_output`` is given)."""
+    and the transform input CSV files (when ``transform_output`` is given; see
+    :mod:`steps.features.transform_input`)."""
     check_outputs(output, transform_output, quarantine_output)
     quarantine = quarantine_output or output / paths.QUARANTINE_DIR
     con = result.con
@@ -536,9 +538,8 @@ def write_features(
         con.execute(f"COPY ({result.scored_sql}) TO {literal(str(output / paths.RFM_FILE))} (FORMAT parquet)")
         clock.lap(f"wrote {paths.RFM_FILE}")
         if transform_output is not None:
-            target = literal(str(transform_output / paths.TRANSFORM_INPUT_FILE))
-            con.execute(f"COPY (SELECT {', '.join(c.TRANSFORM_INPUT_COLUMNS)} FROM ({result.scored_sql})) "
-                        f"TO {target} (FORMAT csv, HEADER)")
+            files = write_transform_input(con, result.scored_sql, transform_output)
+            clock.lap(f"wrote the transform input ({len(files)} file(s))")
     finally:
         con.execute("SET preserve_insertion_order=false")
     (output / paths.QUALITY_FILE).write_text(json.dumps(result.quality, indent=2, sort_keys=True) + "\n")
@@ -549,6 +550,7 @@ def check_outputs(output: Path, transform_output: Path | None, quarantine_output
     paths.output_folder(output)
     if transform_output is not None:
         paths.output_folder(transform_output, "--transform-output")
+        file_rows()  # a bad RFM_TRANSFORM_FILE_ROWS stops the step before the work
     if quarantine_output is not None:
         paths.output_folder(quarantine_output, "--quarantine-output")
 
