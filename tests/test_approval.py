@@ -328,3 +328,38 @@ def test_model_names_are_valid_readable_and_distinct() -> None:
     assert re.fullmatch(r"X-Xgroup-v-2-3-[0-9a-f]{8}", odd), odd
     long = model_name_for(arn.format("g" * 100 + "/3"), "rfm")
     assert len(long) == 63 and valid.fullmatch(long) and long.startswith("rfm-ggg")
+
+
+@pytest.mark.parametrize(("event", "reason"), [
+    (detail("arn:x", status="Rejected"), "status is 'Rejected', not Approved"),
+    ({"ModelPackageArn": "arn:x", "ModelPackageGroupName": GROUP}, "status is None, not Approved"),
+    (detail("arn:x", group="Other"), f"package group 'Other' is not {GROUP!r}"),
+    ({"ModelPackageArn": "arn:x", "ModelApprovalStatus": "Approved"}, f"package group None is not {GROUP!r}"),
+])
+def test_an_ignored_event_says_why_in_full(event: dict, reason: str) -> None:
+    """The result (and the log line) name the status or group that stopped the publish."""
+    assert publish_approved(event, None, SETTINGS) == {"status": "ignored", "reason": reason,
+                                                       "model_package_arn": "arn:x"}
+
+
+def test_a_package_registered_approved_is_ignored_with_its_whole_reason(sagemaker) -> None:
+    arn = register(sagemaker, status="Approved")
+    assert publish_approved(detail(arn), sagemaker, SETTINGS) == {
+        "status": "ignored", "model_package_arn": arn,
+        "reason": "registered Approved: the run that registered it publishes its segments"}
+
+
+def test_a_package_without_metadata_is_not_taken_for_one_registered_approved(sagemaker) -> None:
+    """No registration metadata: not ignored, but stopped with one line naming the metadata it lacks."""
+    package = {"ModelApprovalStatus": "Approved", "CreationTime": T0, "LastModifiedTime": T0}
+    assert ignore_reason(detail("arn:x"), package, SETTINGS) is None
+    assert ignore_reason(detail("arn:x"), {**package, "CustomerMetadataProperties": None}, SETTINGS) is None
+
+    class WithoutMetadata:
+        def describe_model_package(self, ModelPackageName: str) -> dict:  # noqa: N803 (boto3's spelling)
+            return {**package, "ModelPackageArn": ModelPackageName}
+
+    with pytest.raises(PipelineError) as caught:
+        publish_approved(detail("arn:x"), WithoutMetadata(), SETTINGS)
+    assert caught.value.what == (f"the package has no {package_metadata.FEATURES_URI}, "
+                                 f"{package_metadata.TRANSFORM_INPUT_URI} metadata")
