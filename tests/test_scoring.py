@@ -82,6 +82,7 @@ HISTOGRAMS = st.lists(st.integers(1, 400), min_size=1, max_size=40)
 def test_histogram_cuts_are_the_boundaries_nearest_to_equal_fifths(counts: list[int], offset: float) -> None:
     distinct = offset + np.arange(len(counts), dtype=float) * 1.5
     thresholds, scores = score_cuts_from_counts(distinct, np.array(counts))
+    assert scores.dtype.kind == "i"  # whole scores, as documented (a float score would print as "3.0")
     if len(counts) <= 5:
         assert scores.tolist() == SPREAD[len(counts)]
         np.testing.assert_array_equal(thresholds, distinct[:-1])
