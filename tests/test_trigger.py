@@ -812,3 +812,24 @@ def test_several_records_are_each_read() -> None:
     event["Records"] += s3_event("rfm/input/b.csv", bucket="other", etag="e2", size=7)["Records"]
     assert [(o.bucket, o.key, o.etag, o.size) for o in parse_event(event)] == [
         (BUCKET, "rfm/input/a.csv", "abc123", 100), ("other", "rfm/input/b.csv", "e2", 7)]
+
+
+def test_one_upload_notified_by_both_routes_is_one_delivery(sagemaker, store, settings) -> None:
+    """An S3 notification and an EventBridge event of one upload name the same object: the second is a duplicate."""
+    starter = starter_for(settings, sagemaker, store)
+    first = trigger(parse_event(s3_event("rfm/input/a.csv")), settings, starter)
+    end(first["started"][0])
+    again = trigger(parse_event(eventbridge_event("rfm/input/a.csv")), settings, starter)
+    assert again == {"started": [], "deferred": 0, "ignored": [], "duplicates": 1}
+
+
+def test_a_delivery_is_remembered_for_idempotency_expires_seconds(sagemaker, store, settings) -> None:
+    """The table's TTL attribute ``expiration`` is IDEMPOTENCY_EXPIRES_SECONDS after the delivery."""
+    import time
+
+    settings = replace(settings, idempotency_expires_seconds=600)
+    before = time.time()
+    trigger(parse_event(s3_event("rfm/input/a.csv")), settings, starter_for(settings, sagemaker, store))
+    items = boto3.client("dynamodb").scan(TableName=TABLE)["Items"]
+    assert len(items) == 1
+    assert before + 600 - 1 <= int(items[0]["expiration"]["N"]) <= time.time() + 600 + 1
