@@ -363,3 +363,22 @@ def test_a_package_without_metadata_is_not_taken_for_one_registered_approved(sag
         publish_approved(detail("arn:x"), WithoutMetadata(), SETTINGS)
     assert caught.value.what == (f"the package has no {package_metadata.FEATURES_URI}, "
                                  f"{package_metadata.TRANSFORM_INPUT_URI} metadata")
+
+
+def test_reusing_an_existing_model_is_logged_with_its_name(sagemaker) -> None:
+    """The operator sees in the log that the repeated event reused the model, and which one."""
+    import io
+
+    arn = register(sagemaker)
+    approve(sagemaker, arn)
+    refusing = SageMakerRefusingDuplicates(sagemaker)
+    publish_approved(detail(arn), refusing, SETTINGS)
+    stream = io.StringIO()
+    previous, approval_app.logger.registered_handler.stream = approval_app.logger.registered_handler.stream, stream
+    try:
+        second = publish_approved(detail(arn), refusing, SETTINGS)
+    finally:
+        approval_app.logger.registered_handler.stream = previous
+    logs = [json.loads(line) for line in stream.getvalue().splitlines()]
+    reused = [entry for entry in logs if entry["message"] == "Model exists; reusing it"]
+    assert [entry["model_name"] for entry in reused] == [second["model_name"]]
