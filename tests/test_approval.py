@@ -217,8 +217,11 @@ def test_another_create_model_failure_is_a_clear_error(sagemaker) -> None:
             raise ClientError({"Error": {"Code": "ValidationException",
                                          "Message": "Model package is not Approved"}}, "CreateModel")
 
-    with pytest.raises(PipelineError, match="cannot create a model from the package"):
+    with pytest.raises(PipelineError) as caught:
         publish_approved(detail(arn), Refusing(sagemaker), SETTINGS)
+    assert (caught.value.what, caught.value.where, caught.value.fix) == (
+        "cannot create a model from the package (Model package is not Approved)", arn,
+        "check that it is Approved and the role may read its artifacts")
     assert sagemaker.list_pipeline_executions(PipelineName=PUBLISH)["PipelineExecutionSummaries"] == []
 
 
@@ -382,3 +385,17 @@ def test_reusing_an_existing_model_is_logged_with_its_name(sagemaker) -> None:
     logs = [json.loads(line) for line in stream.getvalue().splitlines()]
     reused = [entry for entry in logs if entry["message"] == "Model exists; reusing it"]
     assert [entry["model_name"] for entry in reused] == [second["model_name"]]
+
+
+@pytest.mark.parametrize(("group", "prefix", "readable"), [
+    ("rfm-model-package", "rfm", "rfm-rfm-model-package-3"),  # a group named like the ARN's resource type
+    ("churn", "", "churn-3"),  # MODEL_NAME_PREFIX set empty
+    ("churn", "_team", "team-churn-3"),  # a prefix that starts with what a name may not
+])
+def test_model_names_keep_the_group_and_start_and_end_validly(group: str, prefix: str, readable: str) -> None:
+    import re
+
+    arn = f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{group}/3"
+    name = model_name_for(arn, prefix)
+    assert re.fullmatch(rf"{readable}-[0-9a-f]{{8}}", name), name
+    assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name)  # SageMaker's ModelName pattern
