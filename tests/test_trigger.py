@@ -715,9 +715,12 @@ def test_a_bad_idempotency_expiry_is_a_clear_error() -> None:
 def test_an_input_prefix_too_long_for_sagemaker_fails_loudly(sagemaker, settings) -> None:
     """No upload could ever start a run: a configuration error, not an object to ignore quietly."""
     long = replace(settings, input_prefix="rfm/" + "x" * 1100 + "/")
-    with pytest.raises(PipelineError, match="longer than SageMaker's 1024 characters"):
+    with pytest.raises(PipelineError) as caught:
         trigger(parse_event(s3_event(long.input_prefix + "a.csv")), long, starter_for(long, sagemaker))
     assert executions(sagemaker) == []
+    assert (caught.value.what, caught.value.where, caught.value.fix) == (
+        f"InputDataUrl s3://{BUCKET}/rfm/{'x' * 42}... is longer than SageMaker's 1024 characters",
+        "INPUT_PREFIX (trigger Lambda environment)", "Use a shorter input prefix")
 
 
 # --- which objects start a run, and why the others do not: the whole reason, as the summary and the log give it ---
