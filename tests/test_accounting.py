@@ -257,3 +257,15 @@ def test_a_duplicate_return_is_netted_once(tmp_path: Path) -> None:
     rfm, quality = features(tmp_path / "in", as_of=AS_OF)
     assert (quality["returns_netted"], quality["quarantined_by_reason"]) == (1, {"duplicate_row": 1})
     assert rfm[c.MONETARY].round(2).to_dict() == {"a": 6.0}
+
+
+def test_a_cdnow_line_without_four_fields_is_a_malformed_line(tmp_path: Path) -> None:
+    """Headerless CDNOW lines are split after reading: a short one is quarantined as malformed and still counted."""
+    write(tmp_path / "in", "cdnow.txt", "00001 19970101  1  11.77\n"
+          "00002 19970112  1  12.00\n"
+          "00002 19970112  5\n"  # three fields: no amount
+          "00003 19970102  2  20.76\n")
+    _, quality = features(tmp_path / "in", as_of=dt.date(1998, 1, 1))
+    assert quality["input_format"] == "cdnow"
+    assert {k: quality[k] for k in ("rows_read", "rows_used", "rows_quarantined", "quarantined_by_reason")} == {
+        "rows_read": 4, "rows_used": 3, "rows_quarantined": 1, "quarantined_by_reason": {"malformed_line": 1}}
