@@ -240,3 +240,13 @@ def test_the_k_vote_is_reproducible_and_reports_every_candidate() -> None:
     assert best["k"] == 3 and best["silhouette_std"] < 0.05  # three far-apart groups: every seed agrees
     inertias = [row["inertia"] for row in first.k_selection_]
     assert inertias[0] > inertias[1] > inertias[2] > 0  # more clusters, tighter ones, up to the planted three
+
+
+def test_the_k_with_most_votes_wins_not_the_largest_voted() -> None:
+    """Each selection seed votes; the k with most votes wins, even when a larger k got a vote too."""
+    rng = np.random.default_rng(4)
+    no_structure = pd.DataFrame(np.expm1(rng.uniform([0.5, 0.0, 2.0], [6.5, 3.0, 8.0], (600, 3))),
+                                columns=list(c.MODEL_FEATURES))
+    segmenter = Segmenter(n_clusters=0, random_state=0).fit(no_structure)
+    assert max(segmenter.k_votes_) != segmenter.k_  # the votes split, and not in favour of the largest k
+    assert segmenter.k_votes_[segmenter.k_] == max(segmenter.k_votes_.values())
