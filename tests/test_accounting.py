@@ -202,3 +202,70 @@ def test_rows_that_fall_out_of_the_accounting_are_a_bug_report() -> None:
     with pytest.raises(RFMError) as caught:
         report(customer_rows(broken))
     assert caught.value.what == "18 rows read (None in the files' metadata) but 6 used, 4 excluded and 5 quarantined"
+
+
+# --- the duplicate rule, whatever the files and whichever id tells purchases apart ---------------------------------
+
+TWO_FILES = (  # (customer, order, day, amount) per file; a's first line is in both files, c's line three times
+    [("a", "1", "2024-01-01", 10.0), ("a", "1", "2024-01-01", 3.0), ("c", "6", "2024-01-07", 1.0),
+     ("c", "6", "2024-01-07", 1.0), ("c", "6", "2024-01-07", 1.0)],
+    [("a", "1", "2024-01-01", 10.0), ("a", "2", "2024-01-02", 1.0), ("b", "3", "2024-01-02", 2.0)],
+)
+
+
+def write_two_files(folder: Path, kind: str, id_column: str | None) -> None:
+    for number, rows in enumerate(TWO_FILES, start=1):
+        frame = pd.DataFrame(rows, columns=["customer_id", id_column or "order_id", "timestamp", "amount"])
+        if id_column is None:
+            frame = frame.drop(columns="order_id")
+        folder.mkdir(parents=True, exist_ok=True)
+        if kind == "parquet":
+            frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+            frame.to_parquet(folder / f"{number}.parquet", index=False)
+        else:
+            frame.to_csv(folder / f"{number}.csv", index=False)
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+@pytest.mark.parametrize("id_column", ["order_id", "event_id", "line_id"])
+def test_with_an_id_column_identical_rows_count_once_in_csv_and_parquet(tmp_path: Path, kind: str,
+                                                                        id_column: str) -> None:
+    """An order, event or line id tells purchases apart: identical rows are copies, counted once."""
+    write_two_files(tmp_path / "in", kind, id_column)
+    rfm, quality = features(tmp_path / "in", as_of=AS_OF)
+    assert {k: quality[k] for k in ("rows_read", "rows_used", "quarantined_by_reason", "identical_rows_kept")} == {
+        "rows_read": 8, "rows_used": 5, "quarantined_by_reason": {"duplicate_row": 3}, "identical_rows_kept": 0}
+    assert rfm[c.MONETARY].round(2).to_dict() == {"a": 14.0, "b": 2.0, "c": 1.0}
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_without_an_id_column_every_identical_row_counts_in_csv_and_parquet(tmp_path: Path, kind: str) -> None:
+    """Nothing tells identical rows from equal purchases: all are used, and the copies are reported as kept."""
+    write_two_files(tmp_path / "in", kind, None)
+    rfm, quality = features(tmp_path / "in", as_of=AS_OF)
+    assert {k: quality[k] for k in ("rows_read", "rows_used", "quarantined_by_reason", "identical_rows_kept")} == {
+        "rows_read": 8, "rows_used": 8, "quarantined_by_reason": {}, "identical_rows_kept": 3}
+    assert rfm[c.MONETARY].round(2).to_dict() == {"a": 24.0, "b": 2.0, "c": 3.0}
+
+
+def test_a_duplicate_return_is_netted_once(tmp_path: Path) -> None:
+    """A return delivered twice with its order id is one return: the spend and the returns netted count it once."""
+    write(tmp_path / "in", "a.csv", "customer_id,order_id,timestamp,amount\n"
+          "a,1,2024-01-01,10.00\n"
+          "a,2,2024-01-02,-4.00\n"
+          "a,2,2024-01-02,-4.00\n")
+    rfm, quality = features(tmp_path / "in", as_of=AS_OF)
+    assert (quality["returns_netted"], quality["quarantined_by_reason"]) == (1, {"duplicate_row": 1})
+    assert rfm[c.MONETARY].round(2).to_dict() == {"a": 6.0}
+
+
+def test_a_cdnow_line_without_four_fields_is_a_malformed_line(tmp_path: Path) -> None:
+    """Headerless CDNOW lines are split after reading: a short one is quarantined as malformed and still counted."""
+    write(tmp_path / "in", "cdnow.txt", "00001 19970101  1  11.77\n"
+          "00002 19970112  1  12.00\n"
+          "00002 19970112  5\n"  # three fields: no amount
+          "00003 19970102  2  20.76\n")
+    _, quality = features(tmp_path / "in", as_of=dt.date(1998, 1, 1))
+    assert quality["input_format"] == "cdnow"
+    assert {k: quality[k] for k in ("rows_read", "rows_used", "rows_quarantined", "quarantined_by_reason")} == {
+        "rows_read": 4, "rows_used": 3, "rows_quarantined": 1, "quarantined_by_reason": {"malformed_line": 1}}

@@ -239,8 +239,11 @@ def test_another_create_model_failure_is_a_clear_error(sagemaker) -> None:
             raise ClientError({"Error": {"Code": "ValidationException",
                                          "Message": "Model package is not Approved"}}, "CreateModel")
 
-    with pytest.raises(PipelineError, match="cannot create a model from the package"):
+    with pytest.raises(PipelineError) as caught:
         publish_approved(detail(arn), Refusing(sagemaker), SETTINGS)
+    assert (caught.value.what, caught.value.where, caught.value.fix) == (
+        "cannot create a model from the package (Model package is not Approved)", arn,
+        "check that it is Approved and the role may read its artifacts")
     assert sagemaker.list_pipeline_executions(PipelineName=PUBLISH)["PipelineExecutionSummaries"] == []
 
 
@@ -350,3 +353,71 @@ def test_model_names_are_valid_readable_and_distinct() -> None:
     assert re.fullmatch(r"X-Xgroup-v-2-3-[0-9a-f]{8}", odd), odd
     long = model_name_for(arn.format("g" * 100 + "/3"), "rfm")
     assert len(long) == 63 and valid.fullmatch(long) and long.startswith("rfm-ggg")
+
+
+@pytest.mark.parametrize(("event", "reason"), [
+    (detail("arn:x", status="Rejected"), "status is 'Rejected', not Approved"),
+    ({"ModelPackageArn": "arn:x", "ModelPackageGroupName": GROUP}, "status is None, not Approved"),
+    (detail("arn:x", group="Other"), f"package group 'Other' is not {GROUP!r}"),
+    ({"ModelPackageArn": "arn:x", "ModelApprovalStatus": "Approved"}, f"package group None is not {GROUP!r}"),
+])
+def test_an_ignored_event_says_why_in_full(event: dict, reason: str) -> None:
+    """The result (and the log line) name the status or group that stopped the publish."""
+    assert publish_approved(event, None, SETTINGS) == {"status": "ignored", "reason": reason,
+                                                       "model_package_arn": "arn:x"}
+
+
+def test_a_package_registered_approved_is_ignored_with_its_whole_reason(sagemaker) -> None:
+    arn = register(sagemaker, status="Approved")
+    assert publish_approved(detail(arn), sagemaker, SETTINGS) == {
+        "status": "ignored", "model_package_arn": arn,
+        "reason": "registered Approved: the run that registered it publishes its segments"}
+
+
+def test_a_package_without_metadata_is_not_taken_for_one_registered_approved(sagemaker) -> None:
+    """No registration metadata: not ignored, but stopped with one line naming the metadata it lacks."""
+    package = {"ModelApprovalStatus": "Approved", "CreationTime": T0, "LastModifiedTime": T0}
+    assert ignore_reason(detail("arn:x"), package, SETTINGS) is None
+    assert ignore_reason(detail("arn:x"), {**package, "CustomerMetadataProperties": None}, SETTINGS) is None
+
+    class WithoutMetadata:
+        def describe_model_package(self, ModelPackageName: str) -> dict:  # noqa: N803 (boto3's spelling)
+            return {**package, "ModelPackageArn": ModelPackageName}
+
+    with pytest.raises(PipelineError) as caught:
+        publish_approved(detail("arn:x"), WithoutMetadata(), SETTINGS)
+    assert caught.value.what == (f"the package has no {package_metadata.FEATURES_URI}, "
+                                 f"{package_metadata.TRANSFORM_INPUT_URI} metadata")
+
+
+def test_reusing_an_existing_model_is_logged_with_its_name(sagemaker) -> None:
+    """The operator sees in the log that the repeated event reused the model, and which one."""
+    import io
+
+    arn = register(sagemaker)
+    approve(sagemaker, arn)
+    refusing = SageMakerRefusingDuplicates(sagemaker)
+    publish_approved(detail(arn), refusing, SETTINGS)
+    stream = io.StringIO()
+    previous, approval_app.logger.registered_handler.stream = approval_app.logger.registered_handler.stream, stream
+    try:
+        second = publish_approved(detail(arn), refusing, SETTINGS)
+    finally:
+        approval_app.logger.registered_handler.stream = previous
+    logs = [json.loads(line) for line in stream.getvalue().splitlines()]
+    reused = [entry for entry in logs if entry["message"] == "Model exists; reusing it"]
+    assert [entry["model_name"] for entry in reused] == [second["model_name"]]
+
+
+@pytest.mark.parametrize(("group", "prefix", "readable"), [
+    ("rfm-model-package", "rfm", "rfm-rfm-model-package-3"),  # a group named like the ARN's resource type
+    ("churn", "", "churn-3"),  # MODEL_NAME_PREFIX set empty
+    ("churn", "_team", "team-churn-3"),  # a prefix that starts with what a name may not
+])
+def test_model_names_keep_the_group_and_start_and_end_validly(group: str, prefix: str, readable: str) -> None:
+    import re
+
+    arn = f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{group}/3"
+    name = model_name_for(arn, prefix)
+    assert re.fullmatch(rf"{readable}-[0-9a-f]{{8}}", name), name
+    assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name)  # SageMaker's ModelName pattern

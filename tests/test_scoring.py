@@ -82,6 +82,7 @@ HISTOGRAMS = st.lists(st.integers(1, 400), min_size=1, max_size=40)
 def test_histogram_cuts_are_the_boundaries_nearest_to_equal_fifths(counts: list[int], offset: float) -> None:
     distinct = offset + np.arange(len(counts), dtype=float) * 1.5
     thresholds, scores = score_cuts_from_counts(distinct, np.array(counts))
+    assert scores.dtype.kind == "i"  # whole scores, as documented (a float score would print as "3.0")
     if len(counts) <= 5:
         assert scores.tolist() == SPREAD[len(counts)]
         np.testing.assert_array_equal(thresholds, distinct[:-1])
@@ -169,3 +170,16 @@ def test_every_cell_has_exactly_one_segment() -> None:
 )
 def test_segment_examples_from_the_design(r: int, f: int, segment: str) -> None:
     assert segment_of(r, f) == segment
+
+
+def test_scores_do_not_depend_on_the_columns_number_types() -> None:
+    """Unsigned days and counts (as Arrow or a database may hand them over) score like plain numbers."""
+    plain = pd.DataFrame({c.RECENCY_DAYS: [1, 30, 400, 400, 90, 7], c.FREQUENCY: [5, 1, 1, 2, 3, 9],
+                          c.MONETARY: [500.0, 20.0, 15.0, 15.0, 80.0, 999.5]})
+    narrow = plain.astype({c.RECENCY_DAYS: "uint32", c.FREQUENCY: "uint16", c.MONETARY: "float32"})
+    expected = RFMScorer().fit(plain).transform(plain)
+    for fitted_on in (plain, narrow):
+        scored = RFMScorer().fit(fitted_on).transform(narrow)
+        for column in (c.R_SCORE, c.F_SCORE, c.M_SCORE, c.RFM_SCORE):
+            assert scored[column].tolist() == expected[column].tolist(), column
+    assert expected[c.R_SCORE].tolist() == [5, 3, 1, 1, 2, 4]  # fewer days is better

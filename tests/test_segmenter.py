@@ -226,3 +226,27 @@ def test_k_does_not_change_with_the_seed_on_150k_customers(tmp_path: Path) -> No
     fits = {seed: Segmenter(n_clusters=0, random_state=seed).fit(features) for seed in (0, 3)}
     assert fits[0].k_ == fits[3].k_, {seed: fit.k_selection_ for seed, fit in fits.items()}
     assert fits[0].names_ == fits[3].names_
+
+
+def test_the_k_vote_is_reproducible_and_reports_every_candidate() -> None:
+    """The same data gives the same vote and figures whatever RandomSeed (it seeds the final fit only)."""
+    frame = planted(3, per_group=100, seed=4)
+    first = Segmenter(n_clusters=0, random_state=0).fit(frame)
+    other_seed = Segmenter(n_clusters=0, random_state=7).fit(frame)
+    assert first.k_selection_ == other_seed.k_selection_  # the figures are not random: equal to the last digit
+    assert first.k_votes_ == other_seed.k_votes_ == {3: 5}
+    assert [sorted(row) for row in first.k_selection_] == [["inertia", "k", "silhouette", "silhouette_std"]] * 9
+    best = max(first.k_selection_, key=lambda row: row["silhouette"])
+    assert best["k"] == 3 and best["silhouette_std"] < 0.05  # three far-apart groups: every seed agrees
+    inertias = [row["inertia"] for row in first.k_selection_]
+    assert inertias[0] > inertias[1] > inertias[2] > 0  # more clusters, tighter ones, up to the planted three
+
+
+def test_the_k_with_most_votes_wins_not_the_largest_voted() -> None:
+    """Each selection seed votes; the k with most votes wins, even when a larger k got a vote too."""
+    rng = np.random.default_rng(4)
+    no_structure = pd.DataFrame(np.expm1(rng.uniform([0.5, 0.0, 2.0], [6.5, 3.0, 8.0], (600, 3))),
+                                columns=list(c.MODEL_FEATURES))
+    segmenter = Segmenter(n_clusters=0, random_state=0).fit(no_structure)
+    assert max(segmenter.k_votes_) != segmenter.k_  # the votes split, and not in favour of the largest k
+    assert segmenter.k_votes_[segmenter.k_] == max(segmenter.k_votes_.values())

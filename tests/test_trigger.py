@@ -715,6 +715,124 @@ def test_a_bad_idempotency_expiry_is_a_clear_error() -> None:
 def test_an_input_prefix_too_long_for_sagemaker_fails_loudly(sagemaker, settings) -> None:
     """No upload could ever start a run: a configuration error, not an object to ignore quietly."""
     long = replace(settings, input_prefix="rfm/" + "x" * 1100 + "/")
-    with pytest.raises(PipelineError, match="longer than SageMaker's 1024 characters"):
+    with pytest.raises(PipelineError) as caught:
         trigger(parse_event(s3_event(long.input_prefix + "a.csv")), long, starter_for(long, sagemaker))
     assert executions(sagemaker) == []
+    assert (caught.value.what, caught.value.where, caught.value.fix) == (
+        f"InputDataUrl s3://{BUCKET}/rfm/{'x' * 42}... is longer than SageMaker's 1024 characters",
+        "INPUT_PREFIX (trigger Lambda environment)", "Use a shorter input prefix")
+
+
+# --- which objects start a run, and why the others do not: the whole reason, as the summary and the log give it ---
+
+FULL = Settings(pipeline_name=PIPELINE, input_prefix="rfm/", input_bucket=BUCKET,
+                ignore_prefixes=("rfm/input/tmp/", "rfm/input/pinpoint-import/"))
+
+
+@pytest.mark.parametrize(("event", "reason"), [
+    (s3_event("rfm/input/a.csv", event_name="ObjectRemoved:Delete"),
+     "not an object-created event (ObjectRemoved:Delete)"),
+    (eventbridge_event("rfm/input/a.csv", detail_type="Object Deleted"),
+     "not an object-created event (Object Deleted)"),
+    ({**eventbridge_event("rfm/input/a.csv"), "source": "aws.ec2", "detail-type": "EC2 Instance State-change"},
+     "not an object-created event (aws.ec2: EC2 Instance State-change)"),
+    (s3_event("rfm/input/a.csv", bucket="other-bucket"), "not in the input bucket 'rfm-data'"),
+    (s3_event("other/a.csv"), "outside the input prefix 'rfm/'"),
+    (s3_event("rfm/executions/x/features/rfm.parquet"), "under the pipeline's own output prefix 'rfm/executions/'"),
+    (s3_event("rfm/state/histories/x.csv"), "under the pipeline's own state prefix 'rfm/state/'"),
+    (s3_event("rfm/input/tmp/a.csv"), "under the ignored prefix 'rfm/input/tmp/'"),
+    (s3_event("rfm/input/pinpoint-import/part-00000.csv"), "under the ignored prefix 'rfm/input/pinpoint-import/'"),
+    (s3_event("rfm/input/2024/"), "folder marker"),
+    (s3_event("rfm/input/a.json"), "unsupported suffix (expected one of .csv, .csv.gz, .parquet)"),
+    (s3_event("rfm/input/a.csv", size=0), "zero-byte object"),
+], ids=["deleted", "eventbridge-deleted", "other-source", "other-bucket", "outside-prefix", "output", "state",
+        "ignored", "second-ignored", "folder", "suffix", "empty"])
+def test_each_ignored_object_gets_its_whole_reason(event: dict[str, Any], reason: str) -> None:
+    def never(obj: Any) -> dict[str, Any]:
+        raise AssertionError(f"{obj} started a run")
+
+    summary = trigger(parse_event(event), FULL, never)
+    assert summary == {"started": [], "deferred": 0, "ignored": [{"key": parse_event(event)[0].key, "reason": reason}],
+                       "duplicates": 0}
+
+
+def started_by(settings: Settings, event: dict[str, Any]) -> list[str]:
+    """The keys ``trigger`` asks to start a run for."""
+    asked: list[str] = []
+
+    def start(obj: Any) -> dict[str, Any]:
+        asked.append(obj.key)
+        return {"duplicate": False, "execution_arn": f"arn:{obj.key}"}
+
+    summary = trigger(parse_event(event), settings, start)
+    assert summary["ignored"] == [], summary["ignored"]
+    return asked
+
+
+def test_one_byte_and_unsized_objects_start_a_run() -> None:
+    """Only an object known to be empty is skipped: one byte is data, and an event without a size is not empty."""
+    assert started_by(FULL, s3_event("rfm/input/a.csv", size=1)) == ["rfm/input/a.csv"]
+    unsized = s3_event("rfm/input/b.csv")
+    del unsized["Records"][0]["s3"]["object"]["size"]
+    assert parse_event(unsized)[0].size is None
+    assert started_by(FULL, unsized) == ["rfm/input/b.csv"]
+
+
+def test_without_an_output_prefix_or_input_bucket_nothing_is_ignored_for_them() -> None:
+    """OUTPUT_PREFIX set empty and no INPUT_BUCKET: every bucket, and no key is taken for the pipeline's own output."""
+    settings = Settings.from_env({"PIPELINE_NAME": PIPELINE, "OUTPUT_PREFIX": "", "STATE_PREFIX": "state/"})
+    assert (settings.output_prefix, settings.input_bucket) == ("", None)
+    assert started_by(settings, s3_event("rfm/executions/a.csv", bucket="any-bucket")) == ["rfm/executions/a.csv"]
+
+
+def test_an_input_url_of_exactly_1024_characters_starts() -> None:
+    """SageMaker takes parameter values up to 1024 characters: that long a prefix works, one more does not."""
+    fixed = len(f"s3://{BUCKET}/") + len("/")
+    longest = replace(FULL, input_prefix="p" * (1024 - fixed) + "/", ignore_prefixes=())
+    assert len(longest.flight(BUCKET).input_url) == 1024
+    key = longest.input_prefix + "a.csv"
+    assert started_by(longest, s3_event(key)) == [key]
+    too_long = replace(longest, input_prefix="p" + longest.input_prefix)
+    with pytest.raises(PipelineError, match="longer than SageMaker's 1024"):
+        started_by(too_long, s3_event(too_long.input_prefix + "a.csv"))
+
+
+@pytest.mark.parametrize("make_event", [s3_event, eventbridge_event], ids=["s3", "eventbridge"])
+def test_an_objects_identity_is_read_from_either_event_shape(make_event: Any) -> None:
+    """Bucket, key, version id and ETag tell deliveries apart; the size and event name decide what is ignored."""
+    [obj] = parse_event(make_event("rfm/input/a b.csv", version="3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY", size=2048,
+                                   etag="d41d8cd98f00b204e9800998ecf8427e"))
+    assert (obj.bucket, obj.key, obj.version_id, obj.etag, obj.size) == (
+        BUCKET, "rfm/input/a b.csv", "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY", "d41d8cd98f00b204e9800998ecf8427e", 2048)
+    assert obj.event == ("ObjectCreated:Put" if make_event is s3_event else "Object Created")
+    assert obj.url == f"s3://{BUCKET}/rfm/input/a b.csv" and obj.created
+    [unversioned] = parse_event(make_event("rfm/input/a.csv", version=None))
+    assert unversioned.version_id is None
+
+
+def test_several_records_are_each_read() -> None:
+    event = s3_event("rfm/input/a.csv")
+    event["Records"] += s3_event("rfm/input/b.csv", bucket="other", etag="e2", size=7)["Records"]
+    assert [(o.bucket, o.key, o.etag, o.size) for o in parse_event(event)] == [
+        (BUCKET, "rfm/input/a.csv", "abc123", 100), ("other", "rfm/input/b.csv", "e2", 7)]
+
+
+def test_one_upload_notified_by_both_routes_is_one_delivery(sagemaker, store, settings) -> None:
+    """An S3 notification and an EventBridge event of one upload name the same object: the second is a duplicate."""
+    starter = starter_for(settings, sagemaker, store)
+    first = trigger(parse_event(s3_event("rfm/input/a.csv")), settings, starter)
+    end(first["started"][0])
+    again = trigger(parse_event(eventbridge_event("rfm/input/a.csv")), settings, starter)
+    assert again == {"started": [], "deferred": 0, "ignored": [], "duplicates": 1}
+
+
+def test_a_delivery_is_remembered_for_idempotency_expires_seconds(sagemaker, store, settings) -> None:
+    """The table's TTL attribute ``expiration`` is IDEMPOTENCY_EXPIRES_SECONDS after the delivery."""
+    import time
+
+    settings = replace(settings, idempotency_expires_seconds=600)
+    before = time.time()
+    trigger(parse_event(s3_event("rfm/input/a.csv")), settings, starter_for(settings, sagemaker, store))
+    items = boto3.client("dynamodb").scan(TableName=TABLE)["Items"]
+    assert len(items) == 1
+    assert before + 600 - 1 <= int(items[0]["expiration"]["N"]) <= time.time() + 600 + 1

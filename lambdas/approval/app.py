@@ -73,7 +73,8 @@ class Settings:
 
 def model_name_for(package_arn: str, prefix: str) -> str:
     """A valid, stable SageMaker model name for a package version (``[a-zA-Z0-9-]``, <= 63)."""
-    group_and_version = package_arn.rsplit("model-package/", 1)[-1]
+    # arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version>; the group may end in "model-package"
+    group_and_version = package_arn.split(":", 5)[-1].removeprefix("model-package/")
     readable = re.sub(r"[^a-zA-Z0-9-]+", "-", f"{prefix}-{group_and_version}").strip("-")
     digest = hashlib.sha256(package_arn.encode()).hexdigest()[:8]
     return f"{readable[: MAX_MODEL_NAME - 9]}-{digest}"
