@@ -571,6 +571,8 @@ def test_s3_test_event_is_ignored_with_a_log_line(sagemaker, settings) -> None:
         app.logger.registered_handler.stream = previous
 
     assert summary["started"] == [] and "s3:TestEvent" in summary["ignored"][0]["reason"]
+    assert [(obj.bucket, obj.key, obj.event) for obj in parse_event(event)] == [(BUCKET, "", "s3:TestEvent")]
+    assert [obj.bucket for obj in parse_event({"Event": "s3:TestEvent"})] == [""]  # no Bucket: empty, not None
     assert executions(sagemaker) == []
     logs = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [(entry["message"], entry["reason"]) for entry in logs] == [
