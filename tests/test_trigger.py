@@ -571,7 +571,8 @@ def test_s3_test_event_is_ignored_with_a_log_line(sagemaker, settings) -> None:
         app.logger.registered_handler.stream = previous
 
     assert summary["started"] == [] and "s3:TestEvent" in summary["ignored"][0]["reason"]
-    assert [(obj.bucket, obj.key, obj.event) for obj in parse_event(event)] == [(BUCKET, "", "s3:TestEvent")]
+    assert [(obj.bucket, obj.key, obj.etag, obj.event) for obj in parse_event(event)] == [
+        (BUCKET, "", "", "s3:TestEvent")]
     assert [obj.bucket for obj in parse_event({"Event": "s3:TestEvent"})] == [""]  # no Bucket: empty, not None
     assert executions(sagemaker) == []
     logs = [json.loads(line) for line in stream.getvalue().splitlines()]
@@ -593,10 +594,18 @@ def test_eventbridge_events_from_other_sources_are_ignored(sagemaker, settings) 
 
 def test_records_that_are_not_s3_notifications_are_reported() -> None:
     sqs = {"Records": [{"eventSource": "aws:sqs", "body": json.dumps(s3_event("rfm/input/a.csv"))}]}
-    with pytest.raises(
-        PipelineError, match=r"not S3 notifications \(eventSource \['aws:sqs'\]\).*not via SQS"
-    ):
+    with pytest.raises(PipelineError) as raised:
         parse_event(sqs)
+    assert str(raised.value) == ("trigger Lambda: the Records are not S3 notifications (eventSource ['aws:sqs']). "
+                                 "Send S3 ObjectCreated notifications directly, not via SQS/SNS.")
+
+
+def test_s3_records_without_their_s3_part_are_one_line_not_a_key_error() -> None:
+    """A record that says it is from S3 but carries no ``s3`` object (a hand-made or truncated event)."""
+    for records in ([{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put"}],
+                    [*s3_event("rfm/input/a.csv")["Records"], {"eventSource": "aws:s3"}]):
+        with pytest.raises(PipelineError, match=r"the Records are not S3 notifications \(eventSource \['aws:s3'\]\)"):
+            parse_event({"Records": records})
 
 
 @SHAPES
