@@ -225,16 +225,10 @@ def compute_rfm_step(
 
     The history's fingerprint is an argument, so the step's cache key changes with any object version.
     """
-    fingerprint = JsonGet(step_name=plan_step.name, property_file=plan, json_path="fingerprint")
     step_args = _processor(ctx, params, "rfm-features", "features").run(
         outputs=_features_outputs(ctx),
-        arguments=[
-            "--state", ctx.state_uri,
-            Join(on="", values=["--history-fingerprint=", fingerprint]),
-            Join(on="", values=["--rebuild=", params.rebuild]),
-            *_features_arguments(params),
-        ],
-    )  # fmt: skip
+        arguments=_features_arguments(ctx, params, plan_step, plan),
+    )
     return ProcessingStep(
         name="ComputeRFM",
         display_name="Compute RFM features",
@@ -260,9 +254,15 @@ def _features_outputs(ctx: Context) -> list[ProcessingOutput]:
     ]
 
 
-def _features_arguments(params: Parameters) -> list[object]:
-    """ComputeRFM's arguments after the input, on either engine: where to write, how to read."""
+def _features_arguments(ctx: Context, params: Parameters, plan_step: ProcessingStep,
+                        plan: PropertyFile) -> list[object]:
+    """ComputeRFM's arguments, on either engine: the state and the history PlanHistory recorded (its
+    fingerprint also keys the step's cache), where to write, how to read."""
+    fingerprint = JsonGet(step_name=plan_step.name, property_file=plan, json_path="fingerprint")
     return [
+        "--state", ctx.state_uri,
+        Join(on="", values=["--history-fingerprint=", fingerprint]),
+        Join(on="", values=["--rebuild=", params.rebuild]),
         "--output", paths.PROCESSING_FEATURES_OUT,
         "--transform-output", paths.PROCESSING_TRANSFORM_OUT,
         "--quarantine-output", paths.PROCESSING_QUARANTINE_OUT,
@@ -296,7 +296,6 @@ def compute_rfm_spark_step(
     if instance_count < 1:
         raise PipelineError(f"processing_instance_count {instance_count} is not a number of instances",
                             "get_pipeline", "Pass 1 or more")
-    fingerprint = JsonGet(step_name=plan_step.name, property_file=plan, json_path="fingerprint")
     processor = PySparkProcessor(
         role=ctx.role,
         image_uri=image_uri,
@@ -309,13 +308,8 @@ def compute_rfm_spark_step(
     step_args = processor.run(
         submit_app=f"{ctx.data_prefix}/{SPARK_APP_KEY}",
         outputs=_features_outputs(ctx),
-        arguments=[
-            "--state", ctx.state_uri,
-            Join(on="", values=["--history-fingerprint=", fingerprint]),
-            Join(on="", values=["--rebuild=", params.rebuild]),
-            *_features_arguments(params),
-        ],
-    )  # fmt: skip
+        arguments=_features_arguments(ctx, params, plan_step, plan),
+    )
     return ProcessingStep(
         name="ComputeRFM",
         display_name="Compute RFM features (Spark)",
