@@ -195,7 +195,7 @@ class Segmenter:
         """Renumber clusters by value (recent, frequent, high spend first) for stable ids."""
         centers = kmeans.cluster_centers_
         value = -centers[:, 0] + centers[:, 1] + centers[:, 2]
-        order = np.argsort(-value, kind="stable")
+        order = np.array(sorted(range(len(value)), key=lambda cluster: -value[cluster]))  # stable: ties keep ids
         kmeans.cluster_centers_ = centers[order]
         remap = np.empty_like(order)
         remap[order] = np.arange(len(order))
