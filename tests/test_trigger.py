@@ -518,8 +518,22 @@ def test_settings_from_env() -> None:
 
 
 def test_unknown_event_shape_is_reported() -> None:
-    with pytest.raises(PipelineError, match="neither an S3 notification"):
+    with pytest.raises(PipelineError) as raised:
         parse_event({"hello": "world"})
+    assert str(raised.value) == (
+        "trigger Lambda: the event is neither an S3 notification (Records) nor an EventBridge event (detail). "
+        "Route S3 ObjectCreated notifications or EventBridge events to it.")
+
+
+def test_an_object_without_any_identity_is_refused_not_started_unguarded(sagemaker, store, settings) -> None:
+    """The idempotency key is the object's bucket, key, version and ETag: with none of them, the starter
+    refuses (it would otherwise start a run that no later delivery could be matched against)."""
+    from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyKeyError
+
+    nameless = app.S3ObjectRef(bucket=None, key=None, version_id=None, etag=None, size=None, event="")
+    with pytest.raises(IdempotencyKeyError):
+        starter_for(settings, sagemaker, store)(nameless)
+    assert executions(sagemaker) == []
 
 
 @pytest.mark.parametrize("table", [TABLE, None])
@@ -588,8 +602,14 @@ def test_eventbridge_events_from_other_sources_are_ignored(sagemaker, settings) 
         "detail-type": "EC2 Instance State-change Notification",
         "detail": {"state": "running"},
     }
-    summary = trigger(parse_event(event), settings, starter_for(settings, sagemaker))
+    parsed = parse_event(event)
+    # One entry with no identity at all (no bucket, key, version or ETag): nothing of the event is taken
+    # for an object, and its reason names the source.
+    assert [(obj.bucket, obj.key, obj.version_id, obj.etag, obj.event) for obj in parsed] == [
+        ("", "", None, "", "aws.ec2: EC2 Instance State-change Notification")]
+    summary = trigger(parsed, settings, starter_for(settings, sagemaker))
     assert summary["started"] == [] and "aws.ec2" in summary["ignored"][0]["reason"]
+    assert executions(sagemaker) == []
 
 
 def test_records_that_are_not_s3_notifications_are_reported() -> None:
@@ -846,4 +866,7 @@ def test_a_delivery_is_remembered_for_idempotency_expires_seconds(sagemaker, sto
     trigger(parse_event(s3_event("rfm/input/a.csv")), settings, starter_for(settings, sagemaker, store))
     items = boto3.client("dynamodb").scan(TableName=TABLE)["Items"]
     assert len(items) == 1
+    # Keyed by a fixed name, not the Python function's qualified name: a redeploy that moves or renames
+    # the code still recognises the deliveries already recorded.
+    assert items[0]["id"]["S"].startswith(f"{app.IDEMPOTENCY_KEY_PREFIX}#")
     assert before + 600 - 1 <= int(items[0]["expiration"]["N"]) <= time.time() + 600 + 1
