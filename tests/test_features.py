@@ -846,3 +846,18 @@ def test_the_incremental_fold_writes_the_same_transform_files_as_a_full_run(
         incremental, full = files(tmp_path / f"inc-transform{step}"), files(tmp_path / f"full-transform{step}")
         assert incremental == full
         assert list(incremental) == [paths.transform_input_file(i) for i in range(-(-(12 + 8 * step) // 5))]
+
+
+def test_customer_rows_are_the_columns_the_state_and_the_spark_engine_take(tmp_path: Path) -> None:
+    """``customer_rows`` as the aggregation makes it has exactly ``CUSTOMER_TOTALS``' columns and types (the
+    incremental state and the Spark engine's table derive theirs from that list), plus the CSV check's
+    ``repeated_rows``."""
+    from steps.features.aggregate import customer_rows_columns
+
+    source = write(tmp_path / "tx.csv", "customer_id,order_id,timestamp,amount,email\na,1,2024-01-01,5,a@x\n")
+    sources, _ = open_sources(str(source), tmp_path)
+    con = connect()
+    compute_features(sources, con=con)
+    described = con.execute("SELECT column_name, column_type FROM (DESCRIBE customer_rows)").fetchall()
+    assert [(name, kind.replace('"', "")) for name, kind in described if name != "repeated_rows"] == \
+        customer_rows_columns(["email"])

@@ -40,7 +40,7 @@ import duckdb
 
 from steps import columns as c
 from steps.errors import EmptyInputError, InputDataError, first_line
-from steps.features.aggregate import CUSTOMER_ROWS
+from steps.features.aggregate import CUSTOMER_ROWS, CUSTOMER_TOTALS, contact_columns, customer_rows_columns
 from steps.features.compute import (
     FeatureResult,
     aggregate_sources,
@@ -73,7 +73,6 @@ from steps.features.state import (
     read_current,
 )
 from steps.features.transactions import (
-    CONTACT_PREFIX,
     CUST,
     ORDER,
     REASON,
@@ -91,30 +90,18 @@ _FUTURE_REASON = ROW_REASONS.index("date_after_as_of") + 1
 INCREMENTAL_MEMORY_LIMIT = "1GB"
 
 ALL_CONTACTS = list(c.CONTACT_COLUMNS)
-# A contribution's and the totals' columns with their types; how two of them add up.
-_SUMS = ("n_rows", "duplicate_rows", "amount", "return_rows", "frequency", "identical_rows", "float_id_rows")
-_COLUMNS = (
-    f"CAST({REASON} AS UTINYINT) AS {REASON}, CAST({CUST} AS VARCHAR) AS {CUST}, "
-    + ", ".join(f"CAST({n} AS BIGINT) AS {n}" for n in _SUMS[:4])
-    + ", CAST(first_purchase AS DATE) AS first_purchase, CAST(last_purchase AS DATE) AS last_purchase, "
-    "CAST(last_day AS DATE) AS last_day, "
-    + ", ".join(f"CAST({n} AS BIGINT) AS {n}" for n in _SUMS[4:])
-    + "".join(f", {CONTACT_PREFIX}{n}" for n in ALL_CONTACTS)
+# A contribution's and the totals' columns as the state stores them: customer_rows' columns, amounts as BIGINT
+# (Parquet has no 128-bit integer; ten-thousandths of a currency unit fit in 64 bits).
+_STORED = [(name, "BIGINT" if kind == "HUGEINT" else kind) for name, kind in customer_rows_columns(ALL_CONTACTS)]
+_COLUMNS = ", ".join(f"CAST({name} AS {kind}) AS {name}" for name, kind in _STORED)
+# How two of them add up (per reason and customer).
+_MERGE = ", ".join(
+    [REASON, CUST]
+    + [f"CAST(sum({name}) AS BIGINT) AS {name}" if how == "sum" else f"{how}({name}) AS {name}"
+       for name, _, how in CUSTOMER_TOTALS]
+    + [f"max({name}) AS {name}" for name in contact_columns(ALL_CONTACTS)]
 )
-_MERGE = (
-    f"{REASON}, {CUST}, "
-    + ", ".join(f"CAST(sum({n}) AS BIGINT) AS {n}" for n in _SUMS)
-    + ", min(first_purchase) AS first_purchase, max(last_purchase) AS last_purchase, max(last_day) AS last_day"
-    + "".join(f", max({CONTACT_PREFIX}{n}) AS {CONTACT_PREFIX}{n}" for n in ALL_CONTACTS)
-)
-_EMPTY = (  # no rows, the columns of a contribution
-    f"SELECT CAST(NULL AS UTINYINT) AS {REASON}, CAST(NULL AS VARCHAR) AS {CUST}, "
-    + ", ".join(f"CAST(NULL AS BIGINT) AS {n}" for n in _SUMS[:4])
-    + ", CAST(NULL AS DATE) AS first_purchase, CAST(NULL AS DATE) AS last_purchase, CAST(NULL AS DATE) AS last_day, "
-    + ", ".join(f"CAST(NULL AS BIGINT) AS {n}" for n in _SUMS[4:])
-    + "".join(f", CAST(NULL AS STRUCT(day DATE, value VARCHAR)) AS {CONTACT_PREFIX}{n}" for n in ALL_CONTACTS)
-    + " WHERE false"
-)
+_EMPTY = "SELECT " + ", ".join(f"CAST(NULL AS {kind}) AS {name}" for name, kind in _STORED) + " WHERE false"
 
 
 @dataclass

@@ -27,7 +27,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from steps.features.aggregate import CUSTOMER_ROWS
+from steps.features.aggregate import CUSTOMER_ROWS, customer_rows_columns
 from steps.features.compute import FeatureResult, dedupes, run
 from steps.features.options import FeatureOptions
 from steps.features.quarantine import FLAGGED_CUSTOMERS, REJECTED_LINES, flag_customers, register_files
@@ -46,7 +46,7 @@ from steps.features.spark.tasks import (
     spark_schema,
     to_ipc,
 )
-from steps.features.transactions import CONTACT_PREFIX, CUST, FILE_NO, REASON, CanonicalSource
+from steps.features.transactions import CUST, FILE_NO, REASON, CanonicalSource
 
 log = logging.getLogger("rfm.features")
 
@@ -113,22 +113,14 @@ def aggregate_in_spark(
     return malformed, tables
 
 
-def _customer_rows_ddl(contacts: list[str]) -> str:
-    extra = "".join(f", {CONTACT_PREFIX}{name} STRUCT(day DATE, value VARCHAR)" for name in contacts)
-    return (f"{REASON} UTINYINT, {CUST} VARCHAR, n_rows BIGINT, duplicate_rows BIGINT, identical_rows BIGINT, "
-            f"amount HUGEINT, return_rows BIGINT, first_purchase DATE, last_purchase DATE, last_day DATE, "
-            f"frequency BIGINT, float_id_rows BIGINT{extra}")
-
-
 def _load_customer_rows(con: duckdb.DuckDBPyConnection, target: str, contacts: list[str]) -> None:
     """``customer_rows`` (and ``spark_side_rows``) in DuckDB, with the DuckDB engine's column types."""
     import pyarrow.dataset as ds
 
     dataset = ds.dataset(target, format="parquet", exclude_invalid_files=True)
-    columns = [REASON, CUST, "n_rows", "duplicate_rows", "identical_rows", "amount", "return_rows",
-               "first_purchase", "last_purchase", "last_day", "frequency", "float_id_rows",
-               *(f"{CONTACT_PREFIX}{name}" for name in contacts)]
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {CUSTOMER_ROWS} ({_customer_rows_ddl(contacts)})")
+    typed = customer_rows_columns(contacts)
+    columns = [name for name, _ in typed]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {CUSTOMER_ROWS} ({', '.join(f'{n} {k}' for n, k in typed)})")
     con.execute(f"CREATE OR REPLACE TEMP TABLE spark_side_rows ({REASON} TINYINT, {FILE_NO} INTEGER, {SIDE} BLOB)")
     if not dataset.files:
         return
