@@ -861,3 +861,22 @@ def test_customer_rows_are_the_columns_the_state_and_the_spark_engine_take(tmp_p
     described = con.execute("SELECT column_name, column_type FROM (DESCRIBE customer_rows)").fetchall()
     assert [(name, kind.replace('"', "")) for name, kind in described if name != "repeated_rows"] == \
         customer_rows_columns(["email"])
+
+
+def test_the_transform_input_is_split_by_the_count_the_run_has(tmp_path: Path) -> None:
+    """``write_transform_input`` takes the customers the run counted: files of that many each, in id order,
+    and the last file takes the rest."""
+    import duckdb as db
+
+    from steps.features.transform_input import write_transform_input
+
+    con = db.connect()
+    con.execute(f"CREATE TABLE scored AS SELECT 'c' || i AS {c.CUSTOMER_ID}, "
+                + ", ".join(f"i AS {name}" for name in c.TRANSFORM_INPUT_COLUMNS if name != c.CUSTOMER_ID)
+                + " FROM range(7) t(i)")
+    names = write_transform_input(con, "SELECT * FROM scored", tmp_path, customers=7, rows_per_file=3)
+    files = [pd.read_csv(tmp_path / name, dtype=str)[c.CUSTOMER_ID].tolist() for name in names]
+    assert files == [["c0", "c1", "c2"], ["c3", "c4", "c5"], ["c6"]]
+    names = write_transform_input(con, "SELECT * FROM scored", tmp_path, customers=7, rows_per_file=7)
+    assert [pd.read_csv(tmp_path / name, dtype=str)[c.CUSTOMER_ID].tolist() for name in names] == \
+        [[f"c{i}" for i in range(7)]] and sorted(p.name for p in tmp_path.iterdir()) == names

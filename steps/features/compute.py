@@ -550,7 +550,8 @@ def write_features(
         con.execute(f"COPY ({result.scored_sql}) TO {literal(str(output / paths.RFM_FILE))} (FORMAT parquet)")
         clock.lap(f"wrote {paths.RFM_FILE}")
         if transform_output is not None:
-            files = write_transform_input(con, result.scored_sql, transform_output)
+            # quality.json counts the customers the scored SELECT holds: no need to count them again.
+            files = write_transform_input(con, result.scored_sql, transform_output, result.quality["customers"])
             clock.lap(f"wrote the transform input ({len(files)} file(s))")
     finally:
         con.execute("SET preserve_insertion_order=false")
