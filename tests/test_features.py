@@ -742,9 +742,9 @@ def test_rows_after_a_malformed_quoted_line_are_quarantined_too(tmp_path: Path) 
     assert quality["quarantined_by_reason"]["malformed_line"] == 1 and quality["rows_read"] == 7
 
 
-def test_an_automatic_memory_limit_grows_when_duckdb_runs_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rows are only a guess at the memory a history needs: the automatic limit doubles and the run goes on;
-    a limit the user set is kept, and running out of it is one line."""
+def out_of_memory_once(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the first ``compute_features`` of a run run out of memory (4 GB of memory); return the list the
+    memory limit of each attempt is appended to."""
     from steps.features import compute
 
     real, limits = compute.compute_features, []
@@ -757,6 +757,15 @@ def test_an_automatic_memory_limit_grows_when_duckdb_runs_out(tmp_path: Path, mo
 
     monkeypatch.setattr(compute, "compute_features", needs_more)
     monkeypatch.setattr(compute, "_memory_mb", lambda: 4000)
+    return limits
+
+
+def test_an_automatic_memory_limit_grows_when_duckdb_runs_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are only a guess at the memory a history needs: the automatic limit doubles and the run goes on;
+    a limit the user set is kept, and running out of it is one line."""
+    from steps.features import compute
+
+    limits = out_of_memory_once(monkeypatch)
     result = run(str(SAMPLE), tmp_path / "auto")
     assert result.quality["customers"] > 0 and len(limits) == 2 and limits[0] != limits[1]
     assert compute.doubled_memory_limit("800MB") == "1600MB" and compute.doubled_memory_limit("2000MB") is None

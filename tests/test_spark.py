@@ -140,20 +140,9 @@ def test_memory_limit_and_threads_are_the_drivers_duckdb_settings(
 def test_an_automatic_memory_limit_grows_on_the_spark_engine_too(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The driver DuckDB running out under the automatic limit doubles it and runs again, as on DuckDB."""
-    import duckdb
+    from tests.test_features import out_of_memory_once
 
-    from steps.features import compute
-
-    real, limits = compute.compute_features, []
-
-    def needs_more(*args, con, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        limits.append(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
-        if len(limits) == 1:
-            raise duckdb.OutOfMemoryException("out of memory")
-        return real(*args, con=con, **kwargs)
-
-    monkeypatch.setattr(compute, "compute_features", needs_more)
-    monkeypatch.setattr(compute, "_memory_mb", lambda: 4000)
+    limits = out_of_memory_once(monkeypatch)
     source = tmp_path / "tx.csv"
     source.write_text("customer_id,order_id,timestamp,amount\na,1,2026-01-02,10\nb,2,2026-01-03,5\na,3,2026-02-01,7\n")
     result = run_spark(str(source), tmp_path / "spark", FeatureOptions(as_of=AS_OF))
