@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from steps.features.compute import run as run_duckdb
+    from steps.features.options import FeatureOptions
     from steps.features.spark.engine import run_spark
     from steps.features.spark.session import spark_session
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     print(f"{args.rows:,} rows, {args.files} files, {args.cores} cores (a shared, loaded host: compare "
           "the two columns, not the absolute seconds)", flush=True)
-    duck_s = timed("duckdb", lambda: run_duckdb(str(folder), out / "duckdb", threads=args.cores))
+    duck_s = timed("duckdb", lambda: run_duckdb(str(folder), out / "duckdb", FeatureOptions(threads=args.cores)))
     start_s = timed("spark session start", lambda: spark_session(f"local[{args.cores}]").range(1).count())
     spark_s = timed("spark", lambda: run_spark(str(folder), out / "spark"))
     same = (pq.read_table(out / "duckdb" / paths.RFM_FILE).equals(pq.read_table(out / "spark" / paths.RFM_FILE))

@@ -19,6 +19,7 @@ from steps.errors import RFMError
 from steps.features.aggregate import CUSTOMER_ROWS
 from steps.features.compute import compute_features, open_sources
 from steps.features.formats import InputFormat
+from steps.features.options import FeatureOptions
 from steps.features.quality import quality_report
 
 AS_OF = dt.date(2024, 2, 1)
@@ -51,7 +52,7 @@ e,10,2024-03-01,9.00
 
 def features(folder: Path, **options: object) -> tuple[pd.DataFrame, dict]:
     sources, skipped = open_sources(str(folder), folder.parent / "work", None)
-    result = compute_features(sources, skipped_files=skipped, **options)
+    result = compute_features(sources, FeatureOptions(**options), skipped_files=skipped)
     return result.to_pandas().set_index(c.CUSTOMER_ID), result.quality
 
 

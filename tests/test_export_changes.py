@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lambdas.export.app import Clients, ExportFailed, ExportRequest, export_segments
-from lambdas.export.changes import changes_table, compare, describe, published_uri
+from lambdas.export.changes import describe, published_uri
 from lambdas.export.config import CustomerProfilesSettings, ExportSettings, PinpointSettings
 from lambdas.export.destinations.customer_profiles import segment_definitions
 from lambdas.export.destinations.pinpoint import RETIRED_VALUE, desired_segments, endpoint_id
@@ -20,6 +20,7 @@ from lambdas.export.retry import NO_SDK_RETRIES, RetryPolicy
 from lambdas.export.storage import Storage, join
 from lambdas.fakes import running_fakes
 from steps.columns import CHANGE_COLUMNS, HISTORY_COLUMNS, SEGMENT_COLUMNS
+from steps.published import changes_table, compare
 from steps.segments import SEGMENT_NAMES
 from tests.export_support import read_csv_rows, segments_frame, write_inputs
 

@@ -29,6 +29,7 @@ from steps import paths
 from steps.errors import EmptyInputError, InputDataError
 from steps.features.compute import compute_features, connect, open_sources, parse_as_of, run
 from steps.features.job import main as features_main
+from steps.features.options import FeatureOptions
 from steps.segments import SEGMENT_GRID
 from tests.conftest import SAMPLE
 
@@ -107,7 +108,7 @@ def test_unusable_file(tmp_path: Path, name: str, error: type[Exception], messag
 def test_unusable_content(tmp_path: Path, text: str, options: dict, message: str) -> None:
     path = write(tmp_path / "tx.csv", text)
     with pytest.raises(InputDataError, match=message) as caught:
-        run(str(path), tmp_path / "out", **options)
+        run(str(path), tmp_path / "out", FeatureOptions(**options))
     assert str(caught.value).startswith(str(path))
 
 
@@ -253,7 +254,8 @@ def test_placeholder_dates_before_1900_are_unparseable(tmp_path: Path) -> None:
 
 def test_as_of_date_quarantines_later_rows(tmp_path: Path) -> None:
     text = HEADER + "a,1,2024-01-01,10\na,2,2024-01-10,5\nb,3,2024-01-11,7\n"
-    result = run(str(write(tmp_path / "tx.csv", text)), tmp_path / "out", as_of=dt.date(2024, 1, 10))
+    result = run(str(write(tmp_path / "tx.csv", text)), tmp_path / "out",
+                 FeatureOptions(as_of=dt.date(2024, 1, 10)))
     assert result.quality["quarantined_by_reason"] == {"date_after_as_of": 1}
     features = result.to_pandas().set_index(c.CUSTOMER_ID)
     assert features.loc["a", c.RECENCY_DAYS] == 0
@@ -262,7 +264,8 @@ def test_as_of_date_quarantines_later_rows(tmp_path: Path) -> None:
 
 def test_outputs_and_transform_csv(tmp_path: Path) -> None:
     text = HEADER + "".join(f"c{i:03d},{i},2024-01-{1 + i % 28:02d},{i}.50\n" for i in range(60))
-    run(str(write(tmp_path / "tx.csv", text)), tmp_path / "out", transform_output=tmp_path / "transform")
+    run(str(write(tmp_path / "tx.csv", text)), tmp_path / "out",
+        FeatureOptions(transform_output=tmp_path / "transform"))
     table = pq.read_table(tmp_path / "out" / paths.RFM_FILE)
     assert table.column_names == list(c.FEATURE_COLUMNS)
     assert table.schema.field(c.CUSTOMER_ID).type == pa.string()
@@ -435,9 +438,9 @@ def test_definitions_match_the_reference(tmp_path: Path, rows: list, given_as_of
     output = tmp_path / "out"
     if not features:
         with pytest.raises(InputDataError):
-            run(str(path), output, as_of=given_as_of)
+            run(str(path), output, FeatureOptions(as_of=given_as_of))
         return
-    result = run(str(path), output, as_of=given_as_of)
+    result = run(str(path), output, FeatureOptions(as_of=given_as_of))
     frame = result.to_pandas().set_index(c.CUSTOMER_ID)
     assert sorted(frame.index) == sorted(features)
     for customer, expected in features.items():
@@ -515,7 +518,7 @@ REAL = Path(__file__).parent / "data" / "real"
 
 
 def _features(path: Path, tmp_path: Path, **options) -> tuple[pd.DataFrame, dict]:
-    result = run(str(path), tmp_path / "out", **options)
+    result = run(str(path), tmp_path / "out", FeatureOptions(**options))
     return result.to_pandas().set_index(c.CUSTOMER_ID), result.quality
 
 
@@ -608,7 +611,7 @@ def test_an_undecodable_byte_after_the_sniffed_part_stops_the_run_with_its_line(
     path.write_bytes((HEADER + "".join(lines)).encode() + "caf\u00e9,o9,2024-01-02,1000.00\n".encode("latin-1"))
     with pytest.raises(InputDataError, match=r"not utf-8 text \(line 5002: byte b'\\xe9'\).*--encoding latin-1"):
         run(str(path), tmp_path / "out")
-    result = run(str(path), tmp_path / "out", encoding="latin-1")
+    result = run(str(path), tmp_path / "out", FeatureOptions(encoding="latin-1"))
     assert result.quality["rows_used"] == 5001
     assert result.to_pandas().set_index(c.CUSTOMER_ID).loc["caf\u00e9", c.MONETARY] == pytest.approx(1000.0)
 
@@ -730,7 +733,7 @@ def test_rows_after_a_malformed_quoted_line_are_quarantined_too(tmp_path: Path) 
                       "a,1,2026-01-02,10.5\na,1,2026-01-02,10.5\n"
                       'b,2,2026-01-03,"5,"oops",1\n'
                       "b,3,2026-01-04,-4\nc,4,not a date,3\n,5,2026-01-05,3\nd,6,2026-01-06,7\n")
-    run(str(source), tmp_path / "out", as_of=dt.date(2026, 2, 1))
+    run(str(source), tmp_path / "out", FeatureOptions(as_of=dt.date(2026, 2, 1)))
     quality = json.loads((tmp_path / "out" / "quality.json").read_text())
     rows = pd.read_parquet(tmp_path / "out" / "quarantine" / "rows.parquet")
     assert dict(Counter(rows[c.QUARANTINE_REASON])) == {
@@ -739,9 +742,9 @@ def test_rows_after_a_malformed_quoted_line_are_quarantined_too(tmp_path: Path) 
     assert quality["quarantined_by_reason"]["malformed_line"] == 1 and quality["rows_read"] == 7
 
 
-def test_an_automatic_memory_limit_grows_when_duckdb_runs_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rows are only a guess at the memory a history needs: the automatic limit doubles and the run goes on;
-    a limit the user set is kept, and running out of it is one line."""
+def out_of_memory_once(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the first ``compute_features`` of a run run out of memory (4 GB of memory); return the list the
+    memory limit of each attempt is appended to."""
     from steps.features import compute
 
     real, limits = compute.compute_features, []
@@ -754,12 +757,21 @@ def test_an_automatic_memory_limit_grows_when_duckdb_runs_out(tmp_path: Path, mo
 
     monkeypatch.setattr(compute, "compute_features", needs_more)
     monkeypatch.setattr(compute, "_memory_mb", lambda: 4000)
+    return limits
+
+
+def test_an_automatic_memory_limit_grows_when_duckdb_runs_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are only a guess at the memory a history needs: the automatic limit doubles and the run goes on;
+    a limit the user set is kept, and running out of it is one line."""
+    from steps.features import compute
+
+    limits = out_of_memory_once(monkeypatch)
     result = run(str(SAMPLE), tmp_path / "auto")
     assert result.quality["customers"] > 0 and len(limits) == 2 and limits[0] != limits[1]
     assert compute.doubled_memory_limit("800MB") == "1600MB" and compute.doubled_memory_limit("2000MB") is None
     limits.clear()
     with pytest.raises(compute.RFMError, match="ran out of memory under the 900MB limit"):
-        run(str(SAMPLE), tmp_path / "set", memory_limit="900MB")
+        run(str(SAMPLE), tmp_path / "set", FeatureOptions(memory_limit="900MB"))
 
 
 def _transform_assignments(model_dir: Path, folder: Path) -> tuple[list[str], list[dict]]:
@@ -783,12 +795,12 @@ def test_a_transform_input_in_several_files_assigns_every_customer_once_as_one_f
 
     text = HEADER + "".join(f"c{i:03d},{i},2024-01-{1 + i % 28:02d},{(i * 37) % 500 + 1}.25\n" for i in range(60))
     source = write(tmp_path / "tx.csv", text)
-    run(str(source), tmp_path / "out", transform_output=tmp_path / "one")
+    run(str(source), tmp_path / "out", FeatureOptions(transform_output=tmp_path / "one"))
     split = tmp_path / "split"
     split.mkdir()
     (split / paths.transform_input_file(99)).write_text("stale,from,an,earlier,run\n")  # must not be transformed
     monkeypatch.setenv(FILE_ROWS_ENV, "7")
-    run(str(source), tmp_path / "out2", transform_output=split)
+    run(str(source), tmp_path / "out2", FeatureOptions(transform_output=split))
     train(pd.read_parquet(tmp_path / "out" / paths.RFM_FILE), tmp_path / "model", num_clusters=3, random_state=0)
 
     one_names, one = _transform_assignments(tmp_path / "model", tmp_path / "one")
@@ -843,3 +855,37 @@ def test_the_incremental_fold_writes_the_same_transform_files_as_a_full_run(
         incremental, full = files(tmp_path / f"inc-transform{step}"), files(tmp_path / f"full-transform{step}")
         assert incremental == full
         assert list(incremental) == [paths.transform_input_file(i) for i in range(-(-(12 + 8 * step) // 5))]
+
+
+def test_customer_rows_are_the_columns_the_state_and_the_spark_engine_take(tmp_path: Path) -> None:
+    """``customer_rows`` as the aggregation makes it has exactly ``CUSTOMER_TOTALS``' columns and types (the
+    incremental state and the Spark engine's table derive theirs from that list), plus the CSV check's
+    ``repeated_rows``."""
+    from steps.features.aggregate import customer_rows_columns
+
+    source = write(tmp_path / "tx.csv", "customer_id,order_id,timestamp,amount,email\na,1,2024-01-01,5,a@x\n")
+    sources, _ = open_sources(str(source), tmp_path)
+    con = connect()
+    compute_features(sources, con=con)
+    described = con.execute("SELECT column_name, column_type FROM (DESCRIBE customer_rows)").fetchall()
+    assert [(name, kind.replace('"', "")) for name, kind in described if name != "repeated_rows"] == \
+        customer_rows_columns(["email"])
+
+
+def test_the_transform_input_is_split_by_the_count_the_run_has(tmp_path: Path) -> None:
+    """``write_transform_input`` takes the customers the run counted: files of that many each, in id order,
+    and the last file takes the rest."""
+    import duckdb as db
+
+    from steps.features.transform_input import write_transform_input
+
+    con = db.connect()
+    con.execute(f"CREATE TABLE scored AS SELECT 'c' || i AS {c.CUSTOMER_ID}, "
+                + ", ".join(f"i AS {name}" for name in c.TRANSFORM_INPUT_COLUMNS if name != c.CUSTOMER_ID)
+                + " FROM range(7) t(i)")
+    names = write_transform_input(con, "SELECT * FROM scored", tmp_path, customers=7, rows_per_file=3)
+    files = [pd.read_csv(tmp_path / name, dtype=str)[c.CUSTOMER_ID].tolist() for name in names]
+    assert files == [["c0", "c1", "c2"], ["c3", "c4", "c5"], ["c6"]]
+    names = write_transform_input(con, "SELECT * FROM scored", tmp_path, customers=7, rows_per_file=7)
+    assert [pd.read_csv(tmp_path / name, dtype=str)[c.CUSTOMER_ID].tolist() for name in names] == \
+        [[f"c{i}" for i in range(7)]] and sorted(p.name for p in tmp_path.iterdir()) == names

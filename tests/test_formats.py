@@ -18,6 +18,7 @@ from steps import columns as c
 from steps.errors import InputDataError
 from steps.features.compute import compute_features, open_sources
 from steps.features.formats import detect_format, load_mapping_file, parse_column_options, resolve_format
+from steps.features.options import FeatureOptions
 
 D = dt.date
 
@@ -25,7 +26,7 @@ D = dt.date
 def features_of(path: Path, **options) -> tuple[pd.DataFrame, dict]:
     """Features (indexed by customer id) and quality of one input file or folder."""
     sources, skipped = open_sources(str(path), path.parent, options.pop("encoding", None))
-    result = compute_features(sources, skipped_files=skipped, **options)
+    result = compute_features(sources, FeatureOptions(**options), skipped_files=skipped)
     return result.to_pandas().set_index(c.CUSTOMER_ID, drop=False), result.quality
 
 

@@ -16,6 +16,7 @@ from steps.errors import InputDataError
 from steps.features import compute
 from steps.features.fold import run_history
 from steps.features.history import HistoryObject, diff, fingerprint, list_history
+from steps.features.options import FeatureOptions
 from steps.features.sources import find_input_files
 from steps.features.state import CURRENT, StateError, StateStore, read_current
 
@@ -48,8 +49,8 @@ def _write(folder: Path, name: str, text: str, tick: list[int]) -> None:
 
 
 def _features(folder: Path, state: Path, out: Path, rebuild: bool = False) -> tuple[pd.DataFrame, dict]:
-    run_history(list_history(str(folder)), StateStore(str(state)), out, rebuild=rebuild, memory_limit="500MB",
-                threads=1)
+    run_history(list_history(str(folder)), StateStore(str(state)), out, FeatureOptions(memory_limit="500MB", threads=1),
+                rebuild=rebuild)
     return pd.read_parquet(out / "rfm.parquet"), json.loads((out / "quality.json").read_text())
 
 
@@ -89,7 +90,8 @@ def test_incremental_equals_rebuild_after_every_step(tmp_path_factory: pytest.Te
             continue
         assert not isinstance(incremental, str), incremental
         pd.testing.assert_frame_equal(incremental[0], rebuilt[0])
-        compute.run(str(folder), root / f"full-{number}", memory_limit="500MB", threads=1)  # one pass, no state
+        # one pass, no state
+        compute.run(str(folder), root / f"full-{number}", FeatureOptions(memory_limit="500MB", threads=1))
         pd.testing.assert_frame_equal(incremental[0], pd.read_parquet(root / f"full-{number}" / "rfm.parquet"))
         inc_quality, reb_quality = incremental[1], rebuilt[1]
         assert inc_quality["history"] == reb_quality["history"]
@@ -238,15 +240,16 @@ def test_settings_change_rebuilds(tmp_path: Path) -> None:
     _sample(tmp_path / "in", 2, tick)
     _features(tmp_path / "in", tmp_path / "state", tmp_path / "one")
     run_history(list_history(str(tmp_path / "in")), StateStore(str(tmp_path / "state")), tmp_path / "two",
-                as_of=dt.date(2024, 12, 31), memory_limit="500MB", threads=1)
+                FeatureOptions(as_of=dt.date(2024, 12, 31), memory_limit="500MB", threads=1))
     quality = json.loads((tmp_path / "two" / "quality.json").read_text())
     assert quality["increment"]["rebuild"] and quality["as_of_date"] == "2024-12-31"
     run_history(list_history(str(tmp_path / "in")), StateStore(str(tmp_path / "state")), tmp_path / "three",
-                as_of=dt.date(2024, 12, 31), timezone="America/New_York", memory_limit="500MB", threads=1)
+                FeatureOptions(as_of=dt.date(2024, 12, 31), timezone="America/New_York", memory_limit="500MB",
+                               threads=1))
     zoned = json.loads((tmp_path / "three" / "quality.json").read_text())
     assert zoned["increment"]["rebuild"] and zoned["timezone"] == "America/New_York"  # a new zone rebuilds
-    one_pass = compute.run(str(tmp_path / "in"), tmp_path / "four", as_of=dt.date(2024, 12, 31),
-                           timezone="America/New_York", memory_limit="500MB", threads=1).quality
+    one_pass = compute.run(str(tmp_path / "in"), tmp_path / "four", FeatureOptions(
+        as_of=dt.date(2024, 12, 31), timezone="America/New_York", memory_limit="500MB", threads=1)).quality
     assert zoned["warnings"] == one_pass["warnings"] != []  # the as-of date lies far after the data in both
 
 

@@ -400,3 +400,33 @@ def test_an_interrupted_run_cleans_up_and_its_approved_package_is_offered(tmp_pa
     assert result["status"] == "started" and result["model_package_arn"] == package["ModelPackageArn"]
     assert (tmp_path / "segments" / paths.SEGMENTS_FILE).is_file()
     assert registry.unpublished_approved() == [] and waiting_packages(registry) == []
+
+
+def test_publishing_a_run_downloads_each_output_once(tmp_path: Path) -> None:
+    """The evaluation (report.html among it) is copied out of the store once, then stamped into report.html."""
+    from pipeline.local.run_local import PUBLISHED, publish
+    from pipeline.local.runner import ExecutionResult
+    from pipeline.local.store import FolderStore
+
+    store = FolderStore(tmp_path / "s3")
+    properties: dict[str, dict[str, str]] = {}
+    for step, prop, target in PUBLISHED:
+        uri = f"s3://bucket/rfm/executions/e1/{target}"
+        properties.setdefault(step, {})[prop] = uri
+        store.local_path(uri).mkdir(parents=True, exist_ok=True)
+        (store.local_path(uri) / "out.txt").write_text(target)
+    (store.local_path(properties["EvaluateSegmenter"][PUBLISHED[-1][1]]) / paths.REPORT_FILE).write_text("<p>r</p>")
+    downloads: list[str] = []
+    download = store.download
+
+    def counted(uri: str, target: Path) -> None:
+        downloads.append(uri)
+        download(uri, target)
+
+    store.download = counted  # type: ignore[method-assign]
+    output = tmp_path / "out"
+    output.mkdir()
+    publish(ExecutionResult("e1", "Succeeded", [], properties), store, output)
+    assert sorted(downloads) == sorted(uri for values in properties.values() for uri in values.values())
+    assert (output / paths.REPORT_FILE).read_text() == "<p>r</p>"
+    assert (output / "evaluation" / "out.txt").read_text() == "evaluation"

@@ -591,7 +591,7 @@ def _segments_of(features: pd.DataFrame, model_dir: Path) -> pd.DataFrame:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_evaluations_changes_are_the_exports(seed: int) -> None:
     """compare_segments gives the rows the export Lambda writes to changes.parquet."""
-    from lambdas.export.changes import changes_table, compare
+    from steps.published import changes_table, compare
     from steps.report.baseline import compare_segments
 
     rng = np.random.default_rng(seed)
@@ -645,6 +645,28 @@ def test_the_baseline_is_read_from_s3_when_something_was_published(s3_bucket, fe
     assert baseline.found and baseline.execution_id == "e1" and not baseline.problem
     assert len(baseline.segments) == len(features_frame)
     assert set(baseline.segments.columns) == {c.CUSTOMER_ID, c.RFM_SEGMENT, c.CLUSTER_NAME, c.MONETARY}
+
+
+def test_the_baseline_is_the_publish_the_export_reads_next(tmp_path: Path, features_frame: pd.DataFrame,
+                                                           model_dir: Path) -> None:
+    """The evaluation reads the last publish with the export's own reader: same execution, same time, and a
+    damaged manifest is a named problem, not a stop."""
+    from lambdas.export.changes import write_published
+    from lambdas.export.storage import Storage
+    from steps.published import read_published
+    from steps.report.baseline import read_baseline
+
+    folder = tmp_path / "published"
+    assert not read_baseline(str(folder)).found and not read_baseline(str(folder)).problem  # nothing yet
+    segments = tmp_path / "segments.parquet"
+    _segments_of(features_frame, model_dir).to_parquet(segments, index=False)
+    write_published(Storage(), str(folder), str(segments), "e7", "arn:package/1", ("s3",), len(features_frame))
+    exported, baseline = read_published(Storage(), str(folder)), read_baseline(str(folder))
+    assert (baseline.execution_id, baseline.published_at) == (exported.execution_id, exported.published_at)
+    assert baseline.execution_id == "e7" and baseline.published_at.endswith("Z")
+    (folder / paths.PUBLISHED_MANIFEST).write_text("[1, 2]")
+    damaged = read_baseline(str(folder))
+    assert not damaged.found and "published.json is not a JSON object" in damaged.problem
 
 
 def test_an_unreadable_baseline_is_named_in_the_report_and_stops_nothing(s3_bucket, tmp_path: Path,

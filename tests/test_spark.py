@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from steps import paths
 from steps.errors import RFMError
 from steps.features.compute import run as run_duckdb
+from steps.features.options import FeatureOptions
 from steps.features.quarantine import MALFORMED_FILE, ROWS_FILE
 
 pytest.importorskip("pyspark", reason="the spark extra is not installed (pip install -e '.[spark]')")
@@ -48,8 +49,8 @@ def spark():
 def both(location: Path | str, out: Path, **options) -> tuple[Path, Path]:
     """Run both engines on ``location``; return their output folders (after checking they agree)."""
     duck, spark = out / "duckdb", out / "spark"
-    run_duckdb(str(location), duck, transform_output=duck / "transform", **options)
-    run_spark(str(location), spark, transform_output=spark / "transform", **options)
+    run_duckdb(str(location), duck, FeatureOptions(transform_output=duck / "transform", **options))
+    run_spark(str(location), spark, FeatureOptions(transform_output=spark / "transform", **options))
     assert_same_artifacts(duck, spark)
     return duck, spark
 
@@ -118,6 +119,37 @@ def test_bad_input_is_the_same_one_line_error(tmp_path: Path, name: str) -> None
     assert "\n" not in errors[0]
 
 
+@pytest.mark.parametrize(("option", "message"), [
+    (["--memory-limit", "10KB"], "DuckDB ran out of memory under the 10KB limit"),
+    (["--threads", "0"], "--threads: 0 is not a number of threads"),
+])
+def test_memory_limit_and_threads_are_the_drivers_duckdb_settings(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], message: str) -> None:
+    """``--memory-limit`` and ``--threads`` reach the Spark engine's driver DuckDB as they reach the DuckDB engine."""
+    from steps.features.job import main as features_main
+
+    source = tmp_path / "tx.csv"
+    source.write_text("customer_id,order_id,timestamp,amount\na,1,2026-01-02,10\nb,2,2026-01-03,5\n")
+    for engine in ("duckdb", "spark"):
+        code = features_main(["--input", str(source), "--output", str(tmp_path / engine), "--engine", engine,
+                              *option])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and message in err[0], (engine, err)
+
+
+def test_an_automatic_memory_limit_grows_on_the_spark_engine_too(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver DuckDB running out under the automatic limit doubles it and runs again, as on DuckDB."""
+    from tests.test_features import out_of_memory_once
+
+    limits = out_of_memory_once(monkeypatch)
+    source = tmp_path / "tx.csv"
+    source.write_text("customer_id,order_id,timestamp,amount\na,1,2026-01-02,10\nb,2,2026-01-03,5\na,3,2026-02-01,7\n")
+    result = run_spark(str(source), tmp_path / "spark", FeatureOptions(as_of=AS_OF))
+    assert len(limits) == 2 and limits[0] != limits[1]
+    assert result.quality == run_duckdb(str(source), tmp_path / "duckdb", FeatureOptions(as_of=AS_OF)).quality
+
+
 def test_malformed_lines_and_duplicates_are_quarantined_alike(tmp_path: Path) -> None:
     source = tmp_path / "tx.csv"
     source.write_text(
@@ -158,10 +190,10 @@ def test_generated_transactions(tmp_path: Path, rows: list, with_order: bool, co
         for customer, order, day, time, offset, amount in rows:
             writer.writerow([customer, *([order] if with_order else []), f"{day}T{time}:00{offset}", amount])
     try:
-        run_duckdb(str(source), out / "probe", as_of=AS_OF)
+        run_duckdb(str(source), out / "probe", FeatureOptions(as_of=AS_OF))
     except RFMError as error:  # no usable purchase at all: both engines must say so alike
         with pytest.raises(RFMError) as caught:
-            run_spark(str(source), out / "spark", as_of=AS_OF)
+            run_spark(str(source), out / "spark", FeatureOptions(as_of=AS_OF))
         assert str(caught.value) == str(error)
         return
     both(source, out, as_of=AS_OF, timezone="Asia/Kolkata" if copies == 2 else None)

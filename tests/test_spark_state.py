@@ -18,6 +18,7 @@ import pytest
 from steps import paths
 from steps.features.fold import plan_history, run_history
 from steps.features.history import list_history
+from steps.features.options import FeatureOptions
 from steps.features.quarantine import MALFORMED_FILE, ROWS_FILE
 from steps.features.state import CURRENT, StateStore, read_current
 from steps.features.transactions import CUST, REASON
@@ -74,8 +75,8 @@ def fold(history: History, state: Path, out: Path, engine: str, *, rebuild: bool
     """One incremental run of ``engine`` on ``state``; returns its quality.json."""
     store = StateStore(str(state))
     reader = SparkObjectReader(store, str(out / "spark-work"), "500MB") if engine == "spark" else None
-    run_history(list_history(str(history.folder)), store, out, rebuild=rebuild, memory_limit="500MB", threads=1,
-                reader=reader)
+    run_history(list_history(str(history.folder)), store, out, FeatureOptions(memory_limit="500MB", threads=1),
+                rebuild=rebuild, reader=reader)
     return json.loads((out / paths.QUALITY_FILE).read_text())
 
 

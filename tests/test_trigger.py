@@ -743,15 +743,30 @@ def test_a_bad_idempotency_expiry_is_a_clear_error() -> None:
         Settings.from_env({"PIPELINE_NAME": "p", "IDEMPOTENCY_EXPIRES_SECONDS": "1d"})
 
 
-def test_an_input_prefix_too_long_for_sagemaker_fails_loudly(sagemaker, settings) -> None:
-    """No upload could ever start a run: a configuration error, not an object to ignore quietly."""
-    long = replace(settings, input_prefix="rfm/" + "x" * 1100 + "/")
+def test_an_input_prefix_too_long_for_sagemaker_fails_loudly(settings) -> None:
+    """No upload could ever start a run: a configuration error when the settings are read, not an object to
+    ignore quietly."""
+    long_prefix = "rfm/" + "x" * 1100 + "/"
+    expected = (f"InputDataUrl s3://{BUCKET}/rfm/{'x' * 42}... is longer than SageMaker's 1024 characters",
+                "INPUT_PREFIX (trigger Lambda environment)", "Use a shorter input prefix")
     with pytest.raises(PipelineError) as caught:
-        trigger(parse_event(s3_event(long.input_prefix + "a.csv")), long, starter_for(long, sagemaker))
+        Settings.from_env({"PIPELINE_NAME": PIPELINE, "INPUT_BUCKET": BUCKET, "INPUT_PREFIX": long_prefix})
+    assert (caught.value.what, caught.value.where, caught.value.fix) == expected
+    with pytest.raises(PipelineError) as caught:
+        replace(settings, input_prefix=long_prefix)
+    assert (caught.value.what, caught.value.where, caught.value.fix) == expected
+
+
+def test_without_an_input_bucket_every_bucket_is_checked_before_any_object(sagemaker) -> None:
+    """Any bucket: an event whose second bucket's name makes the input URL too long starts nothing at all
+    (not the first object's run, then an error that loses the summary)."""
+    prefix = "p" * (1024 - len(f"s3://{BUCKET}/") - 1) + "/"  # exactly 1024 characters in BUCKET
+    settings = Settings(pipeline_name=PIPELINE, input_prefix=prefix)
+    event = s3_event(prefix + "a.csv")
+    event["Records"] += s3_event(prefix + "b.csv", bucket=BUCKET + "-longer")["Records"]
+    with pytest.raises(PipelineError, match=rf"InputDataUrl s3://{BUCKET}-longer/p+\.\.\. is longer than SageMaker's"):
+        trigger(parse_event(event), settings, starter_for(settings, sagemaker))
     assert executions(sagemaker) == []
-    assert (caught.value.what, caught.value.where, caught.value.fix) == (
-        f"InputDataUrl s3://{BUCKET}/rfm/{'x' * 42}... is longer than SageMaker's 1024 characters",
-        "INPUT_PREFIX (trigger Lambda environment)", "Use a shorter input prefix")
 
 
 # --- which objects start a run, and why the others do not: the whole reason, as the summary and the log give it ---
@@ -823,9 +838,8 @@ def test_an_input_url_of_exactly_1024_characters_starts() -> None:
     assert len(longest.flight(BUCKET).input_url) == 1024
     key = longest.input_prefix + "a.csv"
     assert started_by(longest, s3_event(key)) == [key]
-    too_long = replace(longest, input_prefix="p" + longest.input_prefix)
     with pytest.raises(PipelineError, match="longer than SageMaker's 1024"):
-        started_by(too_long, s3_event(too_long.input_prefix + "a.csv"))
+        replace(longest, input_prefix="p" + longest.input_prefix)
 
 
 @pytest.mark.parametrize("make_event", [s3_event, eventbridge_event], ids=["s3", "eventbridge"])

@@ -85,14 +85,7 @@ from lambdas.export.batches import (
     text_ids,
     with_recommended_action,
 )
-from lambdas.export.changes import (
-    CHANGES_SCHEMA,
-    PreviousRows,
-    Published,
-    published_uri,
-    read_published,
-    write_published,
-)
+from lambdas.export.changes import PreviousRows, published_uri, write_published
 from lambdas.export.config import (
     CUSTOMER_PROFILES,
     PINPOINT,
@@ -115,6 +108,7 @@ from steps.columns import (
 from steps.errors import PipelineError, RFMError
 from steps.paths import CHANGES_FILE, SEGMENTS_FILE
 from steps.playbook import load_playbook
+from steps.published import CHANGES_SCHEMA, Published, read_published
 
 __all__ = ["ExportRequest", "ExportFailed", "Clients", "export_segments", "resolve_settings", "run_export",
            "deadline_of", "handler", "slug", "join_tables", "with_recommended_action"]

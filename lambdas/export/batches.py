@@ -26,14 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lambdas.export import changes as changes_module
-from lambdas.export.changes import (
-    BATCH_ROWS,
-    CHANGE_ORDER,
-    CHANGES_SCHEMA,
-    PreviousRows,
-    compare_tables,
-    is_increasing,
-)
+from lambdas.export.changes import BATCH_ROWS, PreviousRows, is_increasing
 from lambdas.export.storage import Storage, join
 from steps.columns import (
     ASSIGNMENT_COLUMNS,
@@ -56,6 +49,7 @@ from steps.columns import (
 from steps.errors import PipelineError
 from steps.paths import RFM_FILE
 from steps.playbook import RECOMMENDED_ACTION, Playbook
+from steps.published import CHANGE_ORDER, CHANGES_SCHEMA, changes_table, compare_tables
 
 FIX_ASSIGN = "Re-run AssignSegments (batch transform) on the features of the same execution"
 MAX_KEY = 255  # a Customer Profiles key value (the customer id): at most 255 characters
@@ -207,10 +201,6 @@ def _compact(changes: pa.Table) -> pa.Table:
     return changes
 
 
-def _plain(changes: pa.Table) -> pa.Table:
-    return changes.select(list(CHANGE_COLUMNS)).cast(CHANGES_SCHEMA)
-
-
 def run_pass(assignments: pa.Table, features: FeatureFile, previous: PreviousRows, playbook: Playbook,
              write: Callable[[pa.Table], None], keep_previous_rows: bool = False,
              batch_rows: int | None = None) -> PassResult:
@@ -298,7 +288,7 @@ def run_pass(assignments: pa.Table, features: FeatureFile, previous: PreviousRow
 def plain_changes(changes: pa.Table) -> Iterator[pa.Table]:
     """``changes.parquet``'s rows (all text) from :attr:`PassResult.changes`, a batch at a time."""
     for start in range(0, changes.num_rows, BATCH_ROWS):
-        yield _plain(changes.slice(start, BATCH_ROWS))
+        yield changes_table(changes.slice(start, BATCH_ROWS))
 
 
 def _empty_changes() -> pa.Table:

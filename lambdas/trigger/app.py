@@ -104,6 +104,21 @@ class Settings:
     idempotency_expires_seconds: int = 24 * 60 * 60
     state_prefix: str = DEFAULT_STATE_PREFIX
 
+    def __post_init__(self) -> None:
+        if self.input_bucket:
+            self.check_input_url(self.input_bucket)
+
+    def check_input_url(self, bucket: str) -> None:
+        """Stop when the input URL a run of ``bucket`` gets is longer than SageMaker takes.
+
+        The configuration, not an object: no upload could ever start a run. Checked when the settings
+        are made (``INPUT_BUCKET`` set), else for each bucket of an event before any of its objects.
+        """
+        url = self.flight(bucket).input_url
+        if len(url) > MAX_PARAMETER_VALUE:
+            raise PipelineError(f"{INPUT_PARAMETER} {url[:60]}... is longer than SageMaker's {MAX_PARAMETER_VALUE} "
+                                "characters", "INPUT_PREFIX (trigger Lambda environment)", "Use a shorter input prefix")
+
     def flight(self, bucket: str) -> Flight:
         """Where the single-flight markers of ``bucket`` live and how runs start."""
         return Flight(self.pipeline_name, bucket, self.input_prefix, self.state_prefix, self.output_prefix,
@@ -239,10 +254,6 @@ def ignore_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
         return f"unsupported suffix (expected one of {', '.join(settings.suffixes)})"
     if obj.size is not None and obj.size <= 0:
         return "zero-byte object"
-    url = settings.flight(obj.bucket).input_url
-    if len(url) > MAX_PARAMETER_VALUE:  # the configuration, not the object: no upload could ever start a run
-        raise PipelineError(f"{INPUT_PARAMETER} {url[:60]}... is longer than SageMaker's {MAX_PARAMETER_VALUE} "
-                            "characters", "INPUT_PREFIX (trigger Lambda environment)", "Use a shorter input prefix")
     return None
 
 
@@ -353,6 +364,9 @@ def trigger(objects: list[S3ObjectRef], settings: Settings, start: Callable[[S3O
         ``{"started": [execution ARNs], "deferred": int, "ignored": [{"key", "reason"}], "duplicates": int}``;
         an object repeated within one event counts as a duplicate too.
     """
+    if not settings.input_bucket:  # any bucket: each one's input URL, before any object is handled
+        for bucket in sorted({obj.bucket for obj in objects}):
+            settings.check_input_url(bucket)
     summary: dict[str, Any] = {"started": [], "deferred": 0, "ignored": [], "duplicates": 0}
     seen: set[tuple[str, str, str | None, str]] = set()
     for obj in objects:

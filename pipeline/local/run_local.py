@@ -220,7 +220,10 @@ def execute(definition: dict, params: dict[str, str], output: Path, on_step=None
     if result.status == "Succeeded":
         publish(result, store, output, registry)
     else:
-        report = _publish_report(result, store, output)
+        evaluation = _evaluation_uri(result)
+        if evaluation is not None:
+            _download(store, evaluation, output / "evaluation")
+        report = _publish_report(result, output)
         if report is not None:
             uri = _evaluation_uri(result)
             shown = f"{uri.rstrip('/')}/{paths.REPORT_FILE}"
@@ -237,21 +240,25 @@ def _evaluation_uri(result: ExecutionResult) -> str | None:
         "ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri")
 
 
-def _publish_report(result: ExecutionResult, store, output: Path) -> Path | None:
-    """Copy the run's report to ``report.html``, stamped with its package, and keep it as ``reports/<version>.html``.
+def _download(store, uri: str, destination: Path) -> None:
+    """``uri``'s files in ``destination``, replacing what was there (the folder exists even when empty)."""
+    shutil.rmtree(destination, ignore_errors=True)
+    store.download(uri, destination)
+    destination.mkdir(parents=True, exist_ok=True)  # an output with no files is still shown
+
+
+def _publish_report(result: ExecutionResult, output: Path) -> Path | None:
+    """Copy the run's report (downloaded to ``evaluation/``) to ``report.html``, stamped with its package, and
+    keep it as ``reports/<version>.html``.
 
     Its comparison with the last publish is the evaluation step's own (``--published``, as on SageMaker).
     """
     from pipeline.local.summary import package_report_path
     from steps.report.render import stamp_package
 
-    uri = _evaluation_uri(result)
-    if uri is None:
+    if _evaluation_uri(result) is None:
         return None
-    destination = output / "evaluation"
-    shutil.rmtree(destination, ignore_errors=True)
-    store.download(uri, destination)
-    source = destination / paths.REPORT_FILE
+    source = output / "evaluation" / paths.REPORT_FILE
     if not source.is_file():
         return None
     page = source.read_text(encoding="utf-8")
@@ -273,10 +280,7 @@ def publish(result: ExecutionResult, store, output: Path, registry: LocalRegistr
         uri = result.properties.get(step, {}).get(prop)
         if uri is None:
             continue
-        destination = output / target
-        shutil.rmtree(destination, ignore_errors=True)
-        store.download(uri, destination)
-        destination.mkdir(parents=True, exist_ok=True)  # an output with no files is still shown
+        _download(store, uri, output / target)
     segments_uri = _segments_uri(result)
     if segments_uri:  # only a run that exported replaces the published segments
         shutil.rmtree(output / "segments", ignore_errors=True)
@@ -294,7 +298,7 @@ def publish(result: ExecutionResult, store, output: Path, registry: LocalRegistr
         package_arn = result.arguments.get("ExportSegments", {}).get("model_package_arn")
         if package_arn:
             registry.mark_published(package_arn, result.execution_id)
-    _publish_report(result, store, output)
+    _publish_report(result, output)  # the evaluation was downloaded above (PUBLISHED)
 
 
 def _write_last_run(result: ExecutionResult, output: Path, params: dict[str, str]) -> None:

@@ -53,14 +53,40 @@ from steps.features.transactions import (
 CUSTOMER_ROWS = "customer_rows"
 REPEATED_KEYS = "repeated_keys"
 
+# The columns of ``customer_rows`` after ``reason`` and ``cust``, in order, with their DuckDB types and how two
+# rows of one customer add up (:func:`aggregate_customers` makes them; the incremental state stores and merges
+# them, steps.features.fold; the Spark engine loads its rows into them). The contact structs follow; the one-pass
+# CSV check adds ``repeated_rows`` (see the module docstring), which nothing else keeps.
+CUSTOMER_TOTALS: tuple[tuple[str, str, str], ...] = (
+    ("n_rows", "BIGINT", "sum"),
+    ("duplicate_rows", "BIGINT", "sum"),
+    ("identical_rows", "BIGINT", "sum"),
+    ("amount", "HUGEINT", "sum"),
+    ("return_rows", "BIGINT", "sum"),
+    ("first_purchase", "DATE", "min"),
+    ("last_purchase", "DATE", "max"),
+    ("last_day", "DATE", "max"),
+    ("frequency", "BIGINT", "sum"),
+    ("float_id_rows", "BIGINT", "sum"),
+)
+KEY_TYPES = ((REASON, "UTINYINT"), (CUST, "VARCHAR"))
+CONTACT_TYPE = "STRUCT(day DATE, value VARCHAR)"  # a contact's value on its latest day
+
+
+def contact_columns(contacts: Sequence[str]) -> list[str]:
+    """The ``contact_<name>`` columns of ``customer_rows`` for these contact names."""
+    return [f"{CONTACT_PREFIX}{name}" for name in contacts]
+
+
+def customer_rows_columns(contacts: Sequence[str]) -> list[tuple[str, str]]:
+    """``customer_rows``' columns (name, DuckDB type), ``repeated_rows`` aside, with these contacts."""
+    return [*KEY_TYPES, *((name, kind) for name, kind, _ in CUSTOMER_TOTALS),
+            *((name, CONTACT_TYPE) for name in contact_columns(contacts))]
+
 
 def union_sql(selects: Sequence[str]) -> str:
     """One relation of several files' canonical rows."""
     return "\nUNION ALL\n".join(f"({s})" for s in selects)
-
-
-def _contact_names(contacts: Sequence[str]) -> list[str]:
-    return [f"{CONTACT_PREFIX}{name}" for name in contacts]
 
 
 def _latest(column: str) -> str:
@@ -100,7 +126,7 @@ def aggregate_customers(
     (distinct orders with a purchase row), ``float_id_rows`` (rows whose id
     was written as a float, ``17850.0``), then the contact structs.
     """
-    latest = "".join(f", {_latest(name)}" for name in _contact_names(contacts))
+    latest = "".join(f", {_latest(name)}" for name in contact_columns(contacts))
     repeated = _usable(f"count(*) - count(DISTINCT {ROW_HASH})") if count_repeats else "0"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {CUSTOMER_ROWS} AS

@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import duckdb
 
@@ -36,6 +36,7 @@ from steps.features.aggregate import (
     no_repeated_keys,
 )
 from steps.features.formats import InputFormat, resolve_format
+from steps.features.options import FeatureOptions
 from steps.features.parsing import DEFAULT_TEXT_PARSERS, literal, order_date_parsers, quote, slashed_dates
 from steps.features.quality import quality_report
 from steps.features.quarantine import (
@@ -101,6 +102,17 @@ class FeatureResult:
     def to_pandas(self) -> pd.DataFrame:
         """:meth:`features` as a pandas DataFrame (customer ids stay strings)."""
         return self.features().to_pandas()
+
+
+class Aggregate(Protocol):
+    """An engine's per-customer aggregation of ``planned`` (the hook of :func:`compute_features`).
+
+    Creates ``customer_rows``, ``rejected_lines``, ``flagged_customers`` and the flagged-rows
+    tables in ``con`` and returns (malformed lines, flagged-rows tables), as :func:`aggregate_sources`.
+    """
+
+    def __call__(self, con: duckdb.DuckDBPyConnection, planned: list[CanonicalSource], *, cutoff: dt.date,
+                 contacts: list[str], where: str, timezone: str | None = None) -> tuple[int, list[str]]: ...
 
 
 def parse_as_of(text: str | None) -> dt.date | None:
@@ -249,13 +261,11 @@ def _text_date_parsers(con: duckdb.DuckDBPyConnection, src: CanonicalSource, col
 
 def compute_features(
     sources: list[Source],
+    options: FeatureOptions | None = None,
     *,
-    input_format: str = "auto",
-    mapping: dict[str, str] | None = None,
-    as_of: dt.date | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
     skipped_files: dict[str, str] | None = None,
-    timezone: str | None = None,
+    aggregate: Aggregate | None = None,
 ) -> FeatureResult:
     """Per-customer RFM features and the accounting of every input row.
 
@@ -263,18 +273,18 @@ def compute_features(
     ----------
     sources : list of Source
         Input files (see :func:`open_sources`); all must share one format.
-    input_format : str
-        ``auto`` or one of ``steps.features.formats.FORMAT_NAMES``.
-    mapping : dict, optional
-        Canonical column -> source column overrides.
-    as_of : date, optional
-        Reference date; default the day after the last used transaction (UTC).
-        Rows dated after it are quarantined (``date_after_as_of``); without it, rows
+    options : FeatureOptions, optional
+        ``input_format``, ``mapping``, ``as_of`` and ``timezone`` apply here. Without
+        ``as_of`` the reference date is the day after the last used transaction (UTC);
+        rows dated after it are quarantined (``date_after_as_of``), and without it rows
         dated after today (UTC) are, so one mistyped year cannot move everyone's recency.
     con : DuckDBPyConnection, optional
         Where to work (see :func:`connect`).
-    timezone : str, optional
-        IANA zone whose calendar days count (see :func:`parse_timezone`); default UTC.
+    skipped_files : dict, optional
+        File -> why it was skipped (see :func:`open_sources`), for ``quality.json``.
+    aggregate : Aggregate, optional
+        The engine's per-customer aggregation (default :func:`aggregate_sources`, in DuckDB;
+        the Spark engine's is ``steps.features.spark.engine.SparkAggregation``).
 
     Returns
     -------
@@ -291,23 +301,25 @@ def compute_features(
     """
     if not sources:
         raise InputDataError("no input files", None, "Give --input a file, folder or S3 prefix")
+    options = options or FeatureOptions()
+    aggregate = aggregate or aggregate_sources
     con = con or connect()
-    planned = plan_sources(con, sources, input_format, mapping or {})
+    planned = plan_sources(con, sources, options.input_format, options.mapping)
     fmt = planned[0].fmt
     contacts = [n for n in c.CONTACT_COLUMNS if any(n in p.fmt.columns for p in planned)]
-    cutoff = as_of or today_in(timezone)
+    cutoff = options.as_of or today_in(options.timezone)
     where = sources[0].name if len(sources) == 1 else f"{len(sources)} files like {sources[0].name}"
     clock = _Clock()
-    malformed, tables = aggregate_sources(con, planned, cutoff=cutoff, contacts=contacts, where=where,
-                                          timezone=timezone)
+    malformed, tables = aggregate(con, planned, cutoff=cutoff, contacts=contacts, where=where,
+                                  timezone=options.timezone)
     clock.lap("aggregated, checked for identical rows and quarantined")
-    warnings = as_of_warnings(con, as_of)
-    as_of, features_sql = score_customers(con, as_of, where, contacts)
+    warnings = as_of_warnings(con, options.as_of)
+    as_of, features_sql = score_customers(con, options.as_of, where, contacts)
     quality = quality_report(
         con, files=[s.name for s in sources], skipped_files=skipped_files or {}, fmt=fmt, as_of=as_of,
         malformed_lines=malformed,
         rows_in_files=sum(s.rows for s in sources) if all(s.kind == "parquet" for s in sources) else None,
-        warnings=warnings, timezone=timezone,
+        warnings=warnings, timezone=options.timezone,
     )
     clock.lap("scored the customers")
     return FeatureResult(quality, fmt, con, features_sql, tables, contacts)
@@ -538,7 +550,8 @@ def write_features(
         con.execute(f"COPY ({result.scored_sql}) TO {literal(str(output / paths.RFM_FILE))} (FORMAT parquet)")
         clock.lap(f"wrote {paths.RFM_FILE}")
         if transform_output is not None:
-            files = write_transform_input(con, result.scored_sql, transform_output)
+            # quality.json counts the customers the scored SELECT holds: no need to count them again.
+            files = write_transform_input(con, result.scored_sql, transform_output, result.quality["customers"])
             clock.lap(f"wrote the transform input ({len(files)} file(s))")
     finally:
         con.execute("SET preserve_insertion_order=false")
@@ -558,33 +571,30 @@ def check_outputs(output: Path, transform_output: Path | None, quarantine_output
 def run(
     location: str,
     output: Path,
+    options: FeatureOptions | None = None,
     *,
-    transform_output: Path | None = None,
-    quarantine_output: Path | None = None,
-    input_format: str = "auto",
-    mapping: dict[str, str] | None = None,
-    as_of: dt.date | None = None,
-    encoding: str | None = None,
-    memory_limit: str | None = None,
-    threads: int | None = None,
-    timezone: str | None = None,
+    aggregate: Aggregate | None = None,
 ) -> FeatureResult:
-    """Read ``location``, compute the features and write every artifact (see :func:`write_features`)."""
-    check_outputs(output, transform_output, quarantine_output)
+    """Read ``location``, compute the features and write every artifact (see :func:`write_features`).
+
+    ``aggregate`` is the engine's per-customer aggregation (see :func:`compute_features`). DuckDB's
+    memory limit (``options.memory_limit``) and threads apply to this machine's DuckDB: with the Spark
+    engine that is the driver's, which loads the per-customer rows, scores them and writes the files.
+    An automatic limit DuckDB outgrows doubles, up to half the memory, and the run starts again.
+    """
+    options = options or FeatureOptions()
+    check_outputs(output, options.transform_output, options.quarantine_output)
     with tempfile.TemporaryDirectory(prefix="rfm-features-") as workdir:
-        con = connect(os.path.join(workdir, "spill"), threads)  # sniffing needs little memory
-        sources, skipped = open_sources(location, Path(workdir), encoding, con)
-        automatic = not memory_limit or memory_limit == "auto"
-        limit = auto_memory_limit(sources) if automatic else memory_limit
+        con = connect(os.path.join(workdir, "spill"), options.threads)  # sniffing needs little memory
+        sources, skipped = open_sources(location, Path(workdir), options.encoding, con)
+        automatic = options.automatic_memory
+        limit = auto_memory_limit(sources) if automatic else options.memory_limit
         while True:
             set_memory_limit(con, limit)
-            log.debug("DuckDB memory limit %s, threads %s", limit, threads or "all")
+            log.debug("DuckDB memory limit %s, threads %s", limit, options.threads or "all")
             try:
-                result = compute_features(
-                    sources, input_format=input_format, mapping=mapping, as_of=as_of, con=con,
-                    skipped_files=skipped, timezone=timezone,
-                )
-                write_features(result, output, transform_output, quarantine_output)
+                result = compute_features(sources, options, con=con, skipped_files=skipped, aggregate=aggregate)
+                write_features(result, output, options.transform_output, options.quarantine_output)
                 break
             except duckdb.OutOfMemoryException:
                 bigger = doubled_memory_limit(limit) if automatic else None
@@ -597,6 +607,6 @@ def run(
                 # files, 37M rows and 33M orders, needs about 2 GB).
                 log.warning("DuckDB needed more than %s for this input; trying again with %s", limit, bigger)
                 con.close()
-                con = connect(os.path.join(workdir, "spill"), threads)
+                con = connect(os.path.join(workdir, "spill"), options.threads)
                 limit = bigger
     return result

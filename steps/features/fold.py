@@ -40,7 +40,7 @@ import duckdb
 
 from steps import columns as c
 from steps.errors import EmptyInputError, InputDataError, first_line
-from steps.features.aggregate import CUSTOMER_ROWS
+from steps.features.aggregate import CUSTOMER_ROWS, CUSTOMER_TOTALS, contact_columns, customer_rows_columns
 from steps.features.compute import (
     FeatureResult,
     aggregate_sources,
@@ -55,6 +55,7 @@ from steps.features.compute import (
 )
 from steps.features.formats import InputFormat
 from steps.features.history import HistoryObject, Increment, diff, fetch, fingerprint, list_history
+from steps.features.options import FeatureOptions
 from steps.features.parsing import literal
 from steps.features.quality import quality_report
 from steps.features.quarantine import FLAGGED_CUSTOMERS, INPUT_FILES, REJECTED_LINES
@@ -72,7 +73,6 @@ from steps.features.state import (
     read_current,
 )
 from steps.features.transactions import (
-    CONTACT_PREFIX,
     CUST,
     ORDER,
     REASON,
@@ -86,32 +86,22 @@ log = logging.getLogger("rfm.features")
 # Once "today" reaches it, a run reads the object again (a rebuild would count those rows).
 DATED_FROM = "future_rows_from"
 _FUTURE_REASON = ROW_REASONS.index("date_after_as_of") + 1
+# One object at a time plus the totals (one row per customer): DuckDB spills past this.
+INCREMENTAL_MEMORY_LIMIT = "1GB"
 
 ALL_CONTACTS = list(c.CONTACT_COLUMNS)
-# A contribution's and the totals' columns with their types; how two of them add up.
-_SUMS = ("n_rows", "duplicate_rows", "amount", "return_rows", "frequency", "identical_rows", "float_id_rows")
-_COLUMNS = (
-    f"CAST({REASON} AS UTINYINT) AS {REASON}, CAST({CUST} AS VARCHAR) AS {CUST}, "
-    + ", ".join(f"CAST({n} AS BIGINT) AS {n}" for n in _SUMS[:4])
-    + ", CAST(first_purchase AS DATE) AS first_purchase, CAST(last_purchase AS DATE) AS last_purchase, "
-    "CAST(last_day AS DATE) AS last_day, "
-    + ", ".join(f"CAST({n} AS BIGINT) AS {n}" for n in _SUMS[4:])
-    + "".join(f", {CONTACT_PREFIX}{n}" for n in ALL_CONTACTS)
+# A contribution's and the totals' columns as the state stores them: customer_rows' columns, amounts as BIGINT
+# (Parquet has no 128-bit integer; ten-thousandths of a currency unit fit in 64 bits).
+_STORED = [(name, "BIGINT" if kind == "HUGEINT" else kind) for name, kind in customer_rows_columns(ALL_CONTACTS)]
+_COLUMNS = ", ".join(f"CAST({name} AS {kind}) AS {name}" for name, kind in _STORED)
+# How two of them add up (per reason and customer).
+_MERGE = ", ".join(
+    [REASON, CUST]
+    + [f"CAST(sum({name}) AS BIGINT) AS {name}" if how == "sum" else f"{how}({name}) AS {name}"
+       for name, _, how in CUSTOMER_TOTALS]
+    + [f"max({name}) AS {name}" for name in contact_columns(ALL_CONTACTS)]
 )
-_MERGE = (
-    f"{REASON}, {CUST}, "
-    + ", ".join(f"CAST(sum({n}) AS BIGINT) AS {n}" for n in _SUMS)
-    + ", min(first_purchase) AS first_purchase, max(last_purchase) AS last_purchase, max(last_day) AS last_day"
-    + "".join(f", max({CONTACT_PREFIX}{n}) AS {CONTACT_PREFIX}{n}" for n in ALL_CONTACTS)
-)
-_EMPTY = (  # no rows, the columns of a contribution
-    f"SELECT CAST(NULL AS UTINYINT) AS {REASON}, CAST(NULL AS VARCHAR) AS {CUST}, "
-    + ", ".join(f"CAST(NULL AS BIGINT) AS {n}" for n in _SUMS[:4])
-    + ", CAST(NULL AS DATE) AS first_purchase, CAST(NULL AS DATE) AS last_purchase, CAST(NULL AS DATE) AS last_day, "
-    + ", ".join(f"CAST(NULL AS BIGINT) AS {n}" for n in _SUMS[4:])
-    + "".join(f", CAST(NULL AS STRUCT(day DATE, value VARCHAR)) AS {CONTACT_PREFIX}{n}" for n in ALL_CONTACTS)
-    + " WHERE false"
-)
+_EMPTY = "SELECT " + ", ".join(f"CAST(NULL AS {kind}) AS {name}" for name, kind in _STORED) + " WHERE false"
 
 
 @dataclass
@@ -134,11 +124,9 @@ class ObjectRead:
     fmt: InputFormat | None
 
 
-def settings_of(input_format: str, mapping: dict[str, str], as_of: dt.date | None, encoding: str | None,
-                timezone: str | None = None) -> dict:
-    """What a contribution depends on besides the object (a change rebuilds the state)."""
-    return {"input_format": input_format, "mapping": dict(sorted(mapping.items())),
-            "as_of": as_of.isoformat() if as_of else "", "encoding": encoding or "", "timezone": timezone or ""}
+def incremental_memory_limit(options: FeatureOptions) -> str:
+    """DuckDB's memory limit for an incremental run: the one set, else :data:`INCREMENTAL_MEMORY_LIMIT`."""
+    return INCREMENTAL_MEMORY_LIMIT if options.automatic_memory else str(options.memory_limit)
 
 
 def plan_history(location: str, store: StateStore) -> dict:
@@ -178,23 +166,17 @@ def run_history(
     objects: list[HistoryObject],
     store: StateStore,
     output: Path,
+    options: FeatureOptions | None = None,
     *,
     location: str = "",
-    transform_output: Path | None = None,
-    quarantine_output: Path | None = None,
-    input_format: str = "auto",
-    mapping: dict[str, str] | None = None,
-    as_of: dt.date | None = None,
-    encoding: str | None = None,
-    memory_limit: str = "2GB",
-    threads: int | None = None,
     rebuild: bool = False,
     history_name: str | None = None,
-    timezone: str | None = None,
     reader: ObjectReader | None = None,
 ) -> FoldResult:
     """Fold ``objects`` (the whole history) into the state at ``store``; write the features to ``output``.
 
+    ``options`` are the run's settings, as for a one-pass run (:func:`steps.features.compute.run`); its
+    memory limit applies to each object's read and to the fold (see :func:`incremental_memory_limit`).
     ``reader`` reads the objects that changed into contributions (default: one after another here;
     the Spark engine passes its own, see ``steps.features.spark.contributions``).
 
@@ -206,9 +188,10 @@ def run_history(
     StateError
         The state is corrupt or missing files (run with Rebuild), or another run changed it.
     """
-    check_outputs(output, transform_output, quarantine_output)  # before the work, not after it
-    mapping = mapping or {}
-    settings = settings_of(input_format, mapping, as_of, encoding, timezone)
+    options = options or FeatureOptions()
+    check_outputs(output, options.transform_output, options.quarantine_output)  # before the work, not after it
+    as_of, timezone = options.as_of, options.timezone
+    settings = options.state_settings()
     current = Current(None, None) if rebuild else read_current(store)
     rebuilt = rebuild or current.manifest is None
     base = current.manifest
@@ -229,11 +212,10 @@ def run_history(
                                       if base.objects[o.key].get(DATED_FROM, "9999") <= cutoff.isoformat()})
     with tempfile.TemporaryDirectory(prefix="rfm-history-") as workdir:
         work = Path(workdir)
-        con = connect(str(work / "spill"), threads)
-        set_memory_limit(con, memory_limit)
+        con = connect(str(work / "spill"), options.threads)
+        set_memory_limit(con, incremental_memory_limit(options))
         reader = reader or ObjectReader()
-        reads = _read_objects(con, increment.to_read, work, store, settings, base, input_format, mapping,
-                              cutoff, encoding, spanning=rebuilt, timezone=timezone, dated_by_today=as_of is None,
+        reads = _read_objects(con, increment.to_read, work, store, base, options, cutoff, spanning=rebuilt,
                               reader=reader)
         manifest = _next_manifest(base, increment, reads, settings, history_name)
         if all(o.get("skipped") for o in manifest.objects.values()):
@@ -251,7 +233,7 @@ def run_history(
         else:
             totals_local = store.download(totals_name, work / "current-totals.parquet")
         result = _finish(con, manifest, reads, increment, totals_local, as_of, rebuilt, work, timezone, reader)
-        write_features(result, output, transform_output, quarantine_output)
+        write_features(result, output, options.transform_output, options.quarantine_output)
         if changed:  # last: an interrupted or failed run never becomes current
             store.swap_current(pointer_text(manifest), current.etag)
             log.info("state %s is current (%d objects)", manifest.generation, len(manifest.objects))
@@ -262,20 +244,21 @@ def run_history(
 class ObjectJob:
     """What reading one object into its contribution needs (pickled to a Spark task as it is).
 
-    ``recorded`` is the history's format when known: an object of another format stops the run
-    before it is aggregated.
+    ``options`` are the run's (format, mapping, encoding, time zone, as-of date); ``recorded`` is the
+    history's format when known: an object of another format stops the run before it is aggregated.
     """
 
     obj: HistoryObject
     file_no: int
-    input_format: str
-    mapping: dict[str, str]
+    options: FeatureOptions
     cutoff: dt.date
-    encoding: str | None
-    timezone: str | None
     spanning: bool
-    dated_by_today: bool
     recorded: str | None = None
+
+    @property
+    def dated_by_today(self) -> bool:
+        """Without an as-of date, "today" holds back later rows: the object may need reading again."""
+        return self.options.as_of is None
 
 
 class ObjectReader:
@@ -314,8 +297,8 @@ def read_object(con: duckdb.DuckDBPyConnection, job: ObjectJob, work: Path) -> O
     obj, file_no, cutoff = job.obj, job.file_no, job.cutoff
     path = fetch(obj, work / "objects")
     try:
-        source = sniff(path, job.encoding, obj.key, con)
-        planned = dataclasses.replace(plan_sources(con, [source], job.input_format, job.mapping)[0],
+        source = sniff(path, job.options.encoding, obj.key, con)
+        planned = dataclasses.replace(plan_sources(con, [source], job.options.input_format, job.options.mapping)[0],
                                       file_no=file_no)
     except EmptyInputError as error:
         log.warning("skipping %s: %s", obj.key, error.what)
@@ -328,7 +311,7 @@ def read_object(con: duckdb.DuckDBPyConnection, job: ObjectJob, work: Path) -> O
                              "reads it again") from None
     _check_format(obj, planned.fmt.name, job.recorded)
     malformed, tables = aggregate_sources(con, [planned], cutoff=cutoff, contacts=ALL_CONTACTS, where=obj.key,
-                                          timezone=job.timezone)
+                                          timezone=job.options.timezone)
     renamed = []
     for table in tables:  # keep them apart; duplicates are judged within an object
         con.execute(f"UPDATE {table} SET {ROW_HASH} = hash({ROW_HASH}, {file_no})")
@@ -348,7 +331,7 @@ def read_object(con: duckdb.DuckDBPyConnection, job: ObjectJob, work: Path) -> O
     if job.spanning:
         orders = work / "orders" / f"{file_no}.parquet"
         orders.parent.mkdir(parents=True, exist_ok=True)
-        select = canonical_select(planned, as_of=cutoff, contacts=[], timezone=job.timezone)
+        select = canonical_select(planned, as_of=cutoff, contacts=[], timezone=job.options.timezone)
         con.execute(f"COPY (SELECT DISTINCT {CUST}, {ORDER}, {file_no} AS file_no FROM ({select}) "
                     f"WHERE {REASON} = 0) TO {literal(str(orders))} (FORMAT parquet)")
     return ObjectRead(obj, {**entry, "_local": str(local)}, renamed, planned.fmt)
@@ -361,9 +344,8 @@ def _check_format(obj: HistoryObject, name: str, recorded: str | None) -> None:
 
 
 def _read_objects(
-    con: duckdb.DuckDBPyConnection, objects: list[HistoryObject], work: Path, store: StateStore, settings: dict,
-    base: Manifest | None, input_format: str, mapping: dict[str, str], cutoff: dt.date, encoding: str | None,
-    *, spanning: bool, timezone: str | None = None, dated_by_today: bool = False, reader: ObjectReader,
+    con: duckdb.DuckDBPyConnection, objects: list[HistoryObject], work: Path, store: StateStore,
+    base: Manifest | None, options: FeatureOptions, cutoff: dt.date, *, spanning: bool, reader: ObjectReader,
 ) -> list[ObjectRead]:
     """Read each object alone into a contribution (uploaded to the state); keep its flagged rows in ``con``."""
     con.execute("CREATE OR REPLACE TEMP TABLE run_input_files (file_no INTEGER, path VARCHAR, name VARCHAR, "
@@ -372,8 +354,7 @@ def _read_objects(
                 "error VARCHAR, rows_before BIGINT)")
     con.execute(f"CREATE OR REPLACE TEMP TABLE run_flagged ({CUST} VARCHAR, has_duplicates BOOLEAN)")
     recorded = (base.extra.get("format") or {}).get("name") if base else None
-    jobs = [ObjectJob(obj, file_no, input_format, mapping, cutoff, encoding, timezone, spanning, dated_by_today,
-                      recorded) for file_no, obj in enumerate(objects)]
+    jobs = [ObjectJob(obj, file_no, options, cutoff, spanning, recorded) for file_no, obj in enumerate(objects)]
     reads: list[ObjectRead] = []
     for read in reader.read(con, jobs, work):
         if read.fmt is None:  # skipped: no data rows

@@ -18,10 +18,9 @@ from steps.features.formats import (
     parse_column_options,
     parse_mapping_json,
 )
+from steps.features.options import AUTO, FeatureOptions
 
-DEFAULT_MEMORY_LIMIT = "auto"
-# One object at a time plus the totals (one row per customer): DuckDB spills past this.
-INCREMENTAL_MEMORY_LIMIT = "1GB"
+DEFAULT_MEMORY_LIMIT = AUTO
 
 log = logging.getLogger("rfm.features")
 
@@ -57,8 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="text encoding of CSV files (default UTF-8, or UTF-16 with a byte-order mark)")
     parser.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT,
                         help="DuckDB memory limit, e.g. 2GB; past it work spills to disk (default: auto, "
-                             "30 bytes an input row, at least 800MB, at most half the memory)")
-    parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
+                             "30 bytes an input row, at least 800MB, at most half the memory; with --state "
+                             "1GB). With --engine spark: the driver's DuckDB, and with --state also each task's")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="DuckDB threads (default: all cores). With --engine spark: the driver's DuckDB; "
+                             "Spark's own parallelism comes from its master (RFM_SPARK_MASTER or spark-submit)")
     parser.add_argument("--engine", default="duckdb", choices=["duckdb", "spark"],
                         help="duckdb (one machine) or spark (local pyspark, or the cluster of a Spark "
                              "processing job; needs Java 17 and the spark extra; see docs/scale.md)")
@@ -81,35 +83,35 @@ def parse_flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    from steps.features.compute import parse_as_of, parse_timezone, run
+def options_from_args(args: argparse.Namespace) -> FeatureOptions:
+    """The run's settings from the command line (the column mapping merged from its three options)."""
+    from steps.features.compute import parse_as_of, parse_timezone
 
     mapping = parse_mapping_json(args.column_mapping, "--column-mapping")
     mapping.update(load_mapping_file(args.mapping) if args.mapping else {})
     mapping.update(parse_column_options(args.column))
-    started = time.perf_counter()
-    if args.state:
-        return _run_incremental(args, mapping, started)
-    if getattr(args, "engine", "duckdb") == "spark":
-        from steps.features.spark.engine import run_spark
-
-        runner = run_spark
-        engine_options = {}
-    else:
-        runner = run
-        engine_options = {"memory_limit": args.memory_limit, "threads": args.threads}
-    result = runner(
-        args.input,
-        Path(args.output),
+    return FeatureOptions(
         transform_output=Path(args.transform_output) if args.transform_output else None,
         quarantine_output=Path(args.quarantine_output) if args.quarantine_output else None,
-        input_format=args.format,
-        mapping=mapping,
-        as_of=parse_as_of(args.as_of),
-        encoding=args.encoding,
-        timezone=parse_timezone(args.timezone),
-        **engine_options,
+        input_format=args.format, mapping=mapping, as_of=parse_as_of(args.as_of), encoding=args.encoding,
+        timezone=parse_timezone(args.timezone), memory_limit=args.memory_limit, threads=args.threads,
     )
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    options = options_from_args(args)
+    started = time.perf_counter()
+    if args.state:
+        return _run_incremental(args, options, started)
+    with contextlib.ExitStack() as stack:
+        aggregate = None
+        if getattr(args, "engine", "duckdb") == "spark":  # each file read in a Spark task; the rest is the same
+            from steps.features.spark.engine import spark_aggregation
+
+            aggregate = stack.enter_context(spark_aggregation())
+        from steps.features.compute import run
+
+        result = run(args.input, Path(args.output), options, aggregate=aggregate)
     quality = result.quality
     log.info(
         "%s format, as of %s: %d rows read, %d used, %d quarantined; %d customers -> %s (%.1f s)",
@@ -123,9 +125,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_incremental(args: argparse.Namespace, mapping: dict[str, str], started: float) -> int:
-    from steps.features.compute import parse_as_of, parse_timezone
-    from steps.features.fold import load_history, run_history
+def _run_incremental(args: argparse.Namespace, options: FeatureOptions, started: float) -> int:
+    from steps.features.fold import incremental_memory_limit, load_history, run_history
     from steps.features.history import list_history
     from steps.features.state import StateStore, history_file
 
@@ -135,21 +136,14 @@ def _run_incremental(args: argparse.Namespace, mapping: dict[str, str], started:
         history_name = history_file(args.history_fingerprint)
     else:
         location, objects, history_name = args.input, list_history(args.input), None
-    memory_limit = args.memory_limit if args.memory_limit != "auto" else INCREMENTAL_MEMORY_LIMIT
     with contextlib.ExitStack() as stack:
         reader = None
         if getattr(args, "engine", "duckdb") == "spark":  # each object read in a Spark task; the fold is the same
             from steps.features.spark.contributions import spark_reader
 
-            reader = stack.enter_context(spark_reader(store, memory_limit))
-        folded = run_history(
-            objects, store, Path(args.output), location=location,
-            transform_output=Path(args.transform_output) if args.transform_output else None,
-            quarantine_output=Path(args.quarantine_output) if args.quarantine_output else None,
-            input_format=args.format, mapping=mapping, as_of=parse_as_of(args.as_of), encoding=args.encoding,
-            memory_limit=memory_limit, threads=args.threads, rebuild=args.rebuild, history_name=history_name,
-            timezone=parse_timezone(args.timezone), reader=reader,
-        )
+            reader = stack.enter_context(spark_reader(store, incremental_memory_limit(options)))
+        folded = run_history(objects, store, Path(args.output), options, location=location, rebuild=args.rebuild,
+                             history_name=history_name, reader=reader)
     quality, increment = folded.result.quality, folded.result.quality["increment"]
     log.info(
         "%s: %d objects added, %d replaced, %d removed, %d unchanged; %d rows read; %d customers, state %s "

@@ -44,16 +44,17 @@ def file_count(customers: int, rows_per_file: int) -> int:
     return max(1, math.ceil(customers / rows_per_file))
 
 
-def write_transform_input(con: duckdb.DuckDBPyConnection, select_sql: str, folder: Path,
+def write_transform_input(con: duckdb.DuckDBPyConnection, select_sql: str, folder: Path, customers: int,
                           rows_per_file: int | None = None) -> list[str]:
-    """Write the ``TRANSFORM_INPUT_COLUMNS`` of ``select_sql`` (one row per customer) to ``folder`` as
-    files of ``rows_per_file`` customers (default :func:`file_rows`), in customer id order; return their
-    names. Transform input files already in ``folder`` are removed first: a customer is never in two."""
+    """Write the ``TRANSFORM_INPUT_COLUMNS`` of ``select_sql`` (one row per customer, ``customers`` of them:
+    the caller has counted them) to ``folder`` as files of ``rows_per_file`` customers (default
+    :func:`file_rows`), in customer id order; return their names. The last file takes whatever rows remain,
+    so none is left out. Transform input files already in ``folder`` are removed first: a customer is never
+    in two."""
     rows_per_file = rows_per_file or file_rows()
     for stale in folder.glob(paths.TRANSFORM_INPUT_GLOB):
         stale.unlink()
     columns = ", ".join(c.TRANSFORM_INPUT_COLUMNS)
-    customers = int(con.execute(f"SELECT count(*) FROM ({select_sql})").fetchall()[0][0])
     count = file_count(customers, rows_per_file)
     names = [paths.transform_input_file(index) for index in range(count)]
     if count == 1:
@@ -67,8 +68,9 @@ def write_transform_input(con: duckdb.DuckDBPyConnection, select_sql: str, folde
     try:
         for index, name in enumerate(names):
             first = index * rows_per_file
+            until = f" AND {_ROW} < {first + rows_per_file}" if index < count - 1 else ""  # the last: the rest
             con.execute(f"""COPY (SELECT {columns} FROM {_NUMBERED}
-                                  WHERE {_ROW} >= {first} AND {_ROW} < {first + rows_per_file} ORDER BY {_ROW})
+                                  WHERE {_ROW} >= {first}{until} ORDER BY {_ROW})
                             TO {literal(str(folder / name))} (FORMAT csv, HEADER)""")
     finally:
         con.execute(f"DROP TABLE IF EXISTS {_NUMBERED}")

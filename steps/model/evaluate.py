@@ -30,8 +30,9 @@ from steps.model.model_io import SegmentModel, load_model
 from steps.model.quality_gate import gate_verdict
 from steps.model.segmenter import feature_matrix
 from steps.model.train import read_features
+from steps.published import CHANGE_ORDER
 from steps.report import data as report_data
-from steps.report.baseline import CHANGE_ORDER, Baseline, compare_segments, read_baseline
+from steps.report.baseline import Baseline, compare_segments, read_baseline
 from steps.report.money import DEFAULT_CURRENCY
 
 log = logging.getLogger("rfm.evaluate")

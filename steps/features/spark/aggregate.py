@@ -1,7 +1,8 @@
 """``customer_rows`` in Spark: the DuckDB engine's per-customer totals, exact.
 
-Same columns and meaning as :func:`steps.features.aggregate.aggregate_customers`
-after :func:`~steps.features.aggregate.correct_identical_rows`: one row per
+Same columns (``steps.features.aggregate.CUSTOMER_TOTALS``) and meaning as
+:func:`steps.features.aggregate.aggregate_customers` after
+:func:`~steps.features.aggregate.correct_identical_rows`: one row per
 usable customer and one per row-level reason (customer NULL). Spark groups
 identical rows first (same customer and row hash; rows of a reason collapse
 to one group per reason), then totals per customer, so exact duplicates are
@@ -14,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from steps.features.aggregate import contact_columns
 from steps.features.spark.tasks import SIDE
 from steps.features.transactions import (
     AMOUNT,
-    CONTACT_PREFIX,
     CUST,
     DAY,
     FLOAT_ID,
@@ -49,7 +50,7 @@ def customer_rows_frame(rows: DataFrame, contacts: Sequence[str], *, dedupe: boo
     from pyspark.sql import functions as F
 
     usable = F.col(REASON) == 0
-    names = [f"{CONTACT_PREFIX}{n}" for n in contacts]
+    names = contact_columns(contacts)
     keyed = rows.select(
         "*",
         F.when(F.col(REASON) <= 0, F.col(CUST)).alias("k_cust"),

@@ -7,42 +7,32 @@ DuckDB engine's SQL on one file) and aggregates per customer into the rows of
 ``customer_rows``, exactly: identical rows are counted once per (customer,
 row hash) before the per-customer totals, so no recount is needed. The driver
 loads that table into DuckDB and the DuckDB engine's own code scores the
-customers and writes ``rfm.parquet``, ``quality.json`` and ``quarantine/``.
+customers and writes ``rfm.parquet``, ``quality.json`` and ``quarantine/``: the run is
+:func:`steps.features.compute.run` with :class:`SparkAggregation` as its aggregation, so the
+memory limit, threads and memory retry are the driver DuckDB's, as on the DuckDB engine.
 
 With ``--state`` the run is incremental: see ``steps.features.spark.contributions``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from steps import columns as c
-from steps.errors import InputDataError
-from steps.features.aggregate import CUSTOMER_ROWS
-from steps.features.compute import (
-    FeatureResult,
-    as_of_warnings,
-    check_outputs,
-    connect,
-    dedupes,
-    open_sources,
-    plan_sources,
-    score_customers,
-    set_memory_limit,
-    today_in,
-    write_features,
-)
-from steps.features.quality import quality_report
+from steps.features.aggregate import CUSTOMER_ROWS, customer_rows_columns
+from steps.features.compute import FeatureResult, dedupes, run
+from steps.features.options import FeatureOptions
 from steps.features.quarantine import FLAGGED_CUSTOMERS, REJECTED_LINES, flag_customers, register_files
-from steps.features.sources import Source
 from steps.features.spark.aggregate import customer_rows_frame
+from steps.features.spark.contributions import WORKDIR_ENV
 from steps.features.spark.tasks import (
     ERROR_SENTINEL,
     FLAGGED_SCHEMA,
@@ -56,53 +46,36 @@ from steps.features.spark.tasks import (
     spark_schema,
     to_ipc,
 )
-from steps.features.transactions import CONTACT_PREFIX, CUST, FILE_NO, REASON, CanonicalSource
+from steps.features.transactions import CUST, FILE_NO, REASON, CanonicalSource
 
 log = logging.getLogger("rfm.features")
 
-# The driver's DuckDB only scores the per-customer rows and writes the files.
-DRIVER_MEMORY_LIMIT = "2GB"
 
-
-def compute_features_spark(
-    sources: list[Source],
-    *,
-    input_format: str = "auto",
-    mapping: dict[str, str] | None = None,
-    as_of: dt.date | None = None,
-    con: duckdb.DuckDBPyConnection,
-    workdir: Path | str,
-    skipped_files: dict[str, str] | None = None,
-    timezone: str | None = None,
-) -> FeatureResult:
-    """:func:`steps.features.compute.compute_features` with the aggregation in Spark.
+class SparkAggregation:
+    """The Spark engine's per-customer aggregation: the hook of :func:`steps.features.compute.compute_features`.
 
     Parameters
     ----------
-    workdir : Path or str
-        Where Spark writes the per-customer rows (a local folder, or an
-        ``s3://`` prefix on a cluster); the driver reads them back.
-    Other parameters
-        As :func:`~steps.features.compute.compute_features`.
+    workdir : str
+        Where Spark writes the per-customer rows (a local folder, or an ``s3://`` prefix
+        on a cluster); the driver reads them back.
     """
-    if not sources:
-        raise InputDataError("no input files", None, "Give --input a file, folder or S3 prefix")
-    planned = plan_sources(con, sources, input_format, mapping or {})
-    fmt = planned[0].fmt
-    contacts = [n for n in c.CONTACT_COLUMNS if any(n in p.fmt.columns for p in planned)]
-    cutoff = as_of or today_in(timezone)
-    where = sources[0].name if len(sources) == 1 else f"{len(sources)} files like {sources[0].name}"
-    tasks = [FileTask(p, cutoff, tuple(contacts), where, timezone) for p in planned]
-    malformed, tables = aggregate_in_spark(con, planned, tasks, contacts, str(workdir))
-    warnings = as_of_warnings(con, as_of)
-    as_of, features_sql = score_customers(con, as_of, where, contacts)
-    quality = quality_report(
-        con, files=[s.name for s in sources], skipped_files=skipped_files or {}, fmt=fmt, as_of=as_of,
-        malformed_lines=malformed,
-        rows_in_files=sum(s.rows for s in sources) if all(s.kind == "parquet" for s in sources) else None,
-        warnings=warnings, timezone=timezone,
-    )
-    return FeatureResult(quality, fmt, con, features_sql, tables, contacts)
+
+    def __init__(self, workdir: str) -> None:
+        self.workdir = workdir
+
+    def __call__(self, con: duckdb.DuckDBPyConnection, planned: list[CanonicalSource], *, cutoff: dt.date,
+                 contacts: list[str], where: str, timezone: str | None = None) -> tuple[int, list[str]]:
+        tasks = [FileTask(p, cutoff, tuple(contacts), where, timezone) for p in planned]
+        return aggregate_in_spark(con, planned, tasks, contacts, self.workdir)
+
+
+@contextlib.contextmanager
+def spark_aggregation(workdir: str | None = None) -> Iterator[SparkAggregation]:
+    """A :class:`SparkAggregation` working in ``workdir``, else ``RFM_SPARK_WORKDIR``, else a local
+    folder removed after."""
+    with tempfile.TemporaryDirectory(prefix="rfm-features-spark-") as local:
+        yield SparkAggregation(workdir or os.environ.get(WORKDIR_ENV) or os.path.join(local, "spark"))
 
 
 def aggregate_in_spark(
@@ -140,22 +113,14 @@ def aggregate_in_spark(
     return malformed, tables
 
 
-def _customer_rows_ddl(contacts: list[str]) -> str:
-    extra = "".join(f", {CONTACT_PREFIX}{name} STRUCT(day DATE, value VARCHAR)" for name in contacts)
-    return (f"{REASON} UTINYINT, {CUST} VARCHAR, n_rows BIGINT, duplicate_rows BIGINT, identical_rows BIGINT, "
-            f"amount HUGEINT, return_rows BIGINT, first_purchase DATE, last_purchase DATE, last_day DATE, "
-            f"frequency BIGINT, float_id_rows BIGINT{extra}")
-
-
 def _load_customer_rows(con: duckdb.DuckDBPyConnection, target: str, contacts: list[str]) -> None:
     """``customer_rows`` (and ``spark_side_rows``) in DuckDB, with the DuckDB engine's column types."""
     import pyarrow.dataset as ds
 
     dataset = ds.dataset(target, format="parquet", exclude_invalid_files=True)
-    columns = [REASON, CUST, "n_rows", "duplicate_rows", "identical_rows", "amount", "return_rows",
-               "first_purchase", "last_purchase", "last_day", "frequency", "float_id_rows",
-               *(f"{CONTACT_PREFIX}{name}" for name in contacts)]
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {CUSTOMER_ROWS} ({_customer_rows_ddl(contacts)})")
+    typed = customer_rows_columns(contacts)
+    columns = [name for name, _ in typed]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {CUSTOMER_ROWS} ({', '.join(f'{n} {k}' for n, k in typed)})")
     con.execute(f"CREATE OR REPLACE TEMP TABLE spark_side_rows ({REASON} TINYINT, {FILE_NO} INTEGER, {SIDE} BLOB)")
     if not dataset.files:
         return
@@ -218,20 +183,9 @@ def _read_flagged_rows(con: duckdb.DuckDBPyConnection, spark, tasks: list[FileTa
     return tables
 
 
-def run_spark(
-    location: str,
-    output: Path,
-    *,
-    transform_output: Path | None = None,
-    quarantine_output: Path | None = None,
-    input_format: str = "auto",
-    mapping: dict[str, str] | None = None,
-    as_of: dt.date | None = None,
-    encoding: str | None = None,
-    timezone: str | None = None,
-    workdir: str | None = None,
-) -> FeatureResult:
-    """:func:`steps.features.compute.run` on the Spark engine (same arguments, same artifacts).
+def run_spark(location: str, output: Path, options: FeatureOptions | None = None, *,
+              workdir: str | None = None) -> FeatureResult:
+    """:func:`steps.features.compute.run` on the Spark engine (same options, same artifacts).
 
     Parameters
     ----------
@@ -239,15 +193,5 @@ def run_spark(
         Where Spark writes intermediate rows: an ``s3://`` prefix on a cluster
         (``RFM_SPARK_WORKDIR``); default a local temporary folder.
     """
-    check_outputs(output, transform_output, quarantine_output)
-    with tempfile.TemporaryDirectory(prefix="rfm-features-spark-") as local:
-        con = connect(os.path.join(local, "spill"))
-        set_memory_limit(con, DRIVER_MEMORY_LIMIT)
-        sources, skipped = open_sources(location, Path(local), encoding, con)
-        result = compute_features_spark(
-            sources, input_format=input_format, mapping=mapping, as_of=as_of, con=con,
-            workdir=workdir or os.environ.get("RFM_SPARK_WORKDIR") or os.path.join(local, "spark"),
-            skipped_files=skipped, timezone=timezone,
-        )
-        write_features(result, output, transform_output, quarantine_output)
-    return result
+    with spark_aggregation(workdir) as aggregate:
+        return run(location, output, options, aggregate=aggregate)
