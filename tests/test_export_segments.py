@@ -330,3 +330,19 @@ def test_every_value_the_stack_allows_is_a_valid_setting() -> None:
     allowed_values = load_template()["Parameters"]["CustomerProfilesSegmentDefinitions"]["AllowedValues"]
     assert sorted(parse_definition_kinds(value) for value in allowed_values) == sorted(
         [("segments", "clusters"), ("segments",), ("clusters",), ()])
+
+
+def test_a_definitions_arn_is_what_an_outbound_campaign_takes_as_its_source(env: Env) -> None:
+    """connectcampaignsv2's ``Source.customerProfilesSegmentArn``: 20..500 characters of its pattern."""
+    import re
+
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("connectcampaignsv2")
+    source = model.operation_model("UpdateCampaignSource").input_shape.members["source"]
+    arn_shape = source.members["customerProfilesSegmentArn"]
+    env.export(segments_frame(20))
+    for item in env.client.list_segment_definitions(DomainName=DOMAIN)["Items"]:
+        arn = item["SegmentDefinitionArn"]
+        assert arn_shape.metadata["min"] <= len(arn) <= arn_shape.metadata["max"]
+        assert re.fullmatch(arn_shape.metadata["pattern"], arn), arn

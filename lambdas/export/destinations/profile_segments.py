@@ -196,11 +196,10 @@ class SegmentDefinitions:
         if deleted:
             what += "; it was deleted to be replaced and is missing until a re-run creates it"
         if code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
-            fix = (f"Grant the export function's role profile:{operation} on "
-                   f"arn:aws:profile:<region>:<account>:domains/{self.domain}/segment-definitions/* and the "
-                   "domain itself (template.yaml does unless CustomerProfilesSegmentDefinitions is none), or set "
-                   "CUSTOMER_PROFILES_SEGMENT_DEFINITIONS=none to keep no segment definitions; the profiles "
-                   "are written either way")
+            fix = (f"Grant the export function's role profile:{operation} on the domain and its "
+                   f"segment-definitions/{DEFINITION_PREFIX}* (template.yaml does unless "
+                   "CustomerProfilesSegmentDefinitions is none), or set CUSTOMER_PROFILES_SEGMENT_DEFINITIONS=none "
+                   "to keep no segment definitions; the profiles are written either way")
         else:
             fix = ("Look the definition up in the Amazon Connect admin website (Customer segments) or with "
                    "aws customer-profiles list-segment-definitions, then re-run the export: it creates what "
