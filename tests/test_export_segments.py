@@ -346,3 +346,45 @@ def test_a_definitions_arn_is_what_an_outbound_campaign_takes_as_its_source(env:
         arn = item["SegmentDefinitionArn"]
         assert arn_shape.metadata["min"] <= len(arn) <= arn_shape.metadata["max"]
         assert re.fullmatch(arn_shape.metadata["pattern"], arn), arn
+
+
+# -- through the export: the environment's setting, and the step's one line ------------------------------
+
+
+def _run_export(env: Env, tmp_path: Any, setting: str) -> dict[str, Any]:
+    from lambdas.export.app import Clients, export_segments
+    from lambdas.export.retry import RetryPolicy
+    from lambdas.export.storage import Storage
+    from tests.export_support import write_inputs
+
+    storage = Storage()
+    request = write_inputs(storage, str(tmp_path / "run"), segments_frame(50), destinations="s3,customer-profiles")
+    settings = ExportSettings.from_env({"EXPORT_DESTINATIONS": "s3,customer-profiles",
+                                        "CUSTOMER_PROFILES_DOMAIN": DOMAIN,
+                                        "CUSTOMER_PROFILES_SEGMENT_DEFINITIONS": setting})
+    return export_segments(request, storage, settings, Clients(customer_profiles=env.client),
+                           RetryPolicy(max_attempts=2, sleep=lambda _: None))
+
+
+def test_the_environment_setting_reaches_the_destination(env: Env, tmp_path: Any) -> None:
+    summary = _run_export(env, tmp_path, "segments")
+    counts = summary["by_destination"]["customer-profiles"]["segment_definitions"]
+    assert counts["kinds"] == ["segments"] and counts["created"] == len(SEGMENT_NAMES)
+    assert env.names() == {segment_definition_name(s) for s in SEGMENT_NAMES}
+
+
+def test_a_refusal_fails_the_step_with_one_line_and_the_other_destinations_run(env: Env, tmp_path: Any) -> None:
+    from lambdas.export.app import ExportFailed
+
+    env.fake.inject(deny=["CreateSegmentDefinition"])
+    with pytest.raises(ExportFailed) as caught:
+        _run_export(env, tmp_path, "")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("export Lambda: 1 of 2 destination(s) failed: customer-profiles: CreateSegmentDefinition "
+                              "of the segment definition 'rfm-champions' in domain 'rfm-audiences' failed: "
+                              "AccessDeniedException (HTTP 403). Grant the export function's role "
+                              "profile:CreateSegmentDefinition on the domain and its segment-definitions/rfm-*")
+    summary = caught.value.summary
+    assert summary["by_destination"]["s3"]["files"] > 0
+    assert summary["by_destination"]["customer-profiles"]["profiles_upserted"] == 50

@@ -215,7 +215,8 @@ class SegmentDefinitions:
                               MaxResults=LIST_PAGE,
                               **({"NextToken": token} if token else {}))
             for item in page.get("Items", []):
-                found[item["SegmentDefinitionName"]] = item
+                if item.get("SegmentDefinitionName"):
+                    found[item["SegmentDefinitionName"]] = item
             token = page.get("NextToken")
             if not token:
                 return found
