@@ -235,6 +235,19 @@ def test_refused_definitions_and_failed_profiles_are_reported_together(env: Env)
 # -- names and the setting ----------------------------------------------------------------------------
 
 
+def test_a_segment_name_longer_than_a_profile_value_still_selects_its_customers(env: Env) -> None:
+    frame = segments_frame(40)
+    long_name = "A very long segment name, longer than a profile attribute value " * 5  # 325 characters
+    frame.loc[frame.index[:7], "rfm_segment"] = long_name
+    counts = env.export(frame)["segment_definitions"]
+
+    assert counts["created"] == len(SEGMENT_NAMES) + 1 + 3
+    name = segment_definition_name(long_name)
+    definition = env.client.get_segment_definition(DomainName=DOMAIN, SegmentDefinitionName=name)
+    assert len(definition["DisplayName"]) == 255
+    assert env.fake.segment_size(DOMAIN, definition) == 7
+
+
 def test_definition_names_fit_the_model_and_are_deterministic() -> None:
     frame = segments_frame(50, clusters=4)
     frame.loc[0, "rfm_segment"] = "Ünïcode & a very long segment name " * 4

@@ -74,6 +74,7 @@ from lambdas.export.config import CustomerProfilesSettings
 from lambdas.export.destinations import DestinationError, same_as_sent
 from lambdas.export.destinations.profile_segments import (
     CLUSTER_ATTRIBUTE,
+    MAX_ATTRIBUTE_VALUE,
     SEGMENT_ATTRIBUTE,
     DefinitionsFailed,
     SegmentDefinitions,
@@ -101,7 +102,7 @@ logger = Logger(service="rfm-export", child=True)
 
 PROFILE_KEY = "_account"
 ATTRIBUTE_PREFIX = "rfm_"
-MAX_VALUE = 255  # profile attribute values: 1..255 characters
+MAX_VALUE = MAX_ATTRIBUTE_VALUE  # profile attribute values: 1..255 characters
 # object field -> profile attribute (``_profile.Attributes.<name>``)
 ATTRIBUTE_FIELDS: dict[str, str] = {
     RFM_SEGMENT: SEGMENT_ATTRIBUTE,  # what the segment definitions filter on

@@ -56,6 +56,8 @@ from steps.errors import PipelineError
 
 MAX_DEFINITION_NAME = 64  # SegmentDefinitionName: 1..64 of [a-zA-Z0-9_-] (botocore's model)
 MAX_DISPLAY_NAME = 255  # DisplayName: 1..255 characters
+MAX_DESCRIPTION = 1000  # Description: 1..1000 in the API reference (the model allows 4000)
+MAX_ATTRIBUTE_VALUE = 255  # a profile attribute's value, and each of a dimension's Values: 1..255
 DEFINITION_PREFIX = "rfm-"
 SEGMENT_ATTRIBUTE = "rfm_segment"  # the profile attributes the customer-profiles destination writes
 CLUSTER_ATTRIBUTE = "rfm_cluster"
@@ -133,12 +135,12 @@ def segment_definitions(segments: pd.DataFrame,
 
 
 def _definition(display_name: str, description: str, attribute: str, value: str) -> dict[str, Any]:
-    dimension = {
-        "ProfileAttributes": {"Attributes": {attribute: {"DimensionType": "INCLUSIVE", "Values": [value]}}}
-    }
+    """One group, one dimension: ``attribute`` is ``value`` (cut to 255 characters, as the profile's value is)."""
+    dimension = {"ProfileAttributes": {"Attributes": {
+        attribute: {"DimensionType": "INCLUSIVE", "Values": [value[:MAX_ATTRIBUTE_VALUE]]}}}}
     return {
         "DisplayName": display_name[:MAX_DISPLAY_NAME],
-        "Description": description,
+        "Description": description[:MAX_DESCRIPTION],
         "SegmentGroups": {"Groups": [{"Dimensions": [dimension], "Type": "ALL"}], "Include": "ALL"},
     }
 
