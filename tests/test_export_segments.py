@@ -401,3 +401,21 @@ def test_a_refusal_fails_the_step_with_one_line_and_the_other_destinations_run(e
     summary = caught.value.summary
     assert summary["by_destination"]["s3"]["files"] > 0
     assert summary["by_destination"]["customer-profiles"]["profiles_upserted"] == 50
+
+
+def test_the_fakes_refusal_is_set_and_cleared_over_its_control_api(env: Env) -> None:
+    import json
+    import urllib.request
+
+    def post(action: str, body: dict[str, Any]) -> None:
+        request = urllib.request.Request(f"{env.fake.url}/_fake/{action}", data=json.dumps(body).encode(),
+                                         method="POST")
+        with urllib.request.urlopen(request) as answer:
+            assert answer.status == 200
+
+    post("faults", {"deny": ["ListSegmentDefinitions"]})
+    with pytest.raises(env.client.exceptions.AccessDeniedException):
+        env.client.list_segment_definitions(DomainName=DOMAIN)
+    env.client.get_domain(DomainName=DOMAIN)  # only the denied operation
+    post("reset-faults", {})
+    assert env.client.list_segment_definitions(DomainName=DOMAIN)["Items"] == []
