@@ -70,7 +70,8 @@ def test_every_customer_gets_one_profile_with_its_attributes(env: Env) -> None:
 
     assert counts["customers"] == counts["profiles_upserted"] == 120
     assert (counts["records_failed"], counts["object_type"]) == (0, "created")
-    assert counts["segment_definitions"] == {"created": len(SEGMENT_NAMES) + 3, "replaced": 0, "unchanged": 0}
+    assert counts["segment_definitions"] == {"kinds": ["segments", "clusters"], "created": len(SEGMENT_NAMES) + 3,
+                                             "replaced": 0, "unchanged": 0, "left_in_place": []}
     assert len(env.fake.profiles[DOMAIN]) == 120
     for _, row in frame.sample(10, random_state=0).iterrows():
         profile = env.fake.find_profile(DOMAIN, row["customer_id"])
@@ -105,7 +106,8 @@ def test_rerun_creates_no_duplicate_profiles_objects_or_definitions(env: Env) ->
     again = env.export(frame)
 
     assert again["object_type"] == "unchanged"
-    assert again["segment_definitions"] == {"created": 0, "replaced": 0, "unchanged": len(SEGMENT_NAMES) + 3}
+    assert again["segment_definitions"] == {"kinds": ["segments", "clusters"], "created": 0, "replaced": 0,
+                                            "unchanged": len(SEGMENT_NAMES) + 3, "left_in_place": []}
     assert len(env.fake.profiles[DOMAIN]) == 80
     assert len(env.fake.objects[DOMAIN]["RFMSegmentAssignment"]) == 80  # UNIQUE key: replaced, not added
     assert env.fake.profiles_changed == changed

@@ -142,6 +142,9 @@ def _direct_calls(clients: Clients, app_id: str, domain: str, object_type: str, 
     profiles.update_profile(DomainName=domain, ProfileId=found["Items"][0]["ProfileId"],
                             Attributes={"rfm_segment": ""})  # how a departed customer's attributes are cleared
     definitions = profiles.list_segment_definitions(DomainName=domain, MaxResults=50)["Items"]
+    first = profiles.list_segment_definitions(DomainName=domain, MaxResults=2)  # a page with a NextToken
+    following = profiles.list_segment_definitions(DomainName=domain, MaxResults=2, NextToken=first["NextToken"])
+    assert len(first["Items"]) == len(following["Items"]) == 2 and first["Items"] != following["Items"]
     profiles.get_segment_definition(DomainName=domain, SegmentDefinitionName=definitions[0]["SegmentDefinitionName"])
     profiles.delete_segment_definition(DomainName=domain,
                                        SegmentDefinitionName=definitions[0]["SegmentDefinitionName"])

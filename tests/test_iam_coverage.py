@@ -196,6 +196,7 @@ def example_resources(stack: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
             "profile:UpdateProfile": [domain],
             **{f"profile:{op}": [f"{domain}/object-types/RFMSegmentAssignment"]
                for op in ("GetProfileObjectType", "PutProfileObjectType", "PutProfileObject")},
+            "profile:ListSegmentDefinitions": [domain],
             **{f"profile:{op}": [f"{domain}/segment-definitions/rfm-champions"]
                for op in ("GetSegmentDefinition", "CreateSegmentDefinition", "DeleteSegmentDefinition")},
         },

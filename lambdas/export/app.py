@@ -30,7 +30,8 @@ and ``docs/export.md``; the s3 files are written during the pass):
   ``export/changes.csv``, ``export/index.csv``) and Parquet partitions for machines
   (``export/rfm_segment=<slug>/part.parquet``, ``export/cluster=<n>/part.parquet``), all replaced;
 - ``pinpoint``: endpoint import through S3 plus one dynamic segment per RFM segment and cluster;
-- ``customer-profiles``: profile attributes per customer plus one segment definition per segment.
+- ``customer-profiles``: profile attributes per customer plus the outbound campaign audiences: a segment
+  definition per RFM segment and per cluster (``CUSTOMER_PROFILES_SEGMENT_DEFINITIONS``).
 
 The API destinations get only the customers whose segment, cluster or contacts changed since the
 last publish they received (delta; ``full_republish`` sends everyone), and the customers who left

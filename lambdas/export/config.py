@@ -24,6 +24,12 @@ DEFAULT_DESTINATIONS: tuple[str, ...] = (S3,)
 
 PINPOINT_MAX_FILE_BYTES = 1_000_000_000  # Pinpoint's limit per import file: 1 GB
 DEFAULT_OBJECT_TYPE = "RFMSegmentAssignment"
+# The Customer Profiles segment definitions the export keeps (the audiences of outbound campaigns):
+# one per RFM segment, one per k-means cluster; CUSTOMER_PROFILES_SEGMENT_DEFINITIONS picks them.
+SEGMENTS = "segments"
+CLUSTERS = "clusters"
+DEFINITION_KINDS: tuple[str, ...] = (SEGMENTS, CLUSTERS)
+NO_DEFINITIONS = "none"
 _WHERE = "export Lambda environment"
 
 
@@ -56,6 +62,34 @@ def parse_destinations(value: str | Iterable[str] | None) -> tuple[str, ...]:
             f"Use a comma-separated subset of {', '.join(DESTINATIONS)}",
         )
     return tuple(name for name in DESTINATIONS if name in chosen) or DEFAULT_DESTINATIONS
+
+
+def parse_definition_kinds(value: str | None) -> tuple[str, ...]:
+    """Which segment definitions to keep, from ``CUSTOMER_PROFILES_SEGMENT_DEFINITIONS``.
+
+    Empty means both kinds (the default); ``none`` means none (no segment-definition call at all).
+
+    Examples
+    --------
+    >>> parse_definition_kinds(""), parse_definition_kinds("Clusters, segments"), parse_definition_kinds("none")
+    (('segments', 'clusters'), ('segments', 'clusters'), ())
+    >>> parse_definition_kinds("segments")
+    ('segments',)
+    """
+    text = (value or "").strip().lower()
+    if not text:
+        return DEFINITION_KINDS
+    chosen = {part.strip() for part in text.split(",") if part.strip()}
+    if chosen == {NO_DEFINITIONS}:
+        return ()
+    unknown = sorted(chosen - set(DEFINITION_KINDS))
+    if unknown:
+        raise PipelineError(
+            f"CUSTOMER_PROFILES_SEGMENT_DEFINITIONS has {', '.join(map(repr, unknown))}",
+            _WHERE,
+            f"Use {SEGMENTS}, {CLUSTERS}, {SEGMENTS},{CLUSTERS} (the default) or {NO_DEFINITIONS}",
+        )
+    return tuple(kind for kind in DEFINITION_KINDS if kind in chosen)
 
 
 @dataclass(frozen=True)
@@ -114,12 +148,13 @@ class PinpointSettings:
 
 @dataclass(frozen=True)
 class CustomerProfilesSettings:
-    """``CUSTOMER_PROFILES_*`` settings."""
+    """``CUSTOMER_PROFILES_*`` settings; ``segment_definitions``: the kinds of segment definition to keep."""
 
     domain: str = ""
     object_type: str = DEFAULT_OBJECT_TYPE
     concurrency: int = 8
     map_contacts: bool = False
+    segment_definitions: tuple[str, ...] = DEFINITION_KINDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> CustomerProfilesSettings:
@@ -128,6 +163,7 @@ class CustomerProfilesSettings:
             object_type=environ.get("CUSTOMER_PROFILES_OBJECT_TYPE", "").strip() or DEFAULT_OBJECT_TYPE,
             concurrency=env_number(environ, "CUSTOMER_PROFILES_CONCURRENCY", 8, int, minimum=1),
             map_contacts=is_true(environ.get("CUSTOMER_PROFILES_MAP_CONTACTS", "")),
+            segment_definitions=parse_definition_kinds(environ.get("CUSTOMER_PROFILES_SEGMENT_DEFINITIONS")),
         )
 
     def check(self) -> None:

@@ -5,7 +5,7 @@ Control API (besides the service's own paths), for tests and curious users::
 
     GET  /_fake/state            the fake's state as JSON
     POST /_fake/faults           {"throttle": n, "server_errors": n, "operations": [...],
-                                  "fail_records": [keys], "times": k}
+                                  "fail_records": [keys], "times": k, "deny": [operations]}
     POST /_fake/reset-faults     clear injected faults
 """
 
@@ -43,12 +43,14 @@ class ServiceError(Exception):
 class Faults:
     """Injected failures. ``throttle`` / ``server_errors``: the next n matching requests fail;
     ``operations`` limits them to those operation names; ``failing_records``: record key -> how
-    many more times a per-record operation on it fails."""
+    many more times a per-record operation on it fails; ``denied``: operations refused (403) as
+    when the caller's IAM policy lacks them, until the faults are reset."""
 
     throttle: int = 0
     server_errors: int = 0
     operations: frozenset[str] | None = None
     failing_records: dict[str, int] = field(default_factory=dict)
+    denied: frozenset[str] = frozenset()
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -75,6 +77,7 @@ class FakeService:
     throttle_error = ("TooManyRequestsException", 429)
     server_error = ("InternalServerErrorException", 500)
     record_error = ("BadRequestException", 400)
+    access_denied = ("AccessDeniedException", 403)
     routes: tuple[tuple[str, str, str], ...] = ()
 
     def __init__(self, faults: Faults | None = None) -> None:
@@ -98,10 +101,13 @@ class FakeService:
         operations: Iterable[str] | None = None,
         fail_records: Iterable[str] = (),
         times: int = 1,
+        deny: Iterable[str] = (),
     ) -> None:
         """Make the next ``throttle`` (429) / ``server_errors`` (5xx) requests fail, optionally only
-        for ``operations``; make each record in ``fail_records`` fail ``times`` times."""
+        for ``operations``; make each record in ``fail_records`` fail ``times`` times; refuse every
+        call of the operations in ``deny`` (``access_denied``, 403) until :meth:`reset_faults`."""
         with self.lock:
+            self.faults.denied |= frozenset(deny)
             self.faults.throttle += throttle
             self.faults.server_errors += server_errors
             self.faults.operations = frozenset(operations) if operations else self.faults.operations
@@ -115,6 +121,9 @@ class FakeService:
     def _request_fault(self, operation: str) -> ServiceError | None:
         with self.lock:
             faults = self.faults
+            if operation in faults.denied:
+                return ServiceError(*self.access_denied, f"User is not authorized to perform {operation} "
+                                    "(denied by the fake)")
             if faults.operations is not None and operation not in faults.operations:
                 return None
             if faults.throttle > 0:
@@ -201,6 +210,7 @@ class FakeService:
                 operations=spec.get("operations"),
                 fail_records=spec.get("fail_records", []),
                 times=int(spec.get("times", 1)),
+                deny=spec.get("deny", []),
             )
             return 200, {"ok": True}
         if action == "reset-faults" and request.method == "POST":

@@ -13,9 +13,11 @@ DeleteSegmentDefinition.
 replace the previous object with the same key. Validation: object types' ``Source``/``Target``
 paths, key fields and at most one ``UNIQUE`` key; objects that are JSON objects of at most 256,000
 characters with their key fields; attribute values of at most 255 characters; segment definition
-names matching ``^[a-zA-Z0-9_-]+$`` (64 characters). Throttling (429 ``ThrottlingException``), 5xx
-and per-record failures (a key value in ``fail_records``; 400 ``BadRequestException`` unless
-``record_error`` says otherwise) can be injected (see :mod:`lambdas.fakes._server`).
+names matching ``^[a-zA-Z0-9_-]+$`` (64 characters). ``ListSegmentDefinitions`` pages with
+``MaxResults``/``NextToken``. Throttling (429 ``ThrottlingException``), 5xx, per-record failures
+(a key value in ``fail_records``; 400 ``BadRequestException`` unless ``record_error`` says
+otherwise) and refusals (``deny=[operation]``: 403 ``AccessDeniedException``, as for a role
+without that permission) can be injected (see :mod:`lambdas.fakes._server`).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ STANDARD_IDENTIFIERS = frozenset(
 # Standard search keys and the profile field each one searches.
 STANDARD_KEYS = {"_account": "AccountNumber", "_email": "EmailAddress", "_phone": "PhoneNumber"}
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+LIST_PAGE = 100  # ListSegmentDefinitions' page without MaxResults (the service's default is not documented)
 _TYPE_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z_0-9-]{0,254}$")
 
 
@@ -434,7 +437,12 @@ class CustomerProfilesFake(FakeService):
         return 200, {"Message": f"Segment definition {name} deleted"}
 
     def op_ListSegmentDefinitions(self, body: Any, query: Any, domain: str) -> tuple[int, Any]:
+        """One page of ``max-results`` (default 100) from ``next-token`` (an offset, opaque to callers)."""
         self._domain(domain)
+        size = int(query.get("max-results") or LIST_PAGE)
+        token = query.get("next-token") or "0"
+        require(token.isdigit(), "invalid NextToken")
+        start = int(token)
         keys = (
             "SegmentDefinitionName",
             "DisplayName",
@@ -444,7 +452,12 @@ class CustomerProfilesFake(FakeService):
             "Tags",
             "SegmentType",
         )
-        return 200, {"Items": [{k: d[k] for k in keys if k in d} for d in self.definitions[domain].values()]}
+        with self.lock:
+            definitions = list(self.definitions[domain].values())
+        page = {"Items": [{k: d[k] for k in keys if k in d} for d in definitions[start:start + size]]}
+        if start + size < len(definitions):
+            page["NextToken"] = str(start + size)
+        return 200, page
 
     def segment_size(self, domain: str, definition: dict[str, Any]) -> int | None:
         """Profiles a definition selects (INCLUSIVE/EXCLUSIVE custom-attribute dimensions only)."""

@@ -86,6 +86,7 @@ class PinpointFake(FakeService):
     not_found = ("NotFoundException", 404)
     throttle_error = ("TooManyRequestsException", 429)
     server_error = ("InternalServerErrorException", 500)
+    access_denied = ("ForbiddenException", 403)
     routes = (
         ("/v1/apps", "POST", "CreateApp"),
         ("/v1/apps/<app>", "GET", "GetApp"),

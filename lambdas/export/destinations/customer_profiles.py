@@ -23,13 +23,11 @@ and still let two concurrent runs create two profiles for one customer. The API'
    customer's previous object instead of adding one: a re-run leaves one profile and one object
    per customer, with the same attributes.
 
-Segment definitions, one per RFM segment and per cluster, filter on ``Attributes.rfm_segment`` /
-``Attributes.rfm_cluster``. There is no ``UpdateSegmentDefinition``: ``GetSegmentDefinition``, then
-``CreateSegmentDefinition`` when missing, ``DeleteSegmentDefinition`` + ``CreateSegmentDefinition``
-when different, nothing when equal. ``GetDomain`` first gives a clear error for a missing domain.
-Definition names come from :func:`~lambdas.export.names.segment_slugs`, as the S3 folders do: two
-segment names with one slug (or a segment named like a cluster's ``rfm-cluster-<n>``) are an error,
-found before anything is written, whichever destinations are chosen.
+Segment definitions, one per RFM segment and per cluster (``CUSTOMER_PROFILES_SEGMENT_DEFINITIONS``),
+are the audiences of Amazon Connect outbound campaigns: :mod:`~lambdas.export.destinations.profile_segments`
+keeps them (create when missing, delete + create when different, there is no update). A refused
+definition call does not stop the profiles: they are written, then the destination fails with that
+call's one line. ``GetDomain`` first gives a clear error for a missing domain.
 
 Calls run ``concurrency`` at a time, each through the retry policy (throttling and 5xx). Customers
 whose object still failed are collected and put again up to ``record_retry_rounds`` more times;
@@ -74,7 +72,14 @@ from lambdas.export.audience import Audience, audience_of
 from lambdas.export.batches import MAX_KEY, Population
 from lambdas.export.config import CustomerProfilesSettings
 from lambdas.export.destinations import DestinationError, same_as_sent
-from lambdas.export.names import cluster_display_name, segment_display_name, segment_names, segment_slugs
+from lambdas.export.destinations.profile_segments import (
+    CLUSTER_ATTRIBUTE,
+    MAX_ATTRIBUTE_VALUE,
+    SEGMENT_ATTRIBUTE,
+    DefinitionsFailed,
+    SegmentDefinitions,
+    segment_definitions,
+)
 from lambdas.export.retry import OutOfTime, RetryPolicy, error_code
 from lambdas.export.storage import Storage
 from steps.columns import (
@@ -97,13 +102,11 @@ logger = Logger(service="rfm-export", child=True)
 
 PROFILE_KEY = "_account"
 ATTRIBUTE_PREFIX = "rfm_"
-MAX_VALUE = 255  # profile attribute values: 1..255 characters
-MAX_DEFINITION_NAME = 64  # segment definition names: 1..64 of [a-zA-Z0-9_-]
-DEFINITION_PREFIX = "rfm-"
+MAX_VALUE = MAX_ATTRIBUTE_VALUE  # profile attribute values: 1..255 characters
 # object field -> profile attribute (``_profile.Attributes.<name>``)
 ATTRIBUTE_FIELDS: dict[str, str] = {
-    RFM_SEGMENT: "rfm_segment",
-    CLUSTER: "rfm_cluster",
+    RFM_SEGMENT: SEGMENT_ATTRIBUTE,  # what the segment definitions filter on
+    CLUSTER: CLUSTER_ATTRIBUTE,
     CLUSTER_NAME: "rfm_cluster_name",
     R_SCORE: "rfm_r_score",
     F_SCORE: "rfm_f_score",
@@ -276,56 +279,6 @@ class ProfileObjects:
             yield self.slice(start, start + size)
 
 
-def segment_definitions(segments: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Definition name -> ``CreateSegmentDefinition`` request body, per RFM segment and cluster.
-
-    Raises
-    ------
-    PipelineError
-        When two segment names share a slug (as for the S3 folders), or a segment's definition name
-        is a cluster's (``rfm-cluster-<n>``): one definition would silently stand for both.
-    """
-    names = segment_names(segments[RFM_SEGMENT].astype(str))
-    slugs = segment_slugs(names, MAX_DEFINITION_NAME - len(DEFINITION_PREFIX))
-    segment_of = {f"{DEFINITION_PREFIX}{slugs[name]}": name for name in names}
-    wanted = {
-        definition: _definition(
-            segment_display_name(name),
-            f"Customers in the RFM segment {name}",
-            ATTRIBUTE_FIELDS[RFM_SEGMENT],
-            name,
-        )
-        for definition, name in segment_of.items()
-    }
-    for cluster in sorted(set(segments[CLUSTER].astype(int))):
-        definition = f"{DEFINITION_PREFIX}cluster-{cluster}"
-        if definition in segment_of:
-            raise PipelineError(
-                f"the RFM segment {segment_of[definition]!r} and cluster {cluster} share the segment "
-                f"definition name {definition!r}",
-                _WHERE,
-                "Give that RFM segment another name",
-            )
-        wanted[definition] = _definition(
-            cluster_display_name(cluster),
-            f"Customers in k-means cluster {cluster}",
-            ATTRIBUTE_FIELDS[CLUSTER],
-            str(cluster),
-        )
-    return wanted
-
-
-def _definition(display_name: str, description: str, attribute: str, value: str) -> dict[str, Any]:
-    dimension = {
-        "ProfileAttributes": {"Attributes": {attribute: {"DimensionType": "INCLUSIVE", "Values": [value]}}}
-    }
-    return {
-        "DisplayName": display_name,
-        "Description": description,
-        "SegmentGroups": {"Groups": [{"Dimensions": [dimension], "Type": "ALL"}], "Include": "ALL"},
-    }
-
-
 class CustomerProfilesExport:
     """One export run against one Customer Profiles domain.
 
@@ -495,25 +448,6 @@ class CustomerProfilesExport:
         return {"profiles_cleared": results.count(None), "profiles_to_clear_not_found": results.count("not_found"),
                 "profiles_clear_failed": sum(failed.values()), "clear_failures_by_code": dict(failed)}
 
-    def upsert_segment_definitions(self, wanted: dict[str, dict[str, Any]]) -> dict[str, int]:
-        counts = {"created": 0, "replaced": 0, "unchanged": 0}
-        for name, definition in wanted.items():
-            names = {"DomainName": self.settings.domain, "SegmentDefinitionName": name}
-            try:
-                current = self.retry.call(self.client.get_segment_definition, **names)
-            except ClientError as error:
-                if error_code(error) != "ResourceNotFoundException":
-                    raise
-                current = None
-            if current is not None:
-                if all(same_as_sent(current.get(k), v) for k, v in definition.items()):
-                    counts["unchanged"] += 1
-                    continue
-                self.retry.call(self.client.delete_segment_definition, **names)
-            self.retry.call(self.client.create_segment_definition, **names, **definition)
-            counts["created" if current is None else "replaced"] += 1
-        return counts
-
 
 def long_ids_error(population: Population | pd.DataFrame) -> DestinationError | None:
     """The error for customer ids the service cannot take as a key (over 255 characters), or None."""
@@ -572,12 +506,19 @@ def export(
         ``records_retried``, ``records_failed``, ``failures_by_code``, ``profiles_not_written`` (left
         when the deadline came), ``profiles_cleared``, ``profiles_to_clear_not_found``,
         ``profiles_clear_failed``, ``object_type`` (created/updated/unchanged) and
-        ``segment_definitions`` (created/replaced/unchanged); with contact mapping on,
+        ``segment_definitions`` (``kinds``, and unless none: ``created``/``replaced``/``unchanged``,
+        ``left_in_place``; ``error`` when a definition call failed); with contact mapping on,
         ``customers_without_contact`` too.
+
+    Raises
+    ------
+    DestinationError
+        Profiles not written, not cleared, or a segment-definition call refused: one line for all.
     """
     audience = audience_of(segments, send)
     population = audience.population
-    definitions = segment_definitions(population.groups)  # checked before anything is written
+    kinds = settings.segment_definitions
+    definitions = segment_definitions(population.groups, kinds) if kinds else {}  # checked before anything is written
     too_long = long_ids_error(population)
     if too_long is not None:
         raise too_long
@@ -590,7 +531,15 @@ def export(
                               "object_type": run.ensure_object_type()}
     if settings.map_contacts:
         counts["customers_without_contact"] = population.without_contact
-    counts["segment_definitions"] = run.upsert_segment_definitions(definitions)  # a few calls: before the puts
+    definitions_failed: DefinitionsFailed | None = None
+    counts["segment_definitions"] = {"kinds": list(kinds)}
+    if definitions:  # a few calls, before the puts: they select by attribute and need no finished puts
+        try:
+            counts["segment_definitions"].update(SegmentDefinitions(client, settings.domain, retry).keep(definitions))
+        except DefinitionsFailed as failed:  # the profiles are still written; the destination fails at the end
+            definitions_failed = failed
+            counts["segment_definitions"].update({**failed.counts, "error": failed.what})
+            logger.warning("Segment definitions failed", extra={"segment_definitions": counts["segment_definitions"]})
     progress = Progress(fingerprint(objects, left_ids))
     if checkpoint is not None:
         progress = checkpoint.load(progress.fingerprint)
@@ -607,14 +556,13 @@ def export(
         counts.update(stopped.counts)
         done = counts["profiles_upserted"] + counts.get("profiles_already_written", 0)
         logger.warning("Customer Profiles export stopped at the deadline", extra={"customer_profiles": counts})
-        raise DestinationError(
+        raise _failure(
             f"stopped at the deadline so that the Lambda function can finish before its timeout: "
             f"{done} of {len(objects)} customer profiles were written, "
             f"{counts['profiles_not_written']} were not",
-            _WHERE,
             "Re-run the export (retry the pipeline execution): it resumes where this one stopped "
             "(a checkpoint beside segments.parquet) and writes no profile twice",
-            counts,
+            counts, definitions_failed,
         ) from None
     logger.info("Exported to Customer Profiles", extra={"customer_profiles": counts})
     failed, clears_failed = counts["records_failed"], counts["profiles_clear_failed"]
@@ -623,10 +571,19 @@ def export(
         text = ", ".join(f"{code}: {n}" for code, n in sorted(by_code.items()))
         puts = f"{failed} of {len(objects)} customer profiles failed after {record_retry_rounds} retry round(s)"
         clears = f"{clears_failed} of {len(left_ids)} departed customers' profiles could not be cleared"
-        raise DestinationError(
+        raise _failure(
             f"{'; '.join(part for part, n in ((puts, failed), (clears, clears_failed)) if n)} ({text})",
-            _WHERE,
             "Check the function's logs and the domain's quotas; re-running is safe (it puts only those again)",
-            counts,
+            counts, definitions_failed,
         )
+    if definitions_failed is not None:
+        raise _failure("", "", counts, definitions_failed)
     return counts
+
+
+def _failure(what: str, fix: str, counts: dict[str, Any], definitions: DefinitionsFailed | None) -> DestinationError:
+    """The destination's one error line: ``what`` (profiles), then the segment definitions' failure if any."""
+    if definitions is not None:
+        what = f"{what}; and {definitions.what}" if what else definitions.what
+        fix = f"{fix}. {definitions.fix}" if fix else definitions.fix
+    return DestinationError(what, _WHERE, fix, counts)
