@@ -938,3 +938,22 @@ def test_the_package_records_the_transform_instance_count_for_its_approval(offli
     [register] = [s for s in _all_steps(definition["Steps"]) if s["Name"].startswith("RegisterSegmenter")]
     recorded = register["Arguments"]["CustomerMetadataProperties"][package_metadata.TRANSFORM_INSTANCE_COUNT]
     assert recorded == {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.TransformInstanceCount"}]}}
+
+
+def test_the_sdk_config_is_still_validated_on_every_lookup() -> None:
+    """``pipeline.session`` makes the SDK check its config schema once per process (a build's lookups used to
+    re-check it about 90 times); every lookup still validates the config it reads, with the SDK's error."""
+    from types import SimpleNamespace
+
+    import jsonschema
+    from sagemaker.core.common_utils import get_sagemaker_config_value
+
+    from pipeline.session import SDK_CONFIG
+
+    key = "SageMaker.PythonSDK.Modules.TelemetryOptOut"
+    assert get_sagemaker_config_value(SimpleNamespace(sagemaker_config=SDK_CONFIG), key) is True
+    bad = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": "yes"}}}}
+    with pytest.raises(jsonschema.ValidationError, match="'yes' is not of type 'boolean'"):
+        get_sagemaker_config_value(SimpleNamespace(sagemaker_config=bad), key)
+    with pytest.raises(jsonschema.ValidationError, match="SchemaVersion"):
+        get_sagemaker_config_value(SimpleNamespace(sagemaker_config={"SageMaker": {}}), key)
