@@ -16,6 +16,7 @@ every run, to look for cases the fixed ones miss.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Iterator
@@ -43,32 +44,46 @@ SHARED_RUN_FILES = ("tests/test_approval.py", "tests/test_local_runner.py")
 # Test files that use the session's ``spark`` (one JVM, seconds to start and warm up): one worker runs them.
 SPARK_FILES = ("tests/test_spark.py", "tests/test_spark_state.py")
 SHARED_FILES = (SHARED_RUN_FILES, SPARK_FILES)
-# The costliest units first (largest first), so that no worker starts one near the end while the other
-# idles; the rest follow by number of tests. Measured with --durations (docs/testing.md, "Suite time").
+# Files without module fixtures whose tests are dealt out one by one (a few of their tests take tens of seconds).
+SPLIT_FILES = ("tests/test_segmenter.py", "tests/test_features.py")
+# The costliest units first (a node id or its start; largest first), so that no worker starts one near the
+# end while the other idles; the rest follow by number of tests. Measured: docs/testing.md, "Suite time".
 COSTLIEST_FIRST = (
-    "tests/test_approval.py", "tests/test_spark.py", "tests/test_features.py", "tests/test_segmenter.py",
-    "tests/test_history_local.py", "tests/test_deploy.py", "tests/test_definition.py", "tests/test_history.py",
-    "tests/test_trigger.py", "tests/test_export.py",
+    "tests/test_approval.py", "tests/test_spark.py", "tests/test_history_local.py",
+    "tests/test_segmenter.py::test_k_does_not_change_with_the_seed", "tests/test_deploy.py",
+    "tests/test_definition.py", "tests/test_history.py", "tests/test_segmenter.py::test_above_max_customers",
+    "tests/test_features.py::test_definitions_match_the_reference", "tests/test_features.py::test_parquet_and_csv",
+    "tests/test_trigger.py", "tests/test_export.py", "tests/test_segmenter.py::test_automatic_k",
 )
+
+
 # A local Spark session's driver JVM for short test jobs: the quick JIT only and one GC thread. It halves
 # the JVM's CPU time on the suite's small inputs (steps/features/spark/session.py reads the variable).
 TEST_SPARK_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
+@functools.cache
+def _cost_rank(scope: str) -> int:
+    """A scheduling unit's place in :data:`COSTLIEST_FIRST` (after all of it when not there)."""
+    return next((i for i, start in enumerate(COSTLIEST_FIRST) if scope.startswith(start)), len(COSTLIEST_FIRST))
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Whole files per worker (xdist's ``loadfile``), each group of :data:`SHARED_FILES` as one, costliest first."""
+    """Whole files per worker (xdist's ``loadfile``), each group of :data:`SHARED_FILES` as one, the tests of
+    :data:`SPLIT_FILES` one by one, the costliest (:data:`COSTLIEST_FIRST`) first."""
     from xdist.scheduler import LoadFileScheduling
 
     class SharedFixtureScheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = super()._split_scope(nodeid)
+            if module in SPLIT_FILES:
+                return nodeid
             return next((group[0] for group in SHARED_FILES if module in group), module)
 
         def _assign_work_unit(self, node: Any) -> None:
-            known = [scope for scope in COSTLIEST_FIRST if scope in self.workqueue]
-            if known:
-                self.workqueue.move_to_end(known[0], last=False)
+            costliest = min(self.workqueue, key=_cost_rank)  # the first of equals: xdist's order (most tests first)
+            self.workqueue.move_to_end(costliest, last=False)
             super()._assign_work_unit(node)
 
     return SharedFixtureScheduling(config, log)
