@@ -57,6 +57,8 @@ definition: setup
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
 	RFM_EXPORT_SCALE_CUSTOMERS=1000000 $(BIN)/pytest -q -s -p no:cacheprovider tests/test_export_scale.py
+	RFM_K_STABILITY_CUSTOMERS=150000 $(BIN)/pytest -q -p no:cacheprovider \
+	  tests/test_segmenter.py::test_k_does_not_change_with_the_seed_above_the_selection_sample
 
 # Mutation testing of the core rules (docs/testing.md): not part of `make test` (tens of minutes).
 # MUTANTS narrows the run, e.g. make mutation MUTANTS='steps.features.scoring.*'.

@@ -5,7 +5,9 @@ takes tens of seconds: the session fixtures below do each once, and the tests th
 
 ``make test`` runs the suite on two pytest-xdist workers. Each worker gets whole test files (module
 fixtures such as moto servers and the approved run stay built once), and the files that read the one
-pending run (:data:`SHARED_RUN_FILES`) go to the same worker, so that it is still built once.
+pending run (:data:`SHARED_RUN_FILES`) go to the same worker, so that it is still built once; so do the
+Spark files (:data:`SPARK_FILES`, one JVM). The costliest files are handed out first
+(:data:`COSTLIEST_FIRST`), so that both workers finish at about the same time.
 
 Hypothesis draws the same examples on every run (the ``ci`` profile), so a red build is reproducible
 and never a coin toss; ``make explore`` (``HYPOTHESIS_PROFILE=explore``) draws new random examples on
@@ -14,8 +16,10 @@ every run, to look for cases the fixed ones miss.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,19 +41,52 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "transactions.csv.gz"
 # Test files that use the session's ``pending_run``: one xdist worker runs them all.
 SHARED_RUN_FILES = ("tests/test_approval.py", "tests/test_local_runner.py")
+# Test files that use the session's ``spark`` (one JVM, seconds to start and warm up): one worker runs them.
+SPARK_FILES = ("tests/test_spark.py", "tests/test_spark_state.py")
+SHARED_FILES = (SHARED_RUN_FILES, SPARK_FILES)
+# Files without module fixtures whose tests are dealt out one by one (a few of their tests take tens of seconds).
+SPLIT_FILES = ("tests/test_segmenter.py", "tests/test_features.py")
+# The costliest units first (a node id or its start; largest first), so that no worker starts one near the
+# end while the other idles; the rest follow by number of tests. Measured: docs/testing.md, "Suite time".
+COSTLIEST_FIRST = (
+    "tests/test_approval.py", "tests/test_spark.py", "tests/test_history_local.py",
+    "tests/test_segmenter.py::test_k_does_not_change_with_the_seed", "tests/test_deploy.py",
+    "tests/test_definition.py", "tests/test_history.py", "tests/test_segmenter.py::test_above_max_customers",
+    "tests/test_features.py::test_definitions_match_the_reference", "tests/test_features.py::test_parquet_and_csv",
+    "tests/test_trigger.py", "tests/test_export.py", "tests/test_segmenter.py::test_automatic_k",
+)
+
+
+# A local Spark session's driver JVM for short test jobs: the quick JIT only and one GC thread. It halves
+# the JVM's CPU time on the suite's small inputs (steps/features/spark/session.py reads the variable).
+TEST_SPARK_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
+@functools.cache
+def _cost_rank(scope: str) -> int:
+    """A scheduling unit's place in :data:`COSTLIEST_FIRST` (after all of it when not there)."""
+    return next((i for i, start in enumerate(COSTLIEST_FIRST) if scope.startswith(start)), len(COSTLIEST_FIRST))
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Whole files per worker (xdist's ``loadfile``), the files of :data:`SHARED_RUN_FILES` as one."""
+    """Whole files per worker (xdist's ``loadfile``), each group of :data:`SHARED_FILES` as one, the tests of
+    :data:`SPLIT_FILES` one by one, the costliest (:data:`COSTLIEST_FIRST`) first."""
     from xdist.scheduler import LoadFileScheduling
 
-    class SharedRunScheduling(LoadFileScheduling):
+    class SharedFixtureScheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = super()._split_scope(nodeid)
-            return SHARED_RUN_FILES[0] if module in SHARED_RUN_FILES else module
+            if module in SPLIT_FILES:
+                return nodeid
+            return next((group[0] for group in SHARED_FILES if module in group), module)
 
-    return SharedRunScheduling(config, log)
+        def _assign_work_unit(self, node: Any) -> None:
+            costliest = min(self.workqueue, key=_cost_rank)  # the first of equals: xdist's order (most tests first)
+            self.workqueue.move_to_end(costliest, last=False)
+            super()._assign_work_unit(node)
+
+    return SharedFixtureScheduling(config, log)
 
 
 def synthetic_features(customers: int = 600, seed: int = 0) -> pd.DataFrame:
@@ -94,6 +131,18 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local Spark session (``local[2]``) for the worker's Spark tests, stopped at the end of the session."""
+    from steps.features.spark.session import JAVA_OPTIONS_ENV, spark_session, stop_spark
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(JAVA_OPTIONS_ENV, os.environ.get(JAVA_OPTIONS_ENV, TEST_SPARK_JAVA_OPTIONS))
+        session = spark_session("local[2]")
+    yield session
+    stop_spark()
 
 
 @pytest.fixture(scope="session")

@@ -604,33 +604,36 @@ def _cli(name: str) -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", module[name]]
 
 
-def test_cli_output_is_byte_identical_across_runs(tmp_path: Path, pipeline: Any) -> None:
+def test_cli_output_is_byte_identical_across_runs(tmp_path: Path, pipeline: Any, offline: Offline,
+                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    """The console script (its own process and hash seed) prints what this process writes with --file-name.
+
+    One subprocess, not two: the second build (--file-name) runs in this process, under another hash seed,
+    with the network refused here as in the subprocess; each build costs seconds.
+    """
     from pipeline.driver import render_definition
+    from pipeline.get_pipeline_definition import main
 
     command = [*_cli("get-pipeline-definition"), "--module-name", "pipeline.definition"]
     kwargs = ["--kwargs", json.dumps(KWARGS)]
+    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"  # never this process's seed
     to_stdout = subprocess.run(
         [*command, *kwargs],
-        env=_cli_env(tmp_path, "1"),
+        env=_cli_env(tmp_path, seed),
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert to_stdout.returncode == 0, to_stdout.stderr
-    to_file = subprocess.run(
-        [*command, *kwargs, "--file-name", str(tmp_path / "pipeline.json")],
-        env=_cli_env(tmp_path, "2"),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert to_file.returncode == 0, to_file.stderr
-    assert to_stdout.stderr == to_file.stderr == ""  # SDK logs and warnings stay quiet
+    assert to_stdout.stderr == ""  # SDK logs and warnings stay quiet
+    capfd.readouterr()
+    assert main(["--module-name", "pipeline.definition", *kwargs, "--file-name", str(tmp_path / "pipeline.json")]) == 0
+    assert capfd.readouterr() == ("", "")  # nothing on stdout or stderr when writing a file
     assert (tmp_path / "pipeline.json").read_bytes() == to_stdout.stdout.encode()
     assert to_stdout.stdout == render_definition(pipeline)
     assert not (tmp_path / "network.log").exists(), (tmp_path / "network.log").read_text()
+    assert offline.connections == [] and offline.telemetry == []
 
 
 def test_cli_bad_kwargs_is_one_line(tmp_path: Path) -> None:
@@ -938,3 +941,22 @@ def test_the_package_records_the_transform_instance_count_for_its_approval(offli
     [register] = [s for s in _all_steps(definition["Steps"]) if s["Name"].startswith("RegisterSegmenter")]
     recorded = register["Arguments"]["CustomerMetadataProperties"][package_metadata.TRANSFORM_INSTANCE_COUNT]
     assert recorded == {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.TransformInstanceCount"}]}}
+
+
+def test_the_sdk_config_is_still_validated_on_every_lookup() -> None:
+    """``pipeline.session`` makes the SDK check its config schema once per process (a build's lookups used to
+    re-check it about 90 times); every lookup still validates the config it reads, with the SDK's error."""
+    from types import SimpleNamespace
+
+    import jsonschema
+    from sagemaker.core.common_utils import get_sagemaker_config_value
+
+    from pipeline.session import SDK_CONFIG
+
+    key = "SageMaker.PythonSDK.Modules.TelemetryOptOut"
+    assert get_sagemaker_config_value(SimpleNamespace(sagemaker_config=SDK_CONFIG), key) is True
+    bad = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": "yes"}}}}
+    with pytest.raises(jsonschema.ValidationError, match="'yes' is not of type 'boolean'"):
+        get_sagemaker_config_value(SimpleNamespace(sagemaker_config=bad), key)
+    with pytest.raises(jsonschema.ValidationError, match="SchemaVersion"):
+        get_sagemaker_config_value(SimpleNamespace(sagemaker_config={"SageMaker": {}}), key)

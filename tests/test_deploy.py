@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import re
+import runpy
 import shlex
 import shutil
 import subprocess
@@ -481,18 +482,23 @@ def test_spark_dockerfile_builds_from_the_sdks_spark_image_with_the_registry_as_
     assert f"python{SPARK_PY_VERSION[2]}.{SPARK_PY_VERSION[3:]} -m venv" in runs
 
 
-def test_spark_base_image_script_prints_the_sdks_image_and_registry() -> None:
-    """What buildspec.yml passes as SPARK_REGISTRY; an unknown region is one line, exit 1."""
+def test_spark_base_image_script_prints_the_sdks_image_and_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    """What buildspec.yml passes as SPARK_REGISTRY; an unknown region is one line, exit 1.
+
+    The script runs as buildspec.yml runs it once; the unknown region goes through its ``main`` in this
+    process (each process imports the SageMaker SDK: seconds).
+    """
     script = ROOT / "containers" / "spark_base_image.py"
     images = _spark_sdk_images()
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
-
-    assert run(REGION, "--registry").stdout.strip() == images[REGION].split("/")[0]
-    unknown = run("xx-nowhere-1")
-    assert unknown.returncode == 1 and unknown.stdout == ""
-    assert len(unknown.stderr.strip().splitlines()) == 1 and "xx-nowhere-1" in unknown.stderr
+    known = subprocess.run([sys.executable, str(script), REGION, "--registry"], capture_output=True, text=True,
+                           timeout=120)
+    assert known.returncode == 0 and known.stdout.strip() == images[REGION].split("/")[0], known.stderr
+    main = runpy.run_path(str(script))["main"]
+    capsys.readouterr()
+    assert main(["xx-nowhere-1"]) == 1
+    unknown = capsys.readouterr()
+    assert unknown.out == ""
+    assert len(unknown.err.strip().splitlines()) == 1 and "xx-nowhere-1" in unknown.err
 
 
 def test_spark_image_installs_the_project_beside_the_images_own_python_packages() -> None:

@@ -79,8 +79,10 @@ def approved_run(tmp_path_factory: pytest.TempPathFactory, definition: dict):
     # The sample's customers in files of 1,000: several transform input files for the two instances.
     with export_destinations("pinpoint,customer-profiles", output), pytest.MonkeyPatch.context() as patch:
         patch.setenv(FILE_ROWS_ENV, str(APPROVED_RUN_FILE_ROWS))
-        result = run_local(str(SAMPLE), output, {"ModelApprovalStatus": "Approved", "TransformInstanceCount": "2"},
-                           definition=definition)
+        # NumClusters=4, as the pending run: the k vote (about half a run's time) runs end to end in
+        # test_a_run_after_a_publish_compares_with_it_as_on_sagemaker (default parameters) and test_history_local.py.
+        result = run_local(str(SAMPLE), output, {"ModelApprovalStatus": "Approved", "TransformInstanceCount": "2",
+                                                 "NumClusters": "4"}, definition=definition)
     return output, result
 
 
@@ -390,8 +392,8 @@ def test_an_interrupted_run_cleans_up_and_its_approved_package_is_offered(tmp_pa
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_local(str(SAMPLE), tmp_path, {"ModelApprovalStatus": "Approved"}, on_step=interrupt_after_registration,
-                  definition=definition)
+        run_local(str(SAMPLE), tmp_path, {"ModelApprovalStatus": "Approved", "NumClusters": "4"},
+                  on_step=interrupt_after_registration, definition=definition)
     assert not any((tmp_path / ".work").glob("*")), "the interrupted execution's scratch folder was left"
     registry = LocalRegistry(tmp_path / paths.REGISTRY_FILE)
     [package] = registry.unpublished_approved()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -215,14 +216,22 @@ def test_k_does_not_change_with_the_seed_on_the_bundled_sample(tmp_path: Path) -
     assert len(set(ks.values())) == 1, ks
 
 
+# Above SELECTION_SAMPLE customers each selection seed draws its own sample: the case issue 15 asked about at
+# 150,000 customers. `make test` proves it on 25,000 generated customers (the same code path, about half the
+# time: the fits cost the same, the transactions and features a sixth); `make bench` runs the 150,000
+# (RFM_K_STABILITY_CUSTOMERS=150000).
+K_STABILITY_CUSTOMERS = int(os.environ.get("RFM_K_STABILITY_CUSTOMERS", "25000"))
+
+
 @pytest.mark.slow
-def test_k_does_not_change_with_the_seed_on_150k_customers(tmp_path: Path) -> None:
+def test_k_does_not_change_with_the_seed_above_the_selection_sample(tmp_path: Path) -> None:
+    from steps.model.segmenter import SELECTION_SAMPLE
     from steps.sample.generate import write_sample
 
     transactions = tmp_path / "transactions.csv.gz"
-    write_sample(transactions, 150_000, seed=42)
+    write_sample(transactions, K_STABILITY_CUSTOMERS, seed=42)
     features = features_of(transactions, tmp_path / "features")
-    assert len(features) > 140_000
+    assert len(features) > max(SELECTION_SAMPLE, 0.93 * K_STABILITY_CUSTOMERS)
     fits = {seed: Segmenter(n_clusters=0, random_state=seed).fit(features) for seed in (0, 3)}
     assert fits[0].k_ == fits[3].k_, {seed: fit.k_selection_ for seed, fit in fits.items()}
     assert fits[0].names_ == fits[3].names_

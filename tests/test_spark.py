@@ -32,18 +32,10 @@ if not has_java():  # the same test as the engine's: JAVA_HOME or java on the PA
 
 from steps.features.spark.engine import run_spark  # noqa: E402  (after the skips: needs pyspark)
 
-pytestmark = pytest.mark.slow  # a Spark run costs seconds; still part of make test
+# A Spark run costs seconds (still part of make test); the session's one local Spark (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("spark")]
 DATA = Path(__file__).parent / "data"
 AS_OF = dt.date(2026, 11, 1)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def spark():
-    from steps.features.spark.session import spark_session, stop_spark
-
-    session = spark_session("local[2]")
-    yield session
-    stop_spark()
 
 
 def both(location: Path | str, out: Path, **options) -> tuple[Path, Path]:

@@ -3,7 +3,7 @@
 A few tiny CSV objects, changed step by step: the Spark fold, the DuckDB fold and a full recompute
 must give the same ``rfm.parquet``, ``quality.json`` and quarantine, and the state files the Spark
 engine writes must hold what the DuckDB engine's hold, so the engines can take turns on one state.
-One local SparkSession (``local[2]``) serves the module; each Spark fold costs seconds.
+One local SparkSession (``local[2]``, tests/conftest.py) serves the session; each Spark fold costs seconds.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ if not has_java():  # the same test as the engine's: JAVA_HOME or java on the PA
 
 from steps.features.spark.contributions import SparkObjectReader  # noqa: E402  (after the skips)
 
-pytestmark = pytest.mark.slow  # a Spark run costs seconds; still part of make test
+# A Spark run costs seconds (still part of make test); the session's one local Spark (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("spark")]
 HEADER = "customer_id,order_id,timestamp,amount,email\n"
 # Tiny objects with every kind of row the fold accounts for: purchases, two-line orders, returns, an exact
 # duplicate, contacts, quarantined rows (no customer, a bad date, only a return) and a malformed line.
@@ -43,15 +44,6 @@ OBJECTS = {
     "c": "c1,c1,2024-03-01,20,\nc6,c2,2024-03-02,4,c6@x\nc6,c3,2024-03-02,4,5,extra\nc3,c4,2024-03-04,7,\n",
     "a2": "c1,a1,2024-01-06,11,c1@z\nc7,a4,2024-01-09,9,\n",  # a replaced version of a
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def spark():
-    from steps.features.spark.session import spark_session, stop_spark
-
-    session = spark_session("local[2]")
-    yield session
-    stop_spark()
 
 
 class History:

@@ -1,7 +1,8 @@
 """One quiet SparkSession per process.
 
 Locally (``rfm features --engine spark``, the tests) the session runs
-``local[*]`` unless ``RFM_SPARK_MASTER`` says otherwise; under
+``local[*]`` unless ``RFM_SPARK_MASTER`` says otherwise, and its driver JVM
+takes the options in ``RFM_SPARK_JAVA_OPTIONS`` (e.g. ``-Xmx8g``); under
 ``spark-submit`` (the SageMaker Spark processing image) the master and the
 executors come from the submit and this only names the application.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 MASTER_ENV = "RFM_SPARK_MASTER"
+JAVA_OPTIONS_ENV = "RFM_SPARK_JAVA_OPTIONS"  # extra options of a local session's driver JVM
 APP_NAME = "rfm-features"
 DEFAULT_MASTER = "local[*]"
 # Small local inputs: a handful of shuffle partitions, not Spark's 200 (one task each).
@@ -72,8 +75,8 @@ def spark_session(master: str | None = None) -> SparkSession:
         # The tasks run this interpreter (the project's environment), not whatever python3 is on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         # The driver JVM starts before any builder option applies: its log configuration goes on the submit.
-        options = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
-        os.environ.setdefault("PYSPARK_SUBMIT_ARGS", f"--driver-java-options {options} pyspark-shell")
+        options = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()} {os.environ.get(JAVA_OPTIONS_ENV, '')}".strip()
+        os.environ.setdefault("PYSPARK_SUBMIT_ARGS", f"--driver-java-options {shlex.quote(options)} pyspark-shell")
         builder = (
             builder.master(master or os.environ.get(MASTER_ENV) or DEFAULT_MASTER)
             .config("spark.sql.shuffle.partitions", LOCAL_SHUFFLE_PARTITIONS)
