@@ -213,6 +213,7 @@ def test_ping_answers_while_clients_stall(model_dir: Path, tmp_path: Path) -> No
             connection.request("GET", "/ping")
             assert connection.getresponse().status == 200
             assert time.monotonic() - started < 5
+            connection.close()
         finally:
             for sock in stalled:
                 sock.close()

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from pipeline.local.containers import executable
@@ -54,9 +54,12 @@ def _wait_ready(port: int, process: subprocess.Popen, log_file: Path) -> None:
             raise PipelineError("serve exited before answering /ping", str(log_file), "see the serve log")
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/ping")
-            if connection.getresponse().status == 200:
-                return
+            try:
+                connection.request("GET", "/ping")
+                if connection.getresponse().status == 200:
+                    return
+            finally:
+                connection.close()  # an open keep-alive connection holds the server's shutdown
         except OSError:
             time.sleep(0.1)
     raise PipelineError(f"serve did not answer /ping within {STARTUP_SECONDS} s", str(log_file))
@@ -86,7 +89,7 @@ def transform_file(port: int, source: Path, target: Path, content_type: str, acc
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     batches = 0
     target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("wb") as out:
+    with closing(connection), target.open("wb") as out:
         for payload in mini_batches(source, max_mb * 1024 * 1024):
             connection.request("POST", "/invocations", body=payload,
                                headers={"Content-Type": content_type, "Accept": accept})
