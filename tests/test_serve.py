@@ -179,10 +179,12 @@ def _row(customer: str = "A", recency: str = "1", frequency: str = "1", monetary
         (b"A,1,1,2\nB,1,1,2\n", "text/csv", "no header line (the first line names no column) and it has 4 field(s)"),
     ],
 )
-def test_invalid_records_get_a_400_saying_what_is_wrong(port, body, content_type, message) -> None:
-    status, _, answer = call(port, "POST", "/invocations", body, {"Content-Type": content_type})
-    assert status == 400, answer
-    assert message in json.loads(answer)["error"]
+def test_invalid_records_get_a_400_saying_what_is_wrong(client, body, content_type, message) -> None:
+    """In process (the app ``serve`` runs); the real server's JSON 400 is checked over HTTP below."""
+    answer = client.post("/invocations", data=body, headers={"Content-Type": content_type})
+    assert answer.status_code == 400, answer.get_data()
+    assert answer.content_type == "application/json"
+    assert message in json.loads(answer.get_data())["error"]
 
 
 def test_header_in_any_column_order_is_read_by_name(port, features_frame) -> None:
@@ -252,6 +254,33 @@ def test_whole_scores_given_as_decimals_are_accepted(name: str) -> None:
 def test_features_must_be_finite(name: str, value: float) -> None:
     with pytest.raises(PayloadError, match=f"record 1: {name}="):
         validate(table(one_record(**{name: value})))
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        ([one_record(), one_record(**{c.MONETARY: None})], "record 2: monetary is missing"),
+        ([one_record(), one_record(), one_record(**{c.R_SCORE: None})], "record 3: r_score is missing"),
+        ([one_record(), one_record(**{c.MONETARY: float("inf")})],
+         "record 2: monetary=inf is not valid (a finite number)"),
+        ([one_record(), one_record(**{c.F_SCORE: 6})], "record 2: f_score=6.0 is not valid (a whole number 1-5)"),
+        ([one_record(**{c.RECENCY_DAYS: 0}), one_record(), one_record(**{c.RECENCY_DAYS: -1})],
+         "record 3: recency_days=-1.0 is negative"),  # not the valid 0 before it
+        ([one_record(), one_record(**{c.FREQUENCY: -0.5})], "record 2: frequency=-0.5 is negative"),
+    ],
+)
+def test_each_refusal_names_its_record_field_and_rule(records: list[dict[str, object]], message: str) -> None:
+    """The whole message: the record's position (from 1), the field, its value and what is expected."""
+    with pytest.raises(PayloadError) as refused:
+        validate(table(*records))
+    assert str(refused.value) == message
+
+
+def test_zero_days_and_a_negative_spend_are_valid() -> None:
+    """A purchase today is recency 0; refunds can leave a customer's spend below zero (only days and orders
+    are never negative)."""
+    records = validate(table(one_record(**{c.RECENCY_DAYS: 0, c.FREQUENCY: 0}), one_record(**{c.MONETARY: -20.0})))
+    assert records.features.tolist() == [[0.0, 0.0, 50.0], [10.0, 2.0, -20.0]]
 
 
 def test_the_bad_record_is_named_by_its_position() -> None:
