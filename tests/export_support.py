@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from moto.server import ThreadedMotoServer
 from lambdas.export.app import ExportRequest
 from lambdas.export.retry import NO_SDK_RETRIES, RetryPolicy
 from lambdas.export.storage import Storage, join
+from lambdas.fakes import CustomerProfilesFake
 from steps.columns import FEATURE_COLUMNS, SEGMENT_COLUMNS
 from steps.segments import SEGMENT_GRID
 
@@ -37,6 +39,18 @@ def client(service: str, endpoint_url: str) -> Any:
     """A boto3 client for a local endpoint; API clients without botocore retries, as the Lambda's."""
     config = None if service == "s3" else NO_SDK_RETRIES
     return boto3.client(service, endpoint_url=endpoint_url, config=config, **CREDENTIALS)
+
+
+@contextmanager
+def running_customer_profiles(domain: str) -> Iterator[tuple[CustomerProfilesFake, Any]]:
+    """A started Customer Profiles stand-in holding ``domain``, and a client on it; stopped after."""
+    fake = CustomerProfilesFake()
+    fake.start()
+    fake.create_domain(domain)
+    try:
+        yield fake, client("customer-profiles", fake.url)
+    finally:
+        fake.stop()
 
 
 @dataclass

@@ -18,7 +18,7 @@ from lambdas.export.storage import Storage
 from lambdas.fakes import CustomerProfilesFake
 from steps.errors import PipelineError
 from steps.segments import SEGMENT_NAMES
-from tests.export_support import Sleeps, client, fast_retry, segments_frame
+from tests.export_support import Sleeps, fast_retry, running_customer_profiles, segments_frame
 
 DOMAIN = "rfm-test"
 
@@ -41,13 +41,8 @@ class Env:
 
 @pytest.fixture
 def env() -> Iterator[Env]:
-    fake = CustomerProfilesFake()
-    fake.start()
-    fake.create_domain(DOMAIN)
-    try:
-        yield Env(fake, client("customer-profiles", fake.url))
-    finally:
-        fake.stop()
+    with running_customer_profiles(DOMAIN) as (fake, profiles):
+        yield Env(fake, profiles)
 
 
 def expected_attributes(row: pd.Series) -> dict[str, str]:

@@ -25,7 +25,7 @@ from lambdas.export.destinations.profile_segments import (
 from lambdas.fakes import CustomerProfilesFake
 from steps.errors import PipelineError
 from steps.segments import SEGMENT_NAMES
-from tests.export_support import client, fast_retry, segments_frame
+from tests.export_support import fast_retry, running_customer_profiles, segments_frame
 
 DOMAIN = "rfm-audiences"
 DEFINITION_CALLS = ("ListSegmentDefinitions", "GetSegmentDefinition", "CreateSegmentDefinition",
@@ -59,13 +59,8 @@ class Env:
 
 @pytest.fixture
 def env() -> Iterator[Env]:
-    fake = CustomerProfilesFake()
-    fake.start()
-    fake.create_domain(DOMAIN)
-    try:
-        yield Env(fake, client("customer-profiles", fake.url))
-    finally:
-        fake.stop()
+    with running_customer_profiles(DOMAIN) as (fake, profiles):
+        yield Env(fake, profiles)
 
 
 def test_one_definition_per_segment_selects_exactly_that_segment(env: Env) -> None:
