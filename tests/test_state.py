@@ -105,6 +105,7 @@ def test_locations_name_the_state_as_users_see_it(tmp_path: Path) -> None:
     remote = StateStore("s3://b/p/state/", client=object())
     assert remote.is_s3 and remote.location == "s3://b/p/state"
     assert remote.uri("manifests/m.json") == "s3://b/p/state/manifests/m.json"
+    assert StateStore("s3://b/p/STATEX//", client=object()).uri(CURRENT) == "s3://b/p/STATEX/current.json"
 
 
 def test_the_s3_files_are_under_the_prefix(s3_client: Any) -> None:
@@ -119,10 +120,40 @@ def test_an_unreadable_s3_state_is_a_one_line_error(s3_client: Any, tmp_path: Pa
         store.read_text(CURRENT)
     assert caught.value.what.startswith("cannot read the state")
     assert caught.value.where == "s3://no-such-bucket/rfm/state/current.json"
-    with pytest.raises(StateError, match="cannot read the state"):  # a missing bucket is not a missing file
+    assert caught.value.fix == "Check the permissions"
+    with pytest.raises(StateError) as caught:  # a missing bucket is not a missing file
         store.exists(CURRENT)
+    assert caught.value.what.startswith("cannot read the state (") and "NoSuchBucket" in caught.value.what
+    assert (caught.value.where, caught.value.fix) == ("s3://no-such-bucket/rfm/state/current.json",
+                                                      "Check the permissions")
     with pytest.raises(StateError, match="cannot be read"):
         store.download("totals/t.parquet", tmp_path / "t.parquet")
+
+
+@pytest.mark.parametrize(("code", "status", "missing"), [
+    ("NoSuchKey", 404, True), ("404", 404, True), ("NotFound", 404, True),
+    ("AccessDenied", 403, False), ("403", 403, False), ("SlowDown", 503, False),
+])
+def test_only_a_missing_key_is_a_missing_file(code: str, status: int, missing: bool) -> None:
+    # S3 names a missing key NoSuchKey on GET and, without a body, 404 on HEAD; S3-compatible stores also
+    # answer NotFound. Anything else (refused, throttled) stops the run: a state file is never taken as
+    # absent because it could not be read. moto gives only the first two, hence the stub.
+    from botocore.stub import Stubber
+
+    client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    store = StateStore(f"s3://{BUCKET}/rfm/state", client=client)
+    with Stubber(client) as stub:
+        stub.add_client_error("get_object", service_error_code=code, http_status_code=status)
+        stub.add_client_error("head_object", service_error_code=code, http_status_code=status)
+        if missing:
+            assert store.read_text(CURRENT) is None
+            assert store.exists(CURRENT) is False
+            return
+        for read in (store.read_text, store.exists):
+            with pytest.raises(StateError) as caught:
+                read(CURRENT)
+            assert caught.value.what.startswith("cannot read the state (") and code in caught.value.what
+            assert (caught.value.where, caught.value.fix) == (store.uri(CURRENT), "Check the permissions")
 
 
 # --- the swap of current.json ---------------------------------------------------------------------
@@ -207,15 +238,17 @@ def test_the_current_state_is_what_current_json_points_at(store: StateStore) -> 
     assert current.etag == store.read_text(CURRENT)[1]
 
 
-@pytest.mark.parametrize(("damage", "message"), [
-    ("current", "current.json is corrupt"),
-    ("pointer", "current.json is corrupt"),
-    ("manifest", "the state manifest manifests/g1-aaaa.json is missing"),
-    ("totals", "1 state file(s) are missing, e.g. totals/g1-aaaa.parquet"),
-    ("contribution", "1 state file(s) are missing, e.g. objects/a.parquet"),
+@pytest.mark.parametrize(("damage", "message", "where"), [
+    ("current", "current.json is corrupt", CURRENT),
+    ("pointer", "current.json is corrupt", CURRENT),
+    ("manifest", "the state manifest manifests/g1-aaaa.json is missing", ""),
+    ("corrupt manifest", "the state manifest is corrupt (JSONDecodeError: ", "manifests/g1-aaaa.json"),
+    ("totals", "1 state file(s) are missing, e.g. totals/g1-aaaa.parquet", ""),
+    ("contribution", "1 state file(s) are missing, e.g. objects/a.parquet", ""),
 ])
 def test_a_broken_current_state_says_what_is_missing_and_to_rebuild(store: StateStore, damage: str,
-                                                                    message: str) -> None:
+                                                                    message: str, where: str) -> None:
+    """What is broken; where: the file (a corrupt one) or the state (missing files); and to rebuild."""
     written = manifest(**{"in/a.csv": "objects/a.parquet"})
     files = {"objects/a.parquet": b"a", written.totals: b"t", written.path: written.to_json().encode(),
              CURRENT: pointer_text(written).encode()}
@@ -225,11 +258,15 @@ def test_a_broken_current_state_says_what_is_missing_and_to_rebuild(store: State
         files[CURRENT] = b"{not json"
     if damage == "pointer":
         files[CURRENT] = b'{"generation": "g1"}'
+    if damage == "corrupt manifest":
+        files[written.path] = b"{not json"
     for name, data in files.items():
         store.write_file(name, data)
     with pytest.raises(StateError) as caught:
         read_current(store)
-    assert caught.value.what == message
+    # a corrupt manifest's message goes on with the JSON parser's own words
+    assert caught.value.what.startswith(message) if message.endswith(": ") else caught.value.what == message
+    assert caught.value.where == (store.uri(where) if where else store.location)
     assert caught.value.fix == REBUILD_FIX
 
 
