@@ -68,6 +68,23 @@ def _cost_rank(scope: str) -> int:
     return next((i for i, start in enumerate(COSTLIEST_FIRST) if scope.startswith(start)), len(COSTLIEST_FIRST))
 
 
+def _one_botocore_loader_per_process() -> None:
+    """Every botocore session of the tests reads the service models through one loader.
+
+    moto replaces boto3's default session for each mock, so each test's clients start a new session, and
+    each new session read and parsed the service models again (JSON, hundreds of kB for SageMaker):
+    ``tests/test_trigger.py`` took 21.2 s alone, 6.7 s with one loader (docs/testing.md, "Suite time").
+    The loader caches what it read; the clients of one session already share those read-only models,
+    and now every session of the process does.
+    """
+    import botocore.session
+
+    botocore.session.create_loader = functools.cache(botocore.session.create_loader)
+
+
+_one_botocore_loader_per_process()
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Whole files per worker (xdist's ``loadfile``), each group of :data:`SHARED_FILES` as one, the tests of
