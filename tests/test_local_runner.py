@@ -404,8 +404,8 @@ def test_an_interrupted_run_cleans_up_and_its_approved_package_is_offered(tmp_pa
     assert registry.unpublished_approved() == [] and waiting_packages(registry) == []
 
 
-def test_publishing_a_run_downloads_each_output_once(tmp_path: Path) -> None:
-    """The evaluation (report.html among it) is copied out of the store once, then stamped into report.html."""
+def test_publishing_a_run_copies_each_output_and_the_report(tmp_path: Path) -> None:
+    """Every published output lands in its folder of the output, and the evaluation's report.html in report.html."""
     from pipeline.local.run_local import PUBLISHED, publish
     from pipeline.local.runner import ExecutionResult
     from pipeline.local.store import FolderStore
@@ -418,17 +418,11 @@ def test_publishing_a_run_downloads_each_output_once(tmp_path: Path) -> None:
         store.local_path(uri).mkdir(parents=True, exist_ok=True)
         (store.local_path(uri) / "out.txt").write_text(target)
     (store.local_path(properties["EvaluateSegmenter"][PUBLISHED[-1][1]]) / paths.REPORT_FILE).write_text("<p>r</p>")
-    downloads: list[str] = []
-    download = store.download
-
-    def counted(uri: str, target: Path) -> None:
-        downloads.append(uri)
-        download(uri, target)
-
-    store.download = counted  # type: ignore[method-assign]
     output = tmp_path / "out"
-    output.mkdir()
+    (output / "evaluation").mkdir(parents=True)
+    (output / "evaluation" / "stale.txt").write_text("an earlier run's")
     publish(ExecutionResult("e1", "Succeeded", [], properties), store, output)
-    assert sorted(downloads) == sorted(uri for values in properties.values() for uri in values.values())
+    for _, _, target in PUBLISHED:
+        assert (output / target / "out.txt").read_text() == target
+    assert not (output / "evaluation" / "stale.txt").exists()  # replaced, not merged
     assert (output / paths.REPORT_FILE).read_text() == "<p>r</p>"
-    assert (output / "evaluation" / "out.txt").read_text() == "evaluation"
