@@ -426,3 +426,18 @@ def test_publishing_a_run_copies_each_output_and_the_report(tmp_path: Path) -> N
         assert (output / target / "out.txt").read_text() == target
     assert not (output / "evaluation" / "stale.txt").exists()  # replaced, not merged
     assert (output / paths.REPORT_FILE).read_text() == "<p>r</p>"
+
+
+def test_a_failed_step_names_its_log_where_the_run_keeps_it(tmp_path: Path, definition: dict) -> None:
+    """The scratch folder goes when the run ends; the one-line failure names the log kept in ``logs/<id>``."""
+    transactions = tmp_path / "unnamed.csv"
+    transactions.write_text("cust,when,paid\nk1,2024-02-01,5\n")
+    result = run_local(str(transactions), tmp_path / "out", {}, definition=definition)
+    assert result.status == "Failed"
+    match = re.search(r"Step log: (\S+\.log)", result.failure)
+    assert match, result.failure
+    log = Path(match.group(1))
+    assert log.is_file() and log.parent == tmp_path / "out" / "logs" / result.execution_id, result.failure
+    assert "no date / amount" in log.read_text()
+    assert not (tmp_path / "out" / ".work").exists()
+
