@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -105,6 +106,19 @@ def test_show_prints_one_customer(published: Path, capsys: pytest.CaptureFixture
     assert main(["show", "0000007", "--output", str(published)]) == 0
     out = capsys.readouterr().out
     assert '"customer_id": "0000007"' in out and '"rfm_segment"' in out
+
+
+def test_show_prints_json_with_null_for_what_the_customer_lacks(published: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A customer new since the last publish has no previous segment: null, not NaN (which is not JSON)."""
+    frame = pd.read_parquet(published / "segments" / paths.SEGMENTS_FILE)
+    frame[c.PREVIOUS_SEGMENT] = None
+    frame[c.MONETARY] = frame[c.MONETARY].astype(float)
+    frame.to_parquet(published / "segments" / paths.SEGMENTS_FILE)
+    assert main(["show", "0000007", "--output", str(published)]) == 0
+    shown = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert shown[c.CUSTOMER_ID] == "0000007" and shown[c.PREVIOUS_SEGMENT] is None
+    assert isinstance(shown[c.MONETARY], float)
 
 
 def test_show_matches_ids_exactly(published: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -99,4 +100,7 @@ def print_customer(output: Path, customer_id: str) -> None:
         raise RFMError(f"customer {customer_id!r} is not in the last run's segments", str(segments_path(output)),
                        "customer ids are matched exactly, leading zeros included")
     row = match.iloc[0].to_dict()
-    print(json.dumps({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}, indent=2, default=str))
+    values = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+    # JSON has no NaN: a value the customer does not have (no previous segment, no email) is null.
+    values = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
+    print(json.dumps(values, indent=2, default=str, allow_nan=False))
