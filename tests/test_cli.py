@@ -112,7 +112,7 @@ def test_show_prints_json_with_null_for_what_the_customer_lacks(published: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """A customer new since the last publish has no previous segment: null, not NaN (which is not JSON)."""
     frame = pd.read_parquet(published / "segments" / paths.SEGMENTS_FILE)
-    frame[c.PREVIOUS_SEGMENT] = None
+    frame[c.PREVIOUS_SEGMENT] = pd.Series([None] * len(frame), dtype="str")  # as exports write it: NaN when read
     frame[c.MONETARY] = frame[c.MONETARY].astype(float)
     frame.to_parquet(published / "segments" / paths.SEGMENTS_FILE)
     assert main(["show", "0000007", "--output", str(published)]) == 0
