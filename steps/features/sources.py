@@ -324,7 +324,7 @@ def check_whole_file(path: Path, encoding: str, where: str, *, compressed: bool)
             if decoder is not None:
                 _decode_chunk(decoder, b"", lines_before, encoding, where, final=True)
     except (OSError, EOFError, zlib.error) as error:
-        raise InputDataError(f"a broken gzip file ({error})", where, "Compress it again, or upload it again") from None
+        raise _broken_gzip(error, where) from None
 
 
 def _decode_chunk(
@@ -355,7 +355,12 @@ def _gunzip_head(path: Path, where: str) -> bytes:
         with gzip.open(path, "rb") as handle:
             return handle.read(SNIFF_BYTES)
     except (OSError, EOFError, zlib.error) as error:
-        raise InputDataError(f"a broken gzip file ({error})", where, "Compress it again") from None
+        raise _broken_gzip(error, where) from None
+
+
+def _broken_gzip(error: Exception, where: str) -> InputDataError:
+    """A gzip file that fails its integrity check: nobody can know what was cut, so it is never read."""
+    return InputDataError(f"a broken gzip file ({error})", where, "Compress it again, or upload it again")
 
 
 def _decode(head: bytes, encoding: str, where: str) -> str:
