@@ -2,7 +2,8 @@
 
 The defaults are ``steps/playbook.yaml`` (packaged with the code; edit it, or point
 ``RFM_PLAYBOOK`` at your own file: entries it leaves out keep their default). The report shows
-the actions; the export writes each customer's segment action as ``recommended_action``.
+the actions; the export writes each customer's segment action as ``recommended_action`` (and
+Customer Profiles as ``rfm_recommended_action``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from steps.segments import SEGMENT_NAMES
 DEFAULT_PLAYBOOK = Path(__file__).with_name("playbook.yaml")
 PLAYBOOK_ENV = "RFM_PLAYBOOK"
 RECOMMENDED_ACTION = "recommended_action"
+# The export writes the action as the Customer Profiles attribute rfm_recommended_action, and a
+# profile attribute value holds 1 to 255 characters (API reference, PutProfileObjectType / Attributes).
+MAX_ACTION_CHARACTERS = 255
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,16 @@ def _read(path: Path) -> dict:
     return loaded
 
 
+def _action(text: str, entry: str, where: str) -> str:
+    """``text`` with its white space collapsed; an action longer than a profile attribute is refused."""
+    action = " ".join(text.split())
+    if len(action) > MAX_ACTION_CHARACTERS:
+        raise RFMError(f"the action of {entry} has {len(action)} characters, more than the "
+                       f"{MAX_ACTION_CHARACTERS} a Customer Profiles attribute holds", where,
+                       "shorten it to one or two sentences")
+    return action
+
+
 def _segments(raw: object, where: str) -> dict[str, str]:
     if not isinstance(raw, dict) or not all(isinstance(v, str) and v.strip() for v in raw.values()):
         raise RFMError("'segments' must map RFM segment names to a non-empty action text", where)
@@ -75,16 +89,17 @@ def _segments(raw: object, where: str) -> dict[str, str]:
     if unknown:
         raise RFMError(f"unknown RFM segment(s) {', '.join(unknown)} in 'segments'", where,
                        f"use the names {', '.join(SEGMENT_NAMES)}")
-    return {str(k): " ".join(v.split()) for k, v in raw.items()}
+    return {str(k): _action(v, f"segment {k!r}", where) for k, v in raw.items()}
 
 
 def _rules(raw: object, where: str) -> list[tuple[tuple[str, ...], str]]:
     rules = []
-    for entry in raw if isinstance(raw, list) else [None]:
+    for number, entry in enumerate(raw if isinstance(raw, list) else [None], start=1):
         if not (isinstance(entry, dict) and isinstance(entry.get("match"), list) and entry["match"]
                 and isinstance(entry.get("action"), str) and entry["action"].strip()):
             raise RFMError("each entry of 'clusters' needs 'match' (a list of words) and 'action' (text)", where)
-        rules.append((tuple(str(word) for word in entry["match"]), " ".join(entry["action"].split())))
+        rules.append((tuple(str(word) for word in entry["match"]), _action(entry["action"], f"cluster rule {number}",
+                                                                            where)))
     return rules
 
 

@@ -33,6 +33,7 @@ from lambdas.export.storage import Storage, join
 from lambdas.fakes import running_fakes
 from steps.columns import CONTACT_COLUMNS, FEATURE_COLUMNS, HISTORY_COLUMNS, SEGMENT_COLUMNS
 from steps.errors import PipelineError
+from steps.playbook import load_playbook
 from steps.segments import SEGMENT_NAMES, segment_of
 from tests.export_support import segments_frame
 
@@ -526,6 +527,20 @@ def test_all_destinations_in_one_run(tmp_path: Path, fakes: Any) -> None:
     assert fakes.pinpoint.endpoint_count() == pinpoint_counts["endpoints"]
     assert list((tmp_path / "s3" / "local" / "imports" / "exec-1" / "attempt-1").glob("part-*.csv"))
     json.dumps(summary)
+
+
+def test_each_profile_carries_its_segments_recommended_action(tmp_path: Path, fakes: Any) -> None:
+    storage = Storage(s3_root=tmp_path / "s3")
+    table = features(IDS)
+    request = setup_inputs(str(tmp_path / "run"), storage, table)
+    settings = replace(destinations_env(tmp_path, fakes, "unused"), destinations=("customer-profiles",))
+    export_segments(request, storage, settings, api_clients(fakes), RetryPolicy(sleep=lambda s: None))
+
+    book = load_playbook()
+    for row in table.select(["customer_id", "rfm_segment"]).to_pylist():
+        attributes = fakes.customer_profiles.find_profile("d", row["customer_id"])["Attributes"]
+        assert attributes["rfm_recommended_action"] == book.for_segment(row["rfm_segment"])
+        assert attributes["rfm_segment"] == row["rfm_segment"]
 
 
 def test_a_failing_destination_does_not_stop_the_others(tmp_path: Path, fakes: Any) -> None:

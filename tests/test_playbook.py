@@ -53,12 +53,23 @@ def test_an_own_file_overrides_what_it_names_and_keeps_the_rest(tmp_path: Path,
     ("clusters:\n  - match: Recent\n", "each entry of 'clusters'"),
     ("segments: {a: [\n", "not valid YAML"),
     ("actions: {}\n", "must be a mapping"),
+    ("segments:\n  Loyal: " + "x" * 256 + "\n",
+     "the action of segment 'Loyal' has 256 characters, more than the 255 a Customer Profiles attribute holds"),
+    ("clusters:\n  - {match: [Recent], action: ok}\n  - {match: [Lapsed], action: " + "y " * 200 + "}\n",
+     "the action of cluster rule 2 has 399 characters"),
 ])
 def test_a_broken_playbook_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
     own = tmp_path / "book.yaml"
     own.write_text(text)
-    with pytest.raises(RFMError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+    with pytest.raises(RFMError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")) as caught:
         load_playbook(own)
+    assert str(caught.value).startswith(f"{own}: ")
+
+
+def test_an_action_of_255_characters_is_kept_whole(tmp_path: Path) -> None:
+    own = tmp_path / "book.yaml"
+    own.write_text("segments:\n  Loyal: '" + "z" * 250 + "   end.'\n")
+    assert load_playbook(own).for_segment("Loyal") == "z" * 250 + " end."
 
 
 def test_the_export_carries_each_customers_recommended_action(features_frame: pd.DataFrame) -> None:

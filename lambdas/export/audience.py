@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from lambdas.export.batches import Population
 from lambdas.export.storage import Storage
 from steps.columns import CONTACT_COLUMNS, SEGMENT_COLUMNS
+from steps.playbook import RECOMMENDED_ACTION
 
 
 class Audience:
@@ -75,14 +76,14 @@ class FileAudience(Audience):
     """The customers of a ``segments.parquet`` (every customer, in order) where ``send`` is true.
 
     Read back a row group at a time (the last one kept), only the columns the destinations use:
-    ``SEGMENT_COLUMNS`` and the contact columns.
+    ``SEGMENT_COLUMNS``, ``recommended_action`` and the contact columns.
     """
 
     def __init__(self, storage: Storage, uri: str, population: Population, send: np.ndarray | None) -> None:
         self.population = population
         self.parquet = pq.ParquetFile(storage.open_read(uri))
         names = self.parquet.schema_arrow.names
-        self.columns = [c for c in (*SEGMENT_COLUMNS, *CONTACT_COLUMNS) if c in names]
+        self.columns = [c for c in (*SEGMENT_COLUMNS, RECOMMENDED_ACTION, *CONTACT_COLUMNS) if c in names]
         sizes = [self.parquet.metadata.row_group(i).num_rows for i in range(self.parquet.num_row_groups)]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.rows = (np.arange(self.starts[-1], dtype=np.int64) if send is None

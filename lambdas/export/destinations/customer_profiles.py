@@ -14,10 +14,11 @@ and still let two concurrent runs create two profiles for one customer. The API'
    ``_account`` is the object's ``customer_id`` with the standard identifiers ``PROFILE`` (find the
    profile whose account number is this customer id) and ``UNIQUE`` (one object per customer id);
    ``AllowProfileCreation=true`` creates the profile the first time; ``Fields`` map ``customer_id``
-   to ``_profile.AccountNumber`` and the segment, cluster, scores and R/F/M values to
-   ``_profile.Attributes.rfm_*`` (and, with ``CUSTOMER_PROFILES_MAP_CONTACTS=true``, ``email`` and
-   ``phone`` to ``_profile.EmailAddress`` / ``_profile.PhoneNumber``). It is read first with
-   ``GetProfileObjectType`` and put only when missing or different.
+   to ``_profile.AccountNumber`` and the segment, cluster, scores, R/F/M values and the playbook's
+   ``recommended_action`` to ``_profile.Attributes.rfm_*`` (and, with
+   ``CUSTOMER_PROFILES_MAP_CONTACTS=true``, ``email`` and ``phone`` to ``_profile.EmailAddress`` /
+   ``_profile.PhoneNumber``). It is read first with ``GetProfileObjectType`` and put only when
+   missing or different.
 2. ``PutProfileObject`` once per customer with that JSON object. The service matches (or creates)
    the profile, writes the mapped attributes onto it and, the key being ``UNIQUE``, replaces that
    customer's previous object instead of adding one: a re-run leaves one profile and one object
@@ -97,6 +98,7 @@ from steps.columns import (
     RFM_SEGMENT,
 )
 from steps.errors import PipelineError
+from steps.playbook import RECOMMENDED_ACTION
 
 logger = Logger(service="rfm-export", child=True)
 
@@ -114,7 +116,9 @@ ATTRIBUTE_FIELDS: dict[str, str] = {
     RECENCY_DAYS: "rfm_recency_days",
     FREQUENCY: "rfm_frequency",
     MONETARY: "rfm_monetary",
+    RECOMMENDED_ACTION: "rfm_recommended_action",  # the playbook's action; absent from older files
 }
+OPTIONAL_FIELDS = frozenset({RECOMMENDED_ACTION})  # mapped when the segments carry them
 CONTACT_FIELDS: dict[str, tuple[str, str]] = {
     EMAIL: ("_profile.EmailAddress", "EMAIL_ADDRESS"),
     PHONE: ("_profile.PhoneNumber", "PHONE_NUMBER"),
@@ -226,7 +230,7 @@ def _text(value: Any) -> str | None:
 
 def profile_objects(segments: pd.DataFrame, settings: CustomerProfilesSettings) -> list[tuple[str, str]]:
     """``(customer_id, JSON object)`` per customer, fields as :func:`object_type_definition` maps them."""
-    fields = [CUSTOMER_ID, *ATTRIBUTE_FIELDS]
+    fields = [CUSTOMER_ID, *(f for f in ATTRIBUTE_FIELDS if f not in OPTIONAL_FIELDS or f in segments)]
     if settings.map_contacts:
         fields += [field for field in CONTACT_FIELDS if field in segments]
     objects = []
