@@ -1,9 +1,9 @@
 """Deployment artefacts, offline: template.yaml (cfn-lint, policy scanner), buildspec.yml, the image.
 
-Policy scanner: cfripper (PyPI), on the template after the SAM transform. Checkov is the usual choice
-but its releases pin boto3 to an old exact version that conflicts with the lock file's boto3 (which
-the SageMaker SDK needs); cfripper resolves cleanly against constraints.txt. Accepted findings are
-listed in the resource's ``Metadata.cfripper.skip`` with a reason; any other finding fails.
+Policy scanners: cfripper (PyPI, in the project's venv) on the template after the SAM transform, and
+checkov in its own virtualenv (``.venv-checkov``, made by ``make setup``: its releases pin a boto3 that
+conflicts with the one the SageMaker SDK needs). Accepted findings are listed in the resource's
+``Metadata.cfripper.skip`` / ``Metadata.checkov.skip`` with a reason; any other finding fails.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import csv
 import http.client
 import io
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -310,3 +311,64 @@ def test_every_repeated_field_is_named() -> None:
     repeated = pa.Table.from_arrays([pa.array([record[n]]) for n in names], names=names)
     with pytest.raises(PayloadError, match=r"^field\(s\) monetary, r_score appear more than once$"):
         validate(repeated)
+
+
+def test_ping_and_scoring_answer_while_more_clients_stall_than_there_are_threads(
+        model_dir: Path, tmp_path: Path, features_frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests are read in the event loop: 10 stalled clients and 2 scoring threads leave /ping and
+    /invocations answering at once, and each stalled body gets a 408 when its time is up."""
+    import socket
+    import time
+
+    monkeypatch.setenv("RFM_SERVE_THREADS", "2")
+    monkeypatch.setenv("RFM_SERVE_READ_TIMEOUT", "3")
+    with serving(model_dir, tmp_path / "serve.log", workers=1) as serve_port:
+        stalled = []
+        for number in range(10):
+            sock = socket.create_connection(("127.0.0.1", serve_port), timeout=15)
+            sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nA,1,"
+                         if number % 2 else b"GET /ping HTTP/1.1\r\nHost:")
+            stalled.append(sock)
+        try:
+            started = time.monotonic()
+            status, _, body = call(serve_port, "GET", "/ping")
+            assert status == 200
+            status, _, answer = call(serve_port, "POST", "/invocations", csv_payload(features_frame.iloc[:20], True),
+                                     {"Content-Type": "text/csv"})
+            assert status == 200 and len(answer.decode().splitlines()) == 20
+            assert time.monotonic() - started < 2.5  # before any stalled body's time is up
+            replies = [sock.recv(4096).decode() for sock in stalled[1::2]]
+            assert all(reply.startswith("HTTP/1.1 408") for reply in replies), replies
+            assert all('"the request body did not arrive within 3 s"' in reply for reply in replies)
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+def test_a_body_over_the_cap_is_refused_before_it_is_sent(port: int) -> None:
+    import socket
+
+    from steps.model.serve import TOO_LARGE
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                     b"Content-Length: 200000000\r\n\r\n")
+        reply = sock.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 413")
+    assert json.loads(reply.split("\r\n\r\n", 1)[1]) == {"error": TOO_LARGE}
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("RFM_SERVE_THREADS", "0", "rfm-serve: --threads 0 is not a number of threads. Pass 1 or more"),
+    ("RFM_SERVE_READ_TIMEOUT", "-1", "rfm-serve: --read-timeout -1 is not a number of seconds"),
+    ("RFM_SERVE_THREADS", "many", "argument --threads: invalid int value: 'many'"),
+])
+def test_bad_server_settings_are_one_line(model_dir: Path, variable: str, value: str, message: str) -> None:
+    import subprocess
+
+    from pipeline.local.transform import executable
+
+    done = subprocess.run([executable("serve"), "--model-dir", str(model_dir), "--port", "1"],
+                          env={**os.environ, variable: value}, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert message in done.stderr and "Traceback" not in done.stderr

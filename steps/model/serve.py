@@ -5,7 +5,8 @@ takes CSV (with or without the header) or JSON Lines of customer features
 (``steps.columns.TRANSFORM_INPUT_COLUMNS``) and answers one record per
 customer: ``customer_id, cluster, cluster_name, rfm_segment``, as JSON Lines
 (default) or CSV (``Accept: text/csv``). Bad payloads get a 4xx with a clear
-message. Flask app served by gunicorn on port 8080 (``SAGEMAKER_BIND_TO_PORT``).
+message. Flask app served by gunicorn's asyncio worker on port 8080 (``SAGEMAKER_BIND_TO_PORT``):
+each request is read in the event loop (:mod:`steps.model.wsgi_bridge`), then scored in a thread.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from flask import Flask, Response, request
 
 from steps import columns as c
 from steps import paths
-from steps.errors import first_line
+from steps.errors import RFMError, first_line
 from steps.model.model_io import SegmentModel, load_model
+from steps.model.wsgi_bridge import WSGIOnAsyncio
 from steps.segments import SEGMENT_NAME_ARRAY, SEGMENT_NAMES, segment_codes
 
 MAX_PAYLOAD_MB = 6
@@ -40,8 +42,12 @@ NEEDED = (c.CUSTOMER_ID, *c.MODEL_FEATURES, c.R_SCORE, c.F_SCORE)
 NUMERIC = (*c.MODEL_FEATURES, c.R_SCORE, c.F_SCORE)
 KNOWN_COLUMNS = frozenset((*c.TRANSFORM_INPUT_COLUMNS, *NEEDED))
 NEVER_NEGATIVE = (c.RECENCY_DAYS, c.FREQUENCY)  # days since the last purchase, orders: monetary may be < 0
-# Worker threads per gunicorn worker: /ping is answered while other threads wait on slow clients.
+# Requests scored at once per gunicorn worker; requests still arriving wait in its event loop.
 DEFAULT_THREADS = 8
+# Seconds a client has to send a whole request body (then 408): SageMaker's agent sends a few MB at once.
+DEFAULT_READ_TIMEOUT = 60.0
+TOO_LARGE = (f"payload too large; split into mini-batches of at most {MAX_PAYLOAD_MB} MB "
+             f"(requests are capped at {MAX_REQUEST_MB} MB)")
 
 
 class PayloadError(ValueError):
@@ -259,9 +265,7 @@ def create_app(model: SegmentModel | None = None) -> Flask:
 
     @app.errorhandler(413)
     def too_large(_error) -> Response:
-        message = (f"payload too large; split into mini-batches of at most {MAX_PAYLOAD_MB} MB "
-                   f"(requests are capped at {MAX_REQUEST_MB} MB)")
-        return Response(json.dumps({"error": message}) + "\n", 413, mimetype="application/json")
+        return Response(json.dumps({"error": TOO_LARGE}) + "\n", 413, mimetype="application/json")
 
     return app
 
@@ -282,33 +286,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", 8080)))
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("RFM_SERVE_THREADS", DEFAULT_THREADS)),
-                        help=f"threads per worker (default {DEFAULT_THREADS}, or RFM_SERVE_THREADS)")
+    parser.add_argument("--threads", type=int, default=os.environ.get("RFM_SERVE_THREADS", str(DEFAULT_THREADS)),
+                        help=f"requests scored at once per worker (default {DEFAULT_THREADS}, or RFM_SERVE_THREADS)")
+    parser.add_argument("--read-timeout", type=float,
+                        default=os.environ.get("RFM_SERVE_READ_TIMEOUT", str(DEFAULT_READ_TIMEOUT)),
+                        help=f"seconds a client has to send a request body, else 408 (default "
+                             f"{DEFAULT_READ_TIMEOUT:g}, or RFM_SERVE_READ_TIMEOUT)")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
 
     class Server(BaseApplication):
-        def __init__(self, app: Flask) -> None:
+        def __init__(self, app: WSGIOnAsyncio) -> None:
             self.application = app
             super().__init__()
 
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", args.workers or workers())
-            # Threads, not one blocking request per worker: a client that stalls half-way through a
-            # request holds one thread, and one that sends nothing waits in the poller, so /ping answers.
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", args.threads)
+            # gunicorn's asyncio worker reads each request in its event loop (WSGIOnAsyncio): clients
+            # that stall half-way through a request cost no thread, so /ping always answers.
+            self.cfg.set("worker_class", "asgi")
+            self.cfg.set("asgi_lifespan", "on")
             self.cfg.set("timeout", int(os.environ.get("SAGEMAKER_MODEL_SERVER_TIMEOUT", 600)))
             self.cfg.set("keepalive", 5)
             self.cfg.set("accesslog", None)
 
-        def load(self) -> Flask:
+        def load(self) -> WSGIOnAsyncio:
             return self.application
 
     def run() -> int:
+        if args.threads < 1:
+            raise RFMError(f"--threads {args.threads} is not a number of threads", "rfm-serve",
+                           "Pass 1 or more (or set RFM_SERVE_THREADS)")
+        if not args.read_timeout > 0:
+            raise RFMError(f"--read-timeout {args.read_timeout:g} is not a number of seconds", "rfm-serve",
+                           "Pass a positive number (or set RFM_SERVE_READ_TIMEOUT)")
         model = load_model(Path(args.model_dir)) if args.model_dir else load_model(paths.model_dir())
-        Server(create_app(model)).run()
+        app = WSGIOnAsyncio(create_app(model), args.threads, args.read_timeout, MAX_REQUEST_MB * 1024 * 1024,
+                            TOO_LARGE)
+        Server(app).run()
         return 0
 
     return guarded(run, args.debug)
