@@ -558,12 +558,22 @@ def test_changes_compare_sizes_and_revenue_and_show_the_migration_matrix(feature
     assert rows["Champions"][1:4] == [f"{before:,}", f"{now:,}", f"{now - before:+,}"]
     was = previous.loc[previous[c.RFM_SEGMENT] == "Champions", c.MONETARY].sum()
     assert rows["Champions"][4] == f"${was:,.2f}"
-    matrix = rows_by_first_cell(parse(page).tables["migration-matrix"])
-    header = parse(page).tables["migration-matrix"][0]
-    assert matrix["Champions"][header.index("Loyal")] == "1"
-    assert matrix["(entered)"][header.index("Champions")] == "1"
-    assert matrix["Hibernating"][header.index("(left)")] == "1"
+    # Every customer is in one cell (the stayers on the diagonal), with the cell's revenue now.
+    expected = pd.crosstab(pd.Series(list(previous[c.RFM_SEGMENT]) + ["(entered)"] * (len(features_frame) - 400)),
+                           features_frame[c.RFM_SEGMENT].to_numpy())
+    spent = features_frame[c.MONETARY].groupby(
+        [np.array(list(previous[c.RFM_SEGMENT]) + ["(entered)"] * (len(features_frame) - 400)),
+         features_frame[c.RFM_SEGMENT].to_numpy()]).sum()
+    table = parse(page).tables["migration-matrix"]
+    matrix, header = rows_by_first_cell(table), table[0]
+    assert sum(int(cell.split("$")[0].replace(",", "")) for row in table[1:] for cell in row[1:]) == len(features_frame)
+    for (before, now), n in expected.stack().items():
+        if n:
+            assert matrix[before][header.index(now)] == f"{n:,}${spent[(before, now)]:,.0f}", (before, now)
+    assert header[1:] == [n for n in SEGMENT_NAMES if n in expected.columns]  # nobody left here
     assert page.count('<section id="changes">') == 1 and "First run" not in page
+    assert page.count('class="stay"') == sum(1 for n in SEGMENT_NAMES
+                                            if n in expected.index and n in expected.columns)
     assert "Compared with the segments of execution e1." in section(page, "changes")
 
 
@@ -704,10 +714,17 @@ def test_on_sagemaker_the_report_compares_with_the_last_publish(s3_bucket, tmp_p
     assert "First run" not in changes and "execution exec-previous" in changes
     matrix = rows_by_first_cell(parse(page).tables["migration-matrix"])
     header = parse(page).tables["migration-matrix"][0]
-    assert sum(int(v) for v in matrix["(entered)"][1:]) == 50
-    assert matrix["Champions"][header.index("(left)")] == "2"
-    moved_back = (features_frame.iloc[50:80][c.RFM_SEGMENT] != "Hibernating").sum()
-    assert sum(int(v.replace(",", "")) for v in matrix["Hibernating"][1:]) == moved_back
+
+    def count(cell: str) -> int:
+        return int(cell.split("$")[0].replace(",", ""))
+
+    assert sum(count(v) for v in matrix["(entered)"][1:]) == 50
+    assert matrix["Champions"][header.index("(left)")] == "2$30"  # their revenue at the last publish
+    assert sum(count(v) for v in matrix["Hibernating"][1:]) == 30 + int(
+        (published.iloc[30:][c.RFM_SEGMENT] == "Hibernating").sum())
+    stayed = features_frame.iloc[80:][c.RFM_SEGMENT]
+    champions = stayed == "Champions"
+    assert count(matrix["Champions"][header.index("Champions")]) == int(champions.sum())
     summary = json.loads((second / paths.EVALUATION_FILE).read_text())["compared_with"]
     assert summary["execution_id"] == "exec-previous" and summary["customers_before"] == len(published) + 2
     assert (summary["entered"], summary["left"]) == (50, 2)

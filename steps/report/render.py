@@ -72,6 +72,7 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.total td{font-weight:600;border-top:2px solid #d5d9de}
 table.crosstab td{text-align:right;min-width:64px}table.crosstab th{font-size:12px}
 table.crosstab small{display:block;font-size:11px;opacity:.8}table.crosstab td.zero{color:#bbb}
+table.crosstab td.stay{outline:2px solid #4a5568;outline-offset:-2px}
 .note{color:#666;font-size:12.5px}.warn{color:#a4161a;font-weight:600}
 .banner{border-radius:8px;padding:10px 16px;margin:0 0 14px;font-weight:600}
 .banner.failed{background:#fde8e8;border:1px solid #e4a0a0;color:#7a1014}
@@ -461,8 +462,8 @@ def _metric_sample_note(evaluation: dict) -> str:
             "Cluster sizes and shares count every customer.</p>")
 
 
-def _changes_section(segment_table: pd.DataFrame, previous: pd.DataFrame | None, changes: pd.DataFrame | None,
-                     currency: str, note: str = "") -> str:
+def _changes_section(features: pd.DataFrame, segment_table: pd.DataFrame, previous: pd.DataFrame | None,
+                     changes: pd.DataFrame | None, currency: str, note: str = "") -> str:
     """Sizes and revenue against the previous published run, and the migration matrix when given.
 
     Sizes and revenue before come from ``previous`` (the published ``segments.parquet``); without it,
@@ -498,29 +499,77 @@ def _changes_section(segment_table: pd.DataFrame, previous: pd.DataFrame | None,
         rows.append(row)
     table = _table(["Segment", "Customers before", "Customers now", "Change", "Revenue before", "Revenue now",
                     "Revenue change"], rows, [False] + [True] * 6, "segment-comparison")
-    matrix = (_migration_matrix(changes) if have_changes else
-              '<p class="note">No customer changed segment or cluster.</p>' if changes is not None else "")
-    caption = ("Before: the segments published last (what your destinations hold now). The migration matrix counts "
-               "customers by previous (rows) and current (columns) segment; (entered) and (left) are customers new "
-               "to or gone from the data.")
+    if have_previous:
+        matrix = _migration_matrix(_moves_of_everyone(previous, features), currency)
+        caption = ("Before: the segments published last (what your destinations hold now). The migration matrix "
+                   "puts every customer in a cell: previous segment (rows) \u00d7 current segment (columns), with "
+                   "the cell's customers and their revenue now (for (left), at the last publish); the diagonal "
+                   "(outlined) is the customers who stayed. (entered) and (left) are customers new to or gone "
+                   "from the data.")
+    else:
+        matrix = (_migration_matrix(_moves_of_changers(changes), currency) if have_changes else
+                  '<p class="note">No customer changed segment or cluster.</p>' if changes is not None else "")
+        caption = ("The migration matrix counts only the customers whose segment or cluster changed (the last "
+                   "publish's full segments could not be read): previous segment (rows) \u00d7 current segment "
+                   "(columns); (entered) and (left) are customers new to or gone from the data.")
     return (f'<section id="changes"><h2>Changes since the last published run</h2>{shown_note}'
             f'{_figure("segment-changes", table + matrix, caption)}</section>')
 
 
-def _migration_matrix(changes: pd.DataFrame) -> str:
-    """Previous segment (rows, plus "(entered)") x current segment (columns, plus "(left)")."""
-    previous = changes["previous_segment"].fillna("(entered)").astype(str)
-    current = changes["segment"].fillna("(left)").astype(str)
-    counts = pd.crosstab(previous, current)
-    order = [name for name in SEGMENT_NAMES]
-    rows = [n for n in order if n in counts.index] + [n for n in sorted(counts.index) if n not in order]
-    cols = [n for n in order if n in counts.columns] + [n for n in sorted(counts.columns) if n not in order]
+ENTERED, LEFT = "(entered)", "(left)"
+
+
+def _moves_of_everyone(previous: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """``before``, ``now`` and ``revenue`` of every customer of the last publish and of this run.
+
+    Revenue is net spend now; a customer who left has the last publish's (NaN when it has none).
+    """
+    before = pd.DataFrame({c.CUSTOMER_ID: previous[c.CUSTOMER_ID].astype(str).to_numpy(),
+                           "before": data.segments(previous).astype(str).to_numpy(),
+                           "revenue_before": (previous[c.MONETARY].to_numpy(dtype=float) if c.MONETARY in previous
+                                              else np.nan)})
+    now = pd.DataFrame({c.CUSTOMER_ID: features[c.CUSTOMER_ID].astype(str).to_numpy(),
+                        "now": data.segments(features).astype(str).to_numpy(),
+                        "revenue": features[c.MONETARY].to_numpy(dtype=float)})
+    moves = before.merge(now, on=c.CUSTOMER_ID, how="outer")
+    left = moves["now"].isna()
+    moves.loc[left, "revenue"] = moves.loc[left, "revenue_before"]
+    return pd.DataFrame({"before": moves["before"].fillna(ENTERED), "now": moves["now"].fillna(LEFT),
+                         "revenue": moves["revenue"]})
+
+
+def _moves_of_changers(changes: pd.DataFrame) -> pd.DataFrame:
+    """``before``, ``now`` of the customers in ``changes.parquet``; no revenue."""
+    return pd.DataFrame({"before": changes["previous_segment"].fillna(ENTERED).astype(str).to_numpy(),
+                         "now": changes["segment"].fillna(LEFT).astype(str).to_numpy(), "revenue": np.nan})
+
+
+def _migration_matrix(moves: pd.DataFrame, currency: str) -> str:
+    """Previous segment (rows, plus "(entered)") x current segment (columns, plus "(left)"): customers
+    and, when known, their revenue in each cell."""
+    counts = pd.crosstab(moves["before"], moves["now"])
+    revenue = moves.pivot_table(index="before", columns="now", values="revenue", aggfunc="sum", fill_value=0.0)
+    known = moves["revenue"].notna().groupby([moves["before"], moves["now"]]).any()
+
+    def order(names: pd.Index, last: str) -> list[str]:
+        return ([n for n in SEGMENT_NAMES if n in names] + sorted(n for n in names if n not in SEGMENT_NAMES
+                                                                     and n != last) + ([last] if last in names else []))
+
+    rows, cols = order(counts.index, ENTERED), order(counts.columns, LEFT)
     counts = counts.reindex(index=rows, columns=cols, fill_value=0)
     header = "".join(f"<th>{_e(name)}</th>" for name in counts.columns)
     body = []
-    for name, row in counts.iterrows():
-        cells = "".join('<td class="zero">0</td>' if not v else f"<td>{int(v):,}</td>" for v in row)
-        body.append(f"<tr><th>{_e(name)}</th>{cells}</tr>")
+    for before, row in counts.iterrows():
+        cells = []
+        for now, n in row.items():
+            stay = ' class="stay"' if before == now else ""
+            if not n:
+                cells.append(f'<td class="zero{" stay" if stay else ""}">0</td>')
+                continue
+            spent = (f"<small>{money(float(revenue.loc[before, now]), currency, decimals=0)}</small>"
+                     if known.get((before, now), False) else "")
+            cells.append(f"<td{stay}>{int(n):,}{spent}</td>")
+        body.append(f"<tr><th>{_e(before)}</th>{''.join(cells)}</tr>")
     return (f'<h3>Migration matrix</h3><div class="scroll"><table class="crosstab" id="migration-matrix"><thead>'
             f"<tr><th>Previous \\ current</th>{header}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
@@ -601,7 +650,7 @@ def render_report(features: pd.DataFrame, model_meta: dict, evaluation: dict, qu
         _header(features, model_meta, evaluation, run_info, currency),
         _playbook_section(model_meta, segment_table, playbook or load_playbook(), currency),
         _segment_section(features, segment_table, currency),
-        _changes_section(segment_table, previous, changes, currency, baseline_note),
+        _changes_section(features, segment_table, previous, changes, currency, baseline_note),
         _grid_section(features, currency),
         _distribution_section(features, currency),
         _cluster_section(features, model_meta, evaluation, cluster_of, segment_of, currency),
