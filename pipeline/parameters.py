@@ -166,13 +166,14 @@ def _check_feature_parameters(values: dict[str, Any], where: str) -> None:
     from steps.features.compute import parse_timezone
     from steps.features.formats import parse_mapping_json
 
-    try:
-        if "ColumnMapping" in values:
-            parse_mapping_json(values["ColumnMapping"], "ColumnMapping")
-        if "Timezone" in values:
-            parse_timezone(values["Timezone"])
-    except InputDataError as error:
-        raise PipelineError(f"parameter {error.what}", where, error.fix) from None
+    for name, check in (("ColumnMapping", lambda v: parse_mapping_json(v, "ColumnMapping")),
+                        ("Timezone", parse_timezone)):
+        if name not in values:
+            continue
+        try:
+            check(values[name])
+        except InputDataError as error:
+            raise PipelineError(f"parameter {name}: {error.what}", where, error.fix) from None
 
 
 def _typed(name: str, kind: str, raw: Any, where: str) -> Any:
@@ -188,7 +189,9 @@ def _typed(name: str, kind: str, raw: Any, where: str) -> Any:
             return flag[str(raw).strip().lower()]
         return "" if raw is None else str(raw)
     except (TypeError, ValueError, KeyError):
-        raise PipelineError(f"parameter {name}={raw!r} is not a valid {kind}", where) from None
+        fix = {"Integer": "Pass a whole number", "Float": "Pass a number",
+               "Boolean": "Pass true or false"}.get(kind)
+        raise PipelineError(f"parameter {name}={raw!r} is not a valid {kind}", where, fix) from None
 
 
 def parameters_help() -> str:

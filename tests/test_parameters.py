@@ -37,12 +37,14 @@ def test_defaults_pass_their_own_checks() -> None:
     ("Currency", "euro", "Currency='euro' is not an ISO 4217 code"),
     ("ProcessingInstanceType", "m5.xlarge", "ProcessingInstanceType='m5.xlarge' is not an instance type"),
     ("ModelApprovalStatus", "approved", "ModelApprovalStatus='approved' is not one of PendingManualApproval"),
-    ("Rebuild", "maybe", "Rebuild='maybe' is not a valid Boolean"),
+    ("Rebuild", "maybe", "Rebuild='maybe' is not a valid Boolean. Pass true or false"),
+    ("Timezone", "Mars/Base", "parameter Timezone: time zone 'Mars/Base' is not an IANA time zone name"),
+    ("ColumnMapping", "{bad", "parameter ColumnMapping: the column mapping is not JSON"),
     ("TrainingSampleSize", "5000", "parameter TrainingSampleSize=5000 is out of range: use 0 (every customer) or"),
     ("TrainingSampleSize", "-1", "TrainingSampleSize=-1 is out of range"),
     ("TransformInstanceCount", "0", "parameter TransformInstanceCount=0 is out of range: use 1..100"),
     ("TransformInstanceCount", "101", "TransformInstanceCount=101 is out of range"),
-    ("TransformInstanceCount", "two", "TransformInstanceCount='two' is not a valid Integer"),
+    ("TransformInstanceCount", "two", "TransformInstanceCount='two' is not a valid Integer. Pass a whole number"),
 ])
 def test_bad_values_are_named_as_the_user_typed_them(name: str, value: str, message: str) -> None:
     with pytest.raises(PipelineError) as error:

@@ -266,7 +266,8 @@ def _require_columns(fmt: InputFormat, header: list[str], where: str) -> None:
             f"columns are: {_shown(header)}{hint}",
             where,
             "Name the columns with --column customer_id=..., --column timestamp=..., "
-            "--column amount=... or pick a --format",
+            "--column amount=... (a pipeline run: the ColumnMapping parameter) or pick the format "
+            "(--format; a pipeline run: InputFormat)",
         )
 
 
