@@ -398,8 +398,12 @@ def test_an_interrupted_run_cleans_up_and_its_approved_package_is_offered(tmp_pa
     registry = LocalRegistry(tmp_path / paths.REGISTRY_FILE)
     [package] = registry.unpublished_approved()
     assert [p["ModelPackageArn"] for p in waiting_packages(registry)] == [package["ModelPackageArn"]]
+    kept = tmp_path / paths.REPORTS_DIR / f"{package['ModelPackageVersion']}.html"
+    assert not kept.exists()  # the run stopped before keeping it
     result = approve_local(tmp_path, None)
     assert result["status"] == "started" and result["model_package_arn"] == package["ModelPackageArn"]
+    assert result["report"] == str(kept)  # a file here, not the s3:// URI of the run's local store
+    assert f"This report belongs to model package {package['ModelPackageArn']}" in kept.read_text()
     assert (tmp_path / "segments" / paths.SEGMENTS_FILE).is_file()
     assert registry.unpublished_approved() == [] and waiting_packages(registry) == []
 

@@ -67,13 +67,28 @@ def pending_package(registry: LocalRegistry, group: str = MODEL_PACKAGE_GROUP_NA
 
 
 def report_of(output: Path, package: dict[str, Any]) -> str:
-    """Where the report of ``package`` is: ``reports/<version>.html`` locally, else its metadata's URI."""
+    """Where the report of ``package`` is: ``reports/<version>.html``.
+
+    A run stopped after RegisterSegmenter never kept that copy: it is made then from the report the
+    package's metadata names (in the run's local S3 folder), stamped with the package. Only a report
+    that is nowhere on this machine is given as its URI.
+    """
+    from pipeline.local.store import make_store
     from pipeline.local.summary import package_report_path
+    from steps.report.render import stamp_package
 
     local = package_report_path(output, package["ModelPackageVersion"])
     if local.is_file():
         return str(local)
-    return (package.get("CustomerMetadataProperties") or {}).get(package_metadata.REPORT_URI, "")
+    uri = (package.get("CustomerMetadataProperties") or {}).get(package_metadata.REPORT_URI, "")
+    store = make_store(output / "s3")
+    source = store.local_path(uri) if uri and hasattr(store, "local_path") else None
+    if source is None or not source.is_file():
+        return uri
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_text(stamp_package(source.read_text(encoding="utf-8"), package["ModelPackageArn"],
+                                   package["ModelApprovalStatus"], str(local)), encoding="utf-8")
+    return str(local)
 
 
 def approve_local(output: Path, package_arn: str | None, on_step: Callable[[StepRun], None] | None = None,
