@@ -665,7 +665,7 @@ def test_common_column_names_and_the_column_mapping_parameter(tmp_path: Path) ->
     assert features.loc["1001", c.FREQUENCY] == 2
     declared = [{"Name": "ColumnMapping", "Type": "String", "DefaultValue": ""},
                 {"Name": "Timezone", "Type": "String", "DefaultValue": ""}]
-    with pytest.raises(PipelineError, match="parameter the column mapping is not JSON"):
+    with pytest.raises(PipelineError, match="parameter ColumnMapping: the column mapping is not JSON"):
         parameter_values(declared, {"ColumnMapping": "{customer_id: Cust}"})
     with pytest.raises(PipelineError, match="unknown canonical column.*spend"):
         parameter_values(declared, {"ColumnMapping": '{"spend": "Total"}'})
