@@ -72,7 +72,7 @@ MUTANTS ?= steps.features.scoring.* \
 	lambdas.approval.app.x_model_name_for__mutmut_* \
 	steps.features.quality.* steps.features.aggregate.x_aggregate_customers__mutmut_* \
 	steps.features.aggregate.x_find_repeated_keys__mutmut_* steps.features.aggregate.x_correct_identical_rows__mutmut_* \
-	steps.features.compute.x_dedupes__mutmut_* steps.features.state.*
+	steps.features.transactions.x_has_id_sql__mutmut_* steps.features.state.*
 
 $(MUTATION_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,spark,mutation]"

@@ -8,6 +8,7 @@ against the mutants of ``steps/features/quality.py`` and ``aggregate.py``.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import duckdb
@@ -270,3 +271,69 @@ def test_a_cdnow_line_without_four_fields_is_a_malformed_line(tmp_path: Path) ->
     assert quality["input_format"] == "cdnow"
     assert {k: quality[k] for k in ("rows_read", "rows_used", "rows_quarantined", "quarantined_by_reason")} == {
         "rows_read": 4, "rows_used": 3, "rows_quarantined": 1, "quarantined_by_reason": {"malformed_line": 1}}
+
+
+MIXED_IDS = {
+    "a.csv": "customer_id,order_id,timestamp,amount\n"
+             "c1,o1,2024-01-01,10.00\n"  # used
+             "c1,o1,2024-01-01,10.00\n"  # duplicate_row: the same order line twice
+             "c2,o2,2024-01-02,5.00\n",
+    "b.csv": "customer_id,timestamp,amount\n"  # no id column: identical rows are two purchases
+             "c1,2024-01-01,10.00\n"
+             "c1,2024-01-01,10.00\n"
+             "c2,2024-01-02,5.00\n",
+    "c.csv": "customer_id,order_id,timestamp,amount\n"
+             "c3,,2024-01-03,4.00\n"  # an empty order id tells nothing apart either: both kept
+             "c3,,2024-01-03,4.00\n"
+             "c3,o9,2024-01-04,1.00\n",
+}
+
+
+def _state_features(folder: Path, work: Path) -> tuple[pd.DataFrame, dict]:
+    from steps.features.fold import run_history
+    from steps.features.history import list_history
+    from steps.features.state import StateStore
+
+    out = work / "out"
+    run_history(list_history(str(folder)), StateStore(str(work / "state")), out,
+                FeatureOptions(as_of=AS_OF, memory_limit="500MB", threads=1))
+    frame = pd.read_parquet(out / "rfm.parquet").set_index(c.CUSTOMER_ID)
+    return frame, json.loads((out / "quality.json").read_text())
+
+
+@pytest.mark.parametrize("path", ["one pass", "incremental state"])
+def test_each_row_is_judged_by_its_own_id_in_a_folder_mixing_files(tmp_path: Path, path: str) -> None:
+    for name, text in MIXED_IDS.items():
+        write(tmp_path / "in", name, text)
+    if path == "one pass":
+        rfm, quality = features(tmp_path / "in", as_of=AS_OF)
+    else:
+        rfm, quality = _state_features(tmp_path / "in", tmp_path / "work")
+    assert {k: quality[k] for k in ("rows_read", "rows_used", "rows_quarantined", "quarantined_by_reason",
+                                    "identical_rows_kept")} == {
+        "rows_read": 9, "rows_used": 8, "rows_quarantined": 1, "quarantined_by_reason": {"duplicate_row": 1},
+        "identical_rows_kept": 2}
+    assert rfm[c.MONETARY].round(2).to_dict() == {"c1": 30.0, "c2": 10.0, "c3": 9.0}
+    assert rfm[c.FREQUENCY].to_dict() == {"c1": 2, "c2": 2, "c3": 2}
+
+
+def test_an_order_line_repeated_in_another_object_is_counted_there_by_the_incremental_state(tmp_path: Path) -> None:
+    """The documented assumption (an order's lines arrive in one object): each object is judged alone,
+    and the quarantine holds exactly what quality.json counts."""
+    write(tmp_path / "in", "a.csv", MIXED_IDS["a.csv"])
+    write(tmp_path / "in", "d.csv", "customer_id,order_id,timestamp,amount\nc1,o1,2024-01-01,10.00\n")
+    rfm, quality = _state_features(tmp_path / "in", tmp_path / "work")
+    assert (quality["rows_read"], quality["quarantined_by_reason"]) == (4, {"duplicate_row": 1})
+    assert rfm[c.MONETARY].round(2).to_dict() == {"c1": 20.0, "c2": 5.0}
+    assert len(pd.read_parquet(tmp_path / "work" / "out" / "quarantine" / "rows.parquet")) == 1
+
+
+def test_any_one_of_several_ids_makes_identical_rows_duplicates(tmp_path: Path) -> None:
+    write(tmp_path / "in", "lines.csv", "customer_id,order_id,line_id,timestamp,amount\n"
+          "a,,L1,2024-01-01,10.00\n"   # no order id, but a line id: ...
+          "a,,L1,2024-01-01,10.00\n"   # ... so this is a copy (duplicate_row)
+          "b,,,2024-01-02,4.00\n"      # neither id: ...
+          "b,,,2024-01-02,4.00\n")     # ... two equal purchases, both kept
+    rfm, quality = features(tmp_path / "in", as_of=AS_OF)
+    assert (quality["quarantined_by_reason"], quality["identical_rows_kept"]) == ({"duplicate_row": 1}, 1)
+    assert rfm[c.MONETARY].round(2).to_dict() == {"a": 10.0, "b": 8.0}

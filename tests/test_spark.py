@@ -85,6 +85,17 @@ def test_format_fixtures(tmp_path: Path, name: str) -> None:
     both(DATA / "real" / name, tmp_path, as_of=AS_OF, **FIXTURES[name])
 
 
+def test_a_folder_mixing_files_with_and_without_ids(tmp_path: Path) -> None:
+    """Each set of identical rows is judged by its own id, on both engines (test_accounting.py)."""
+    from tests.test_accounting import MIXED_IDS
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, text in MIXED_IDS.items():
+        (folder / name).write_text(text)
+    both(folder, tmp_path / "out", as_of=AS_OF)
+
+
 def test_the_sample_and_a_folder_of_files(tmp_path: Path) -> None:
     """The bundled sample (guidance, quarantined rows) and the same rows split over CSV and Parquet files."""
     sample = Path(__file__).resolve().parents[1] / "data" / "sample" / "transactions.csv.gz"

@@ -21,11 +21,12 @@ of rows:
 
 Either way the suspects' rows come back with the quarantine read, and
 :func:`correct_identical_rows` counts each set of identical rows exactly.
-Identical rows are exact duplicates only when the rows carry an order id
-(``dedupe``): the copies leave ``amount`` and ``return_rows`` and are counted in
-``duplicate_rows``. Without an order id nothing tells identical rows apart
-from two equal purchases: every copy counts, and ``identical_rows`` says how
-many repeated. Removing a copy never changes a customer's orders, days or
+Identical rows are exact duplicates only when they carry an id (``has_id``: a
+non-empty order, event or line id): the copies leave ``amount`` and
+``return_rows`` and are counted in ``duplicate_rows``. Without one nothing tells
+identical rows apart from two equal purchases: every copy counts, and
+``identical_rows`` says how many repeated. The rule is per row, so a folder may
+mix files with and without ids. Removing a copy never changes a customer's orders, days or
 contacts (one copy stays), so the correction is a subtraction.
 
 All functions can be called on any subset of the input files (one S3 object
@@ -44,6 +45,7 @@ from steps.features.transactions import (
     CUST,
     DAY,
     FLOAT_ID,
+    HAS_ID,
     IS_RETURN,
     ORDER,
     REASON,
@@ -165,36 +167,36 @@ def no_repeated_keys(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE OR REPLACE TEMP TABLE {REPEATED_KEYS} (row_key UBIGINT)")
 
 
-def correct_identical_rows(con: duckdb.DuckDBPyConnection, rows: str, *, dedupe: bool) -> int:
+def correct_identical_rows(con: duckdb.DuckDBPyConnection, rows: str) -> int:
     """Count each set of identical usable rows in ``rows`` exactly; update ``customer_rows``; return the copies.
+
+    Identical rows that carry an id (``has_id``: a non-empty order, event or line id) are one row
+    written more than once: the copies beyond the first are duplicates (``duplicate_rows``) and
+    leave ``amount`` and ``return_rows``. Identical rows without one stay (``identical_rows``).
+    Each set is judged by its own rows, so files with and without ids can be mixed.
 
     Parameters
     ----------
     rows : str
         A relation with the canonical columns holding every copy of every set
         of identical usable rows (the quarantine read of the suspects).
-    dedupe : bool
-        The rows carry an order id: the copies beyond the first are duplicates
-        (``duplicate_rows``) and leave ``amount`` and ``return_rows``.
-        Otherwise they stay and are counted in ``identical_rows``.
     """
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE identical_copies AS
         SELECT {CUST}, CAST(sum(copies - 1) AS BIGINT) AS copies,
-               CAST(sum((copies - 1) * {AMOUNT}) AS HUGEINT) AS amount,
-               CAST(sum(copies - 1) FILTER (WHERE {IS_RETURN}) AS BIGINT) AS return_rows
+               CAST(coalesce(sum(copies - 1) FILTER (WHERE {HAS_ID}), 0) AS BIGINT) AS duplicates,
+               CAST(coalesce(sum((copies - 1) * {AMOUNT}) FILTER (WHERE {HAS_ID}), 0) AS HUGEINT) AS amount,
+               CAST(coalesce(sum(copies - 1) FILTER (WHERE {HAS_ID} AND {IS_RETURN}), 0) AS BIGINT) AS return_rows
         FROM (SELECT {CUST}, count(*) AS copies, any_value({AMOUNT}) AS {AMOUNT},
-                     any_value({IS_RETURN}) AS {IS_RETURN}
+                     any_value({IS_RETURN}) AS {IS_RETURN}, any_value({HAS_ID}) AS {HAS_ID}
               FROM {rows} WHERE {REASON} = 0 GROUP BY {CUST}, {ROW_HASH} HAVING count(*) > 1)
         GROUP BY {CUST}""")
     copies = int(con.execute("SELECT coalesce(sum(copies), 0) FROM identical_copies").fetchall()[0][0])
     if copies:
-        changes = "identical_rows = i.copies"
-        if dedupe:
-            changes = ("duplicate_rows = i.copies, amount = k.amount - i.amount, "
-                       "return_rows = k.return_rows - coalesce(i.return_rows, 0)")
         con.execute(f"""
-            UPDATE {CUSTOMER_ROWS} AS k SET {changes}
+            UPDATE {CUSTOMER_ROWS} AS k
+            SET duplicate_rows = i.duplicates, identical_rows = i.copies - i.duplicates,
+                amount = k.amount - i.amount, return_rows = k.return_rows - i.return_rows
             FROM identical_copies i WHERE k.{REASON} = 0 AND k.{CUST} = i.{CUST}""")
     con.execute("DROP TABLE identical_copies")
     return copies

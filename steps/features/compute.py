@@ -325,11 +325,6 @@ def compute_features(
     return FeatureResult(quality, fmt, con, features_sql, tables, contacts)
 
 
-def dedupes(planned: list[CanonicalSource]) -> bool:
-    """Whether identical rows are duplicates: only when an order, event or line id tells purchases apart."""
-    return any(any(name in p.fmt.columns for name in c.ROW_ID_COLUMNS) for p in planned)
-
-
 def aggregate_sources(
     con: duckdb.DuckDBPyConnection,
     planned: list[CanonicalSource],
@@ -355,7 +350,6 @@ def aggregate_sources(
         The flagged-rows tables (see ``steps.features.quarantine.read_flagged_rows``).
     """
     register_files(con, planned)
-    dedupe = dedupes(planned)
     columnar = all(p.source.kind == "parquet" for p in planned)
     selects = [
         canonical_select(p, as_of=cutoff, contacts=contacts, store_rejects=True, timezone=timezone) for p in planned
@@ -375,7 +369,7 @@ def aggregate_sources(
         tables = []
         if bad_rows or flagged or repeated:
             tables = read_flagged_rows(con, planned, as_of=cutoff, contacts=contacts, timezone=timezone)
-            correct_identical_rows(con, canonical_rows(tables), dedupe=dedupe)
+            correct_identical_rows(con, canonical_rows(tables))
             flag_customers(con)
     except duckdb.OutOfMemoryException:
         raise  # not a problem of the data: the caller knows the limit

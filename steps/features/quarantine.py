@@ -30,6 +30,7 @@ from steps.features.transactions import (
     CUST,
     DUPLICATE_ROW,
     FILE_NO,
+    HAS_ID,
     MALFORMED_LINE,
     RAW_ROW,
     REASON,
@@ -201,7 +202,8 @@ def write_quarantine(con: duckdb.DuckDBPyConnection, tables: Sequence[str], fold
                 SELECT {FILE_NO}, {ROW_NO}, row_number() OVER (
                     PARTITION BY {CUST}, {ROW_HASH} ORDER BY {FILE_NO}, {ROW_NO}) AS copy
                 FROM {canonical_rows(tables)}
-                WHERE {REASON} = 0 AND {CUST} IN (SELECT {CUST} FROM {FLAGGED_CUSTOMERS} WHERE has_duplicates)
+                WHERE {REASON} = 0 AND {HAS_ID}
+                  AND {CUST} IN (SELECT {CUST} FROM {FLAGGED_CUSTOMERS} WHERE has_duplicates)
             ) WHERE copy > 1""")
         parts = [f"""
             SELECT unnest(q.{RAW_ROW}),

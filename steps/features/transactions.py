@@ -70,8 +70,8 @@ DUPLICATE_ROW = "duplicate_row"
 RETURN_WITHOUT_PURCHASE = "return_without_purchase"
 
 # Canonical column names (short: they never meet the input's own names, which stay in ``raw_row``).
-REASON, CUST, ORDER, DAY, AMOUNT, IS_RETURN, ROW_HASH, FLOAT_ID = (
-    "reason", "cust", "order_key", "day", "amount", "is_return", "row_hash", "float_id",
+REASON, CUST, ORDER, DAY, AMOUNT, IS_RETURN, ROW_HASH, FLOAT_ID, HAS_ID = (
+    "reason", "cust", "order_key", "day", "amount", "is_return", "row_hash", "float_id", "has_id",
 )  # fmt: skip
 FILE_NO, ROW_NO, RAW_ROW = "file_no", "row_no", "raw_row"
 CONTACT_PREFIX = "contact_"
@@ -167,6 +167,17 @@ def row_key_select(src: CanonicalSource, *, float_ids: bool = True) -> str:
     return f"SELECT {row_key_sql(cust, row_hash)} AS row_key FROM {src.raw_sql()}"
 
 
+def has_id_sql(src: CanonicalSource) -> str:
+    """SQL: true when the row's order, event or line id (those the file has) is not empty.
+
+    An identical row that carries an id is a copy of it (a duplicate); without one nothing tells
+    two equal purchases apart (``steps.features.aggregate.correct_identical_rows``).
+    """
+    ids = [f"NULLIF({text_expr(quote(src.fmt.columns[name]), src.raw_types[src.fmt.columns[name]])}, '') IS NOT NULL"
+           for name in c.ROW_ID_COLUMNS if name in src.fmt.columns]
+    return f"coalesce({' OR '.join(ids)}, false)" if ids else "false"
+
+
 def canonical_select(
     src: CanonicalSource,
     *,
@@ -216,6 +227,7 @@ def canonical_select(
     else:
         # Same key as a row with an empty order id, so one purchase day is one order either way.
         order_text, order = None, "'day ' || CAST(__rfm_day AS VARCHAR)"
+    has_id = has_id_sql(src)
     if fmt.purchase_event:
         is_purchase = f"coalesce(upper(trim({col(c.EVENT)})) = {literal(fmt.purchase_event.upper())}, false)"
     else:
@@ -250,7 +262,7 @@ def canonical_select(
         SELECT {kept}CAST({reason} AS UTINYINT) AS {REASON}, __rfm_cust AS {CUST}, {order} AS {ORDER},
                __rfm_day AS {DAY},
                CASE WHEN __rfm_is_return THEN -abs(__rfm_units) ELSE __rfm_units END AS {AMOUNT},
-               __rfm_is_return AS {IS_RETURN}, __rfm_float_id AS {FLOAT_ID},
+               __rfm_is_return AS {IS_RETURN}, __rfm_float_id AS {FLOAT_ID}, {has_id} AS {HAS_ID},
                hash({', '.join(map(quote, hashed))}) AS {ROW_HASH}{contact_sql}
         FROM (
             SELECT *, {cancelled} OR coalesce(__rfm_amount < 0, false) AS __rfm_is_return

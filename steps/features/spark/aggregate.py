@@ -22,6 +22,7 @@ from steps.features.transactions import (
     CUST,
     DAY,
     FLOAT_ID,
+    HAS_ID,
     IS_RETURN,
     ORDER,
     REASON,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 MONEY = "decimal(38,0)"
 
 
-def customer_rows_frame(rows: DataFrame, contacts: Sequence[str], *, dedupe: bool) -> DataFrame:
+def customer_rows_frame(rows: DataFrame, contacts: Sequence[str]) -> DataFrame:
     """Per-customer totals of the canonical ``rows`` (see the module docstring).
 
     Parameters
@@ -44,8 +45,6 @@ def customer_rows_frame(rows: DataFrame, contacts: Sequence[str], *, dedupe: boo
         Canonical rows (``steps.features.spark.tasks.spark_schema``).
     contacts : sequence of str
         Contact names (each ``contact_<name>`` becomes a ``{day, value}`` struct of its latest value).
-    dedupe : bool
-        Identical rows are duplicates (the rows carry an order id): counted once.
     """
     from pyspark.sql import functions as F
 
@@ -65,6 +64,7 @@ def customer_rows_frame(rows: DataFrame, contacts: Sequence[str], *, dedupe: boo
         F.first(AMOUNT).cast(MONEY).alias("amount_one"),
         F.sum(F.col(IS_RETURN).cast("long")).alias("returns_all"),
         F.first(IS_RETURN).alias(IS_RETURN),
+        F.first(HAS_ID).alias(HAS_ID),
         F.first(ORDER).alias(ORDER),
         F.min(purchase_day).alias("first_purchase"),
         F.max(purchase_day).alias("last_purchase"),
@@ -74,14 +74,17 @@ def customer_rows_frame(rows: DataFrame, contacts: Sequence[str], *, dedupe: boo
         F.first(SIDE).alias(SIDE),
     )
     zero = F.lit(0).cast("long")
-    repeated = F.sum(F.col("copies") - 1)
+    # A set of identical rows that carries an id is one row written more than once (counted once);
+    # without an id every copy is a purchase (steps.features.aggregate.correct_identical_rows).
+    dedupe = F.col(HAS_ID)
+    repeated = F.col("copies") - 1
     return identical.groupBy(REASON, F.col("k_cust").alias(CUST)).agg(
         F.sum("copies").alias("n_rows"),
-        F.when(usable & F.lit(dedupe), repeated).otherwise(zero).alias("duplicate_rows"),
-        F.when(usable & F.lit(not dedupe), repeated).otherwise(zero).alias("identical_rows"),
-        F.when(usable, F.sum("amount_one" if dedupe else "amount_all")).otherwise(F.lit(0).cast(MONEY))
-        .alias("amount"),
-        F.when(usable, F.sum(F.col(IS_RETURN).cast("long")) if dedupe else F.sum("returns_all"))
+        F.when(usable, F.sum(F.when(dedupe, repeated).otherwise(zero))).otherwise(zero).alias("duplicate_rows"),
+        F.when(usable, F.sum(F.when(dedupe, zero).otherwise(repeated))).otherwise(zero).alias("identical_rows"),
+        F.when(usable, F.sum(F.when(dedupe, F.col("amount_one")).otherwise(F.col("amount_all"))))
+        .otherwise(F.lit(0).cast(MONEY)).alias("amount"),
+        F.when(usable, F.sum(F.when(dedupe, F.col(IS_RETURN).cast("long")).otherwise(F.col("returns_all"))))
         .otherwise(zero).alias("return_rows"),
         F.min("first_purchase").alias("first_purchase"),
         F.max("last_purchase").alias("last_purchase"),

@@ -28,7 +28,7 @@ import duckdb
 import pyarrow as pa
 
 from steps.features.aggregate import CUSTOMER_ROWS, customer_rows_columns
-from steps.features.compute import FeatureResult, dedupes, run
+from steps.features.compute import FeatureResult, run
 from steps.features.options import FeatureOptions
 from steps.features.quarantine import FLAGGED_CUSTOMERS, REJECTED_LINES, flag_customers, register_files
 from steps.features.spark.aggregate import customer_rows_frame
@@ -93,7 +93,6 @@ def aggregate_in_spark(
 
     spark = spark_session()
     register_files(con, planned)
-    dedupe = dedupes(planned)
     by_number = {t.src.file_no: t for t in tasks}
 
     def read(batches):  # one partition holds one file number
@@ -104,7 +103,7 @@ def aggregate_in_spark(
     files = spark.range(len(tasks), numPartitions=max(1, len(tasks))).withColumnRenamed("id", FILE_NO)
     rows = files.mapInArrow(read, spark_schema(contacts))
     target = f"{workdir.rstrip('/')}/customer_rows"
-    customer_rows_frame(rows, contacts, dedupe=dedupe).write.mode("overwrite").parquet(target)
+    customer_rows_frame(rows, contacts).write.mode("overwrite").parquet(target)
     _load_customer_rows(con, target, contacts)
     malformed = _load_side_rows(con)
     bad_rows, flagged = flag_customers(con)

@@ -38,6 +38,7 @@ from steps.features.transactions import (
     DAY,
     FILE_NO,
     FLOAT_ID,
+    HAS_ID,
     IS_RETURN,
     ORDER,
     REASON,
@@ -70,7 +71,8 @@ def spark_schema(contacts: Iterable[str]) -> str:
     """The Spark DDL schema of :func:`canonical_batches`' output."""
     extra = "".join(f", {CONTACT_PREFIX}{name} string" for name in contacts)
     return (f"{REASON} tinyint, {CUST} string, {ORDER} string, {DAY} date, {AMOUNT} bigint, "
-            f"{IS_RETURN} boolean, {FLOAT_ID} boolean, {ROW_HASH} bigint{extra}, {FILE_NO} int, {SIDE} binary")
+            f"{IS_RETURN} boolean, {FLOAT_ID} boolean, {HAS_ID} boolean, {ROW_HASH} bigint{extra}, {FILE_NO} int, "
+            f"{SIDE} binary")
 
 
 FLAGGED_SCHEMA = f"{FILE_NO} int, part int, payload binary"
@@ -152,8 +154,8 @@ def _canonical_batches(task: FileTask, src: CanonicalSource) -> Iterator[pa.Reco
                                      timezone=task.timezone)
         contacts = "".join(f", {CONTACT_PREFIX}{name}" for name in task.contacts)
         reader = con.sql(f"""
-            SELECT CAST({REASON} AS TINYINT) AS {REASON}, {CUST}, {ORDER}, {DAY}, {AMOUNT}, {IS_RETURN},
-                   {FLOAT_ID}, CAST(CAST({ROW_HASH} AS HUGEINT) - {_HASH_SHIFT} AS BIGINT) AS {ROW_HASH}{contacts},
+            SELECT CAST({REASON} AS TINYINT) AS {REASON}, {CUST}, {ORDER}, {DAY}, {AMOUNT}, {IS_RETURN}, {FLOAT_ID},
+                   {HAS_ID}, CAST(CAST({ROW_HASH} AS HUGEINT) - {_HASH_SHIFT} AS BIGINT) AS {ROW_HASH}{contacts},
                    CAST({src.file_no} AS INTEGER) AS {FILE_NO}, CAST(NULL AS BLOB) AS {SIDE}
             FROM ({canonical})""").to_arrow_reader(BATCH_ROWS)
         schema = reader.schema
@@ -173,9 +175,10 @@ def _canonical_batches(task: FileTask, src: CanonicalSource) -> Iterator[pa.Reco
 
 
 def _side_batch(schema: pa.Schema | None, task: FileTask, reason: int, payload: bytes) -> pa.RecordBatch:
-    names = [REASON, CUST, ORDER, DAY, AMOUNT, IS_RETURN, FLOAT_ID, ROW_HASH,
+    names = [REASON, CUST, ORDER, DAY, AMOUNT, IS_RETURN, FLOAT_ID, HAS_ID, ROW_HASH,
              *(f"{CONTACT_PREFIX}{n}" for n in task.contacts), FILE_NO, SIDE]
-    types = [pa.int8(), pa.string(), pa.string(), pa.date32(), pa.int64(), pa.bool_(), pa.bool_(), pa.int64(),
+    types = [pa.int8(), pa.string(), pa.string(), pa.date32(), pa.int64(), pa.bool_(), pa.bool_(), pa.bool_(),
+             pa.int64(),
              *(pa.string() for _ in task.contacts), pa.int32(), pa.binary()]
     schema = schema or pa.schema(list(zip(names, types, strict=True)))
     values = {REASON: [reason], CUST: [f"{reason}:{task.src.file_no}"], FILE_NO: [task.src.file_no],
