@@ -60,7 +60,8 @@ def quarantine(output: Path, folder: Path | None = None) -> pd.DataFrame:
         ("header_only.csv", EmptyInputError, "the file has a header but no rows"),
         ("blank_lines.csv", EmptyInputError, "the file holds only blank lines"),
         ("binary.csv", InputDataError, "the file is binary, not CSV text"),
-        ("latin1.csv", InputDataError, r"not utf-8 text \(line 2: byte.*pass --encoding latin-1"),
+        ("latin1.csv", InputDataError,
+         r"not utf-8 text \(line 2: byte.*--encoding cp1252 \(Excel on Windows\), latin-1 or utf-16"),
         ("caret_delimited.csv", InputDataError, "the header is a single column: is the file delimited"),
         (
             "no_customer_column.csv",
@@ -609,11 +610,30 @@ def test_an_undecodable_byte_after_the_sniffed_part_stops_the_run_with_its_line(
     lines = [f"c{i},o{i},2024-01-01,1.00\n" for i in range(5000)]  # about 120 KB of ASCII first
     path = tmp_path / "late_latin1.csv"
     path.write_bytes((HEADER + "".join(lines)).encode() + "caf\u00e9,o9,2024-01-02,1000.00\n".encode("latin-1"))
-    with pytest.raises(InputDataError, match=r"not utf-8 text \(line 5002: byte b'\\xe9'\).*--encoding latin-1"):
+    with pytest.raises(InputDataError, match=r"not utf-8 text \(line 5002: byte b'\\xe9'\).*cp1252 .*, latin-1"):
         run(str(path), tmp_path / "out")
     result = run(str(path), tmp_path / "out", FeatureOptions(encoding="latin-1"))
     assert result.quality["rows_used"] == 5001
     assert result.to_pandas().set_index(c.CUSTOMER_ID).loc["caf\u00e9", c.MONETARY] == pytest.approx(1000.0)
+
+
+def test_a_cp1252_file_is_read_as_written_and_its_undefined_bytes_are_named(tmp_path: Path) -> None:
+    """Excel on Windows: the euro sign and curly quotes (0x80-0x9F) are read, in the quarantine too."""
+    lines = [f"c{i},o{i},2024-01-01,1.00\n" for i in range(3000)]
+    text = HEADER + "".join(lines) + "\u201cJos\u00e9\u201d \u20ac,o9,2024-01-02,1000.00\nbad\u2019,o10,never,5\n"
+    path = tmp_path / "windows.csv.gz"
+    path.write_bytes(gzip.compress(text.encode("cp1252")))
+    with pytest.raises(InputDataError, match=r"not utf-8 text \(line 3002: byte b'\\x93'\).*--encoding cp1252"):
+        run(str(path), tmp_path / "out")
+    result = run(str(path), tmp_path / "out", FeatureOptions(encoding="cp1252"))
+    assert (result.quality["rows_used"], result.quality["quarantined_by_reason"]) == (3001, {"unparseable_date": 1})
+    assert result.to_pandas().set_index(c.CUSTOMER_ID).loc["\u201cJos\u00e9\u201d \u20ac", c.MONETARY] == 1000.0
+    [row] = quarantine(tmp_path / "out").to_dict("records")
+    assert (row[c.CUSTOMER_ID], row[c.SOURCE_FILE], row[c.SOURCE_ROW]) == ("bad\u2019", str(path), 3002)
+    undefined = tmp_path / "undefined.csv"
+    undefined.write_bytes((HEADER + "c1,o1,2024-01-01,1.00\n").encode() + b"c\x81,o2,2024-01-01,1.00\n")
+    with pytest.raises(InputDataError, match=r"not cp1252 text \(line 3: byte b'\\x81'\)"):
+        run(str(undefined), tmp_path / "out2", FeatureOptions(encoding="cp1252"))
 
 
 @pytest.mark.parametrize("bad_row", [3, 501, 30_001])

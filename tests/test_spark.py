@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gzip
 import json
 from pathlib import Path
 
@@ -83,6 +84,15 @@ FIXTURES = {
 @pytest.mark.parametrize("name", sorted(FIXTURES))
 def test_format_fixtures(tmp_path: Path, name: str) -> None:
     both(DATA / "real" / name, tmp_path, as_of=AS_OF, **FIXTURES[name])
+
+
+def test_a_cp1252_file_is_read_through_its_utf8_copy_on_both_engines(tmp_path: Path) -> None:
+    source = tmp_path / "windows.csv"
+    source.write_bytes(("customer_id,order_id,timestamp,amount\n\u201cJos\u00e9\u201d,1,2024-01-02,10\n"
+                        "\u20acuro,2,2024-01-03,5\nbad\u2019,3,never,1\n").encode("cp1252"))
+    duck, _ = both(source, tmp_path / "out", as_of=AS_OF, encoding="cp1252")
+    assert set(pq.read_table(duck / paths.RFM_FILE)["customer_id"].to_pylist()) == {
+        "\u20acuro", "\u201cJos\u00e9\u201d"}
 
 
 def test_a_folder_mixing_files_with_and_without_ids(tmp_path: Path) -> None:
@@ -236,3 +246,27 @@ def test_a_task_on_another_instance_downloads_its_object(tmp_path: Path, fake_aw
     here = CanonicalSource(sniffed, fmt, 0)
     with local_copy(here) as same:
         assert same is here
+
+
+def test_a_task_on_another_instance_makes_its_own_utf8_copy(tmp_path: Path, fake_aws: None) -> None:
+    """The driver's UTF-8 copy of a cp1252 object is not there either: the task downloads and decodes it."""
+    import boto3
+    from moto import mock_aws
+
+    from steps.features.formats import resolve_format
+    from steps.features.sources import sniff
+    from steps.features.spark.tasks import local_copy
+    from steps.features.transactions import CanonicalSource
+
+    original = "customer_id,timestamp,amount\n\u20acuro,2024-01-02,10\n".encode("cp1252")
+    data = tmp_path / "windows.csv.gz"
+    data.write_bytes(gzip.compress(original))
+    sniffed = sniff(data, "cp1252", "s3://bucket/in/windows.csv.gz", workdir=tmp_path / "driver")
+    assert sniffed.transcoded_from == "cp1252" and sniffed.path.parent == tmp_path / "driver" / "utf8"
+    fmt = resolve_format(sniffed.header, sniffed.first_line, "auto", {}, str(data))
+    elsewhere = CanonicalSource(type(sniffed)(**{**sniffed.__dict__, "path": tmp_path / "gone" / "x.csv"}), fmt, 0)
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="bucket")
+        boto3.client("s3").put_object(Bucket="bucket", Key="in/windows.csv.gz", Body=data.read_bytes())
+        with local_copy(elsewhere) as local:
+            assert local.source.path.read_text(encoding="utf-8") == original.decode("cp1252")

@@ -204,7 +204,7 @@ def open_sources(
     sources: list[Source] = []
     for path, name in files:
         try:
-            sources.append(sniff(path, encoding, name, con))
+            sources.append(sniff(path, encoding, name, con, workdir))
         except EmptyInputError as error:
             if len(files) == 1:
                 raise

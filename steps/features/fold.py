@@ -297,7 +297,7 @@ def read_object(con: duckdb.DuckDBPyConnection, job: ObjectJob, work: Path) -> O
     obj, file_no, cutoff = job.obj, job.file_no, job.cutoff
     path = fetch(obj, work / "objects")
     try:
-        source = sniff(path, job.options.encoding, obj.key, con)
+        source = sniff(path, job.options.encoding, obj.key, con, work)
         planned = dataclasses.replace(plan_sources(con, [source], job.options.input_format, job.options.mapping)[0],
                                       file_no=file_no)
     except EmptyInputError as error:

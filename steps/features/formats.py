@@ -21,7 +21,7 @@ from steps.errors import InputDataError, first_line
 log = logging.getLogger("rfm.features")
 
 FORMAT_NAMES = ("guidance", "online-retail", "cdnow", "generic")
-ENCODINGS = ("utf-8", "utf-16", "latin-1")  # what DuckDB's CSV reader decodes
+ENCODINGS = ("utf-8", "utf-16", "latin-1", "cp1252")  # the last two read through a UTF-8 copy (sources.py)
 CANONICAL_COLUMNS = (
     c.CUSTOMER_ID,
     c.ORDER_ID,

@@ -13,6 +13,7 @@ folder first, so the same fast local readers handle every source.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import gzip
 import io
@@ -34,6 +35,12 @@ UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 SNIFF_BYTES = 64 * 1024
 CHECK_CHUNK = 4 * 1024 * 1024
 DELIMITERS = (",", ";", "\t", "|")
+# Encodings read through a UTF-8 copy made while the file is checked: DuckDB has no cp1252 (Excel on
+# Windows: the euro sign, curly quotes), and its latin-1 refuses the bytes 0x80-0x9F.
+TRANSCODED = ("latin-1", "cp1252")
+UTF8_COPIES = "utf8"  # the work folder's sub-folder holding them
+ENCODING_FIX = ("Save it as UTF-8 CSV, or pass --encoding cp1252 (Excel on Windows), latin-1 or utf-16 "
+                "if that is what it is")
 # Files next to the data that are not data: job markers, checksums, notes.
 NOT_DATA = "not a data file"
 
@@ -55,13 +62,16 @@ class Source:
     delimiter : str
         The CSV field delimiter.
     encoding : str
-        ``utf-8``, ``utf-16`` or ``latin-1`` (what DuckDB's CSV reader is told).
+        ``utf-8`` or ``utf-16`` (what DuckDB's CSV reader is told; a :data:`TRANSCODED` file is read
+        through its UTF-8 copy).
     types : dict
         Column name -> DuckDB type (all ``VARCHAR`` for CSV).
     headerless : bool
         A whitespace-separated CDNOW file: no header, one transaction per line.
     origin : str
         Where the file came from, when not ``path`` itself (an S3 object's URI).
+    transcoded_from : str
+        The file's own encoding when ``path`` is a UTF-8 copy of it (:data:`TRANSCODED`), else empty.
     header_lines : int
         Lines before the first data row (a CDNOW file may start with a header line).
     rows : int
@@ -80,6 +90,7 @@ class Source:
     origin: str = ""
     rows: int = 0
     header_lines: int = 1
+    transcoded_from: str = ""
 
     @property
     def name(self) -> str:
@@ -199,7 +210,8 @@ def download_s3(uri: str, workdir: Path) -> tuple[list[tuple[Path, str]], dict[s
 
 
 def sniff(
-    path: Path, encoding: str | None = None, origin: str = "", con: duckdb.DuckDBPyConnection | None = None
+    path: Path, encoding: str | None = None, origin: str = "", con: duckdb.DuckDBPyConnection | None = None,
+    workdir: Path | None = None,
 ) -> Source:
     """Look at a file: its kind, text encoding, delimiter, header and first data line.
 
@@ -208,13 +220,16 @@ def sniff(
     path : Path
         A local file.
     encoding : str, optional
-        The text encoding of CSV files (``utf-8``, ``utf-16`` or ``latin-1``);
+        The text encoding of CSV files (``utf-8``, ``utf-16``, ``latin-1`` or ``cp1252``);
         by default UTF-8, or UTF-16 when the file starts with its byte-order mark.
     origin : str
         The name to report (an S3 URI) when not ``path``.
     con : DuckDBPyConnection, optional
         Where to read column types and Parquet metadata (a new database per
         file costs about 20 ms: pass one when sniffing many files).
+    workdir : Path, optional
+        Where a :data:`TRANSCODED` file's UTF-8 copy goes (``<workdir>/utf8/``; default: a
+        temporary folder).
 
     Raises
     ------
@@ -253,8 +268,13 @@ def sniff(
             raise InputDataError(
                 "the file is binary, not CSV text", where, "Export it as CSV (UTF-8), CSV.gz or Parquet"
             )
-    check_whole_file(path, encoding, where, compressed=compressed)
+    copy = utf8_copy_path(path, workdir) if encoding in TRANSCODED else None
+    check_whole_file(path, encoding, where, compressed=compressed, copy_to=copy)
     text = _decode(head, encoding, where)
+    if copy is not None:  # from here on the reader reads the UTF-8 copy; errors still name the file
+        path, origin, transcoded_from, encoding = copy, where, encoding, "utf-8"
+    else:
+        transcoded_from = ""
     complete = len(head) < SNIFF_BYTES
     lines = [line for line in text.splitlines() if line.strip()]
     if not complete and len(lines) > 1:
@@ -267,14 +287,16 @@ def sniff(
         types = dict.fromkeys(CDNOW_COLUMNS, "VARCHAR")
         first = lines[1] if cdnow_header else lines[0]
         header_lines = _leading_lines(text, lines[0]) if cdnow_header else 0
-        return Source(path, "csv", [], first, " ", encoding, types, True, origin, rows, header_lines)
+        return Source(path, "csv", [], first, " ", encoding, types, True, origin, rows, header_lines,
+                      transcoded_from)
     if len(lines) == 1 and complete:
         raise EmptyInputError("the file has a header but no rows", where, "Export the rows too")
     delimiter = guess_delimiter(lines[:50])
     header = _unique(next(csv.reader([lines[0]], delimiter=delimiter)))
     source = Source(path, "csv", header, lines[0], delimiter, encoding, origin=origin)
     types = describe(source, con)
-    return Source(path, "csv", list(types), lines[0], delimiter, encoding, types, False, origin, rows)
+    return Source(path, "csv", list(types), lines[0], delimiter, encoding, types, False, origin, rows,
+                  transcoded_from=transcoded_from)
 
 
 def _leading_lines(text: str, header: str) -> int:
@@ -300,29 +322,43 @@ def _unique(names: list[str]) -> list[str]:
     return unique
 
 
-def check_whole_file(path: Path, encoding: str, where: str, *, compressed: bool) -> None:
+def utf8_copy_path(path: Path, workdir: Path | None) -> Path:
+    """Where the UTF-8 copy of ``path`` goes: one name per file, under ``<workdir>/utf8/``."""
+    import hashlib
+    import tempfile
+
+    folder = (Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="rfm-"))) / UTF8_COPIES
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]}.csv"
+
+
+def check_whole_file(path: Path, encoding: str, where: str, *, compressed: bool, copy_to: Path | None = None) -> None:
     """Read the whole file once: a gzip stream must be complete, every byte must decode.
 
     A truncated gzip (an interrupted upload) is refused: nobody can know what
     was cut. An undecodable byte anywhere stops the run with its line number,
-    instead of costing its line silently. Latin-1 decodes any byte.
+    instead of costing its line silently. With ``copy_to`` the decoded text is
+    also written there as UTF-8, line for line (a :data:`TRANSCODED` file).
 
     Raises
     ------
     InputDataError
         A broken gzip stream, or a byte that is not ``encoding`` text.
     """
-    decoder = None if encoding == "latin-1" else codecs.getincrementaldecoder(
-        "utf-8-sig" if encoding == "utf-8" else encoding)()
+    decoder = codecs.getincrementaldecoder("utf-8-sig" if encoding == "utf-8" else encoding)()
     lines_before = 0
     try:
-        with gzip.open(path, "rb") if compressed else path.open("rb") as handle:
+        with (gzip.open(path, "rb") if compressed else path.open("rb") as handle,
+              copy_to.open("w", encoding="utf-8", newline="") if copy_to else contextlib.nullcontext() as copy):
             while chunk := handle.read(CHECK_CHUNK):
-                if decoder is not None and not (encoding == "utf-8" and chunk.isascii()):
-                    _decode_chunk(decoder, chunk, lines_before, encoding, where)
+                if copy is not None or not (encoding == "utf-8" and chunk.isascii()):
+                    text = _decode_chunk(decoder, chunk, lines_before, encoding, where)
+                    if copy is not None:
+                        copy.write(text)
                 lines_before += chunk.count(b"\n")
-            if decoder is not None:
-                _decode_chunk(decoder, b"", lines_before, encoding, where, final=True)
+            text = _decode_chunk(decoder, b"", lines_before, encoding, where, final=True)
+            if copy is not None:
+                copy.write(text)
     except (OSError, EOFError, zlib.error) as error:
         raise _broken_gzip(error, where) from None
 
@@ -330,17 +366,15 @@ def check_whole_file(path: Path, encoding: str, where: str, *, compressed: bool)
 def _decode_chunk(
     decoder: codecs.IncrementalDecoder, chunk: bytes, lines_before: int, encoding: str, where: str,
     final: bool = False,
-) -> None:
+) -> str:
     try:
-        decoder.decode(chunk, final)
+        return decoder.decode(chunk, final)
     except UnicodeDecodeError as error:
         start = max(0, error.start - len(error.object) + len(chunk)) if len(error.object) > len(chunk) else error.start
         line = lines_before + chunk[:start].count(b"\n") + 1
         raise InputDataError(
             f"the file is not {encoding} text (line {line}: byte {error.object[error.start:error.start + 1]!r})",
-            where,
-            "Save it as UTF-8 CSV, or pass --encoding latin-1 (or utf-16) if that is what it is",
-        ) from None
+            where, ENCODING_FIX) from None
 
 
 def _estimate_rows(path: Path, text: str, lines: int, compressed: bool) -> int:
@@ -373,9 +407,7 @@ def _decode(head: bytes, encoding: str, where: str) -> str:
             return head[: error.start].decode(python_name)
         raise InputDataError(
             f"the file is not {encoding} text (byte {error.start}: {head[error.start : error.start + 1]!r})",
-            where,
-            "Save it as UTF-8 CSV, or pass --encoding latin-1 (or utf-16) if that is what it is",
-        ) from None
+            where, ENCODING_FIX) from None
 
 
 def guess_delimiter(lines: list[str]) -> str:

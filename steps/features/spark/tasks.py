@@ -116,7 +116,8 @@ def local_copy(src: CanonicalSource) -> Iterator[CanonicalSource]:
 
     The driver downloads S3 objects to its own disk to sniff them; a task on
     another instance of the cluster finds no such file there and downloads
-    its object (``src.source.origin``) itself, into a folder removed after.
+    its object (``src.source.origin``) itself, into a folder removed after
+    (and makes its UTF-8 copy there too, for a ``transcoded_from`` file).
     """
     path = src.source.path
     if path.exists() or not src.source.origin.startswith("s3://"):
@@ -133,6 +134,15 @@ def local_copy(src: CanonicalSource) -> Iterator[CanonicalSource]:
         except (BotoCoreError, ClientError) as error:
             raise InputDataError(f"a Spark task cannot download the object: {first_line(error)}",
                                  src.source.origin, "Check that it still exists and the role may read it") from None
+        if src.source.transcoded_from:
+            from steps.features.sources import GZIP_MAGIC, check_whole_file
+
+            with local.open("rb") as handle:
+                compressed = handle.read(2) == GZIP_MAGIC
+            text = Path(folder) / "utf8.csv"
+            check_whole_file(local, src.source.transcoded_from, src.source.origin, compressed=compressed,
+                             copy_to=text)
+            local = text
         yield dataclasses.replace(src, source=dataclasses.replace(src.source, path=local))
 
 
