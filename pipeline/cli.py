@@ -94,7 +94,8 @@ def _cmd_run_local(args: argparse.Namespace) -> int:
 
 
 def _feature_params(args: argparse.Namespace) -> dict[str, str]:
-    """``--column`` / ``--mapping`` / ``--timezone`` of run-local as the ColumnMapping and Timezone parameters."""
+    """``--column`` / ``--mapping`` / ``--timezone`` / ``--encoding`` of run-local as the ColumnMapping, Timezone
+    and Encoding parameters."""
     import json
 
     from pipeline.local.run_local import parse_params
@@ -108,6 +109,8 @@ def _feature_params(args: argparse.Namespace) -> dict[str, str]:
         params["ColumnMapping"] = json.dumps(mapping, sort_keys=True)
     if args.timezone:
         params["Timezone"] = args.timezone
+    if args.encoding:
+        params["Encoding"] = args.encoding
     return params
 
 
@@ -273,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "docs/scale.md)")
     run.add_argument("--timezone", default="", metavar="ZONE",
                      help="IANA time zone whose calendar days count (the Timezone parameter; default UTC)")
+    run.add_argument("--encoding", default="", metavar="ENCODING",
+                     help="text encoding of CSV input: utf-8, utf-16, latin-1 or cp1252 (the Encoding parameter; "
+                          "default UTF-8, or UTF-16 by its byte-order mark)")
     run.set_defaults(handler=_cmd_run_local)
 
     approve = commands.add_parser(

@@ -23,6 +23,8 @@ APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 # InputFormat: "auto" plus steps.features.formats.FORMAT_NAMES (a test checks they agree; the
 # features readers are not imported here, so the CLIs start fast).
 INPUT_FORMATS = ("auto", "guidance", "online-retail", "cdnow", "generic")
+# Encoding: the features readers' text encodings (steps.features.formats.ENCODINGS; a test checks they agree).
+ENCODINGS = ("utf-8", "utf-16", "latin-1", "cp1252")
 # NumClusters: 0 chooses k automatically; otherwise the range the TrainSegmenter step accepts.
 MAX_SEED = 2**32 - 1  # NumPy and scikit-learn seeds
 MAX_TRANSFORM_INSTANCES = 100  # TransformInstanceCount: 1.. this (SageMaker's own bound is the account quota)
@@ -33,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "AsOfDate": "",
     "ColumnMapping": "",
     "Timezone": "",
+    "Encoding": "",
     "ModelApprovalStatus": "PendingManualApproval",
     "ProcessingInstanceType": DEFAULT_INSTANCE_TYPE,
     "TrainingInstanceType": DEFAULT_INSTANCE_TYPE,
@@ -58,6 +61,8 @@ HELP: dict[str, str] = {
     "ColumnMapping": 'JSON of canonical -> source column names, e.g. {"customer_id": "Cust"} '
                      "(run-local: --column, --mapping)",
     "Timezone": "IANA time zone whose calendar days count, e.g. Europe/Paris; empty = UTC (run-local: --timezone)",
+    "Encoding": f"text encoding of CSV input: {', '.join(ENCODINGS)}; empty = UTF-8 (UTF-16 by its byte-order "
+                "mark) (run-local: --encoding)",
     "ModelApprovalStatus": f"{', '.join(APPROVAL_STATUSES)}; Approved publishes in the same run",
     "ProcessingInstanceType": "instance of the processing steps (ml.*)",
     "TrainingInstanceType": "instance of the training step (ml.*)",
@@ -114,6 +119,8 @@ def _num_clusters(value: int) -> str | None:
 
 CHECKS: dict[str, Callable[[Any], str | None]] = {
     "InputFormat": _choice(INPUT_FORMATS),
+    "Encoding": lambda value: None if value in ("", *ENCODINGS) else (
+        f"is not one of {', '.join(ENCODINGS)} (or empty: UTF-8, or UTF-16 by its byte-order mark)"),
     "ModelApprovalStatus": _choice(APPROVAL_STATUSES),
     "AsOfDate": _date,
     "ProcessingInstanceType": _instance,

@@ -78,6 +78,7 @@ class Parameters:
     as_of_date: ParameterString
     column_mapping: ParameterString
     timezone: ParameterString
+    encoding: ParameterString
     model_approval_status: ParameterString
     processing_instance_type: ParameterString
     training_instance_type: ParameterString
@@ -104,6 +105,7 @@ def make_parameters(default_bucket: str, base_job_prefix: str) -> Parameters:
         as_of_date=ParameterString("AsOfDate", DEFAULTS["AsOfDate"]),
         column_mapping=ParameterString("ColumnMapping", DEFAULTS["ColumnMapping"]),
         timezone=ParameterString("Timezone", DEFAULTS["Timezone"]),
+        encoding=ParameterString("Encoding", DEFAULTS["Encoding"]),
         model_approval_status=ParameterString(
             "ModelApprovalStatus", DEFAULTS["ModelApprovalStatus"], enum_values=list(APPROVAL_STATUSES)
         ),
@@ -270,6 +272,7 @@ def _features_arguments(ctx: Context, params: Parameters, plan_step: ProcessingS
         Join(on="", values=["--as-of=", params.as_of_date]),
         Join(on="", values=["--column-mapping=", params.column_mapping]),
         Join(on="", values=["--timezone=", params.timezone]),
+        Join(on="", values=["--encoding=", params.encoding]),
     ]  # fmt: skip
 
 

@@ -339,6 +339,7 @@ def test_compute_rfm_arguments(steps: dict[str, dict[str, Any]]) -> None:
         join("--as-of=", {"Get": "Parameters.AsOfDate"}),
         join("--column-mapping=", {"Get": "Parameters.ColumnMapping"}),
         join("--timezone=", {"Get": "Parameters.Timezone"}),
+        join("--encoding=", {"Get": "Parameters.Encoding"}),
     ]  # fmt: skip
     # It reads exactly the object versions PlanHistory listed (docs/history.md), not an S3Prefix of siblings.
     assert "ProcessingInputs" not in arguments
@@ -773,7 +774,8 @@ def test_run_pipeline_starts_with_the_given_parameters(moto_sagemaker: dict[str,
     [
         ('{"ModelApprovalStatus": "Aproved"}', "error: --parameters: parameter ModelApprovalStatus='Aproved' "
                                                "is not one of PendingManualApproval, Approved, Rejected.\n"),
-        ('{"NumClusters": "many"}', "error: --parameters: parameter NumClusters='many' is not a valid Integer.\n"),
+        ('{"NumClusters": "many"}',
+         "error: --parameters: parameter NumClusters='many' is not a valid Integer. Pass a whole number.\n"),
         ('{"Nope": 1}', "error: --parameters: unknown pipeline parameter(s) Nope. known: InputDataUrl"),
         ('["ModelApprovalStatus"]', "error: --parameters must be a JSON object, got list"),
     ],

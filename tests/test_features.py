@@ -684,21 +684,25 @@ def test_common_column_names_and_the_column_mapping_parameter(tmp_path: Path) ->
                                          c.TIMESTAMP: "transaction_timestamp", c.AMOUNT: "sales_value"}
     assert features.loc["1001", c.FREQUENCY] == 2
     declared = [{"Name": "ColumnMapping", "Type": "String", "DefaultValue": ""},
-                {"Name": "Timezone", "Type": "String", "DefaultValue": ""}]
+                {"Name": "Timezone", "Type": "String", "DefaultValue": ""},
+                {"Name": "Encoding", "Type": "String", "DefaultValue": ""}]
     with pytest.raises(PipelineError, match="parameter ColumnMapping: the column mapping is not JSON"):
         parameter_values(declared, {"ColumnMapping": "{customer_id: Cust}"})
     with pytest.raises(PipelineError, match="unknown canonical column.*spend"):
         parameter_values(declared, {"ColumnMapping": '{"spend": "Total"}'})
     args = build_parser().parse_args(["run-local", "--input", "x.csv", "--column", "customer_id=Cust",
-                                      "--column", "amount=Total", "--timezone", "Europe/London"])
+                                      "--column", "amount=Total", "--timezone", "Europe/London",
+                                      "--encoding", "cp1252"])
     params = feature_params(args)
     assert json.loads(params["ColumnMapping"]) == {"customer_id": "Cust", "amount": "Total"}
     assert parameter_values(declared, params)["Timezone"] == "Europe/London"
+    assert parameter_values(declared, params)["Encoding"] == "cp1252"
+    assert "Encoding" not in feature_params(build_parser().parse_args(["run-local", "--input", "x.csv"]))
     # The step's own option takes the parameter's JSON.
     out = tmp_path / "mapped"
     mapping = json.dumps({"customer_id": "Cust", "order_id": "Invoice Ref", "timestamp": "When", "amount": "Total"})
     assert features_main(["--input", str(REAL / "mapped_amount_with_quantity.csv"), "--output", str(out),
-                          f"--column-mapping={mapping}", "--timezone="]) == 0
+                          f"--column-mapping={mapping}", "--timezone=", "--encoding="]) == 0
     assert json.loads((out / paths.QUALITY_FILE).read_text())["customers"] == 2
 
 

@@ -445,3 +445,20 @@ def test_a_failed_step_names_its_log_where_the_run_keeps_it(tmp_path: Path, defi
     assert "no date / amount" in log.read_text()
     assert not (tmp_path / "out" / ".work").exists()
 
+
+
+def test_the_encoding_parameter_reaches_compute_rfm(tmp_path: Path, definition: dict) -> None:
+    """A Windows-1252 export: refused by line with the parameter to set, then read with Encoding=cp1252."""
+    sample = pd.read_csv(SAMPLE, nrows=3000, dtype=str)
+    sample["note"] = "caf\u00e9 \u201cVIP\u201d \u20ac"
+    windows = tmp_path / "windows.csv"
+    windows.write_bytes(sample.to_csv(index=False).encode("cp1252"))
+    refused = run_local(str(windows), tmp_path / "out", {"NumClusters": "4"}, definition=definition)
+    assert refused.status == "Failed" and "ComputeRFM" in refused.failure
+    assert "not utf-8 text (line 2" in refused.failure and "the Encoding parameter" in refused.failure
+    result = run_local(str(windows), tmp_path / "out", {"NumClusters": "4", "Encoding": "cp1252"},
+                       definition=definition)
+    statuses = {run.name: run.status for run in result.steps}
+    assert statuses["ComputeRFM"] == "Succeeded", result.failure
+    quality = json.loads((tmp_path / "out" / "features" / paths.QUALITY_FILE).read_text())
+    assert quality["rows_read"] == 3000

@@ -7,6 +7,7 @@ import pytest
 from pipeline.parameters import (
     CHECKS,
     DEFAULTS,
+    ENCODINGS,
     HELP,
     INPUT_FORMATS,
     MAX_CLUSTERS,
@@ -38,6 +39,7 @@ def test_defaults_pass_their_own_checks() -> None:
     ("ProcessingInstanceType", "m5.xlarge", "ProcessingInstanceType='m5.xlarge' is not an instance type"),
     ("ModelApprovalStatus", "approved", "ModelApprovalStatus='approved' is not one of PendingManualApproval"),
     ("Rebuild", "maybe", "Rebuild='maybe' is not a valid Boolean. Pass true or false"),
+    ("Encoding", "ebcdic", "parameter Encoding='ebcdic' is not one of utf-8, utf-16, latin-1, cp1252 (or empty"),
     ("Timezone", "Mars/Base", "parameter Timezone: time zone 'Mars/Base' is not an IANA time zone name"),
     ("ColumnMapping", "{bad", "parameter ColumnMapping: the column mapping is not JSON"),
     ("TrainingSampleSize", "5000", "parameter TrainingSampleSize=5000 is out of range: use 0 (every customer) or"),
@@ -65,6 +67,12 @@ def test_input_formats_are_the_feature_readers_formats() -> None:
     from steps.features.formats import FORMAT_NAMES
 
     assert ("auto", *FORMAT_NAMES) == INPUT_FORMATS
+
+
+def test_encodings_are_the_feature_readers_encodings() -> None:
+    from steps.features import formats
+
+    assert formats.ENCODINGS == ENCODINGS
 
 
 @pytest.mark.parametrize("k", [0, 1, MIN_CLUSTERS, MAX_CLUSTERS, MAX_CLUSTERS + 1])

@@ -65,7 +65,8 @@ def test_compute_rfm_is_a_spark_processing_step(steps: dict[str, dict[str, Any]]
     for option in ("--output", "--transform-output", "--quarantine-output"):
         assert option in arguments
     for option, parameter in (("--format=", "InputFormat"), ("--as-of=", "AsOfDate"),
-                              ("--column-mapping=", "ColumnMapping"), ("--timezone=", "Timezone")):
+                              ("--column-mapping=", "ColumnMapping"), ("--timezone=", "Timezone"),
+                              ("--encoding=", "Encoding")):
         assert join(option, {"Get": f"Parameters.{parameter}"}) in arguments
     assert set(args["Environment"]) == {"RFM_SPARK_WORKDIR"}
 

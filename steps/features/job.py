@@ -52,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='the mapping as JSON, e.g. \'{"customer_id": "Cust"}\' (the ColumnMapping parameter)')
     parser.add_argument("--timezone", default="", metavar="ZONE",
                         help="IANA time zone whose calendar days count, e.g. America/New_York (default UTC)")
-    parser.add_argument("--encoding", default=None, choices=list(ENCODINGS),
-                        help="text encoding of CSV files (default UTF-8, or UTF-16 with a byte-order mark)")
+    parser.add_argument("--encoding", default=None, type=_encoding, metavar="|".join(ENCODINGS),
+                        help="text encoding of CSV files (default UTF-8, or UTF-16 with a byte-order mark; "
+                             "the Encoding parameter)")
     parser.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT,
                         help="DuckDB memory limit, e.g. 2GB; past it work spills to disk (default: auto, "
                              "30 bytes an input row, at least 800MB, at most half the memory; with --state "
@@ -71,6 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --state: the history PlanHistory recorded (default: list --input now)")
     parser.add_argument("--rebuild", nargs="?", const="true", default="false", type=parse_flag,
                         help="with --state: recompute the state from the whole history")
+
+
+def _encoding(text: str) -> str | None:
+    """``--encoding``: one of :data:`ENCODINGS`; empty (the Encoding parameter's default) means detect."""
+    if text == "":
+        return None
+    if text.lower() not in ENCODINGS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(ENCODINGS)}")
+    return text.lower()
 
 
 def parse_flag(text: str) -> bool:

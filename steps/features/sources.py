@@ -40,7 +40,7 @@ DELIMITERS = (",", ";", "\t", "|")
 TRANSCODED = ("latin-1", "cp1252")
 UTF8_COPIES = "utf8"  # the work folder's sub-folder holding them
 ENCODING_FIX = ("Save it as UTF-8 CSV, or pass --encoding cp1252 (Excel on Windows), latin-1 or utf-16 "
-                "if that is what it is")
+                "if that is what it is (a pipeline run: the Encoding parameter)")
 # Files next to the data that are not data: job markers, checksums, notes.
 NOT_DATA = "not a data file"
 
