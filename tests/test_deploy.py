@@ -576,20 +576,25 @@ def _pre_build_names(env: dict[str, str]) -> dict[str, str]:
     lines = [c for c in yaml.safe_load(BUILDSPEC.read_text())["phases"]["pre_build"]["commands"]
              if c.lstrip().startswith(("if [", "PIPELINE_NAME=", "MODEL_PACKAGE_GROUP_NAME=", "BASE_JOB_PREFIX=",
                                        "STACK_NAME="))]
-    names = '"$PIPELINE_NAME" "$MODEL_PACKAGE_GROUP_NAME" "$BASE_JOB_PREFIX" "$STACK_NAME"'
+    names = '"$PIPELINE_NAME" "$MODEL_PACKAGE_GROUP_NAME" "$BASE_JOB_PREFIX" "$STACK_NAME" "$PROJECT_NAME"'
     script = "\n".join(lines) + '\nprintf "%s\\n" ' + names
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin", **env}).stdout.split()
-    return dict(zip(["PipelineName", "ModelPackageGroupName", "BaseJobPrefix", "StackName"], out, strict=True))
+                         env={"PATH": "/usr/bin:/bin", **env}).stdout.splitlines()
+    keys = ["PipelineName", "ModelPackageGroupName", "BaseJobPrefix", "StackName", "SageMakerProjectName"]
+    return dict(zip(keys, out, strict=True))
 
 
 def test_project_names_line_up_between_stack_and_pipeline(template: dict[str, Any]) -> None:
     """In a SageMaker project everything is <project>-<id>, lower case, and fits the stack's parameters."""
     names = _pre_build_names({"SAGEMAKER_PROJECT_NAME": "Customer-Segments", "SAGEMAKER_PROJECT_ID": "p-0a1b2c3d4e5f"})
+    project = names.pop("SageMakerProjectName")
     assert set(names.values()) == {"customer-segments-p-0a1b2c3d4e5f"}
+    # A project named in capitals (SageMaker allows them) still fits the stack's parameter, lower case.
+    assert project == "customer-segments"
+    assert re.fullmatch(template["Parameters"]["SageMakerProjectName"]["AllowedPattern"], project)
     outside = _pre_build_names({})
     assert outside == {"PipelineName": "rfm-segmentation", "ModelPackageGroupName": "rfm-segmenter",
-                       "BaseJobPrefix": "rfm", "StackName": "rfm-segmentation"}
+                       "BaseJobPrefix": "rfm", "StackName": "rfm-segmentation", "SageMakerProjectName": ""}
     for name in ("PipelineName", "ModelPackageGroupName", "BaseJobPrefix"):
         pattern = template["Parameters"][name]["AllowedPattern"]
         assert re.fullmatch(pattern, names[name]) and re.fullmatch(pattern, outside[name]), name
@@ -602,7 +607,7 @@ def test_buildspec_deploys_the_stack_with_those_names_then_runs_the_pipeline(tem
     assert deploy < text.index("stack_output PipelineExecutionRoleArn") < run
     overrides = dict(re.findall(r'"(\w+)=\$\{([A-Z_]+)(?::-[^}]*)?\}"', text[deploy:run]))
     assert set(overrides) <= set(template["Parameters"])
-    assert {"SageMakerProjectName": "SAGEMAKER_PROJECT_NAME", "SageMakerProjectId": "SAGEMAKER_PROJECT_ID",
+    assert {"SageMakerProjectName": "PROJECT_NAME", "SageMakerProjectId": "SAGEMAKER_PROJECT_ID",
             "PipelineName": "PIPELINE_NAME", "ModelPackageGroupName": "MODEL_PACKAGE_GROUP_NAME",
             "BaseJobPrefix": "BASE_JOB_PREFIX"}.items() <= overrides.items()
     # The pipeline runs with what the stack made: its role, bucket and export function.
