@@ -170,6 +170,14 @@ def test_cli_process_has_no_traceback(tmp_path: Path) -> None:
     assert done.stderr.startswith(f"error: {BAD / 'latin1.csv'}: the file is not utf-8 text")
 
 
+def test_cli_summary_uses_one_number_format(tmp_path: Path) -> None:
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample" / "transactions.csv.gz"
+    done = subprocess.run([sys.executable, "-m", "steps.features.job", "--input", str(sample), "--output",
+                           str(tmp_path)], capture_output=True, text=True, check=True)
+    assert "50,195 rows read, 31,951 used, 160 quarantined; 3,750 customers" in done.stderr + done.stdout
+    assert "not_a_purchase_event     18,084" in done.stderr + done.stdout
+
+
 # --- quarantine and accounting -----------------------------------------------------------------
 
 MESSY = (

@@ -124,14 +124,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         result = run(args.input, Path(args.output), options, aggregate=aggregate)
     quality = result.quality
     log.info(
-        "%s format, as of %s: %d rows read, %d used, %d quarantined; %d customers -> %s (%.1f s)",
-        quality["input_format"], quality["as_of_date"], quality["rows_read"], quality["rows_used"],
-        quality["rows_quarantined"], quality["customers"], args.output, time.perf_counter() - started,
+        "%s format, as of %s: %s rows read, %s used, %s quarantined; %s customers -> %s (%.1f s)",
+        quality["input_format"], quality["as_of_date"], f"{quality['rows_read']:,}", f"{quality['rows_used']:,}",
+        f"{quality['rows_quarantined']:,}", f"{quality['customers']:,}", args.output, time.perf_counter() - started,
     )
     for reason, count in quality["excluded_by_reason"].items():
-        log.info("  excluded    %-24s %d", reason, count)
+        log.info("  excluded    %-24s %s", reason, f"{count:,}")
     for reason, count in quality["quarantined_by_reason"].items():
-        log.info("  quarantined %-24s %d", reason, count)
+        log.info("  quarantined %-24s %s", reason, f"{count:,}")
     return 0
 
 
@@ -156,10 +156,10 @@ def _run_incremental(args: argparse.Namespace, options: FeatureOptions, started:
                              history_name=history_name, reader=reader)
     quality, increment = folded.result.quality, folded.result.quality["increment"]
     log.info(
-        "%s: %d objects added, %d replaced, %d removed, %d unchanged; %d rows read; %d customers, state %s "
-        "(%.1f s)", "rebuilt" if folded.rebuilt else "folded", increment["objects_added"],
-        increment["objects_replaced"], increment["objects_removed"], increment["objects_unchanged"],
-        quality["rows_read"], quality["customers"], folded.generation, time.perf_counter() - started,
+        "%s: %s objects added, %s replaced, %s removed, %s unchanged; %s rows read; %s customers, state %s "
+        "(%.1f s)", "rebuilt" if folded.rebuilt else "folded",
+        *(f"{increment[k]:,}" for k in ("objects_added", "objects_replaced", "objects_removed", "objects_unchanged")),
+        f"{quality['rows_read']:,}", f"{quality['customers']:,}", folded.generation, time.perf_counter() - started,
     )
     return 0
 
