@@ -60,15 +60,15 @@ def _read(path: Path) -> dict:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
-        raise RFMError(f"cannot read the playbook ({error.strerror})", str(path), f"check {PLAYBOOK_ENV}") from None
+        raise RFMError(f"cannot read the playbook ({error.strerror})", str(path), f"Check {PLAYBOOK_ENV}") from None
     except yaml.YAMLError as error:
         raise RFMError(f"the playbook is not valid YAML ({str(error).splitlines()[0]})", str(path),
-                       "fix the file (see steps/playbook.yaml for the layout)") from None
+                       "Fix the file (see steps/playbook.yaml for the layout)") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict) or set(loaded) - {"segments", "clusters"}:
         raise RFMError("the playbook must be a mapping with 'segments' and/or 'clusters'", str(path),
-                       "see steps/playbook.yaml for the layout")
+                       "See steps/playbook.yaml for the layout")
     return loaded
 
 
@@ -78,7 +78,7 @@ def _action(text: str, entry: str, where: str) -> str:
     if len(action) > MAX_ACTION_CHARACTERS:
         raise RFMError(f"the action of {entry} has {len(action)} characters, more than the "
                        f"{MAX_ACTION_CHARACTERS} a Customer Profiles attribute holds", where,
-                       "shorten it to one or two sentences")
+                       "Shorten it to one or two sentences")
     return action
 
 
@@ -88,7 +88,7 @@ def _segments(raw: object, where: str) -> dict[str, str]:
     unknown = sorted(set(map(str, raw)) - set(SEGMENT_NAMES))
     if unknown:
         raise RFMError(f"unknown RFM segment(s) {', '.join(unknown)} in 'segments'", where,
-                       f"use the names {', '.join(SEGMENT_NAMES)}")
+                       f"Use the names {', '.join(SEGMENT_NAMES)}")
     return {str(k): _action(v, f"segment {k!r}", where) for k, v in raw.items()}
 
 

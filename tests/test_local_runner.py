@@ -462,3 +462,15 @@ def test_the_encoding_parameter_reaches_compute_rfm(tmp_path: Path, definition: 
     assert statuses["ComputeRFM"] == "Succeeded", result.failure
     quality = json.loads((tmp_path / "out" / "features" / paths.QUALITY_FILE).read_text())
     assert quality["rows_read"] == 3000
+
+
+def test_a_broken_playbook_stops_run_local_before_any_step(tmp_path: Path, definition: dict,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from steps.errors import RFMError
+
+    book = tmp_path / "book.yaml"
+    book.write_text("segments:\n  Champs: Send a card.\n")
+    monkeypatch.setenv("RFM_PLAYBOOK", str(book))
+    with pytest.raises(RFMError, match=r"book.yaml: unknown RFM segment\(s\) Champs in 'segments'. Use the names"):
+        run_local(str(SAMPLE), tmp_path / "out", {}, definition=definition)
+    assert not (tmp_path / "out" / "logs").exists()  # no step ran

@@ -29,6 +29,7 @@ from pipeline.naming import MAIN_PIPELINE_NAME, MODEL_PACKAGE_GROUP_NAME
 from pipeline.parameters import declared_parameters, parameter_values
 from steps import package_metadata, paths
 from steps.errors import PipelineError
+from steps.playbook import load_playbook
 
 BUILD_REGION = "us-east-1"  # the definition is built offline as for this region
 LOCAL_BUCKET = "rfm-local"
@@ -173,6 +174,7 @@ def run_local(input_location: str, output: Path, params: dict[str, str],
             raise PipelineError("no such input file or folder", str(location), "check --input")
         input_location = str(location.resolve())
     parameter_values(declared_parameters(), {"InputDataUrl": input_location, **params})  # before the slow build
+    load_playbook()  # the evaluation and the export read it (RFM_PLAYBOOK): a broken one fails here, not in a step
     if definition is None:
         overrides = {"feature_engine": feature_engine} if feature_engine != "duckdb" else {}
         definition = timed_build(default_cache_dir(), MAIN_PIPELINE, on_step, **overrides)
