@@ -143,7 +143,7 @@ def _cmd_approve(args: argparse.Namespace) -> int:
         if status == "Approved":
             print("The approval rule starts the publish pipeline; follow it in Studio (Pipelines).")
         return 0
-    from pipeline.local.approval import approve_local, waiting_packages
+    from pipeline.local.approval import approve_local, newer_published, waiting_packages
     from pipeline.local.progress import StepReporter
     from pipeline.local.registry import LocalRegistry
     from pipeline.local.run_local import export_destinations
@@ -163,6 +163,11 @@ def _cmd_approve(args: argparse.Namespace) -> int:
                 print(f"  {package['ModelPackageArn']}  registered {package['CreationTime']}")
         if waiting:
             print(f"{'rejecting' if args.reject else 'approving'} the newest: {waiting[-1]['ModelPackageArn']}")
+    chosen = args.package or (waiting[-1]["ModelPackageArn"] if waiting else None)
+    newer = newer_published(Path(args.output), registry, chosen) if chosen and not args.reject else None
+    if newer:
+        print(f"note: {newer['ModelPackageArn']}, a newer package, is published now; approving this one replaces "
+              "its segments with this older model's")
     reporter = StepReporter()
     try:
         with export_destinations(args.destination, Path(args.output)):

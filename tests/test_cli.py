@@ -295,3 +295,24 @@ def test_console_tables_label_means_and_show_money_in_the_runs_currency(publishe
     for label in ("mean recency (days)", "mean orders", "mean spend", "avg order value", "revenue"):
         assert label in header, label
     assert "\u20ac" in out and "$" not in out
+
+
+def test_approving_an_older_package_than_the_published_one_is_noted(tmp_path: Path) -> None:
+    import json
+
+    from pipeline.local.approval import newer_published
+    from pipeline.local.registry import LocalRegistry
+    from pipeline.naming import MODEL_PACKAGE_GROUP_NAME
+
+    registry = LocalRegistry(tmp_path / paths.REGISTRY_FILE)
+    old, new = (registry.create_package({"ModelPackageGroupName": MODEL_PACKAGE_GROUP_NAME}) for _ in range(2))
+    assert newer_published(tmp_path, registry, old["ModelPackageArn"]) is None  # nothing published yet
+    manifest = tmp_path / "s3" / "rfm-local" / "rfm" / paths.PUBLISHED_DIR / paths.PUBLISHED_MANIFEST
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"model_package_arn": new["ModelPackageArn"]}))
+    assert newer_published(tmp_path, registry, old["ModelPackageArn"])["ModelPackageVersion"] == 2
+    assert newer_published(tmp_path, registry, new["ModelPackageArn"]) is None  # the published one itself
+    manifest.write_text(json.dumps({"model_package_arn": old["ModelPackageArn"]}))
+    assert newer_published(tmp_path, registry, new["ModelPackageArn"]) is None  # approving a newer one
+    manifest.write_text("not json")
+    assert newer_published(tmp_path, registry, old["ModelPackageArn"]) is None

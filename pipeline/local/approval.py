@@ -66,6 +66,34 @@ def pending_package(registry: LocalRegistry, group: str = MODEL_PACKAGE_GROUP_NA
     return waiting[-1]["ModelPackageArn"]
 
 
+def published_package(output: Path) -> str | None:
+    """The model package whose segments are published now (the local last publish's manifest); None before any."""
+    import json
+
+    from pipeline.local.run_local import LOCAL_BUCKET, LOCAL_KWARGS
+
+    manifest = (Path(output) / "s3" / LOCAL_BUCKET / LOCAL_KWARGS["base_job_prefix"] / paths.PUBLISHED_DIR
+                / paths.PUBLISHED_MANIFEST)
+    try:
+        return json.loads(manifest.read_text()).get("model_package_arn") or None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def newer_published(output: Path, registry: LocalRegistry, package_arn: str) -> dict[str, Any] | None:
+    """The published package when it is newer than ``package_arn`` (same group), else None."""
+    current = published_package(output)
+    if not current or current == package_arn:
+        return None
+    try:
+        chosen, published = registry.get(package_arn), registry.get(current)
+    except PipelineError:
+        return None
+    newer = (published["ModelPackageGroupName"] == chosen["ModelPackageGroupName"]
+             and published["ModelPackageVersion"] > chosen["ModelPackageVersion"])
+    return published if newer else None
+
+
 def report_of(output: Path, package: dict[str, Any]) -> str:
     """Where the report of ``package`` is: ``reports/<version>.html``.
 
