@@ -793,3 +793,25 @@ def test_excluded_rows_and_quality_warnings_are_shown(features_frame: pd.DataFra
     assert "Rows excluded (not purchases)" in page and "not_a_purchase_event" in page
     assert "Every row is accounted for: read = used + excluded + quarantined" in page
     assert "2188 days after the last transaction" in page
+
+
+@pytest.mark.parametrize(("increment", "says"), [
+    (None, None),
+    ({"objects_added": 0, "objects_replaced": 0, "objects_removed": 0, "objects_unchanged": 23,
+      "objects_redated": 0, "rebuild": False},
+     "Incremental run: the history is unchanged (23 objects), so no row was read"),
+    ({"objects_added": 1, "objects_replaced": 2, "objects_removed": 0, "objects_unchanged": 20,
+      "objects_redated": 0, "rebuild": False},
+     "the rows above are those of the objects 1 added, 2 replaced since the last run (20 unchanged objects not "
+     "read again); the 600 customers are the whole history's"),
+    ({"objects_added": 23, "objects_replaced": 0, "objects_removed": 0, "objects_unchanged": 0,
+      "objects_redated": 0, "rebuild": True}, "Built from the whole history: every object was read (23 objects)"),
+])
+def test_an_incremental_run_says_what_its_rows_are(features_frame: pd.DataFrame, model_meta: dict,
+                                                   evaluation: dict, increment: dict | None, says: str | None) -> None:
+    quality = {**QUALITY, "increment": increment} if increment else QUALITY
+    quality_html = section(render_report(features_frame, model_meta, evaluation, quality, RUN_INFO), "quality")
+    if says is None:
+        assert 'id="increment"' not in quality_html
+    else:
+        assert says in quality_html

@@ -356,6 +356,7 @@ def _quality_section(quality: dict | None) -> str:
     check = ('<p class="note">Every row is accounted for: read = used + excluded + quarantined.</p>' if balanced
              else '<p class="warn">The accounting does not add up: read \u2260 used + excluded + quarantined.</p>')
     check += "".join(f'<p class="warn">{_e(str(warning))}</p>' for warning in quality.get("warnings", []))
+    check += _increment_note(quality.get("increment"), quality.get("customers"))
     chart = ""
     if reasons:
         chart = svg.bar_chart([reason for reason, _ in reasons], {"rows": [int(v) for _, v in reasons]},
@@ -369,6 +370,25 @@ def _quality_section(quality: dict | None) -> str:
     caption = "Quarantined rows are kept, with their reason, in features/quarantine/."
     figure = _figure("data-quality", content, caption)
     return f'<section id="quality"><h2>Data quality</h2>{figure}{mapping_html}</section>'
+
+
+def _increment_note(increment: dict | None, customers: object) -> str:
+    """What an incremental run read: the rows above are this run's objects, the customers the whole history's."""
+    if not increment:
+        return ""
+    if increment.get("rebuild"):
+        return ('<p class="note" id="increment">Built from the whole history: every object was read '
+                f"({_int(increment.get('objects_added', 0))} objects).</p>")
+    read = {key: int(increment.get(f"objects_{key}", 0)) for key in ("added", "replaced", "removed", "redated")}
+    unchanged = int(increment.get("objects_unchanged", 0))
+    if not any(read.values()):
+        return (f'<p class="note" id="increment">Incremental run: the history is unchanged ({_int(unchanged)} '
+                "objects), so no row was read; the customers are those of the state, as the last run left "
+                "them.</p>")
+    parts = ", ".join(f"{_int(n)} {key}" for key, n in read.items() if n)
+    customers = f"; the {_int(customers)} customers are the whole history's" if customers is not None else ""
+    return (f'<p class="note" id="increment">Incremental run: the rows above are those of the objects {parts} '
+            f"since the last run ({_int(unchanged)} unchanged objects not read again){customers}.</p>")
 
 
 def _value(value: object) -> str:
