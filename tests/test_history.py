@@ -322,3 +322,34 @@ def test_rows_held_back_as_future_count_once_today_reaches_them(tmp_path: Path,
     rebuilt = _features(folder, tmp_path / "fresh", tmp_path / "four", rebuild=True)[0]
     pd.testing.assert_frame_equal(after, rebuilt)
     assert set(after["customer_id"]) == {"a", "b"}
+
+
+def test_the_plan_keys_the_cache_by_day_while_held_back_rows_are_due(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """On SageMaker an unchanged fingerprint is a cache hit: the day held-back rows come due must change it
+    (and only then), while the trigger still compares the objects alone."""
+    import datetime as dt
+
+    from steps.features import fold
+    from steps.features.fold import plan_history
+
+    folder, tick = tmp_path / "in", [0]
+    monkeypatch.setattr(fold, "today_in", lambda timezone: dt.date(2024, 3, 10))
+    folder.mkdir()
+    _write(folder, "early", HEADER + "a,o1,2024-03-01,10\nb,o2,2024-03-20,4\n", tick)
+    store = StateStore(str(tmp_path / "state"))
+    before = plan_history(str(folder), store, dt.date(2024, 3, 10))  # nothing folded yet
+    assert before["fingerprint"] == before["objects_fingerprint"] == fingerprint(list_history(str(folder)))
+    _features(folder, tmp_path / "state", tmp_path / "one")  # holds b's row back until 2024-03-20
+
+    def plan(day: dt.date) -> dict:
+        return plan_history(str(folder), store, day)
+
+    assert plan(dt.date(2024, 3, 11))["fingerprint"] == before["fingerprint"]  # not due: the cache holds
+    assert "held_back_due" not in plan(dt.date(2024, 3, 18))
+    due = [plan(dt.date(2024, 3, 19)), plan(dt.date(2024, 3, 20)), plan(dt.date(2024, 3, 21))]
+    assert [p["held_back_due"] for p in due] == ["2024-03-20"] * 3  # from the day before (zones ahead of UTC)
+    assert len({p["fingerprint"] for p in due} | {before["fingerprint"]}) == 4  # a new key each day
+    assert {p["objects_fingerprint"] for p in due} == {before["fingerprint"]}
+    assert plan(dt.date(2024, 3, 20))["fingerprint"] == due[1]["fingerprint"]  # the same day, the same key
+    assert fold.load_history(store, due[1]["fingerprint"])[1] == list_history(str(folder))

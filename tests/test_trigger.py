@@ -144,11 +144,17 @@ def upload(s3: Any, key: str, body: bytes = b"customer_id,timestamp,amount\nc1,2
     return s3_event(key, version=None, size=len(body), etag=etag)
 
 
-def plan(s3: Any, arn: str) -> None:
-    """What the execution's PlanHistory step writes: the history's fingerprint as it lists it now."""
+def plan(s3: Any, arn: str, day_keyed: bool = False, older: bool = False) -> None:
+    """What the execution's PlanHistory step writes: the history's fingerprint as it lists it now.
+
+    ``day_keyed``: the cache key also names the day (held-back rows were due), the objects' own
+    fingerprint beside it; ``older``: a plan written before ``objects_fingerprint`` existed."""
     printed = fingerprint(list_history(f"s3://{BUCKET}/rfm/input/", s3))
+    body = {"fingerprint": "0123456789abcdef" if day_keyed else printed, "objects_fingerprint": printed}
+    if older:
+        body = {"fingerprint": printed}
     s3.put_object(Bucket=BUCKET, Key=f"rfm/executions/{arn.rsplit('/', 1)[-1]}/plan/plan.json",
-                  Body=json.dumps({"fingerprint": printed}).encode())
+                  Body=json.dumps(body).encode())
 
 
 def s3_event(
@@ -336,6 +342,18 @@ def test_a_drop_during_a_run_is_taken_by_the_next(s3, sagemaker, store, settings
     plan(s3, second)
     assert "nothing_pending" in starter.on_status_change(end(second))
     assert len(executions(sagemaker)) == 2
+
+
+@pytest.mark.parametrize(("day_keyed", "older"), [(True, False), (False, True)])
+def test_a_run_keyed_by_the_day_or_planned_by_an_older_version_is_not_followed_up_for_nothing(
+        s3, sagemaker, store, settings, day_keyed: bool, older: bool) -> None:
+    """The trigger compares the objects' own fingerprint (a day-keyed cache key is not a change of the data)."""
+    starter = starter_for(settings, sagemaker, store)
+    first = trigger(parse_event(upload(s3, "rfm/input/day-1.csv")), settings, starter)["started"][0]
+    assert trigger(parse_event(upload(s3, "rfm/input/day-2.csv")), settings, starter)["deferred"] == 1
+    plan(s3, first, day_keyed=day_keyed, older=older)  # its PlanHistory listed day-2 too
+    assert starter.on_status_change(end(first)).get("reason") == "every object was in its plan"
+    assert len(executions(sagemaker)) == 1
 
 
 def test_a_run_that_ends_while_an_object_defers_is_followed_up(s3, sagemaker, settings, monkeypatch) -> None:

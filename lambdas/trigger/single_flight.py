@@ -138,7 +138,8 @@ class SingleFlight:
         key = f"{self.flight.executions_prefix.rstrip('/')}/{ended}/{PLAN_FILE}"
         try:
             body = self.s3.get_object(Bucket=self.flight.bucket, Key=key)["Body"].read()
-            return str(json.loads(body)["fingerprint"])
+            plan = json.loads(body)
+            return str(plan.get("objects_fingerprint") or plan["fingerprint"])  # older plans: one fingerprint
         except (ClientError, ValueError, KeyError):
             return None  # it never planned (failed or stopped first): run again
 

@@ -129,22 +129,54 @@ def incremental_memory_limit(options: FeatureOptions) -> str:
     return INCREMENTAL_MEMORY_LIMIT if options.automatic_memory else str(options.memory_limit)
 
 
-def plan_history(location: str, store: StateStore) -> dict:
+def plan_history(location: str, store: StateStore, today: dt.date | None = None) -> dict:
     """List the history at ``location`` and record it as ``histories/<fingerprint>.json`` in the state.
+
+    The fingerprint keys ComputeRFM's cache. It names the objects; and on the days rows the state
+    held back (dated after the day they were folded, see :data:`DATED_FROM`) may count, it also
+    names ``today`` (UTC), so an unchanged history is computed again then instead of reusing a
+    cached result that still leaves them out.
 
     Returns
     -------
     dict
-        ``fingerprint``, ``objects`` (how many), ``bytes`` and ``history`` (the file's name
-        in the state): what the PlanHistory step writes as ``plan.json``.
+        ``fingerprint``, ``objects_fingerprint`` (of the objects alone: what the trigger compares
+        with the prefix), ``objects`` (how many), ``bytes``, ``history`` (the file's name in the
+        state) and ``held_back_due`` (the first such day, when it has come): what the PlanHistory
+        step writes as ``plan.json``.
     """
     objects = list_history(location)
-    printed = fingerprint(objects)
+    printed = of_objects = fingerprint(objects)
+    today = today or dt.datetime.now(dt.UTC).date()
+    due = held_back_due(store, today)
+    if due:
+        printed = hashlib.sha256(f"{of_objects}:{today.isoformat()}".encode()).hexdigest()[:16]
     name = history_file(printed)
     store.write_text(name, json.dumps({"location": location, "fingerprint": printed,
                                        "objects": [o.to_dict() for o in objects]}, indent=1) + "\n")
-    return {"fingerprint": printed, "objects": len(objects), "bytes": sum(o.size for o in objects),
-            "history": name, "location": location}
+    plan = {"fingerprint": printed, "objects_fingerprint": of_objects, "objects": len(objects),
+            "bytes": sum(o.size for o in objects), "history": name, "location": location}
+    return {**plan, "held_back_due": due} if due else plan
+
+
+def held_back_due(store: StateStore, today: dt.date) -> str | None:
+    """The first day rows held back in the current state may count, when it is at most ``today`` + 1
+    (a business time zone may be a day ahead of UTC); None otherwise, or when the state cannot be read
+    (ComputeRFM then says why)."""
+    try:
+        found = store.read_text(CURRENT)
+        if found is None:
+            return None
+        manifest_name = json.loads(found[0])["manifest"]
+        manifest_text = store.read_text(manifest_name)
+        if manifest_text is None:
+            return None
+        manifest = Manifest.from_json(manifest_text[0], store.uri(manifest_name))
+    except (StateError, ValueError, KeyError, TypeError):
+        return None
+    days = sorted(o[DATED_FROM] for o in manifest.objects.values() if o.get(DATED_FROM))
+    horizon = (today + dt.timedelta(days=1)).isoformat()
+    return days[0] if days and days[0] <= horizon else None
 
 
 def load_history(store: StateStore, fingerprint: str) -> tuple[str, list[HistoryObject]]:

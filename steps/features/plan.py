@@ -3,8 +3,9 @@
 Lists every transactions object under ``--input`` (exactly: no siblings, none of
 the pipeline's own prefixes), records the list in the state as
 ``histories/<fingerprint>.json`` and writes ``plan.json``
-(``{"fingerprint", "objects", "bytes", "history", "location"}``), the property
-file whose fingerprint ComputeRFM takes as an argument: its cache key follows the data.
+(``{"fingerprint", "objects_fingerprint", "objects", "bytes", "history", "location"}``), the
+property file whose fingerprint ComputeRFM takes as an argument: its cache key follows the data
+(and the day, while rows the state held back as future-dated are due).
 """
 
 from __future__ import annotations
