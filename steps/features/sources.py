@@ -281,7 +281,7 @@ def sniff(
         lines = lines[:-1]  # the last line may be cut off by the sniff window
     if not lines:
         raise EmptyInputError("the file holds only blank lines", where, "Export the transactions again")
-    rows = _estimate_rows(path, text, len(lines), compressed=head is not raw)
+    rows = _estimate_rows(path, text, len(lines), compressed=head is not raw and not transcoded_from)
     cdnow_header = len(lines) > 1 and CDNOW_HEADER.match(lines[0]) and CDNOW_LINE.match(lines[1])
     if CDNOW_LINE.match(lines[0]) or cdnow_header:
         types = dict.fromkeys(CDNOW_COLUMNS, "VARCHAR")

@@ -3,8 +3,8 @@
 Why: with threaded workers a client that stops half-way through a request holds a thread until
 it goes away, so a handful of stalled clients can leave no thread for ``GET /ping`` and SageMaker
 takes the container for dead. Here the request, headers and body, is read in the worker's event
-loop, where a slow client costs a coroutine and nothing else, within ``read_timeout`` seconds
-(else 408); only a complete request reaches the app, in a thread of a pool of ``threads``.
+loop, where a slow client costs a coroutine and nothing else; a body has ``read_timeout`` seconds
+to arrive (else 408). Only a complete request reaches the app, in a thread of a pool of ``threads``.
 """
 
 from __future__ import annotations
