@@ -83,3 +83,35 @@ def test_exactly_max_body_is_taken_and_lifespan_completes() -> None:
     asyncio.run(bridge({"type": "lifespan"}, receive, send))
     assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
     assert bridge.pool is not None and bridge.pool._shutdown
+
+
+def test_a_stop_signal_wakes_the_workers_main_loop_once_it_serves() -> None:
+    """serve's worker: SIGTERM/SIGINT cancel the main loop's one-second sleep (gunicorn then stops as it
+    would), but not during start-up, where the cancellation would escape."""
+    import pytest
+
+    from steps.model.serve_worker import PromptASGIWorker
+
+    class Main:  # a coroutine named as the worker's main loop is
+        async def _serve(self) -> None:
+            await asyncio.sleep(60)
+
+    for servers, signal_handler in (([object()], "handle_exit_signal"), ([object()], "handle_quit_signal"),
+                                    ([], "handle_exit_signal")):
+        worker = object.__new__(PromptASGIWorker)
+        loop = asyncio.new_event_loop()
+        worker.loop, worker.servers, worker.alive, worker.cfg = loop, servers, True, type(
+            "Cfg", (), {"worker_int": staticmethod(lambda w: None)})()
+        task = loop.create_task(Main()._serve())
+        loop.call_soon(getattr(worker, signal_handler))
+        if servers:
+            with pytest.raises(asyncio.CancelledError):
+                loop.run_until_complete(task)
+        else:
+            loop.run_until_complete(asyncio.sleep(0.05))
+            assert not task.done()  # still starting: left to gunicorn's own tick
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                loop.run_until_complete(task)
+        assert worker.alive is False
+        loop.close()

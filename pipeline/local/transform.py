@@ -40,7 +40,7 @@ def serving(model_dir: Path, log_file: Path, workers: int = 1) -> Iterator[int]:
             _wait_ready(port, process, log_file)
             yield port
         finally:
-            process.terminate()
+            process.terminate()  # SIGTERM, as SageMaker stops a container: gunicorn's graceful stop
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -305,11 +305,14 @@ def main(argv: list[str] | None = None) -> int:
             self.cfg.set("workers", args.workers or workers())
             # gunicorn's asyncio worker reads each request in its event loop (WSGIOnAsyncio): clients
             # that stall half-way through a request cost no thread, so /ping always answers.
-            self.cfg.set("worker_class", "asgi")
+            self.cfg.set("worker_class", "steps.model.serve_worker.PromptASGIWorker")
             self.cfg.set("asgi_lifespan", "on")
             self.cfg.set("timeout", int(os.environ.get("SAGEMAKER_MODEL_SERVER_TIMEOUT", 600)))
             self.cfg.set("keepalive", 5)
             self.cfg.set("accesslog", None)
+            # No runtime control socket ($HOME/.gunicorn/gunicorn.ctl): nothing manages serve at run time,
+            # and the local runner's several serve processes would share that one path.
+            self.cfg.set("control_socket_disable", True)
 
         def load(self) -> WSGIOnAsyncio:
             return self.application
