@@ -119,7 +119,7 @@ def _num_clusters(value: int) -> str | None:
 
 CHECKS: dict[str, Callable[[Any], str | None]] = {
     "InputFormat": _choice(INPUT_FORMATS),
-    "Encoding": lambda value: None if value in ("", *ENCODINGS) else (
+    "Encoding": lambda value: None if value.lower() in ("", *ENCODINGS) else (
         f"is not one of {', '.join(ENCODINGS)} (or empty: UTF-8, or UTF-16 by its byte-order mark)"),
     "ModelApprovalStatus": _choice(APPROVAL_STATUSES),
     "AsOfDate": _date,
