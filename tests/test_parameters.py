@@ -56,9 +56,9 @@ def test_bad_values_are_named_as_the_user_typed_them(name: str, value: str, mess
 
 @pytest.mark.parametrize(("name", "value"), [("NumClusters", "2"), ("NumClusters", "50"), ("AsOfDate", "2024-02-29"),
                                              ("MinSilhouette", "-1"), ("Currency", "JPY"), ("InputFormat", "cdnow"),
-                                             ("ModelApprovalStatus", "Approved"), ("TransformInstanceCount", "1"), ("Encoding", "CP1252"),
+                                             ("ModelApprovalStatus", "Approved"), ("TransformInstanceCount", "1"),
                                              ("TrainingSampleSize", "0"), ("TrainingSampleSize", "10000"),
-                                             ("TransformInstanceCount", "100")])
+                                             ("TransformInstanceCount", "100"), ("Encoding", "CP1252")])
 def test_good_values_pass(name: str, value: str) -> None:
     assert str(parameter_values(DECLARED, {name: value})[name]).startswith(value.split(".")[0])
 
