@@ -164,15 +164,10 @@ def held_back_due(store: StateStore, today: dt.date) -> str | None:
     (a business time zone may be a day ahead of UTC); None otherwise, or when the state cannot be read
     (ComputeRFM then says why)."""
     try:
-        found = store.read_text(CURRENT)
-        if found is None:
-            return None
-        manifest_name = json.loads(found[0])["manifest"]
-        manifest_text = store.read_text(manifest_name)
-        if manifest_text is None:
-            return None
-        manifest = Manifest.from_json(manifest_text[0], store.uri(manifest_name))
-    except (StateError, ValueError, KeyError, TypeError):
+        manifest = read_current(store, check_files=False).manifest
+    except StateError:
+        return None
+    if manifest is None:
         return None
     days = sorted(o[DATED_FROM] for o in manifest.objects.values() if o.get(DATED_FROM))
     horizon = (today + dt.timedelta(days=1)).isoformat()

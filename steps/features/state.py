@@ -239,8 +239,9 @@ class Current:
     etag: str | None
 
 
-def read_current(store: StateStore) -> Current:
-    """The current generation's manifest, checked: every file it names must exist.
+def read_current(store: StateStore, *, check_files: bool = True) -> Current:
+    """The current generation's manifest, checked: every file it names must exist (``check_files``;
+    a reader of the manifest alone skips that request per file).
 
     Raises
     ------
@@ -260,6 +261,8 @@ def read_current(store: StateStore) -> Current:
     if manifest_text is None:
         raise StateError(f"the state manifest {manifest_name} is missing", store.location, REBUILD_FIX)
     manifest = Manifest.from_json(manifest_text[0], store.uri(manifest_name))
+    if not check_files:
+        return Current(manifest, etag)
     missing = [n for n in [manifest.totals, *(o["contribution"] for o in manifest.objects.values())]
                if n and not store.exists(n)]
     if missing:
