@@ -67,17 +67,18 @@ def pending_package(registry: LocalRegistry, group: str = MODEL_PACKAGE_GROUP_NA
 
 
 def published_package(output: Path) -> str | None:
-    """The model package whose segments are published now (the local last publish's manifest); None before any."""
-    import json
-
+    """The model package whose segments are published now (the local last publish's manifest); None before
+    any, or when that manifest cannot be read (the next publish says why)."""
     from pipeline.local.run_local import LOCAL_BUCKET, LOCAL_KWARGS
+    from pipeline.local.store import export_storage
+    from steps.published import read_manifest
 
-    manifest = (Path(output) / "s3" / LOCAL_BUCKET / LOCAL_KWARGS["base_job_prefix"] / paths.PUBLISHED_DIR
-                / paths.PUBLISHED_MANIFEST)
+    uri = f"s3://{LOCAL_BUCKET}/{LOCAL_KWARGS['base_job_prefix']}/{paths.PUBLISHED_DIR}"
     try:
-        return json.loads(manifest.read_text()).get("model_package_arn") or None
-    except (OSError, ValueError, AttributeError):
+        manifest = read_manifest(export_storage(Path(output) / "s3"), uri)
+    except PipelineError:
         return None
+    return (manifest or {}).get("model_package_arn") or None
 
 
 def newer_published(output: Path, registry: LocalRegistry, package_arn: str) -> dict[str, Any] | None:
@@ -101,7 +102,7 @@ def report_of(output: Path, package: dict[str, Any]) -> str:
     package's metadata names (in the run's local S3 folder), stamped with the package. Only a report
     that is nowhere on this machine is given as its URI.
     """
-    from pipeline.local.store import make_store
+    from pipeline.local.store import export_storage
     from pipeline.local.summary import package_report_path
     from steps.report.render import stamp_package
 
@@ -109,13 +110,15 @@ def report_of(output: Path, package: dict[str, Any]) -> str:
     if local.is_file():
         return str(local)
     uri = (package.get("CustomerMetadataProperties") or {}).get(package_metadata.REPORT_URI, "")
-    store = make_store(output / "s3")
-    source = store.local_path(uri) if uri and hasattr(store, "local_path") else None
-    if source is None or not source.is_file():
+    try:
+        page = export_storage(Path(output) / "s3").read_bytes(uri).decode("utf-8") if uri else None
+    except FileNotFoundError:
+        page = None
+    if page is None:
         return uri
     local.parent.mkdir(parents=True, exist_ok=True)
-    local.write_text(stamp_package(source.read_text(encoding="utf-8"), package["ModelPackageArn"],
-                                   package["ModelApprovalStatus"], str(local)), encoding="utf-8")
+    local.write_text(stamp_package(page, package["ModelPackageArn"], package["ModelApprovalStatus"], str(local)),
+                     encoding="utf-8")
     return str(local)
 
 

@@ -11,9 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from steps.errors import PipelineError
+
+if TYPE_CHECKING:
+    from lambdas.export.storage import Storage
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -111,3 +115,12 @@ def make_store(root: Path) -> FolderStore | S3Store:
     if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
         return S3Store()
     return FolderStore(root)
+
+
+def export_storage(root: Path) -> Storage:
+    """The export's ``Storage`` over what :func:`make_store` holds under ``root``: S3 when an endpoint is
+    configured, else the folder (``s3://bucket/key`` as ``root/bucket/key``)."""
+    from lambdas.export.storage import Storage
+
+    store = make_store(root)
+    return Storage(store.client) if isinstance(store, S3Store) else Storage(s3_root=root)
