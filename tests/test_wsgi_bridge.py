@@ -82,7 +82,7 @@ def test_exactly_max_body_is_taken_and_lifespan_completes() -> None:
 
     asyncio.run(bridge({"type": "lifespan"}, receive, send))
     assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
-    assert bridge.pool is not None and bridge.pool._shutdown
+    assert bridge.pool._shutdown
 
 
 def test_a_stop_signal_wakes_the_workers_main_loop_once_it_serves() -> None:

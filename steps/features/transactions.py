@@ -173,8 +173,8 @@ def has_id_sql(src: CanonicalSource) -> str:
     An identical row that carries an id is a copy of it (a duplicate); without one nothing tells
     two equal purchases apart (``steps.features.aggregate.correct_identical_rows``).
     """
-    ids = [f"NULLIF({text_expr(quote(src.fmt.columns[name]), src.raw_types[src.fmt.columns[name]])}, '') IS NOT NULL"
-           for name in c.ROW_ID_COLUMNS if name in src.fmt.columns]
+    columns = [src.fmt.columns[name] for name in c.ROW_ID_COLUMNS if name in src.fmt.columns]
+    ids = [f"NULLIF({text_expr(quote(column), src.raw_types[column])}, '') IS NOT NULL" for column in columns]
     return f"coalesce({' OR '.join(ids)}, false)" if ids else "false"
 
 

@@ -55,11 +55,10 @@ class WSGIOnAsyncio:
 
     def __init__(self, app: WSGIApp, threads: int, read_timeout: float, max_body: int, too_large: str) -> None:
         self.app = app
-        self.threads = threads
         self.read_timeout = read_timeout
         self.max_body = max_body
         self.too_large = too_large
-        self.pool: ThreadPoolExecutor | None = None
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="serve")  # its threads start with the first request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -73,8 +72,7 @@ class WSGIOnAsyncio:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self.pool is not None:
-                    self.pool.shutdown(wait=True)
+                self.pool.shutdown(wait=True)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -107,8 +105,6 @@ class WSGIOnAsyncio:
         except TimeoutError:
             await self._send(send, *_reply(408, f"the request body did not arrive within {self.read_timeout:g} s"))
             return
-        if self.pool is None:
-            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="serve")
         environ = _environ(scope, headers, body)
         reply = await asyncio.get_running_loop().run_in_executor(self.pool, self._run, environ)
         await self._send(send, *reply)
