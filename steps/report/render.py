@@ -498,13 +498,12 @@ def _changes_section(features: pd.DataFrame, segment_table: pd.DataFrame, previo
                    '<p class="note">First run: no previously published segments to compare with.</p>')
         return (f'<section id="changes"><h2>Changes since the last published run</h2>'
                 f'{_figure("segment-changes", content)}</section>')
-    if have_previous:
-        sizes_before = data.segments(previous).value_counts()
-    else:
-        sizes_before = changes["previous_segment"].dropna().astype(str).value_counts()
-    revenue_before = None
-    if have_previous and c.MONETARY in previous:
-        revenue_before = previous[c.MONETARY].groupby(data.segments(previous).to_numpy()).sum()
+    # With the full last publish, one join of it with this run gives the matrix's cells, and from them
+    # the sizes and revenue before; otherwise only the changers are known (no revenue).
+    cells = _cells_of_everyone(previous, features) if have_previous else _cells_of_changers(changes)
+    published = cells[cells["before"] != ENTERED].groupby("before")
+    sizes_before = published["customers"].sum()
+    revenue_before = (published["revenue_before"].sum() if have_previous and c.MONETARY in previous else None)
     rows = []
     for name in segment_table.index:
         now_n, now_r = int(segment_table.loc[name, "customers"]), float(segment_table.loc[name, "revenue"])
@@ -520,14 +519,14 @@ def _changes_section(features: pd.DataFrame, segment_table: pd.DataFrame, previo
     table = _table(["Segment", "Customers before", "Customers now", "Change", "Revenue before", "Revenue now",
                     "Revenue change"], rows, [False] + [True] * 6, "segment-comparison")
     if have_previous:
-        matrix = _migration_matrix(_moves_of_everyone(previous, features), currency)
+        matrix = _migration_matrix(cells, currency)
         caption = ("Before: the segments published last (what your destinations hold now). The migration matrix "
                    "puts every customer in a cell: previous segment (rows) \u00d7 current segment (columns), with "
                    "the cell's customers and their revenue now (for (left), at the last publish); the diagonal "
                    "(outlined) is the customers who stayed. (entered) and (left) are customers new to or gone "
                    "from the data.")
     else:
-        matrix = (_migration_matrix(_moves_of_changers(changes), currency) if have_changes else
+        matrix = (_migration_matrix(cells, currency) if have_changes else
                   '<p class="note">No customer changed segment or cluster.</p>' if changes is not None else "")
         caption = ("The migration matrix counts only the customers whose segment or cluster changed (the last "
                    "publish's full segments could not be read): previous segment (rows) \u00d7 current segment "
@@ -539,11 +538,13 @@ def _changes_section(features: pd.DataFrame, segment_table: pd.DataFrame, previo
 ENTERED, LEFT = "(entered)", "(left)"
 
 
-def _moves_of_everyone(previous: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell (``before``, ``now``): its ``customers`` and ``revenue``, over every customer of the
-    last publish and of this run (an Arrow join: millions of customers cost seconds, not their objects).
+def _cells_of_everyone(previous: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell (``before``, ``now``): its ``customers``, ``revenue`` and ``revenue_before``, over
+    every customer of the last publish and of this run (an Arrow join: millions of customers cost
+    seconds, not their objects).
 
-    Revenue is net spend now; a customer who left counts with the last publish's (NaN when unknown).
+    ``revenue`` is net spend now, and a customer who left counts with the last publish's (NaN when
+    unknown); ``revenue_before`` is net spend at the last publish.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -558,17 +559,20 @@ def _moves_of_everyone(previous: pd.DataFrame, features: pd.DataFrame) -> pd.Dat
         side(features, "now", "revenue_now"), keys=c.CUSTOMER_ID, join_type="full outer", use_threads=False)
     moves = pa.table({"before": pc.fill_null(joined["before"], ENTERED), "now": pc.fill_null(joined["now"], LEFT),
                       "revenue": pc.coalesce(joined["revenue_now"], joined["revenue_before"]),
+                      "revenue_before": joined["revenue_before"],
                       "one": pa.array(np.ones(joined.num_rows, dtype=np.int64))})
-    cells = moves.group_by(["before", "now"]).aggregate([("one", "sum"), ("revenue", "sum")]).to_pandas()
-    return cells.rename(columns={"one_sum": "customers", "revenue_sum": "revenue"})
+    cells = moves.group_by(["before", "now"]).aggregate(
+        [("one", "sum"), ("revenue", "sum"), ("revenue_before", "sum")]).to_pandas()
+    return cells.rename(columns={"one_sum": "customers", "revenue_sum": "revenue",
+                                 "revenue_before_sum": "revenue_before"})
 
 
-def _moves_of_changers(changes: pd.DataFrame) -> pd.DataFrame:
+def _cells_of_changers(changes: pd.DataFrame) -> pd.DataFrame:
     """The cells of the customers in ``changes.parquet`` (its rows have no revenue)."""
     moves = pd.DataFrame({"before": changes["previous_segment"].fillna(ENTERED).astype(str).to_numpy(),
                           "now": changes["segment"].fillna(LEFT).astype(str).to_numpy()})
     cells = moves.groupby(["before", "now"]).size().rename("customers").reset_index()
-    return cells.assign(revenue=np.nan)
+    return cells.assign(revenue=np.nan, revenue_before=np.nan)
 
 
 def _migration_matrix(cells: pd.DataFrame, currency: str) -> str:
