@@ -208,18 +208,14 @@ def execute(definition: dict, params: dict[str, str], output: Path, on_step=None
     store = make_store(output / "s3")
     registry = LocalRegistry(output / paths.REGISTRY_FILE)
     workdir = output / ".work"
-    runner = LocalRunner(definition, store, workdir, registry, on_step)
+    runner = LocalRunner(definition, store, workdir, registry, on_step, logs=output / "logs")  # logs/<id> stays
     execution_id = f"local-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
-    work_logs, kept_logs = workdir / execution_id / "logs", output / "logs" / execution_id
     try:
         result = runner.run(params, execution_id=execution_id, models=registry.models())
     finally:
-        if work_logs.is_dir():
-            shutil.copytree(work_logs, kept_logs, dirs_exist_ok=True)
         shutil.rmtree(workdir / execution_id, ignore_errors=True)
         with contextlib.suppress(OSError):
             workdir.rmdir()  # only when empty: another run may be using it
-    result.failure = result.failure.replace(str(work_logs), str(kept_logs))  # "Step log: ..." names the kept copy
     if result.status == "Succeeded":
         publish(result, store, output, registry)
     else:

@@ -98,8 +98,9 @@ class LocalRunner:
     """Runs one definition; ``on_step`` is told of every step as it starts (``Executing``) and ends."""
 
     def __init__(self, definition: dict, store: FolderStore | S3Store, workdir: Path, registry: LocalRegistry,
-                 on_step: Callable[[StepRun], None] | None = None) -> None:
+                 on_step: Callable[[StepRun], None] | None = None, logs: Path | None = None) -> None:
         self.definition = definition
+        self.logs = Path(logs) if logs is not None else None  # each execution's logs in logs/<id> (default: workdir)
         self.store = store
         self.workdir = Path(workdir)
         self.registry = registry
@@ -120,7 +121,7 @@ class LocalRunner:
         )
         order, by_name, branch_of = execution_order(self.definition)
         env = handlers.Environment(self.store, self.workdir / execution_id, self.registry, execution_id,
-                                   dict(models or {}))
+                                   dict(models or {}), self.logs / execution_id if self.logs else None)
         taken: dict[str, bool] = {}
         runs = {name: StepRun(name, by_name[name]["Type"]) for name in order}
         result = ExecutionResult(execution_id, "Executing", [runs[n] for n in order], context.properties,

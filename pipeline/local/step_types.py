@@ -39,6 +39,11 @@ class Environment:
     registry: LocalRegistry
     execution_id: str
     models: dict[str, str]  # model name -> model data URL (CreateModel results)
+    logs: Path | None = None  # where the steps' logs go (default: workdir/logs)
+
+    def log_file(self, name: str) -> Path:
+        """Step ``name``'s log file."""
+        return (self.logs or self.workdir / "logs") / f"{name}.log"
 
 
 # A Spark processing step's entrypoint; its submit app is the project's own (steps/features/spark/app.py),
@@ -68,7 +73,7 @@ def run_processing(name: str, args: dict, env: Environment) -> dict[str, Any]:
     command += [_store_path(container.rewrite(str(a)), env.store) for a in app.get("ContainerArguments", [])]
     environment = {k: str(v) for k, v in args.get("Environment", {}).items()
                    if not (spark and k.startswith("RFM_SPARK"))}
-    run_command(command, environment, env.workdir / "logs" / f"{name}.log", name)
+    run_command(command, environment, env.log_file(name), name)
     properties: dict[str, Any] = {}
     for item in outputs:
         s3 = item["S3Output"]
@@ -128,7 +133,7 @@ def run_training(name: str, args: dict, env: Environment) -> dict[str, Any]:
         "SM_INPUT_CONFIG_DIR": str(config),
         "SM_OUTPUT_DATA_DIR": str(container.local("/opt/ml/output/data")),
     }
-    run_command([executable("train")], environment, env.workdir / "logs" / f"{name}.log", name)
+    run_command([executable("train")], environment, env.log_file(name), name)
     archive = env.workdir / name / paths.MODEL_ARCHIVE
     with tarfile.open(archive, "w:gz") as tar:
         for path in sorted(model_dir.iterdir()):
@@ -176,7 +181,7 @@ def run_transform(name: str, args: dict, env: Environment) -> dict[str, Any]:
     shares = [files[i::instances] for i in range(min(instances, len(files)))]
 
     def instance(number: int, share: list[Path]) -> None:
-        with serving(model_dir, env.workdir / "logs" / f"{name}-serve-{number}.log") as port:
+        with serving(model_dir, env.log_file(f"{name}-serve-{number}")) as port:
             for relative in share:
                 transform_file(port, source / relative, output / f"{relative}.out",
                                args["TransformInput"].get("ContentType", "text/csv"),
@@ -224,7 +229,7 @@ def capture_lambda_logs(log_file: Path) -> Iterator[None]:
 def run_lambda(name: str, step: dict, args: dict, env: Environment) -> dict[str, Any]:
     event = {k: env.store.event_uri(v) if isinstance(v, str) else v for k, v in args.items()}
     handler = lambda_handler(step["FunctionArn"])
-    with capture_lambda_logs(env.workdir / "logs" / f"{name}.log"):
+    with capture_lambda_logs(env.log_file(name)):
         try:
             result = handler(event, None)
         except RFMError:
