@@ -154,16 +154,17 @@ def _cmd_approve(args: argparse.Namespace) -> int:
     registry = LocalRegistry(Path(args.output) / paths.REGISTRY_FILE)
     if args.list:
         return _list_packages(Path(args.output), registry)
-    if args.package is None:
+    chosen = args.package
+    if chosen is None:
         waiting = waiting_packages(registry)
+        chosen = waiting[-1]["ModelPackageArn"] if waiting else None
         unpublished = [p for p in waiting if p["ModelApprovalStatus"] == "Approved"]
         if unpublished:
             print("approved but never published (a run stopped after RegisterSegmenter):")
             for package in unpublished:
                 print(f"  {package['ModelPackageArn']}  registered {package['CreationTime']}")
         if waiting:
-            print(f"{'rejecting' if args.reject else 'approving'} the newest: {waiting[-1]['ModelPackageArn']}")
-    chosen = args.package or (waiting[-1]["ModelPackageArn"] if waiting else None)
+            print(f"{'rejecting' if args.reject else 'approving'} the newest: {chosen}")
     newer = newer_published(Path(args.output), registry, chosen) if chosen and not args.reject else None
     if newer:
         print(f"note: {newer['ModelPackageArn']}, a newer package, is published now; approving this one replaces "

@@ -228,8 +228,8 @@ def sniff(
         Where to read column types and Parquet metadata (a new database per
         file costs about 20 ms: pass one when sniffing many files).
     workdir : Path, optional
-        Where a :data:`TRANSCODED` file's UTF-8 copy goes (``<workdir>/utf8/``; default: a
-        temporary folder).
+        Where a :data:`TRANSCODED` file's UTF-8 copy goes (``<workdir>/utf8/``): the caller's work
+        folder, removed with it; required for such a file.
 
     Raises
     ------
@@ -325,9 +325,10 @@ def _unique(names: list[str]) -> list[str]:
 def utf8_copy_path(path: Path, workdir: Path | None) -> Path:
     """Where the UTF-8 copy of ``path`` goes: one name per file, under ``<workdir>/utf8/``."""
     import hashlib
-    import tempfile
 
-    folder = (Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="rfm-"))) / UTF8_COPIES
+    if workdir is None:  # a copy in a folder nobody removes would outlive the run
+        raise ValueError(f"sniff({path}) needs a workdir to read a latin-1 or cp1252 file through its UTF-8 copy")
+    folder = Path(workdir) / UTF8_COPIES
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]}.csv"
 
