@@ -644,6 +644,18 @@ def test_a_cp1252_file_is_read_as_written_and_its_undefined_bytes_are_named(tmp_
         run(str(undefined), tmp_path / "out2", FeatureOptions(encoding="cp1252"))
 
 
+def test_a_utf8_copy_that_cannot_be_written_is_one_line_not_a_broken_gzip(tmp_path: Path) -> None:
+    from steps.errors import RFMError
+    from steps.features.sources import check_whole_file
+
+    path = tmp_path / "windows.csv.gz"
+    path.write_bytes(gzip.compress((HEADER + "c\u20ac,o1,2024-01-01,1.00\n").encode("cp1252")))
+    with pytest.raises(RFMError) as caught:  # a folder where the copy should go: it cannot be opened for writing
+        check_whole_file(path, "cp1252", str(path), compressed=True, copy_to=tmp_path)
+    assert str(caught.value).startswith(f"{tmp_path}: cannot write the file's UTF-8 copy (")
+    assert "gzip" not in str(caught.value) and caught.value.fix.startswith("Free space in the work folder")
+
+
 @pytest.mark.parametrize("bad_row", [3, 501, 30_001])
 def test_a_bad_line_has_the_same_outcome_wherever_it_is(tmp_path: Path, bad_row: int) -> None:
     good = [f"c{i % 7},o{i},2024-01-{1 + i % 28:02d},1.00\n" for i in range(30_002)]

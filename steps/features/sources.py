@@ -18,12 +18,13 @@ import csv
 import gzip
 import io
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
-from steps.errors import EmptyInputError, InputDataError, first_line
+from steps.errors import EmptyInputError, InputDataError, RFMError, first_line
 from steps.features.formats import CDNOW_COLUMNS, CDNOW_HEADER, CDNOW_LINE
 from steps.features.history import is_supported as _is_supported
 from steps.features.parsing import literal
@@ -344,14 +345,16 @@ def check_whole_file(path: Path, encoding: str, where: str, *, compressed: bool,
     Raises
     ------
     InputDataError
-        A broken gzip stream, or a byte that is not ``encoding`` text.
+        A broken gzip stream, an unreadable file, or a byte that is not ``encoding`` text.
+    RFMError
+        The UTF-8 copy cannot be written (a full or read-only work folder).
     """
     decoder = codecs.getincrementaldecoder("utf-8-sig" if encoding == "utf-8" else encoding)()
     lines_before = 0
     try:
-        with (gzip.open(path, "rb") if compressed else path.open("rb") as handle,
-              copy_to.open("w", encoding="utf-8", newline="") if copy_to else contextlib.nullcontext() as copy):
-            while chunk := handle.read(CHECK_CHUNK):
+        copy = copy_to.open("w", encoding="utf-8", newline="") if copy_to else None
+        with copy or contextlib.nullcontext():
+            for chunk in _chunks(path, where, compressed=compressed):
                 if copy is not None or not (encoding == "utf-8" and chunk.isascii()):
                     text = _decode_chunk(decoder, chunk, lines_before, encoding, where)
                     if copy is not None:
@@ -360,8 +363,21 @@ def check_whole_file(path: Path, encoding: str, where: str, *, compressed: bool,
             text = _decode_chunk(decoder, b"", lines_before, encoding, where, final=True)
             if copy is not None:
                 copy.write(text)
+    except OSError as error:  # the copy: reading errors are the file's (_chunks)
+        raise RFMError(f"cannot write the file's UTF-8 copy ({error.strerror or error})", str(copy_to),
+                       "Free space in the work folder (TMPDIR locally), or save the file as UTF-8") from None
+
+
+def _chunks(path: Path, where: str, *, compressed: bool) -> Iterator[bytes]:
+    """The file's bytes (decompressed), a few MB at a time; a gzip stream that does not end well is refused."""
+    try:
+        with gzip.open(path, "rb") if compressed else path.open("rb") as handle:
+            while chunk := handle.read(CHECK_CHUNK):
+                yield chunk
     except (OSError, EOFError, zlib.error) as error:
-        raise _broken_gzip(error, where) from None
+        if compressed:
+            raise _broken_gzip(error, where) from None
+        raise InputDataError(f"cannot read the file ({error})", where, "Check that it is readable") from None
 
 
 def _decode_chunk(
